@@ -1,0 +1,59 @@
+//! Provider metadata (OpenID Connect Discovery 1.0 §3, RFC 8414 §2) and the JSON Web Key
+//! Set (RFC 7517 §5).
+
+use serde::{Deserialize, Serialize};
+
+/// The provider metadata document served at `/.well-known/openid-configuration` and
+/// `/.well-known/oauth-authorization-server`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProviderMetadata {
+    /// The issuer identifier.
+    pub issuer: String,
+    /// The authorization endpoint.
+    pub authorization_endpoint: String,
+    /// The token endpoint.
+    pub token_endpoint: String,
+    /// The userinfo endpoint.
+    pub userinfo_endpoint: String,
+    /// The JWKS document.
+    pub jwks_uri: String,
+    /// RFC 7009 revocation.
+    pub revocation_endpoint: String,
+    /// RFC 7662 introspection.
+    pub introspection_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout.
+    pub end_session_endpoint: String,
+    /// Scopes clients may ask for.
+    pub scopes_supported: Vec<String>,
+    /// Only `code`.
+    pub response_types_supported: Vec<String>,
+    /// `query`.
+    pub response_modes_supported: Vec<String>,
+    /// Grant types the token endpoint accepts.
+    pub grant_types_supported: Vec<String>,
+    /// `public`.
+    pub subject_types_supported: Vec<String>,
+    /// Algorithms ID tokens can be signed with.
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// Client authentication methods at the token endpoint.
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// Client authentication methods at the introspection endpoint.
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// Client authentication methods at the revocation endpoint.
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    /// Only `S256`.
+    pub code_challenge_methods_supported: Vec<String>,
+    /// Claims that may appear in ID tokens and userinfo.
+    pub claims_supported: Vec<String>,
+    /// RFC 9207: the authorization response carries `iss`.
+    pub authorization_response_iss_parameter_supported: bool,
+    /// `prompt` values understood.
+    pub prompt_values_supported: Vec<String>,
+}
+
+/// A JSON Web Key Set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<serde_json::Value>,
+}

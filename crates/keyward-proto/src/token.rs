@@ -1,0 +1,70 @@
+//! Token endpoint requests and responses (RFC 6749 §4.1.3, §4.4.2, §5.1, §6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::scope::ScopeSet;
+use crate::secret::OpaqueToken;
+
+/// A token request, by grant type. Client credentials travel beside it (in the
+/// `Authorization` header or as `client_id` / `client_secret` body fields) and are read
+/// separately, see [`ClientCredentialsInBody`].
+#[derive(Debug, Deserialize)]
+#[serde(tag = "grant_type")]
+pub enum TokenRequest {
+    /// RFC 6749 §4.1.3, with PKCE (RFC 7636 §4.5).
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode {
+        /// The authorization code.
+        code: OpaqueToken,
+        /// Must equal the redirect URI of the authorization request when it had one.
+        redirect_uri: Option<String>,
+        /// The PKCE verifier.
+        code_verifier: Option<String>,
+    },
+    /// RFC 6749 §6.
+    #[serde(rename = "refresh_token")]
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: OpaqueToken,
+        /// An optional narrowing of the granted scope.
+        scope: Option<ScopeSet>,
+    },
+    /// RFC 6749 §4.4.
+    #[serde(rename = "client_credentials")]
+    ClientCredentials {
+        /// The requested scope; defaults to every scope the client may have.
+        scope: Option<ScopeSet>,
+    },
+}
+
+/// The grant types keyward knows, as their wire names.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+
+/// Client credentials sent in the request body (`client_secret_post`, RFC 6749 §2.3.1),
+/// or a public client's bare `client_id`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientCredentialsInBody {
+    /// The client id.
+    pub client_id: Option<String>,
+    /// The client secret.
+    pub client_secret: Option<crate::secret::ClientSecret>,
+}
+
+/// A successful token response (RFC 6749 §5.1; OpenID Connect Core §3.1.3.3).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The access token (a JWT, RFC 9068).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+    /// The refresh token, when the grant allows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The ID token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The granted scope.
+    pub scope: ScopeSet,
+}

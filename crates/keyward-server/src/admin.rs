@@ -1,0 +1,281 @@
+//! Administrative operations on the store, behind `keyward client|user|key` and the
+//! start-up sync of the clients and users declared in the configuration file.
+
+use keyward_proto::{ClientSecret, ScopeSet};
+
+use crate::config::{ClientConfig, Config, SigningAlg, UserConfig};
+use crate::domain::{self, Client, StoredKey, User, now};
+use crate::keys::{self, KeyError};
+use crate::password::{self, PasswordError};
+use crate::store::{Store, StoreError};
+
+/// An administrative failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Password hashing failed.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Key handling failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The named record does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An argument is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The scopes a client gets when none are given.
+pub const DEFAULT_CLIENT_SCOPES: &str = "openid profile email offline_access";
+/// The grant types a client gets when none are given.
+pub const DEFAULT_GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
+
+/// What `keyward client add` and the config file describe.
+#[derive(Clone, Debug, Default)]
+pub struct NewClient {
+    /// The client id.
+    pub client_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Whether the client is public (no secret).
+    pub public: bool,
+    /// The secret to use; generated when `None` for a confidential client.
+    pub secret: Option<ClientSecret>,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Grant types; defaults to [`DEFAULT_GRANT_TYPES`].
+    pub grant_types: Vec<String>,
+    /// Scopes; defaults to [`DEFAULT_CLIENT_SCOPES`].
+    pub scopes: Vec<String>,
+    /// No consent page.
+    pub skip_consent: bool,
+    /// ID token algorithm.
+    pub id_token_alg: Option<SigningAlg>,
+}
+
+impl NewClient {
+    /// Validates and turns the description into a client record, generating the secret
+    /// of a confidential client when none was given. Returns the secret to show once.
+    pub fn build(self) -> Result<(Client, Option<ClientSecret>), AdminError> {
+        domain::validate_client_id(&self.client_id).map_err(AdminError::Invalid)?;
+        for uri in self
+            .redirect_uris
+            .iter()
+            .chain(&self.post_logout_redirect_uris)
+        {
+            domain::validate_redirect_uri(uri).map_err(AdminError::Invalid)?;
+        }
+        let grant_types: Vec<String> = if self.grant_types.is_empty() {
+            DEFAULT_GRANT_TYPES
+                .iter()
+                .map(|g| (*g).to_owned())
+                .collect()
+        } else {
+            self.grant_types
+        };
+        for grant in &grant_types {
+            if !keyward_proto::token::GRANT_TYPES.contains(&grant.as_str()) {
+                return Err(AdminError::Invalid(format!("unknown grant type {grant:?}")));
+            }
+        }
+        if self.public && grant_types.iter().any(|g| g == "client_credentials") {
+            return Err(AdminError::Invalid(
+                "a public client cannot use client_credentials".into(),
+            ));
+        }
+        if grant_types.iter().any(|g| g == "authorization_code") && self.redirect_uris.is_empty() {
+            return Err(AdminError::Invalid(
+                "authorization_code needs at least one redirect URI".into(),
+            ));
+        }
+        let scopes = if self.scopes.is_empty() {
+            DEFAULT_CLIENT_SCOPES.to_owned()
+        } else {
+            self.scopes.join(" ")
+        };
+        let scopes = ScopeSet::parse(&scopes).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let secret = match (self.public, self.secret) {
+            (true, _) => None,
+            (false, Some(secret)) => Some(secret),
+            (false, None) => Some(ClientSecret::generate()),
+        };
+        let client = Client {
+            name: self.name.unwrap_or_else(|| self.client_id.clone()),
+            client_id: self.client_id,
+            secret_hash: secret.as_ref().map(ClientSecret::hash),
+            redirect_uris: self.redirect_uris,
+            post_logout_redirect_uris: self.post_logout_redirect_uris,
+            grant_types,
+            scopes,
+            skip_consent: self.skip_consent,
+            id_token_alg: self.id_token_alg.unwrap_or(SigningAlg::ES256),
+            created_at: now(),
+        };
+        Ok((client, secret))
+    }
+}
+
+impl From<&ClientConfig> for NewClient {
+    fn from(c: &ClientConfig) -> Self {
+        Self {
+            client_id: c.client_id.clone(),
+            name: c.name.clone(),
+            public: c.client_secret.is_none(),
+            secret: c.client_secret.clone(),
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            grant_types: c.grant_types.clone().unwrap_or_default(),
+            scopes: c.scopes.clone().unwrap_or_default(),
+            skip_consent: c.skip_consent,
+            id_token_alg: c.id_token_signed_response_alg,
+        }
+    }
+}
+
+/// Registers a new client; the returned secret is shown once and never stored.
+pub async fn add_client(
+    store: &dyn Store,
+    new: NewClient,
+) -> Result<(Client, Option<ClientSecret>), AdminError> {
+    let (client, secret) = new.build()?;
+    store.insert_client(&client).await?;
+    Ok((client, secret))
+}
+
+/// Removes a client and everything issued to it.
+pub async fn remove_client(store: &dyn Store, client_id: &str) -> Result<(), AdminError> {
+    if store.delete_client(client_id).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("client {client_id:?}")))
+    }
+}
+
+/// A new random user id.
+pub fn new_user_id() -> String {
+    keyward_proto::secret::random_urlsafe(16)
+}
+
+/// Creates a local user with a password.
+pub async fn add_user(
+    store: &dyn Store,
+    username: &str,
+    email: Option<String>,
+    name: Option<String>,
+    password: ClientSecret,
+) -> Result<User, AdminError> {
+    domain::validate_username(username).map_err(AdminError::Invalid)?;
+    check_password_strength(&password)?;
+    let user = User {
+        id: new_user_id(),
+        username: username.to_owned(),
+        email_verified: email.is_some(),
+        email,
+        name,
+        password_hash: Some(password::hash(password).await?),
+        disabled: false,
+        created_at: now(),
+    };
+    store.insert_user(&user).await?;
+    Ok(user)
+}
+
+fn check_password_strength(password: &ClientSecret) -> Result<(), AdminError> {
+    if password.secret().chars().count() < 8 {
+        return Err(AdminError::Invalid(
+            "a password needs at least 8 characters".into(),
+        ));
+    }
+    if password.secret().len() > 1024 {
+        return Err(AdminError::Invalid(
+            "a password may have at most 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn user_by_name(store: &dyn Store, username: &str) -> Result<User, AdminError> {
+    store
+        .get_user_by_username(username)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("user {username:?}")))
+}
+
+/// Sets a user's password and ends their sessions.
+pub async fn set_password(
+    store: &dyn Store,
+    username: &str,
+    password: ClientSecret,
+) -> Result<(), AdminError> {
+    check_password_strength(&password)?;
+    let user = user_by_name(store, username).await?;
+    store
+        .set_password_hash(&user.id, &password::hash(password).await?)
+        .await?;
+    store.delete_user_sessions(&user.id).await?;
+    Ok(())
+}
+
+/// Disables (or re-enables) a user. Disabling ends their sessions and revokes every
+/// grant, so their refresh tokens and access tokens stop working.
+pub async fn set_disabled(
+    store: &dyn Store,
+    username: &str,
+    disabled: bool,
+) -> Result<User, AdminError> {
+    let user = user_by_name(store, username).await?;
+    store.set_user_disabled(&user.id, disabled).await?;
+    if disabled {
+        store.delete_user_sessions(&user.id).await?;
+        store.revoke_user_grants(&user.id).await?;
+    }
+    Ok(User { disabled, ..user })
+}
+
+/// Rotates the signing keys.
+pub async fn rotate_keys(store: &dyn Store) -> Result<Vec<StoredKey>, AdminError> {
+    Ok(keys::rotate(store).await?)
+}
+
+/// Writes the clients and users of the configuration file into the store, so that a
+/// deployment is reproducible from one file. Config clients replace stored ones of the
+/// same id; config users keep their id (and so their `sub`) across restarts.
+pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), AdminError> {
+    for declared in &config.clients {
+        let (client, _) = NewClient::from(declared).build()?;
+        store.upsert_client(&client).await?;
+    }
+    for declared in &config.users {
+        store.sync_user(&config_user(declared).await?).await?;
+    }
+    Ok(())
+}
+
+async fn config_user(declared: &UserConfig) -> Result<User, AdminError> {
+    let password_hash = match (&declared.password, &declared.password_hash) {
+        (Some(plain), _) => password::hash(plain.clone()).await?,
+        (None, Some(hash)) => hash.clone(),
+        (None, None) => {
+            return Err(AdminError::Invalid(format!(
+                "user {:?} has no password",
+                declared.username
+            )));
+        }
+    };
+    Ok(User {
+        id: new_user_id(),
+        username: declared.username.clone(),
+        email_verified: declared.email.is_some(),
+        email: declared.email.clone(),
+        name: declared.name.clone(),
+        password_hash: Some(password_hash),
+        disabled: false,
+        created_at: now(),
+    })
+}

@@ -1,0 +1,517 @@
+//! Typed configuration, loaded once at start-up: defaults, then a TOML file, then
+//! `KEYWARD_*` environment variables. Nothing else in keyward reads the environment.
+//!
+//! Unknown keys and bad values are errors that name the key, reported before anything
+//! listens.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use keyward_proto::{ClientSecret, ScopeSet};
+use serde::Deserialize;
+use url::Url;
+
+/// The default issuer and listen address of a zero-config start.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default database: an embedded SQLite file.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward-data/keyward.db";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a bad value (the message names it).
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML error, which names the key and line.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A JWS algorithm keyward signs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 SHA-256: the default.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 SHA-256: OpenID Connect's mandatory algorithm.
+    RS256,
+}
+
+impl SigningAlg {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    /// Parses a JOSE name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+
+    /// Every algorithm keyward keeps a key for.
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::ES256, SigningAlg::RS256];
+}
+
+/// The configuration file, as written (see `keyward.example.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    issuer: Option<String>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    access_token_ttl: Option<String>,
+    id_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    session_ttl: Option<String>,
+    refresh_reuse_grace: Option<String>,
+    #[serde(default)]
+    clients: Vec<ClientConfig>,
+    #[serde(default)]
+    users: Vec<UserConfig>,
+}
+
+/// A client declared in the configuration file (`[[clients]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client id.
+    pub client_id: String,
+    /// A display name for the consent page; defaults to the id.
+    pub name: Option<String>,
+    /// The secret; absent for a public client.
+    pub client_secret: Option<ClientSecret>,
+    /// Exact redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the user back to.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Allowed grant types; defaults to `authorization_code` and `refresh_token`.
+    pub grant_types: Option<Vec<String>>,
+    /// Scopes the client may ask for; defaults to `openid profile email offline_access`.
+    pub scopes: Option<Vec<String>>,
+    /// A first-party app: no consent page.
+    #[serde(default)]
+    pub skip_consent: bool,
+    /// `ES256` (default) or `RS256`.
+    pub id_token_signed_response_alg: Option<SigningAlg>,
+}
+
+/// A local user declared in the configuration file (`[[users]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The login name.
+    pub username: String,
+    /// The email address, taken as verified.
+    pub email: Option<String>,
+    /// Full name.
+    pub name: Option<String>,
+    /// A plain password, hashed with Argon2id at start.
+    pub password: Option<ClientSecret>,
+    /// A PHC-format Argon2id hash.
+    pub password_hash: Option<String>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The issuer identifier: scheme, host, optional port and path, no query.
+    pub issuer: Url,
+    /// The socket to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Access token lifetime.
+    pub access_token_ttl: Duration,
+    /// ID token lifetime.
+    pub id_token_ttl: Duration,
+    /// Refresh token (and grant) lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Browser session lifetime.
+    pub session_ttl: Duration,
+    /// How long a just-rotated refresh token may still be redeemed by the client's own
+    /// concurrent retry before reuse counts as theft.
+    pub refresh_reuse_grace: Duration,
+    /// Authorization code lifetime.
+    pub code_ttl: Duration,
+    /// How long a started login may take.
+    pub login_ttl: Duration,
+    /// Static clients.
+    pub clients: Vec<ClientConfig>,
+    /// Static local users.
+    pub users: Vec<UserConfig>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` when given, then the environment
+    /// variables in `env` (`KEYWARD_ISSUER`, `KEYWARD_LISTEN`, `KEYWARD_DATABASE_URL`).
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let display = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: display.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: display,
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_parts(parsed, env)
+    }
+
+    /// Parses TOML text (used by tests and by `load`).
+    pub fn from_toml(text: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let parsed = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<inline>".into(),
+            source,
+        })?;
+        Self::from_parts(parsed, env)
+    }
+
+    fn from_parts(file: FileConfig, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let pick = |env_key: &str, value: Option<String>| env.get(env_key).cloned().or(value);
+
+        let listen_text =
+            pick("KEYWARD_LISTEN", file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+
+        let issuer_text =
+            pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
+        let issuer = parse_issuer(&issuer_text)?;
+
+        let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+
+        let duration =
+            |key: &str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
+                match value {
+                    Some(text) => parse_duration(&text).map_err(|message| invalid(key, message)),
+                    None => Ok(Duration::from_secs(default)),
+                }
+            };
+        let config = Config {
+            issuer,
+            listen,
+            database_url,
+            access_token_ttl: duration("access_token_ttl", file.access_token_ttl, 15 * 60)?,
+            id_token_ttl: duration("id_token_ttl", file.id_token_ttl, 60 * 60)?,
+            refresh_token_ttl: duration(
+                "refresh_token_ttl",
+                file.refresh_token_ttl,
+                30 * 24 * 3600,
+            )?,
+            session_ttl: duration("session_ttl", file.session_ttl, 24 * 3600)?,
+            refresh_reuse_grace: duration("refresh_reuse_grace", file.refresh_reuse_grace, 5)?,
+            code_ttl: Duration::from_secs(60),
+            login_ttl: Duration::from_secs(15 * 60),
+            clients: file.clients,
+            users: file.users,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, ttl) in [
+            ("access_token_ttl", self.access_token_ttl),
+            ("id_token_ttl", self.id_token_ttl),
+        ] {
+            if ttl.as_secs() < 10 || ttl.as_secs() > 24 * 3600 {
+                return Err(invalid(key, "must be between 10s and 24h"));
+            }
+        }
+        if self.refresh_reuse_grace.as_secs() > 60 {
+            return Err(invalid("refresh_reuse_grace", "must be at most 60s"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            crate::domain::validate_client_id(&client.client_id)
+                .map_err(|m| invalid(key("client_id"), m))?;
+            if !seen.insert(client.client_id.as_str()) {
+                return Err(invalid(
+                    key("client_id"),
+                    format!("{:?} is declared twice", client.client_id),
+                ));
+            }
+            for uri in client
+                .redirect_uris
+                .iter()
+                .chain(&client.post_logout_redirect_uris)
+            {
+                crate::domain::validate_redirect_uri(uri)
+                    .map_err(|m| invalid(key("redirect_uris"), m))?;
+            }
+            if let Some(grants) = &client.grant_types {
+                for grant in grants {
+                    if !keyward_proto::token::GRANT_TYPES.contains(&grant.as_str()) {
+                        return Err(invalid(
+                            key("grant_types"),
+                            format!("unknown grant type {grant:?}"),
+                        ));
+                    }
+                }
+                if grants.iter().any(|g| g == "client_credentials")
+                    && client.client_secret.is_none()
+                {
+                    return Err(invalid(
+                        key("grant_types"),
+                        "client_credentials needs a client_secret",
+                    ));
+                }
+            }
+            if let Some(scopes) = &client.scopes {
+                ScopeSet::parse(&scopes.join(" "))
+                    .map_err(|e| invalid(key("scopes"), e.to_string()))?;
+            }
+            if let Some(secret) = &client.client_secret {
+                if secret.secret().len() < 16 {
+                    return Err(invalid(
+                        key("client_secret"),
+                        "must be at least 16 characters",
+                    ));
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = |field: &str| format!("users[{i}].{field}");
+            crate::domain::validate_username(&user.username)
+                .map_err(|m| invalid(key("username"), m))?;
+            if !names.insert(user.username.as_str()) {
+                return Err(invalid(
+                    key("username"),
+                    format!("{:?} is declared twice", user.username),
+                ));
+            }
+            match (&user.password, &user.password_hash) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("password"),
+                        "give password or password_hash, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("password"),
+                        "a password or password_hash is required",
+                    ));
+                }
+                (None, Some(hash)) if !hash.starts_with("$argon2") => {
+                    return Err(invalid(
+                        key("password_hash"),
+                        "must be a PHC-format Argon2 hash ($argon2id$…)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether cookies must carry `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.scheme() == "https"
+    }
+
+    /// The issuer as a string without a trailing slash, as it appears in `iss`.
+    pub fn issuer_str(&self) -> &str {
+        self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// An absolute URL under the issuer.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer_str())
+    }
+
+    /// The path prefix of the issuer ("" when the issuer has no path).
+    pub fn base_path(&self) -> &str {
+        self.issuer.path().trim_end_matches('/')
+    }
+}
+
+fn parse_issuer(text: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(text).map_err(|e| invalid("issuer", format!("{text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("issuer", "must be an http or https URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            "issuer",
+            "must not have a query, fragment or user info",
+        ));
+    }
+    Ok(url)
+}
+
+/// Parses `90`, `90s`, `15m`, `12h` or `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 12h or 30d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    value
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn zero_config_defaults() {
+        let config = Config::from_toml("", &env(&[])).unwrap();
+        assert_eq!(config.issuer.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(config.issuer_str(), "http://127.0.0.1:8080");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert!(!config.secure_cookies());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = Config::from_toml(
+            "issuer = \"https://a.example\"\nlisten = \"127.0.0.1:9000\"",
+            &env(&[
+                ("KEYWARD_ISSUER", "https://b.example/id"),
+                ("KEYWARD_DATABASE_URL", "postgres://x/y"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.issuer_str(), "https://b.example/id");
+        assert_eq!(config.base_path(), "/id");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.database_url, "postgres://x/y");
+        assert!(config.secure_cookies());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("isuer = \"x\"", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("isuer"), "{err}");
+        let err = Config::from_toml(
+            "[[clients]]\nclient_id = \"a\"\nredirect_uri = []",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("redirect_uri"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("issuer = \"ftp://x\"", "issuer"),
+            ("access_token_ttl = \"5y\"", "access_token_ttl"),
+            ("database_url = \"mysql://x\"", "database_url"),
+            (
+                "[[clients]]\nclient_id = \"a\"\nredirect_uris = [\"not a url\"]",
+                "clients[0].redirect_uris",
+            ),
+            (
+                "[[clients]]\nclient_id = \"a\"\ngrant_types = [\"password\"]",
+                "clients[0].grant_types",
+            ),
+            (
+                "[[clients]]\nclient_id = \"a\"\ngrant_types = [\"client_credentials\"]",
+                "clients[0].grant_types",
+            ),
+            ("[[users]]\nusername = \"bob\"", "users[0].password"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text, &env(&[])).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

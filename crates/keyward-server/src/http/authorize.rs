@@ -1,0 +1,774 @@
+//! The authorization endpoint (RFC 6749 §4.1.1, OpenID Connect Core §3.1.2) and the
+//! pages a person passes through: login (local password) and consent.
+//!
+//! A request is validated in two stages. Until the client and its redirect URI are
+//! known to be genuine, errors are shown as a page and never redirected; after that
+//! they are redirected to the client (RFC 6749 §4.1.2.1, with `iss` per RFC 9207).
+//! A valid request becomes an [`AuthRequest`] in the store (so any replica can finish
+//! it), bound to the browser that started it by a cookie and protected by a CSRF token.
+
+use axum::Router;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
+use serde::Deserialize;
+use url::Url;
+
+use super::error::OAuthError;
+use super::extract::{Body, ClientAddr, cookie, parse_form, set_cookie};
+use super::pages::PageError;
+use crate::domain::{AuthCode, AuthRequest, Client, Grant, Session, User, now};
+use crate::state::AppState;
+
+/// Cookie binding a login in progress to the browser that started it.
+pub const BROWSER_COOKIE: &str = "keyward_browser";
+/// The browser session cookie.
+pub const SESSION_COOKIE: &str = "keyward_session";
+
+/// Failed logins per account before it is locked for the rest of the window.
+const ACCOUNT_FAILURE_LIMIT: i64 = 5;
+/// Failed logins per client address before it is locked for the rest of the window.
+const ADDRESS_FAILURE_LIMIT: i64 = 50;
+/// The throttling window.
+const FAILURE_WINDOW: i64 = 15 * 60;
+/// Longest accepted `state`, `nonce` or `login_hint`.
+const MAX_PARAM_LEN: usize = 2048;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/authorize", get(authorize_get).post(authorize_post))
+        .route("/login", get(login_page).post(login_submit))
+        .route("/consent", get(consent_page).post(consent_submit))
+}
+
+/// The parameters of an authorization request.
+#[derive(Debug, Default, Deserialize)]
+struct AuthorizeParams {
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    response_type: Option<String>,
+    response_mode: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    prompt: Option<String>,
+    max_age: Option<String>,
+    login_hint: Option<String>,
+    request: Option<String>,
+    request_uri: Option<String>,
+}
+
+async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = parse_form(query.unwrap_or_default().as_bytes());
+    respond(&state, authorize(&state, &headers, params).await)
+}
+
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let params = body.and_then(|Body(bytes)| parse_form(&bytes));
+    respond(&state, authorize(&state, &headers, params).await)
+}
+
+fn respond(state: &AppState, result: Result<Response, PageError>) -> Response {
+    result.unwrap_or_else(|error| state.pages().error(error))
+}
+
+/// Sends authorization responses and errors to the client's redirect URI.
+struct Responder {
+    redirect_uri: String,
+    state: Option<String>,
+    issuer: String,
+}
+
+impl Responder {
+    fn redirect(&self, pairs: &[(&str, &str)]) -> Response {
+        let Ok(mut url) = Url::parse(&self.redirect_uri) else {
+            // Registered redirect URIs are validated URLs; this cannot happen.
+            return (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response();
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            for (key, value) in pairs {
+                query.append_pair(key, value);
+            }
+            if let Some(state) = &self.state {
+                query.append_pair("state", state);
+            }
+            query.append_pair("iss", &self.issuer);
+        }
+        Redirect::to(url.as_str()).into_response()
+    }
+
+    fn error(&self, code: ErrorCode, description: &str) -> Response {
+        self.redirect(&[("error", code.as_str()), ("error_description", description)])
+    }
+}
+
+fn error_page(title: &'static str, message: impl Into<String>) -> PageError {
+    PageError::bad_request(title, message)
+}
+
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Result<AuthorizeParams, OAuthError>,
+) -> Result<Response, PageError> {
+    let params = params.map_err(|e| error_page("Invalid request", e.description))?;
+
+    // Stage 1: until the client and redirect URI are known, errors are pages.
+    let client_id = params
+        .client_id
+        .as_deref()
+        .ok_or_else(|| error_page("Invalid request", "The request has no client_id."))?;
+    let client = state.store().get_client(client_id).await?.ok_or_else(|| {
+        error_page(
+            "Unknown application",
+            "The application that sent you here is not registered with this server.",
+        )
+    })?;
+    let (redirect_uri, redirect_uri_given) = match &params.redirect_uri {
+        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => (uri.clone(), true),
+        Some(_) => {
+            return Err(error_page(
+                "Invalid redirect",
+                "The redirect_uri does not match any redirect URI registered for this application.",
+            ));
+        }
+        None if client.redirect_uris.len() == 1 => (client.redirect_uris[0].clone(), false),
+        None => {
+            return Err(error_page(
+                "Invalid request",
+                "The request has no redirect_uri.",
+            ));
+        }
+    };
+    let responder = Responder {
+        redirect_uri: redirect_uri.clone(),
+        state: params.state.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
+        issuer: state.config().issuer_str().to_owned(),
+    };
+
+    // Stage 2: errors go back to the client.
+    let request = match validate(&client, &params) {
+        Ok(valid) => valid,
+        Err((code, description)) => return Ok(responder.error(code, &description)),
+    };
+
+    let (browser, new_browser_cookie) = match cookie(headers, BROWSER_COOKIE) {
+        Some(value) if value.len() >= 32 && value.len() <= 64 => (value.to_owned(), false),
+        _ => (keyward_proto::secret::random_urlsafe(32), true),
+    };
+    let created = now();
+    let mut auth_request = AuthRequest {
+        id: keyward_proto::secret::random_urlsafe(24),
+        client_id: client.client_id.clone(),
+        redirect_uri,
+        redirect_uri_given,
+        scope: request.scope,
+        state: params.state,
+        nonce: params.nonce,
+        code_challenge: request.code_challenge,
+        prompt: params.prompt,
+        max_age: request.max_age,
+        login_hint: params.login_hint,
+        browser_hash: TokenHash::of(&browser),
+        csrf: keyward_proto::secret::random_urlsafe(24),
+        created_at: created,
+        expires_at: created + secs(state.config().login_ttl),
+        user_id: None,
+        auth_time: None,
+    };
+
+    // Single sign-on: an existing session is used unless the client asks otherwise.
+    let prompts = prompt_values(auth_request.prompt.as_deref());
+    if !prompts.contains(&"login") {
+        if let Some((session, _)) = current_session(state, headers).await? {
+            let fresh_enough = auth_request
+                .max_age
+                .is_none_or(|max| created - session.auth_time <= max);
+            if fresh_enough {
+                auth_request.user_id = Some(session.user_id);
+                auth_request.auth_time = Some(session.auth_time);
+            }
+        }
+    }
+    if auth_request.user_id.is_none() && prompts.contains(&"none") {
+        return Ok(responder.error(ErrorCode::LoginRequired, "the user is not signed in"));
+    }
+
+    state.store().insert_auth_request(&auth_request).await?;
+    let mut response = advance(state, auth_request, &client).await?;
+    if new_browser_cookie {
+        let cookie = set_cookie(
+            BROWSER_COOKIE,
+            &browser,
+            &cookie_path(state),
+            None,
+            state.config().secure_cookies(),
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+struct ValidRequest {
+    scope: ScopeSet,
+    code_challenge: String,
+    max_age: Option<i64>,
+}
+
+/// Stage 2 checks: everything whose failure is reported to the client.
+fn validate(
+    client: &Client,
+    params: &AuthorizeParams,
+) -> Result<ValidRequest, (ErrorCode, String)> {
+    let invalid = |d: &str| Err((ErrorCode::InvalidRequest, d.to_owned()));
+    if params.request.is_some() || params.request_uri.is_some() {
+        return invalid("request objects are not supported");
+    }
+    match params.response_type.as_deref() {
+        None => return invalid("response_type is required"),
+        Some("code") => {}
+        Some(_) => {
+            return Err((
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported".into(),
+            ));
+        }
+    }
+    if params
+        .response_mode
+        .as_deref()
+        .is_some_and(|mode| mode != "query")
+    {
+        return invalid("only response_mode=query is supported");
+    }
+    if !client.allows_grant("authorization_code") {
+        return Err((
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code flow".into(),
+        ));
+    }
+    for (name, value) in [
+        ("state", &params.state),
+        ("nonce", &params.nonce),
+        ("login_hint", &params.login_hint),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_PARAM_LEN) {
+            return invalid(&format!("{name} is longer than {MAX_PARAM_LEN} bytes"));
+        }
+    }
+    let Some(challenge) = &params.code_challenge else {
+        return invalid("code_challenge is required (PKCE with S256)");
+    };
+    if params.code_challenge_method.as_deref() != Some("S256") {
+        return invalid("code_challenge_method must be S256");
+    }
+    if keyward_proto::pkce::CodeChallenge::parse(challenge).is_err() {
+        return invalid("code_challenge must be a base64url SHA-256 (43 characters)");
+    }
+    let mut scope = match &params.scope {
+        Some(text) => {
+            ScopeSet::parse(text).map_err(|e| (ErrorCode::InvalidScope, e.to_string()))?
+        }
+        None => {
+            let mut default = client.scopes.clone();
+            default.remove("offline_access");
+            default
+        }
+    };
+    let unknown = scope.difference(&client.scopes);
+    if !unknown.is_empty() {
+        return Err((
+            ErrorCode::InvalidScope,
+            format!("this client may not request: {unknown}"),
+        ));
+    }
+    if !client.allows_grant("refresh_token") {
+        scope.remove("offline_access");
+    }
+    let prompts = prompt_values(params.prompt.as_deref());
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return invalid("prompt=none cannot be combined with other values");
+    }
+    let max_age = match &params.max_age {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if value >= 0 => Some(value),
+            _ => return invalid("max_age must be a non-negative integer"),
+        },
+    };
+    Ok(ValidRequest {
+        scope,
+        code_challenge: challenge.clone(),
+        max_age,
+    })
+}
+
+fn prompt_values(prompt: Option<&str>) -> Vec<&str> {
+    prompt
+        .map(|p| p.split(' ').filter(|v| !v.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn secs(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn cookie_path(state: &AppState) -> String {
+    let base = state.config().base_path();
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
+}
+
+/// The browser's session and user, when the session cookie is valid and the user
+/// enabled.
+pub async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(Session, User)>, PageError> {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let Some(session) = state
+        .store()
+        .get_session(&TokenHash::of(value), now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    match state.store().get_user(&session.user_id).await? {
+        Some(user) if !user.disabled => Ok(Some((session, user))),
+        _ => Ok(None),
+    }
+}
+
+/// Moves a login forward: to the login page, the consent page, or the client.
+async fn advance(
+    state: &AppState,
+    request: AuthRequest,
+    client: &Client,
+) -> Result<Response, PageError> {
+    let responder = responder_for(state, &request);
+    let Some(user_id) = &request.user_id else {
+        return Ok(see_other(&format!(
+            "{}/login?req={}",
+            state.config().base_path(),
+            request.id
+        )));
+    };
+    let user = match state.store().get_user(user_id).await? {
+        Some(user) if !user.disabled => user,
+        _ => return Ok(responder.error(ErrorCode::AccessDenied, "the account is disabled")),
+    };
+    let prompts = prompt_values(request.prompt.as_deref());
+    let needs_consent = !client.skip_consent
+        && (prompts.contains(&"consent")
+            || match state
+                .store()
+                .get_consent(&user.id, &client.client_id)
+                .await?
+            {
+                Some(approved) => !request.scope.is_subset(&approved),
+                None => true,
+            });
+    if needs_consent {
+        if prompts.contains(&"none") {
+            return Ok(responder.error(
+                ErrorCode::ConsentRequired,
+                "the user has not approved this application",
+            ));
+        }
+        return Ok(see_other(&format!(
+            "{}/consent?req={}",
+            state.config().base_path(),
+            request.id
+        )));
+    }
+    finish(state, request, client, &user).await
+}
+
+fn responder_for(state: &AppState, request: &AuthRequest) -> Responder {
+    Responder {
+        redirect_uri: request.redirect_uri.clone(),
+        state: request.state.clone(),
+        issuer: state.config().issuer_str().to_owned(),
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
+}
+
+/// Issues the code and sends the browser back to the client.
+async fn finish(
+    state: &AppState,
+    request: AuthRequest,
+    client: &Client,
+    user: &User,
+) -> Result<Response, PageError> {
+    if !state.store().take_auth_request(&request.id).await? {
+        return Err(error_page(
+            "Sign-in already completed",
+            "This sign-in was already completed or has expired.",
+        ));
+    }
+    let issued = now();
+    let grant = Grant {
+        id: keyward_proto::secret::random_urlsafe(16),
+        client_id: client.client_id.clone(),
+        user_id: user.id.clone(),
+        scope: request.scope.clone(),
+        auth_time: request.auth_time.unwrap_or(issued),
+        nonce: request.nonce.clone(),
+        created_at: issued,
+        expires_at: issued + secs(state.config().refresh_token_ttl),
+        revoked: false,
+    };
+    let code = OpaqueToken::generate();
+    let record = AuthCode {
+        code_hash: code.hash(),
+        grant_id: grant.id.clone(),
+        client_id: client.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_given: request.redirect_uri_given,
+        code_challenge: request.code_challenge.clone(),
+        created_at: issued,
+        expires_at: issued + secs(state.config().code_ttl),
+    };
+    state
+        .store()
+        .insert_grant_with_code(&grant, &record)
+        .await?;
+    Ok(responder_for(state, &request).redirect(&[("code", code.secret())]))
+}
+
+#[derive(Deserialize)]
+struct RequestRef {
+    req: String,
+}
+
+/// Loads a login in progress and checks it belongs to this browser.
+async fn load_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(AuthRequest, Client), PageError> {
+    let expired = || {
+        error_page(
+            "Sign-in expired",
+            "This sign-in has expired or was already completed. Return to the application and start again.",
+        )
+    };
+    let request = state
+        .store()
+        .get_auth_request(id, now())
+        .await?
+        .ok_or_else(expired)?;
+    let bound =
+        cookie(headers, BROWSER_COOKIE).is_some_and(|value| request.browser_hash.matches(value));
+    if !bound {
+        return Err(error_page(
+            "Sign-in interrupted",
+            "This sign-in was started in another browser, or cookies are blocked. Return to the application and start again.",
+        ));
+    }
+    let client = state
+        .store()
+        .get_client(&request.client_id)
+        .await?
+        .ok_or_else(expired)?;
+    Ok((request, client))
+}
+
+fn check_csrf(request: &AuthRequest, csrf: &str) -> Result<(), PageError> {
+    if keyward_proto::secret::constant_time_eq(request.csrf.as_bytes(), csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error_page(
+            "Form expired",
+            "The form was stale or forged. Go back to the application and start again.",
+        ))
+    }
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Ok(Query(query)) = query else {
+            return Err(error_page(
+                "Invalid request",
+                "The sign-in link is incomplete.",
+            ));
+        };
+        let (request, client) = load_request(&state, &headers, &query.req).await?;
+        Ok(render_login(
+            &state,
+            &request,
+            &client,
+            request.login_hint.as_deref().unwrap_or(""),
+            None,
+            StatusCode::OK,
+        ))
+    }
+    .await;
+    respond(&state, result)
+}
+
+fn render_login(
+    state: &AppState,
+    request: &AuthRequest,
+    client: &Client,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    state.pages().render(
+        status,
+        "login.html",
+        minijinja::context! {
+            client_name => client.name,
+            req => request.id,
+            csrf => request.csrf,
+            username => username,
+            error => error,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    req: String,
+    csrf: String,
+    username: String,
+    password: keyward_proto::ClientSecret,
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let result = async {
+        let form: LoginForm = body
+            .and_then(|Body(bytes)| parse_form(&bytes))
+            .map_err(|e| error_page("Invalid request", e.description))?;
+        let (request, client) = load_request(&state, &headers, &form.req).await?;
+        check_csrf(&request, &form.csrf)?;
+        let username = form.username.trim();
+        let store = state.store();
+        let at = now();
+        let window = at - FAILURE_WINDOW;
+        let account_key = format!("account:{}", username.to_lowercase());
+        let address_key = format!("address:{addr}");
+        if store.login_failures(&account_key, window).await? >= ACCOUNT_FAILURE_LIMIT
+            || store.login_failures(&address_key, window).await? >= ADDRESS_FAILURE_LIMIT
+        {
+            metrics::counter!("keyward_login_failures_total", "reason" => "throttled").increment(1);
+            return Ok(render_login(
+                &state,
+                &request,
+                &client,
+                username,
+                Some("Too many failed sign-in attempts. Wait 15 minutes and try again."),
+                StatusCode::TOO_MANY_REQUESTS,
+            ));
+        }
+        let user = if username.is_empty() || username.len() > 256 {
+            None
+        } else {
+            store.get_user_by_username(username).await?
+        };
+        let password_ok = crate::password::verify(
+            form.password,
+            user.as_ref().and_then(|u| u.password_hash.clone()),
+        )
+        .await?;
+        let user = match user {
+            Some(user) if password_ok => user,
+            _ => {
+                store.record_login_failure(&account_key, at, window).await?;
+                store.record_login_failure(&address_key, at, window).await?;
+                metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
+                    .increment(1);
+                tracing::info!(client_id = %client.client_id, "failed password login");
+                return Ok(render_login(
+                    &state,
+                    &request,
+                    &client,
+                    username,
+                    Some("Invalid username or password."),
+                    StatusCode::UNAUTHORIZED,
+                ));
+            }
+        };
+        if user.disabled {
+            metrics::counter!("keyward_login_failures_total", "reason" => "disabled").increment(1);
+            return Ok(render_login(
+                &state,
+                &request,
+                &client,
+                username,
+                Some("This account is disabled."),
+                StatusCode::FORBIDDEN,
+            ));
+        }
+        store.clear_login_failures(&account_key).await?;
+
+        // A new session id at every login (no fixation); the old session, if any, ends.
+        if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+            store.delete_session(&TokenHash::of(old)).await?;
+        }
+        let token = OpaqueToken::generate();
+        let session = Session {
+            id_hash: token.hash(),
+            user_id: user.id.clone(),
+            auth_time: at,
+            created_at: at,
+            expires_at: at + secs(state.config().session_ttl),
+            csrf: keyward_proto::secret::random_urlsafe(24),
+        };
+        store.insert_session(&session).await?;
+        store
+            .set_auth_request_user(&request.id, &user.id, at)
+            .await?;
+        tracing::info!(user_id = %user.id, client_id = %client.client_id, "password login");
+        let request = AuthRequest {
+            user_id: Some(user.id.clone()),
+            auth_time: Some(at),
+            ..request
+        };
+        let mut response = advance(&state, request, &client).await?;
+        let cookie = set_cookie(
+            SESSION_COOKIE,
+            token.secret(),
+            &cookie_path(&state),
+            Some(state.config().session_ttl.as_secs()),
+            state.config().secure_cookies(),
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        Ok(response)
+    }
+    .await;
+    respond(&state, result)
+}
+
+/// What a scope lets an application do, for the consent page.
+fn describe_scope(scope: &str) -> String {
+    match scope {
+        "openid" => "Confirm your identity".into(),
+        "profile" => "See your name and username".into(),
+        "email" => "See your email address".into(),
+        "offline_access" => "Stay signed in and act for you while you are away".into(),
+        other => format!("Use the {other} permission"),
+    }
+}
+
+async fn consent_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Ok(Query(query)) = query else {
+            return Err(error_page("Invalid request", "The consent link is incomplete."));
+        };
+        let (request, client) = load_request(&state, &headers, &query.req).await?;
+        let user = consenting_user(&state, &request).await?;
+        let scopes: Vec<_> = request
+            .scope
+            .iter()
+            .map(|s| minijinja::context! { name => s, description => describe_scope(s) })
+            .collect();
+        Ok(state.pages().render(
+            StatusCode::OK,
+            "consent.html",
+            minijinja::context! { client_name => client.name, username => user.username, scopes => scopes, req => request.id, csrf => request.csrf },
+        ))
+    }
+    .await;
+    respond(&state, result)
+}
+
+async fn consenting_user(state: &AppState, request: &AuthRequest) -> Result<User, PageError> {
+    let user_id = request
+        .user_id
+        .as_deref()
+        .ok_or_else(|| error_page("Not signed in", "Sign in first."))?;
+    match state.store().get_user(user_id).await? {
+        Some(user) if !user.disabled => Ok(user),
+        _ => Err(error_page("Account disabled", "This account is disabled.")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    req: String,
+    csrf: String,
+    decision: String,
+}
+
+async fn consent_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let result = async {
+        let form: ConsentForm = body
+            .and_then(|Body(bytes)| parse_form(&bytes))
+            .map_err(|e| error_page("Invalid request", e.description))?;
+        let (request, client) = load_request(&state, &headers, &form.req).await?;
+        check_csrf(&request, &form.csrf)?;
+        let user = consenting_user(&state, &request).await?;
+        match form.decision.as_str() {
+            "approve" => {
+                let store = state.store();
+                let mut approved = store
+                    .get_consent(&user.id, &client.client_id)
+                    .await?
+                    .unwrap_or_default();
+                approved = ScopeSet::from_tokens(
+                    approved
+                        .iter()
+                        .chain(request.scope.iter())
+                        .map(str::to_owned),
+                );
+                store
+                    .put_consent(&user.id, &client.client_id, &approved, now())
+                    .await?;
+                finish(&state, request, &client, &user).await
+            }
+            "deny" => {
+                state.store().take_auth_request(&request.id).await?;
+                Ok(responder_for(&state, &request)
+                    .error(ErrorCode::AccessDenied, "the user denied the request"))
+            }
+            _ => Err(error_page("Invalid request", "Unknown decision.")),
+        }
+    }
+    .await;
+    respond(&state, result)
+}

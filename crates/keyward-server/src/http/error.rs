@@ -1,0 +1,166 @@
+//! Errors of the HTTP layer, mapped to responses in one place.
+//!
+//! Protocol endpoints answer with RFC 6749 §5.2 JSON: `invalid_client` is 401 with
+//! `WWW-Authenticate: Basic`, `invalid_token` is 401 and `insufficient_scope` 403 with
+//! `WWW-Authenticate: Bearer …` (RFC 6750 §3), internal failures are 500 with a generic
+//! body (the cause goes to the log, never to the client), the rest are 400.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_proto::{ErrorCode, ErrorResponse};
+
+/// A protocol error for the client.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    /// The RFC error code.
+    pub code: ErrorCode,
+    /// A description for the developer; never a secret.
+    pub description: Cow<'static, str>,
+    /// A status other than the code's usual one (413 for an oversized body).
+    pub status: Option<StatusCode>,
+}
+
+impl OAuthError {
+    /// An error with a description.
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+            status: None,
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    /// `invalid_client`.
+    pub fn invalid_client(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClient, description)
+    }
+
+    /// `invalid_grant`.
+    pub fn invalid_grant(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, description)
+    }
+
+    /// `invalid_token` (RFC 6750).
+    pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidToken, description)
+    }
+
+    /// The HTTP status this error is sent with.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(match self.code {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::InsufficientScope | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        })
+    }
+}
+
+fn quoted(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let challenge = match self.code {
+            ErrorCode::InvalidClient => Some("Basic realm=\"keyward\"".to_owned()),
+            ErrorCode::InvalidToken | ErrorCode::InsufficientScope => Some(format!(
+                "Bearer realm=\"keyward\", error=\"{}\", error_description=\"{}\"",
+                self.code,
+                quoted(&self.description)
+            )),
+            _ => None,
+        };
+        let body = ErrorResponse {
+            error: self.code,
+            error_description: Some(self.description.into_owned()),
+        };
+        let mut response = (status, no_store(), Json(body)).into_response();
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, for every response that carries a
+/// token or an error about one (RFC 6749 §5.1).
+pub fn no_store() -> [(header::HeaderName, &'static str); 2] {
+    [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+    ]
+}
+
+/// An error of a protocol endpoint: a client error, or an internal failure that is
+/// logged and answered with a generic 500.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A protocol error for the client.
+    OAuth(OAuthError),
+    /// A failure of keyward itself.
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        Self::OAuth(e)
+    }
+}
+
+macro_rules! internal_from {
+    ($($t:ty),*) => {
+        $(impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                Self::Internal(Box::new(e))
+            }
+        })*
+    };
+}
+
+internal_from!(
+    crate::store::StoreError,
+    crate::keys::KeyError,
+    crate::password::PasswordError,
+    crate::tokens::IssueError
+);
+
+/// Logs an internal failure with its whole source chain.
+pub fn log_internal(error: &(dyn std::error::Error + 'static)) {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::error!(error = %chain, "internal error");
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::OAuth(e) => e.into_response(),
+            Self::Internal(e) => {
+                log_internal(e.as_ref());
+                OAuthError::new(ErrorCode::ServerError, "internal error; see the server log")
+                    .into_response()
+            }
+        }
+    }
+}

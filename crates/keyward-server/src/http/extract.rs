@@ -1,0 +1,212 @@
+//! Request parsing shared by the endpoints: form and query bodies (rejected input
+//! becomes `invalid_request`, never axum's plain-text rejection), cookies, client
+//! credentials in the `Authorization` header, and the peer address.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::OAuthError;
+
+/// The largest request body any endpoint accepts.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A request body of at most [`MAX_BODY`] bytes. Any content type is accepted, because
+/// some clients (the Julia package client) send forms without one.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let mut error =
+                    OAuthError::invalid_request(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        format!("request body larger than {MAX_BODY} bytes")
+                    } else {
+                        "unreadable request body".to_owned()
+                    });
+                error.status = Some(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                });
+                error
+            })
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body or query string into `T`,
+/// refusing a repeated parameter (RFC 6749 §3.1, §3.2).
+pub fn parse_form<T: DeserializeOwned>(input: &[u8]) -> Result<T, OAuthError> {
+    let mut seen = HashSet::new();
+    for (key, _) in url::form_urlencoded::parse(input) {
+        if !seen.insert(key.clone()) {
+            let key: String = key.chars().take(40).collect();
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {key:?} is repeated"
+            )));
+        }
+    }
+    serde_urlencoded::from_bytes(input).map_err(|e| {
+        let message: String = e.to_string().chars().take(200).collect();
+        OAuthError::invalid_request(format!("malformed parameters: {message}"))
+    })
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` when `secure`.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Option<u64>,
+    secure: bool,
+) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+/// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1): both parts are
+/// form-urlencoded before base64. `Ok(None)` when the header is absent or not Basic.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    Ok(Some((form_decode(id)?, form_decode(secret)?)))
+}
+
+fn form_decode(value: &str) -> Result<String, OAuthError> {
+    let plus_decoded = value.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_decoded)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| OAuthError::invalid_client("malformed Basic credentials"))
+}
+
+/// The bearer token of `Authorization: Bearer …` (RFC 6750 §2.1), if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The peer's IP address as a string, for throttling (`unknown` when the server was
+/// not started with connect info, as in router tests).
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(
+                || "unknown".to_owned(),
+                |ConnectInfo(addr)| addr.ip().to_string(),
+            );
+        Ok(Self(addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Params {
+        a: String,
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        let err = parse_form::<Params>(b"a=1&a=2").unwrap_err();
+        assert!(err.description.contains("repeated"));
+        assert_eq!(parse_form::<Params>(b"a=x+y%21").unwrap().a, "x y!");
+        assert!(parse_form::<Params>(b"b=1").is_err());
+    }
+
+    #[test]
+    fn cookies_are_found() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; keyward_session=abc; b=2"),
+        );
+        assert_eq!(cookie(&headers, "keyward_session"), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let mut headers = HeaderMap::new();
+        let encoded = STANDARD.encode("my%20app:s%3Acret+x");
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+        );
+        assert_eq!(
+            basic_credentials(&headers).unwrap(),
+            Some(("my app".into(), "s:cret x".into()))
+        );
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert!(basic_credentials(&headers).is_err());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(basic_credentials(&headers).unwrap(), None);
+        assert_eq!(bearer_token(&headers), Some("abc"));
+    }
+}

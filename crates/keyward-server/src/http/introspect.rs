@@ -1,0 +1,155 @@
+//! Token introspection (RFC 7662) and revocation (RFC 7009).
+//!
+//! Introspection is for confidential clients (resource servers register as one). Either
+//! kind of token is recognised by its shape: access tokens are JWTs, refresh tokens are
+//! opaque. Revocation answers 200 whatever the token was (RFC 7009 §2.2); revoking a
+//! refresh token revokes its whole grant, and with it the grant's access tokens.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use keyward_proto::claims::AccessTokenClaims;
+use keyward_proto::introspect::{IntrospectionRequest, IntrospectionResponse, RevocationRequest};
+use keyward_proto::token::ClientCredentialsInBody;
+
+use super::client_auth::{ClientAuth, authenticate};
+use super::error::{ApiError, OAuthError, no_store};
+use super::extract::{Body, parse_form};
+use crate::domain::now;
+use crate::state::AppState;
+use crate::tokens::{ACCESS_TOKEN_TYP, AccessTokenError, validate_access_token};
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/introspect", post(introspect))
+        .route("/revoke", post(revoke))
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, ApiError> {
+    let Body(body) = body?;
+    let credentials: ClientCredentialsInBody = parse_form(&body)?;
+    let (_, auth) = authenticate(&state, &headers, credentials).await?;
+    if auth != ClientAuth::Secret {
+        return Err(OAuthError::invalid_client("introspection needs a confidential client").into());
+    }
+    let request: IntrospectionRequest = parse_form(&body)?;
+    let token = request.token.secret();
+    let answer = if looks_like_jwt(token) {
+        access_token_info(&state, token).await?
+    } else {
+        refresh_token_info(&state, token).await?
+    };
+    Ok((no_store(), Json(answer.unwrap_or_default())).into_response())
+}
+
+async fn access_token_info(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<IntrospectionResponse>, ApiError> {
+    let valid = match validate_access_token(state, token).await {
+        Ok(valid) => valid,
+        Err(AccessTokenError::Store(e)) => return Err(e.into()),
+        Err(_) => return Ok(None),
+    };
+    let claims = valid.claims;
+    Ok(Some(IntrospectionResponse {
+        active: true,
+        scope: Some(claims.scope),
+        client_id: Some(claims.client_id),
+        username: valid.user.map(|u| u.username),
+        token_type: Some("Bearer".into()),
+        exp: Some(claims.exp),
+        iat: Some(claims.iat),
+        sub: Some(claims.sub),
+        aud: Some(claims.aud),
+        iss: Some(claims.iss),
+        jti: Some(claims.jti),
+    }))
+}
+
+async fn refresh_token_info(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<IntrospectionResponse>, ApiError> {
+    let store = state.store();
+    let Some(record) = store
+        .get_refresh_token(&keyward_proto::TokenHash::of(token))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(grant) = store.get_grant(&record.grant_id).await? else {
+        return Ok(None);
+    };
+    if grant.revoked || record.rotated_at.is_some() || record.expires_at < now() {
+        return Ok(None);
+    }
+    let Some(user) = store
+        .get_user(&grant.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(IntrospectionResponse {
+        active: true,
+        scope: Some(grant.scope.to_string()),
+        client_id: Some(grant.client_id.clone()),
+        username: Some(user.username),
+        token_type: Some("refresh_token".into()),
+        exp: Some(record.expires_at),
+        iat: Some(record.created_at),
+        sub: Some(user.id),
+        aud: Some(grant.client_id),
+        iss: Some(state.config().issuer_str().to_owned()),
+        jti: None,
+    }))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, ApiError> {
+    let Body(body) = body?;
+    let credentials: ClientCredentialsInBody = parse_form(&body)?;
+    let (client, _) = authenticate(&state, &headers, credentials).await?;
+    let request: RevocationRequest = parse_form(&body)?;
+    let token = request.token.secret();
+    let store = state.store();
+    if looks_like_jwt(token) {
+        // An expired or foreign token needs nothing; a bad signature is ignored too.
+        if let Ok(claims) = state
+            .keys()
+            .verify::<AccessTokenClaims>(
+                token,
+                ACCESS_TOKEN_TYP,
+                state.config().issuer_str(),
+                false,
+            )
+            .await
+        {
+            if claims.client_id == client.client_id {
+                store.revoke_jti(&claims.jti, claims.exp).await?;
+            }
+        }
+    } else if let Some(record) = store.get_refresh_token(&request.token.hash()).await? {
+        if let Some(grant) = store.get_grant(&record.grant_id).await? {
+            if grant.client_id == client.client_id {
+                store.revoke_grant(&grant.id).await?;
+            }
+        }
+    }
+    Ok((no_store(), "").into_response())
+}

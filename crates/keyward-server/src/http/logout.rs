@@ -1,0 +1,165 @@
+//! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): the
+//! `end_session_endpoint`.
+//!
+//! `post_logout_redirect_uri` must be registered for the client named by the ID token
+//! hint or `client_id`; anything else is an error page, never a redirect. A valid
+//! `id_token_hint` for the signed-in user logs out at once; otherwise the user confirms
+//! with a CSRF-protected form, so that a third-party page cannot sign anyone out.
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use keyward_proto::claims::IdTokenClaims;
+use serde::Deserialize;
+use url::Url;
+
+use super::authorize::{SESSION_COOKIE, current_session};
+use super::error::OAuthError;
+use super::extract::{Body, parse_form, set_cookie};
+use super::pages::PageError;
+use crate::state::AppState;
+use crate::tokens::ID_TOKEN_TYP;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/logout", get(logout_get).post(logout_post))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogoutParams {
+    id_token_hint: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+    client_id: Option<String>,
+    logout_hint: Option<String>,
+    ui_locales: Option<String>,
+    csrf: Option<String>,
+    decision: Option<String>,
+}
+
+async fn logout_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = parse_form(query.unwrap_or_default().as_bytes());
+    let result = logout(&state, &headers, params, false).await;
+    result.unwrap_or_else(|e| state.pages().error(e))
+}
+
+async fn logout_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let params = body.and_then(|Body(bytes)| parse_form(&bytes));
+    let result = logout(&state, &headers, params, true).await;
+    result.unwrap_or_else(|e| state.pages().error(e))
+}
+
+fn bad(message: &str) -> PageError {
+    PageError::bad_request("Sign-out failed", message)
+}
+
+async fn logout(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: Result<LogoutParams, OAuthError>,
+    is_post: bool,
+) -> Result<Response, PageError> {
+    let params = params.map_err(|e| bad(&e.description))?;
+    let _ = (&params.logout_hint, &params.ui_locales);
+
+    // The ID token hint may have expired; its signature and issuer must still hold.
+    let hint = match &params.id_token_hint {
+        Some(token) => Some(
+            state
+                .keys()
+                .verify::<IdTokenClaims>(token, ID_TOKEN_TYP, state.config().issuer_str(), true)
+                .await
+                .map_err(|_| bad("The id_token_hint is not an ID token issued by this server."))?,
+        ),
+        None => None,
+    };
+    let client_id = match (&hint, &params.client_id) {
+        (Some(h), Some(id)) if h.aud != *id => {
+            return Err(bad("client_id does not match the id_token_hint."));
+        }
+        (Some(h), _) => Some(h.aud.clone()),
+        (None, id) => id.clone(),
+    };
+    let redirect = match &params.post_logout_redirect_uri {
+        Some(uri) => {
+            let client_id = client_id
+                .as_deref()
+                .ok_or_else(|| bad("post_logout_redirect_uri needs client_id or id_token_hint."))?;
+            let client = state
+                .store()
+                .get_client(client_id)
+                .await?
+                .ok_or_else(|| bad("Unknown application."))?;
+            if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
+                return Err(bad(
+                    "post_logout_redirect_uri is not registered for this application.",
+                ));
+            }
+            Some(uri.clone())
+        }
+        None => None,
+    };
+
+    if let Some((session, user)) = current_session(state, headers).await? {
+        let confirmed = is_post
+            && params.decision.as_deref() == Some("logout")
+            && params.csrf.as_deref().is_some_and(|c| {
+                keyward_proto::secret::constant_time_eq(c.as_bytes(), session.csrf.as_bytes())
+            });
+        let hinted = hint.as_ref().is_some_and(|h| h.sub == user.id);
+        if !(confirmed || hinted) {
+            return Ok(state.pages().render(
+                StatusCode::OK,
+                "logout.html",
+                minijinja::context! {
+                    username => user.username,
+                    csrf => session.csrf,
+                    post_logout_redirect_uri => redirect,
+                    client_id => client_id,
+                    state => params.state,
+                },
+            ));
+        }
+        state.store().delete_session(&session.id_hash).await?;
+        tracing::info!(user_id = %user.id, "signed out");
+    }
+
+    let mut response = match redirect {
+        Some(uri) => {
+            let mut url = Url::parse(&uri).map_err(|_| bad("Invalid post_logout_redirect_uri."))?;
+            if let Some(value) = &params.state {
+                url.query_pairs_mut().append_pair("state", value);
+            }
+            Redirect::to(url.as_str()).into_response()
+        }
+        None => state
+            .pages()
+            .render(StatusCode::OK, "signed_out.html", minijinja::context! {}),
+    };
+    let path = if state.config().base_path().is_empty() {
+        "/"
+    } else {
+        state.config().base_path()
+    };
+    let expired = set_cookie(
+        SESSION_COOKIE,
+        "",
+        path,
+        Some(0),
+        state.config().secure_cookies(),
+    );
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,56 @@
+//! The HTTP surface: one router per endpoint family, merged by [`app`].
+//!
+//! | module | endpoints |
+//! |---|---|
+//! | [`discovery`] | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server`, `/jwks` |
+//! | [`authorize`] | `/authorize`, `/login`, `/consent` |
+//! | [`token`] | `/token` |
+//! | [`userinfo`] | `/userinfo` |
+//! | [`introspect`] | `/introspect`, `/revoke` |
+//! | [`logout`] | `/logout` (end session) |
+//! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
+//!
+//! Every path is served under the issuer's path, so `issuer = "https://h/id"` serves
+//! `https://h/id/token`.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use crate::state::AppState;
+
+pub mod authorize;
+pub mod client_auth;
+pub mod discovery;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod introspect;
+pub mod logout;
+pub mod pages;
+pub mod token;
+pub mod userinfo;
+
+/// The whole server as one router.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(discovery::router())
+        .merge(authorize::router())
+        .merge(token::router())
+        .merge(userinfo::router())
+        .merge(introspect::router())
+        .merge(logout::router())
+        .merge(health::router());
+    let base = state.config().base_path().to_owned();
+    let routes = if base.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&base, routes)
+    };
+    routes
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
+        .layer(axum::middleware::from_fn(health::count_requests))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,257 @@
+//! The token endpoint (RFC 6749 §3.2): the authorization code grant with PKCE, refresh
+//! with rotation and reuse detection, and client credentials.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use keyward_proto::pkce::{CodeChallenge, CodeVerifier};
+use keyward_proto::token::{ClientCredentialsInBody, GRANT_TYPES, TokenRequest, TokenResponse};
+use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet};
+
+use super::client_auth::{ClientAuth, authenticate};
+use super::error::{ApiError, OAuthError, no_store};
+use super::extract::{Body, parse_form};
+use crate::domain::{Client, CodeRedemption, User, now};
+use crate::state::AppState;
+use crate::tokens;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/token", post(token))
+}
+
+#[derive(serde::Deserialize)]
+struct GrantTypeOnly {
+    grant_type: Option<String>,
+}
+
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, ApiError> {
+    let Body(body) = body?;
+    // Read the grant type first, to tell a missing or unknown one from a malformed request.
+    let GrantTypeOnly { grant_type } = parse_form(&body)?;
+    let grant_type =
+        grant_type.ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    if !GRANT_TYPES.contains(&grant_type.as_str()) {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "grant_type is not supported",
+        )
+        .into());
+    }
+    let request: TokenRequest = parse_form(&body)?;
+    let credentials: ClientCredentialsInBody = parse_form(&body)?;
+    let (client, auth) = authenticate(&state, &headers, credentials).await?;
+    if !client.allows_grant(&grant_type) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client may not use {grant_type}"),
+        )
+        .into());
+    }
+    let response = match request {
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => authorization_code(&state, &client, code, redirect_uri, code_verifier).await?,
+        TokenRequest::RefreshToken {
+            refresh_token,
+            scope,
+        } => refresh(&state, &client, refresh_token, scope).await?,
+        TokenRequest::ClientCredentials { scope } => {
+            client_credentials(&state, &client, auth, scope)?
+        }
+    };
+    metrics::counter!("keyward_tokens_issued_total", "grant_type" => grant_type).increment(1);
+    Ok((no_store(), Json(response)).into_response())
+}
+
+async fn authorization_code(
+    state: &AppState,
+    client: &Client,
+    code: OpaqueToken,
+    redirect_uri: Option<String>,
+    verifier: Option<String>,
+) -> Result<TokenResponse, ApiError> {
+    let store = state.store();
+    let at = now();
+    let record = match store.redeem_code(&code.hash(), at).await? {
+        CodeRedemption::Redeemed(record) => record,
+        CodeRedemption::AlreadyUsed(record) => {
+            // RFC 6749 §4.1.2 / RFC 9700 §4.5: a replayed code revokes what it issued.
+            store.revoke_grant(&record.grant_id).await?;
+            tracing::warn!(client_id = %client.client_id, grant_id = %record.grant_id, "authorization code replayed; grant revoked");
+            return Err(OAuthError::invalid_grant(
+                "authorization code already used; the tokens issued with it are revoked",
+            )
+            .into());
+        }
+        CodeRedemption::NotFound => {
+            return Err(OAuthError::invalid_grant("unknown authorization code").into());
+        }
+    };
+    if record.client_id != client.client_id {
+        return Err(
+            OAuthError::invalid_grant("authorization code was issued to another client").into(),
+        );
+    }
+    if record.expires_at < at {
+        return Err(OAuthError::invalid_grant("authorization code expired").into());
+    }
+    match (&redirect_uri, record.redirect_uri_given) {
+        (Some(uri), _) if *uri != record.redirect_uri => {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri differs from the authorization request",
+            )
+            .into());
+        }
+        (None, true) => return Err(OAuthError::invalid_request("redirect_uri is required").into()),
+        _ => {}
+    }
+    let verifier =
+        verifier.ok_or_else(|| OAuthError::invalid_request("code_verifier is required"))?;
+    let verifier =
+        CodeVerifier::new(verifier).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let challenge = CodeChallenge::parse(&record.code_challenge)
+        .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
+    if !challenge.verify(&verifier) {
+        return Err(
+            OAuthError::invalid_grant("code_verifier does not match the code_challenge").into(),
+        );
+    }
+    let grant = store
+        .get_grant(&record.grant_id)
+        .await?
+        .filter(|g| !g.revoked)
+        .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
+    let user = active_user(state, &grant.user_id).await?;
+    let refresh = if grant.scope.contains("offline_access") && client.allows_grant("refresh_token")
+    {
+        let (token, record) = tokens::new_refresh_token(&grant);
+        store.insert_refresh_token(&record).await?;
+        Some(token)
+    } else {
+        None
+    };
+    let scope = grant.scope.clone();
+    Ok(tokens::user_grant_response(
+        state,
+        client,
+        &user,
+        &grant,
+        &scope,
+        grant.nonce.clone(),
+        refresh,
+    )
+    .await?)
+}
+
+async fn active_user(state: &AppState, user_id: &str) -> Result<User, ApiError> {
+    match state.store().get_user(user_id).await? {
+        Some(user) if !user.disabled => Ok(user),
+        _ => Err(OAuthError::invalid_grant("the user is disabled").into()),
+    }
+}
+
+async fn refresh(
+    state: &AppState,
+    client: &Client,
+    token: OpaqueToken,
+    scope: Option<ScopeSet>,
+) -> Result<TokenResponse, ApiError> {
+    let store = state.store();
+    let at = now();
+    let hash = token.hash();
+    let unknown = || OAuthError::invalid_grant("unknown, expired or revoked refresh token");
+    let record = store.get_refresh_token(&hash).await?.ok_or_else(unknown)?;
+    let grant = store
+        .get_grant(&record.grant_id)
+        .await?
+        .ok_or_else(unknown)?;
+    if grant.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("refresh token was issued to another client").into());
+    }
+    if grant.revoked || record.expires_at < at {
+        return Err(unknown().into());
+    }
+    let grace = i64::try_from(state.config().refresh_reuse_grace.as_secs()).unwrap_or(0);
+    if let Some(rotated_at) = record.rotated_at {
+        if at - rotated_at > grace {
+            // RFC 9700 §4.14.2: reuse of a rotated token means it leaked; end the grant.
+            store.revoke_grant(&grant.id).await?;
+            tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "rotated refresh token reused; grant revoked");
+            return Err(OAuthError::invalid_grant(
+                "refresh token already used; the grant is revoked",
+            )
+            .into());
+        }
+    }
+    let user = active_user(state, &grant.user_id).await?;
+    let scope = match scope {
+        Some(requested) if !requested.is_subset(&grant.scope) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "requested scope exceeds the grant",
+            )
+            .into());
+        }
+        Some(requested) => requested,
+        None => grant.scope.clone(),
+    };
+    let (new_token, new_record) = tokens::new_refresh_token(&grant);
+    // Within the grace window (the client's own retry of a refresh whose answer it lost)
+    // the already-rotated token yields one more pair instead of revoking the grant.
+    if record.rotated_at.is_some() || !store.rotate_refresh_token(&hash, &new_record, at).await? {
+        store.insert_refresh_token(&new_record).await?;
+    }
+    Ok(
+        tokens::user_grant_response(state, client, &user, &grant, &scope, None, Some(new_token))
+            .await?,
+    )
+}
+
+fn client_credentials(
+    state: &AppState,
+    client: &Client,
+    auth: ClientAuth,
+    scope: Option<ScopeSet>,
+) -> Result<TokenResponse, ApiError> {
+    if auth != ClientAuth::Secret {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "client_credentials needs a confidential client",
+        )
+        .into());
+    }
+    let mut allowed = client.scopes.clone();
+    for user_scope in ["openid", "offline_access", "profile", "email"] {
+        allowed.remove(user_scope);
+    }
+    let scope = match scope {
+        Some(requested) if !requested.is_subset(&allowed) => {
+            let refused = requested.difference(&allowed);
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("this client may not request: {refused}"),
+            )
+            .into());
+        }
+        Some(requested) => requested,
+        None => allowed,
+    };
+    let (access, _) = tokens::access_token(state, client, &client.client_id, &scope, None)?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer".into(),
+        expires_in: state.config().access_token_ttl.as_secs(),
+        refresh_token: None,
+        id_token: None,
+        scope,
+    })
+}

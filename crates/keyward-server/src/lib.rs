@@ -1,0 +1,25 @@
+//! keyward's OAuth 2.0 / OpenID Connect authorization server, as a library.
+//!
+//! The binary (`keyward serve`) does config → [`state::AppState`] → [`http::app`] →
+//! serve. Modules:
+//! - [`config`]: typed configuration (TOML file and `KEYWARD_*` environment).
+//! - [`domain`]: the records the server keeps and their validation rules.
+//! - [`store`]: the storage trait, its SQLite and PostgreSQL implementations.
+//! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
+//! - [`password`]: Argon2id password hashing.
+//! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
+//! - [`serve`]: start-up, housekeeping and serving.
+//! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
+//! - [`state`]: the shared state of the HTTP handlers.
+//! - [`http`]: the endpoints, one module per family.
+
+pub mod admin;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod keys;
+pub mod password;
+pub mod serve;
+pub mod state;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,435 @@
+//! The contract every [`Store`] implementation meets, run against SQLite and, when
+//! `KEYWARD_TEST_DATABASE_URL` names a PostgreSQL server, against PostgreSQL (each run
+//! in a database of its own).
+
+use std::sync::Arc;
+
+use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
+
+use super::{Store, StoreError};
+use crate::config::SigningAlg;
+use crate::domain::{
+    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+};
+
+pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "keyward-store-{}",
+        keyward_proto::secret::random_urlsafe(9)
+    ));
+    let url = format!("sqlite://{}/nested/keyward.db", dir.display());
+    (super::open(&url).await.unwrap(), dir)
+}
+
+/// A fresh PostgreSQL database, or `None` (the test reports itself skipped).
+pub(crate) async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let Ok(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set; PostgreSQL contract not run");
+        return None;
+    };
+    let name = format!(
+        "keyward_test_{}",
+        keyward_proto::secret::random_urlsafe(9)
+            .to_lowercase()
+            .replace(['-', '_'], "x")
+    );
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&name);
+    Some(super::open(url.as_str()).await.unwrap())
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        client_id: id.into(),
+        name: "Demo".into(),
+        secret_hash: Some(TokenHash::of("secret")),
+        redirect_uris: vec!["http://127.0.0.1:5555/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scopes: ScopeSet::parse("openid profile").unwrap(),
+        skip_consent: true,
+        id_token_alg: SigningAlg::RS256,
+        created_at: 100,
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        id: format!("id-{name}"),
+        username: name.into(),
+        email: Some(format!("{name}@example.com")),
+        email_verified: true,
+        name: None,
+        password_hash: Some("$argon2id$x".into()),
+        disabled: false,
+        created_at: 100,
+    }
+}
+
+fn grant(id: &str) -> (Grant, AuthCode, OpaqueToken) {
+    let code = OpaqueToken::generate();
+    let g = Grant {
+        id: id.into(),
+        client_id: "app".into(),
+        user_id: "id-alice".into(),
+        scope: ScopeSet::parse("openid").unwrap(),
+        auth_time: 100,
+        nonce: Some("n".into()),
+        created_at: 100,
+        expires_at: 10_000,
+        revoked: false,
+    };
+    let c = AuthCode {
+        code_hash: code.hash(),
+        grant_id: id.into(),
+        client_id: "app".into(),
+        redirect_uri: "http://127.0.0.1:5555/cb".into(),
+        redirect_uri_given: true,
+        code_challenge: "x".repeat(43),
+        created_at: 100,
+        expires_at: 160,
+    };
+    (g, c, code)
+}
+
+async fn contract(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+
+    // Clients.
+    let mut app = client("app");
+    store.insert_client(&app).await.unwrap();
+    assert!(matches!(
+        store.insert_client(&app).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
+    app.redirect_uris.push("https://app.example/cb".into());
+    app.secret_hash = None;
+    store.upsert_client(&app).await.unwrap();
+    store.upsert_client(&client("zzz")).await.unwrap();
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
+    assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    assert!(store.delete_client("zzz").await.unwrap());
+    assert!(!store.delete_client("zzz").await.unwrap());
+    assert_eq!(store.get_client("zzz").await.unwrap(), None);
+
+    // Users.
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
+    assert!(matches!(
+        store
+            .insert_user(&User {
+                id: "other".into(),
+                ..alice.clone()
+            })
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_user_by_username("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    let synced = store
+        .sync_user(&User {
+            id: "new-id".into(),
+            email: Some("a2@example.com".into()),
+            ..alice.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced.id, "id-alice", "sync keeps the existing id");
+    assert_eq!(synced.email.as_deref(), Some("a2@example.com"));
+    let bob = store.sync_user(&user("bob")).await.unwrap();
+    assert_eq!(bob.id, "id-bob");
+    assert!(
+        store
+            .set_password_hash("id-bob", "$argon2id$y")
+            .await
+            .unwrap()
+    );
+    assert!(store.set_user_disabled("id-bob", true).await.unwrap());
+    let bob = store.get_user("id-bob").await.unwrap().unwrap();
+    assert!(bob.disabled);
+    assert_eq!(bob.password_hash.as_deref(), Some("$argon2id$y"));
+    assert!(!store.set_user_disabled("nobody", true).await.unwrap());
+    assert_eq!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+
+    // Logins in progress.
+    let request = AuthRequest {
+        id: "req1".into(),
+        client_id: "app".into(),
+        redirect_uri: "http://127.0.0.1:5555/cb".into(),
+        redirect_uri_given: true,
+        scope: ScopeSet::parse("openid").unwrap(),
+        state: Some("s".into()),
+        nonce: None,
+        code_challenge: "c".repeat(43),
+        prompt: Some("login".into()),
+        max_age: Some(30),
+        login_hint: None,
+        browser_hash: TokenHash::of("browser"),
+        csrf: "csrf".into(),
+        created_at: 100,
+        expires_at: 200,
+        user_id: None,
+        auth_time: None,
+    };
+    store.insert_auth_request(&request).await.unwrap();
+    assert_eq!(
+        store.get_auth_request("req1", 150).await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(
+        store.get_auth_request("req1", 250).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert!(
+        store
+            .set_auth_request_user("req1", "id-alice", 120)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_auth_request("req1", 150)
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id
+            .as_deref(),
+        Some("id-alice")
+    );
+    assert!(store.take_auth_request("req1").await.unwrap());
+    assert!(!store.take_auth_request("req1").await.unwrap());
+
+    // Sessions.
+    let session = Session {
+        id_hash: TokenHash::of("cookie"),
+        user_id: "id-alice".into(),
+        auth_time: 100,
+        created_at: 100,
+        expires_at: 500,
+        csrf: "c".into(),
+    };
+    store.insert_session(&session).await.unwrap();
+    assert_eq!(
+        store.get_session(&session.id_hash, 200).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.get_session(&session.id_hash, 600).await.unwrap(),
+        None
+    );
+    store.delete_session(&session.id_hash).await.unwrap();
+    assert_eq!(
+        store.get_session(&session.id_hash, 200).await.unwrap(),
+        None
+    );
+    store.insert_session(&session).await.unwrap();
+    assert_eq!(store.delete_user_sessions("id-alice").await.unwrap(), 1);
+
+    // Consent.
+    assert_eq!(store.get_consent("id-alice", "app").await.unwrap(), None);
+    let scopes = ScopeSet::parse("openid email").unwrap();
+    store
+        .put_consent("id-alice", "app", &scopes, 1)
+        .await
+        .unwrap();
+    store
+        .put_consent("id-alice", "app", &scopes, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_consent("id-alice", "app").await.unwrap(),
+        Some(scopes)
+    );
+
+    // Grants and codes: exactly one of many concurrent redemptions wins.
+    let (g, c, code) = grant("g1");
+    store.insert_grant_with_code(&g, &c).await.unwrap();
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(g.clone()));
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        let hash = code.hash();
+        tokio::spawn(async move { store.redeem_code(&hash, 120).await.unwrap() })
+    });
+    let mut redeemed = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            CodeRedemption::Redeemed(found) => {
+                assert_eq!(found, c);
+                redeemed += 1;
+            }
+            CodeRedemption::AlreadyUsed(found) => assert_eq!(found.grant_id, "g1"),
+            CodeRedemption::NotFound => panic!("code vanished"),
+        }
+    }
+    assert_eq!(redeemed, 1);
+    assert_eq!(
+        store
+            .redeem_code(&TokenHash::of("nope"), 120)
+            .await
+            .unwrap(),
+        CodeRedemption::NotFound
+    );
+
+    // Refresh tokens: exactly one concurrent rotation wins.
+    let first = RefreshToken {
+        token_hash: TokenHash::of("r1"),
+        grant_id: "g1".into(),
+        created_at: 100,
+        expires_at: 1000,
+        rotated_at: None,
+    };
+    store.insert_refresh_token(&first).await.unwrap();
+    assert_eq!(
+        store.get_refresh_token(&first.token_hash).await.unwrap(),
+        Some(first.clone())
+    );
+    let rotations = (0..8).map(|i| {
+        let store = store.clone();
+        let next = RefreshToken {
+            token_hash: TokenHash::of(&format!("r2-{i}")),
+            ..first.clone()
+        };
+        tokio::spawn(async move {
+            store
+                .rotate_refresh_token(&TokenHash::of("r1"), &next, 130)
+                .await
+                .unwrap()
+        })
+    });
+    let mut rotated = 0;
+    for rotation in rotations {
+        rotated += usize::from(rotation.await.unwrap());
+    }
+    assert_eq!(rotated, 1);
+    assert_eq!(
+        store
+            .get_refresh_token(&first.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .rotated_at,
+        Some(130)
+    );
+
+    store.revoke_grant("g1").await.unwrap();
+    assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
+    let (g2, c2, _) = grant("g2");
+    store.insert_grant_with_code(&g2, &c2).await.unwrap();
+    assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 1);
+
+    // Access token revocation.
+    assert!(!store.is_jti_revoked("j1").await.unwrap());
+    store.revoke_jti("j1", 1000).await.unwrap();
+    store.revoke_jti("j1", 1000).await.unwrap();
+    assert!(store.is_jti_revoked("j1").await.unwrap());
+
+    // Login throttling: a window restarts once older than window_start.
+    assert_eq!(
+        store
+            .record_login_failure("acct:alice", 100, 0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_login_failure("acct:alice", 101, 0)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.login_failures("acct:alice", 0).await.unwrap(), 2);
+    assert_eq!(store.login_failures("acct:alice", 150).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .record_login_failure("acct:alice", 1000, 500)
+            .await
+            .unwrap(),
+        1
+    );
+    store.clear_login_failures("acct:alice").await.unwrap();
+    assert_eq!(store.login_failures("acct:alice", 0).await.unwrap(), 0);
+
+    // Signing keys: adding one retires the previous key of the same algorithm.
+    let key = |kid: &str, alg, created_at| StoredKey {
+        kid: kid.into(),
+        alg,
+        private_der: "cHJpdmF0ZQ".into(),
+        public_jwk: "{}".into(),
+        created_at,
+        retired_at: None,
+    };
+    store
+        .add_key_retiring_others(&key("k1", SigningAlg::ES256, 1), 1)
+        .await
+        .unwrap();
+    store
+        .add_key_retiring_others(&key("r1", SigningAlg::RS256, 1), 1)
+        .await
+        .unwrap();
+    store
+        .add_key_retiring_others(&key("k2", SigningAlg::ES256, 2), 2)
+        .await
+        .unwrap();
+    let keys = store.list_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k2", "k1", "r1"]
+    );
+    assert_eq!(keys[1].retired_at, Some(2));
+    assert_eq!(keys[2].retired_at, None);
+    assert_eq!(store.delete_keys_retired_before(3).await.unwrap(), 1);
+
+    // Purge removes what expired and keeps the rest.
+    assert!(store.purge_expired(100_000).await.unwrap() > 0);
+    assert_eq!(store.get_grant("g1").await.unwrap(), None);
+    assert_eq!(
+        store.get_refresh_token(&first.token_hash).await.unwrap(),
+        None
+    );
+    assert!(store.get_client("app").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sqlite_meets_the_contract() {
+    let (store, dir) = sqlite_store().await;
+    contract(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn sqlite_reopens_an_existing_database() {
+    let (store, dir) = sqlite_store().await;
+    store.insert_user(&user("alice")).await.unwrap();
+    drop(store);
+    let url = format!("sqlite://{}/nested/keyward.db", dir.display());
+    let again = super::open(&url).await.unwrap();
+    assert!(again.get_user("id-alice").await.unwrap().is_some());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn postgres_meets_the_contract() {
+    if let Some(store) = postgres_store().await {
+        contract(store).await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Storage: the [`Store`] trait every part of the server uses, its two implementations
+//! ([`sql::SqliteStore`], the embedded default, and [`sql::PostgresStore`], for several
+//! replicas), and one contract test suite that runs against both.
+//!
+//! Everything a second replica would need lives here: logins in progress, sessions,
+//! codes, grants, refresh tokens, signing keys. Lookups return
+//! `Result<Option<T>, StoreError>`; a database failure is never turned into "not found".
+//! Operations that must happen once (redeeming a code, rotating a refresh token) are
+//! single conditional statements, so two replicas racing cannot both win.
+
+use std::sync::Arc;
+
+use keyward_proto::{ScopeSet, TokenHash};
+
+use crate::domain::{
+    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+};
+
+#[cfg(test)]
+pub(crate) mod contract;
+pub mod sql;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// A unique key is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A stored value could not be decoded.
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The database URL is not one keyward can use.
+    #[error("unsupported database URL (use sqlite:… or postgres://…)")]
+    UnsupportedUrl,
+    /// Creating the SQLite file's directory failed.
+    #[error("cannot create database directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage every replica shares.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Deletes what has expired: logins in progress, sessions, codes, grants, refresh
+    /// tokens, revocation entries, old login-failure windows. Returns rows deleted.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+
+    // Clients.
+    /// Inserts or replaces a client.
+    async fn upsert_client(&self, client: &Client) -> StoreResult<()>;
+    /// Inserts a client; `Conflict` when the id is taken.
+    async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    /// A client by id.
+    async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>>;
+    /// Every client, by id.
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Removes a client and everything issued to it; false when there was none.
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+
+    // Users.
+    /// Inserts a user; `Conflict` when the username is taken.
+    async fn insert_user(&self, user: &User) -> StoreResult<()>;
+    /// Creates or updates the user with `user.username`, keeping an existing id and
+    /// disabled flag. Returns the stored user.
+    async fn sync_user(&self, user: &User) -> StoreResult<User>;
+    /// A user by id.
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// A user by username.
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Every user, by username.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Sets a user's password hash; false when there is no such user.
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
+    /// Disables or enables a user; false when there is no such user.
+    async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool>;
+
+    // Logins in progress.
+    /// Stores a new authorization request.
+    async fn insert_auth_request(&self, request: &AuthRequest) -> StoreResult<()>;
+    /// An authorization request by id, if not expired at `now`.
+    async fn get_auth_request(&self, id: &str, now: i64) -> StoreResult<Option<AuthRequest>>;
+    /// Records who logged in for an authorization request.
+    async fn set_auth_request_user(
+        &self,
+        id: &str,
+        user_id: &str,
+        auth_time: i64,
+    ) -> StoreResult<bool>;
+    /// Deletes an authorization request; true for the one caller that deleted it.
+    async fn take_auth_request(&self, id: &str) -> StoreResult<bool>;
+
+    // Sessions.
+    /// Stores a session.
+    async fn insert_session(&self, session: &Session) -> StoreResult<()>;
+    /// A session by cookie hash, if not expired at `now`.
+    async fn get_session(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<Session>>;
+    /// Ends a session.
+    async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()>;
+    /// Ends every session of a user.
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+
+    // Consent.
+    /// The scopes a user has approved for a client.
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>>;
+    /// Records approved scopes (replacing earlier ones).
+    async fn put_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scope: &ScopeSet,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    // Grants, codes and refresh tokens.
+    /// Stores a grant and the code that starts it, in one transaction.
+    async fn insert_grant_with_code(&self, grant: &Grant, code: &AuthCode) -> StoreResult<()>;
+    /// A grant by id.
+    async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>>;
+    /// Revokes a grant: its refresh tokens and access tokens stop working.
+    async fn revoke_grant(&self, id: &str) -> StoreResult<()>;
+    /// Revokes every grant of a user.
+    async fn revoke_user_grants(&self, user_id: &str) -> StoreResult<u64>;
+    /// Marks a code used. Exactly one caller gets `Redeemed`.
+    async fn redeem_code(&self, code_hash: &TokenHash, now: i64) -> StoreResult<CodeRedemption>;
+    /// Stores a refresh token.
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// A refresh token by hash.
+    async fn get_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>>;
+    /// Marks `old` rotated and stores `new`, in one transaction. False (and nothing
+    /// stored) when `old` had already been rotated by someone else.
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &RefreshToken,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    // Access token revocation.
+    /// Records a revoked access token id until its expiry.
+    async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
+    /// Whether an access token id was revoked.
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
+
+    // Login throttling.
+    /// Counts a failed login against `key`; a window older than `window_start` restarts
+    /// at one. Returns the count in the current window.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: i64,
+        window_start: i64,
+    ) -> StoreResult<i64>;
+    /// Failures against `key` since `window_start`.
+    async fn login_failures(&self, key: &str, window_start: i64) -> StoreResult<i64>;
+    /// Forgets failures against `key` (after a successful login).
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
+
+    // Signing keys.
+    /// Every stored key, newest first.
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Stores a new key and retires the other active keys of its algorithm.
+    async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()>;
+    /// Deletes retired keys retired before `before`.
+    async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// Opens the store named by a database URL, creating the SQLite file (and its
+/// directory) when missing, and runs the migrations.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sql::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(sql::PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

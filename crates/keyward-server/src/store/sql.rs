@@ -1,0 +1,768 @@
+//! The SQL implementations of [`Store`]: SQLite (embedded, WAL) and PostgreSQL.
+//!
+//! Both run the same statements: the schema in `migrations/` uses only types and syntax
+//! the two share (`BIGINT`, `BOOLEAN`, `TEXT`, `ON CONFLICT`, `RETURNING`, `$n`
+//! parameters). The [`sql_store!`] macro writes the `Store` impl once for each driver, so
+//! the two cannot drift apart; what differs (connecting, locking for migrations) is
+//! written per driver below it.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use keyward_proto::{ScopeSet, TokenHash};
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Store, StoreError, StoreResult};
+use crate::config::SigningAlg;
+use crate::domain::{
+    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+};
+
+/// The schema, in order; each entry runs once per database.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
+
+/// The embedded SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the SQLite database at `url` and migrates it.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let file = options.get_filename();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        // BEGIN IMMEDIATE takes the write lock, so two processes cannot both migrate.
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = apply_migrations_sqlite(&mut conn).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::raw_sql(end).execute(&mut *conn).await?;
+        result
+    }
+}
+
+async fn apply_migrations_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *conn)
+        .await?;
+    for (version, script) in MIGRATIONS {
+        let done = sqlx::query("SELECT version FROM keyward_schema WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if done.is_none() {
+            sqlx::raw_sql(script).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO keyward_schema (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(crate::domain::now())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Connects to PostgreSQL at `url` and migrates the database.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // A transaction-scoped advisory lock: replicas starting together migrate one by one.
+        sqlx::query("SELECT pg_advisory_xact_lock(7389120412)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        for (version, script) in MIGRATIONS {
+            let done = sqlx::query("SELECT version FROM keyward_schema WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_none() {
+                sqlx::raw_sql(script).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO keyward_schema (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(crate::domain::now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+fn json_list(what: &'static str, text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::Value::from(list.to_vec()).to_string()
+}
+
+fn scope(what: &'static str, text: &str) -> StoreResult<ScopeSet> {
+    ScopeSet::parse(text).map_err(|e| corrupt(what, e))
+}
+
+fn alg(text: &str) -> StoreResult<SigningAlg> {
+    SigningAlg::parse(text).ok_or_else(|| corrupt("signing algorithm", text))
+}
+
+fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
+        _ => StoreError::Database(err),
+    }
+}
+
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at";
+const USER_COLUMNS: &str =
+    "id, username, email, email_verified, name, password_hash, disabled, created_at";
+const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time";
+const GRANT_COLUMNS: &str =
+    "id, client_id, user_id, scope, auth_time, nonce, created_at, expires_at, revoked";
+const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, redirect_uri, redirect_uri_given, code_challenge, created_at, expires_at";
+const KEY_COLUMNS: &str = "kid, alg, private_der, public_jwk, created_at, retired_at";
+
+/// Writes the `Store` impl and the row decoders for one sqlx driver.
+macro_rules! sql_store {
+    ($store:ty, $row:ty) => {
+        impl $store {
+            fn client(row: &$row) -> StoreResult<Client> {
+                Ok(Client {
+                    client_id: row.try_get("client_id")?,
+                    name: row.try_get("name")?,
+                    secret_hash: row.try_get::<Option<String>, _>("secret_hash")?.map(TokenHash::from_stored),
+                    redirect_uris: json_list("client redirect_uris", &row.try_get::<String, _>("redirect_uris")?)?,
+                    post_logout_redirect_uris: json_list(
+                        "client post_logout_redirect_uris",
+                        &row.try_get::<String, _>("post_logout_redirect_uris")?,
+                    )?,
+                    grant_types: json_list("client grant_types", &row.try_get::<String, _>("grant_types")?)?,
+                    scopes: scope("client scopes", &row.try_get::<String, _>("scopes")?)?,
+                    skip_consent: row.try_get("skip_consent")?,
+                    id_token_alg: alg(&row.try_get::<String, _>("id_token_alg")?)?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            fn user(row: &$row) -> StoreResult<User> {
+                Ok(User {
+                    id: row.try_get("id")?,
+                    username: row.try_get("username")?,
+                    email: row.try_get("email")?,
+                    email_verified: row.try_get("email_verified")?,
+                    name: row.try_get("name")?,
+                    password_hash: row.try_get("password_hash")?,
+                    disabled: row.try_get("disabled")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            fn auth_request(row: &$row) -> StoreResult<AuthRequest> {
+                Ok(AuthRequest {
+                    id: row.try_get("id")?,
+                    client_id: row.try_get("client_id")?,
+                    redirect_uri: row.try_get("redirect_uri")?,
+                    redirect_uri_given: row.try_get("redirect_uri_given")?,
+                    scope: scope("auth request scope", &row.try_get::<String, _>("scope")?)?,
+                    state: row.try_get("state")?,
+                    nonce: row.try_get("nonce")?,
+                    code_challenge: row.try_get("code_challenge")?,
+                    prompt: row.try_get("prompt")?,
+                    max_age: row.try_get("max_age")?,
+                    login_hint: row.try_get("login_hint")?,
+                    browser_hash: TokenHash::from_stored(row.try_get("browser_hash")?),
+                    csrf: row.try_get("csrf")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    user_id: row.try_get("user_id")?,
+                    auth_time: row.try_get("auth_time")?,
+                })
+            }
+
+            fn grant(row: &$row) -> StoreResult<Grant> {
+                Ok(Grant {
+                    id: row.try_get("id")?,
+                    client_id: row.try_get("client_id")?,
+                    user_id: row.try_get("user_id")?,
+                    scope: scope("grant scope", &row.try_get::<String, _>("scope")?)?,
+                    auth_time: row.try_get("auth_time")?,
+                    nonce: row.try_get("nonce")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    revoked: row.try_get("revoked")?,
+                })
+            }
+
+            fn code(row: &$row) -> StoreResult<AuthCode> {
+                Ok(AuthCode {
+                    code_hash: TokenHash::from_stored(row.try_get("code_hash")?),
+                    grant_id: row.try_get("grant_id")?,
+                    client_id: row.try_get("client_id")?,
+                    redirect_uri: row.try_get("redirect_uri")?,
+                    redirect_uri_given: row.try_get("redirect_uri_given")?,
+                    code_challenge: row.try_get("code_challenge")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            }
+
+            fn refresh(row: &$row) -> StoreResult<RefreshToken> {
+                Ok(RefreshToken {
+                    token_hash: TokenHash::from_stored(row.try_get("token_hash")?),
+                    grant_id: row.try_get("grant_id")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    rotated_at: row.try_get("rotated_at")?,
+                })
+            }
+
+            fn key(row: &$row) -> StoreResult<StoredKey> {
+                Ok(StoredKey {
+                    kid: row.try_get("kid")?,
+                    alg: alg(&row.try_get::<String, _>("alg")?)?,
+                    private_der: row.try_get("private_der")?,
+                    public_jwk: row.try_get("public_jwk")?,
+                    created_at: row.try_get("created_at")?,
+                    retired_at: row.try_get("retired_at")?,
+                })
+            }
+
+            fn client_query<'q>(sql: &'q str, client: &'q Client) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
+                sqlx::query(sql)
+                    .bind(&client.client_id)
+                    .bind(&client.name)
+                    .bind(client.secret_hash.as_ref().map(TokenHash::as_str))
+                    .bind(to_json(&client.redirect_uris))
+                    .bind(to_json(&client.post_logout_redirect_uris))
+                    .bind(to_json(&client.grant_types))
+                    .bind(client.scopes.to_string())
+                    .bind(client.skip_consent)
+                    .bind(client.id_token_alg.as_str())
+                    .bind(client.created_at)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                let mut deleted = 0;
+                let day_ago = now - 86_400;
+                for (sql, cutoff) in [
+                    ("DELETE FROM auth_requests WHERE expires_at < $1", now),
+                    ("DELETE FROM sessions WHERE expires_at < $1", now),
+                    ("DELETE FROM auth_codes WHERE expires_at < $1", day_ago),
+                    ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
+                    ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
+                    ("DELETE FROM grants WHERE expires_at < $1", now),
+                    ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
+                    ("DELETE FROM login_failures WHERE window_start < $1", day_ago),
+                ] {
+                    deleted += sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
+                let sql = format!(
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
+                     redirect_uris = excluded.redirect_uris, post_logout_redirect_uris = excluded.post_logout_redirect_uris,
+                     grant_types = excluded.grant_types, scopes = excluded.scopes, skip_consent = excluded.skip_consent,
+                     id_token_alg = excluded.id_token_alg"
+                );
+                Self::client_query(&sql, client).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_client(&self, client: &Client) -> StoreResult<()> {
+                let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                Self::client_query(&sql, client)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| unique_violation(e, format!("client {:?}", client.client_id)))?;
+                Ok(())
+            }
+
+            async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+                let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1");
+                let row = sqlx::query(&sql).bind(client_id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::client).transpose()
+            }
+
+            async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+                let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY client_id");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::client).collect()
+            }
+
+            async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                for sql in [
+                    "DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
+                    "DELETE FROM grants WHERE client_id = $1",
+                    "DELETE FROM auth_codes WHERE client_id = $1",
+                    "DELETE FROM auth_requests WHERE client_id = $1",
+                    "DELETE FROM consents WHERE client_id = $1",
+                ] {
+                    sqlx::query(sql).bind(client_id).execute(&mut *tx).await?;
+                }
+                let deleted = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn insert_user(&self, user: &User) -> StoreResult<()> {
+                let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+                sqlx::query(&sql)
+                    .bind(&user.id)
+                    .bind(&user.username)
+                    .bind(&user.email)
+                    .bind(user.email_verified)
+                    .bind(&user.name)
+                    .bind(&user.password_hash)
+                    .bind(user.disabled)
+                    .bind(user.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| unique_violation(e, format!("user {:?}", user.username)))?;
+                Ok(())
+            }
+
+            async fn sync_user(&self, user: &User) -> StoreResult<User> {
+                let sql = format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (username) DO UPDATE SET email = excluded.email, email_verified = excluded.email_verified,
+                     name = excluded.name, password_hash = excluded.password_hash
+                     RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&user.id)
+                    .bind(&user.username)
+                    .bind(&user.email)
+                    .bind(user.email_verified)
+                    .bind(&user.name)
+                    .bind(&user.password_hash)
+                    .bind(user.disabled)
+                    .bind(user.created_at)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Self::user(&row)
+            }
+
+            async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user).transpose()
+            }
+
+            async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
+                let row = sqlx::query(&sql).bind(username).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user).transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::user).collect()
+            }
+
+            async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(hash)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+                    .bind(disabled)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_auth_request(&self, r: &AuthRequest) -> StoreResult<()> {
+                let sql = format!(
+                    "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                );
+                sqlx::query(&sql)
+                    .bind(&r.id)
+                    .bind(&r.client_id)
+                    .bind(&r.redirect_uri)
+                    .bind(r.redirect_uri_given)
+                    .bind(r.scope.to_string())
+                    .bind(&r.state)
+                    .bind(&r.nonce)
+                    .bind(&r.code_challenge)
+                    .bind(&r.prompt)
+                    .bind(r.max_age)
+                    .bind(&r.login_hint)
+                    .bind(r.browser_hash.as_str())
+                    .bind(&r.csrf)
+                    .bind(r.created_at)
+                    .bind(r.expires_at)
+                    .bind(&r.user_id)
+                    .bind(r.auth_time)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_auth_request(&self, id: &str, now: i64) -> StoreResult<Option<AuthRequest>> {
+                let sql = format!("SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND expires_at > $2");
+                let row = sqlx::query(&sql).bind(id).bind(now).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::auth_request).transpose()
+            }
+
+            async fn set_auth_request_user(&self, id: &str, user_id: &str, auth_time: i64) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE auth_requests SET user_id = $1, auth_time = $2 WHERE id = $3")
+                    .bind(user_id)
+                    .bind(auth_time)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn take_auth_request(&self, id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_session(&self, s: &Session) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, csrf) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(s.id_hash.as_str())
+                .bind(&s.user_id)
+                .bind(s.auth_time)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(&s.csrf)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_session(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<Session>> {
+                let row = sqlx::query(
+                    "SELECT id_hash, user_id, auth_time, created_at, expires_at, csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash.as_str())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(Session {
+                        id_hash: TokenHash::from_stored(row.try_get("id_hash")?),
+                        user_id: row.try_get("user_id")?,
+                        auth_time: row.try_get("auth_time")?,
+                        created_at: row.try_get("created_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                        csrf: row.try_get("csrf")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()> {
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash.as_str()).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>> {
+                let row = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| scope("consent scope", &row.try_get::<String, _>("scope")?)).transpose()
+            }
+
+            async fn put_consent(&self, user_id: &str, client_id: &str, granted: &ScopeSet, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(granted.to_string())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_grant_with_code(&self, g: &Grant, c: &AuthCode) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                sqlx::query(&sql)
+                    .bind(&g.id)
+                    .bind(&g.client_id)
+                    .bind(&g.user_id)
+                    .bind(g.scope.to_string())
+                    .bind(g.auth_time)
+                    .bind(&g.nonce)
+                    .bind(g.created_at)
+                    .bind(g.expires_at)
+                    .bind(g.revoked)
+                    .execute(&mut *tx)
+                    .await?;
+                let sql = format!("INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+                sqlx::query(&sql)
+                    .bind(c.code_hash.as_str())
+                    .bind(&c.grant_id)
+                    .bind(&c.client_id)
+                    .bind(&c.redirect_uri)
+                    .bind(c.redirect_uri_given)
+                    .bind(&c.code_challenge)
+                    .bind(c.created_at)
+                    .bind(c.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>> {
+                let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::grant).transpose()
+            }
+
+            async fn revoke_grant(&self, id: &str) -> StoreResult<()> {
+                sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2").bind(true).bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn revoke_user_grants(&self, user_id: &str) -> StoreResult<u64> {
+                let done = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND revoked = $3")
+                    .bind(true)
+                    .bind(user_id)
+                    .bind(false)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn redeem_code(&self, code_hash: &TokenHash, now: i64) -> StoreResult<CodeRedemption> {
+                let sql = format!("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING {CODE_COLUMNS}");
+                if let Some(row) = sqlx::query(&sql).bind(now).bind(code_hash.as_str()).fetch_optional(&self.pool).await? {
+                    return Ok(CodeRedemption::Redeemed(Self::code(&row)?));
+                }
+                let sql = format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE code_hash = $1");
+                match sqlx::query(&sql).bind(code_hash.as_str()).fetch_optional(&self.pool).await? {
+                    Some(row) => Ok(CodeRedemption::AlreadyUsed(Self::code(&row)?)),
+                    None => Ok(CodeRedemption::NotFound),
+                }
+            }
+
+            async fn insert_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(t.token_hash.as_str())
+                .bind(&t.grant_id)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.rotated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>> {
+                let row = sqlx::query(
+                    "SELECT token_hash, grant_id, created_at, expires_at, rotated_at FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(hash.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::refresh).transpose()
+            }
+
+            async fn rotate_refresh_token(&self, old: &TokenHash, new: &RefreshToken, now: i64) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL")
+                    .bind(now)
+                    .bind(old.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(new.token_hash.as_str())
+                .bind(&new.grant_id)
+                .bind(new.created_at)
+                .bind(new.expires_at)
+                .bind(new.rotated_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+                sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                    .bind(jti)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
+                let row = sqlx::query("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&self.pool).await?;
+                Ok(row.is_some())
+            }
+
+            async fn record_login_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO login_failures (key, count, window_start) VALUES ($1, 1, $2)
+                     ON CONFLICT (key) DO UPDATE SET
+                       count = CASE WHEN login_failures.window_start < $3 THEN 1 ELSE login_failures.count + 1 END,
+                       window_start = CASE WHEN login_failures.window_start < $3 THEN $2 ELSE login_failures.window_start END
+                     RETURNING count",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(window_start)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get("count")?)
+            }
+
+            async fn login_failures(&self, key: &str, window_start: i64) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT count FROM login_failures WHERE key = $1 AND window_start >= $2")
+                    .bind(key)
+                    .bind(window_start)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => row.try_get("count")?,
+                    None => 0,
+                })
+            }
+
+            async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::key).collect()
+            }
+
+            async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE alg = $2 AND retired_at IS NULL")
+                    .bind(now)
+                    .bind(key.alg.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let sql = format!("INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
+                sqlx::query(&sql)
+                    .bind(&key.kid)
+                    .bind(key.alg.as_str())
+                    .bind(&key.private_der)
+                    .bind(&key.public_jwk)
+                    .bind(key.created_at)
+                    .bind(key.retired_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+sql_store!(PostgresStore, sqlx::postgres::PgRow);

@@ -1,0 +1,194 @@
+//! Minting and checking keyward's tokens: JWT access tokens (RFC 9068), ID tokens
+//! (OpenID Connect Core §2), opaque refresh tokens, and the validation a token must pass
+//! before userinfo or introspection trusts it.
+
+use keyward_proto::claims::{AccessTokenClaims, IdTokenClaims, UserClaims};
+use keyward_proto::token::TokenResponse;
+use keyward_proto::{OpaqueToken, ScopeSet};
+
+use crate::config::SigningAlg;
+use crate::domain::{Client, Grant, RefreshToken, User, now};
+use crate::keys::{KeyError, VerifyError, at_hash};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// The `typ` header of ID tokens.
+pub const ID_TOKEN_TYP: &str = "JWT";
+
+/// A failure while minting tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// Signing failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Storing the refresh token failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The profile and email claims `scope` releases about `user`.
+pub fn user_claims(user: &User, scope: &ScopeSet) -> UserClaims {
+    let mut claims = UserClaims::default();
+    if scope.contains("profile") {
+        claims.name = user.name.clone();
+        claims.preferred_username = Some(user.username.clone());
+    }
+    if scope.contains("email") {
+        claims.email = user.email.clone();
+        claims.email_verified = user.email.as_ref().map(|_| user.email_verified);
+    }
+    claims
+}
+
+/// Signs an access token for `client`, about `user` (or the client itself).
+pub fn access_token(
+    state: &AppState,
+    client: &Client,
+    subject: &str,
+    scope: &ScopeSet,
+    grant: Option<&Grant>,
+) -> Result<(String, AccessTokenClaims), KeyError> {
+    let issued = now();
+    let ttl = i64::try_from(state.config().access_token_ttl.as_secs()).unwrap_or(900);
+    let claims = AccessTokenClaims {
+        iss: state.config().issuer_str().to_owned(),
+        sub: subject.to_owned(),
+        aud: client.client_id.clone(),
+        exp: issued + ttl,
+        iat: issued,
+        jti: keyward_proto::secret::random_urlsafe(16),
+        client_id: client.client_id.clone(),
+        scope: scope.to_string(),
+        auth_time: grant.map(|g| g.auth_time),
+        gid: grant.map(|g| g.id.clone()),
+    };
+    let token = state
+        .keys()
+        .sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, &claims)?;
+    Ok((token, claims))
+}
+
+/// Mints the response of a user grant: access token, ID token when `openid` was
+/// granted, and a fresh refresh token when `with_refresh` (stored by the caller through
+/// `store_refresh`).
+pub async fn user_grant_response(
+    state: &AppState,
+    client: &Client,
+    user: &User,
+    grant: &Grant,
+    scope: &ScopeSet,
+    nonce: Option<String>,
+    refresh: Option<OpaqueToken>,
+) -> Result<TokenResponse, IssueError> {
+    let (access, claims) = access_token(state, client, &user.id, scope, Some(grant))?;
+    let id_token = if scope.contains("openid") {
+        let ttl = i64::try_from(state.config().id_token_ttl.as_secs()).unwrap_or(3600);
+        let id_claims = IdTokenClaims {
+            iss: claims.iss.clone(),
+            sub: user.id.clone(),
+            aud: client.client_id.clone(),
+            exp: claims.iat + ttl,
+            iat: claims.iat,
+            auth_time: grant.auth_time,
+            nonce,
+            at_hash: Some(at_hash(&access)),
+            azp: client.client_id.clone(),
+            user: user_claims(user, scope),
+        };
+        Some(
+            state
+                .keys()
+                .sign(client.id_token_alg, ID_TOKEN_TYP, &id_claims)?,
+        )
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer".into(),
+        expires_in: state.config().access_token_ttl.as_secs(),
+        refresh_token: refresh.map(|t| t.secret().to_owned()),
+        id_token,
+        scope: scope.clone(),
+    })
+}
+
+/// A new refresh token record for `grant`, expiring with the grant.
+pub fn new_refresh_token(grant: &Grant) -> (OpaqueToken, RefreshToken) {
+    let token = OpaqueToken::generate();
+    let record = RefreshToken {
+        token_hash: token.hash(),
+        grant_id: grant.id.clone(),
+        created_at: now(),
+        expires_at: grant.expires_at,
+        rotated_at: None,
+    };
+    (token, record)
+}
+
+/// Why an access token presented to keyward was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessTokenError {
+    /// Malformed, badly signed, expired, or for another issuer.
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
+    /// Revoked, its grant revoked, or its user or client gone or disabled.
+    #[error("token revoked")]
+    Revoked,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An access token that passed every check, with its user when it has one.
+pub struct ValidAccessToken {
+    /// The claims.
+    pub claims: AccessTokenClaims,
+    /// The user of a user grant.
+    pub user: Option<User>,
+}
+
+/// Checks an access token keyward issued: signature, expiry, issuer, and that neither
+/// it nor its grant was revoked and its user is still enabled.
+pub async fn validate_access_token(
+    state: &AppState,
+    token: &str,
+) -> Result<ValidAccessToken, AccessTokenError> {
+    let claims: AccessTokenClaims = state
+        .keys()
+        .verify(token, ACCESS_TOKEN_TYP, state.config().issuer_str(), false)
+        .await?;
+    let store = state.store();
+    if store.is_jti_revoked(&claims.jti).await? {
+        return Err(AccessTokenError::Revoked);
+    }
+    let user = match &claims.gid {
+        Some(gid) => {
+            let grant = store
+                .get_grant(gid)
+                .await?
+                .ok_or(AccessTokenError::Revoked)?;
+            if grant.revoked || grant.user_id != claims.sub {
+                return Err(AccessTokenError::Revoked);
+            }
+            let user = store
+                .get_user(&grant.user_id)
+                .await?
+                .ok_or(AccessTokenError::Revoked)?;
+            if user.disabled {
+                return Err(AccessTokenError::Revoked);
+            }
+            Some(user)
+        }
+        None => {
+            store
+                .get_client(&claims.client_id)
+                .await?
+                .ok_or(AccessTokenError::Revoked)?;
+            None
+        }
+    };
+    Ok(ValidAccessToken { claims, user })
+}

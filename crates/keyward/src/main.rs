@@ -1,0 +1,454 @@
+//! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
+//! and `key` administer its database.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use keyward_proto::ClientSecret;
+use keyward_server::admin::{self, NewClient};
+use keyward_server::config::{Config, SigningAlg};
+use keyward_server::store::{self, Store};
+
+/// keyward: an OAuth 2.0 / OpenID Connect identity broker in one binary.
+#[derive(Parser)]
+#[command(name = "keyward", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). KEYWARD_ISSUER, KEYWARD_LISTEN and
+    /// KEYWARD_DATABASE_URL override it.
+    #[arg(long, short, global = true, env = "KEYWARD_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the authorization server (default: http://127.0.0.1:8080, SQLite under ./keyward-data/).
+    Serve,
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage local users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; a confidential client's secret is generated and shown once.
+    Add(ClientAdd),
+    /// List clients.
+    List,
+    /// Remove a client and revoke everything issued to it.
+    Remove {
+        /// The client id.
+        client_id: String,
+    },
+}
+
+#[derive(Args)]
+struct ClientAdd {
+    /// The client id.
+    client_id: String,
+    /// Display name shown on the consent page.
+    #[arg(long)]
+    name: Option<String>,
+    /// A public client (native app, SPA, CLI): no secret, PKCE only.
+    #[arg(long)]
+    public: bool,
+    /// An exact redirect URI (repeatable).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (repeatable).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Allowed grant type (repeatable): authorization_code, refresh_token,
+    /// client_credentials. Default: authorization_code and refresh_token.
+    #[arg(long = "grant-type", value_name = "GRANT")]
+    grant_types: Vec<String>,
+    /// Allowed scope (repeatable). Default: openid profile email offline_access.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// A first-party application: skip the consent page.
+    #[arg(long)]
+    skip_consent: bool,
+    /// ID token signing algorithm.
+    #[arg(long, value_parser = ["ES256", "RS256"], default_value = "ES256")]
+    id_token_alg: String,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a local user; the password is read from the terminal or, with
+    /// --password-stdin, from the first line of standard input.
+    Add {
+        /// Login name.
+        username: String,
+        /// Email address (taken as verified).
+        #[arg(long)]
+        email: Option<String>,
+        /// Full name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Set a user's password (ends their sessions).
+    Passwd {
+        /// Login name.
+        username: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user: ends their sessions and revokes their tokens.
+    Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Login name.
+        username: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Generate new signing keys; the old ones stay published until their tokens expire.
+    Rotate,
+    /// List signing keys.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("KEYWARD_"))
+        .collect();
+    Ok(Config::load(path, &env)?)
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    store::open(&config.database_url).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            redact_url(&config.database_url)
+        )
+    })
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Client(command) => client_command(&*open_store(&config).await?, command).await,
+        Command::User(command) => user_command(&*open_store(&config).await?, command).await,
+        Command::Key(command) => key_command(&*open_store(&config).await?, command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let database = redact_url(&config.database_url);
+    let state = keyward_server::serve::build(config)
+        .await
+        .with_context(|| format!("cannot start on {database}"))?;
+    let config = state.config();
+    let clients = state.store().list_clients().await?.len();
+    let users = state.store().list_users().await?.len();
+    println!(
+        "keyward {} listening on http://{listen}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  issuer:     {}", config.issuer_str());
+    println!(
+        "  discovery:  {}",
+        config.endpoint("/.well-known/openid-configuration")
+    );
+    println!("  database:   {database} ({clients} clients, {users} users)");
+    if clients == 0 || users == 0 {
+        println!();
+        println!("Next steps, in another terminal:");
+        if clients == 0 {
+            println!(
+                "  keyward client add demo-app --redirect-uri http://127.0.0.1:5555/callback --skip-consent"
+            );
+        }
+        if users == 0 {
+            println!("  keyward user add alice --email alice@example.com");
+        }
+    }
+    keyward_server::serve::run(state, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Add(add) => {
+            let new = NewClient {
+                client_id: add.client_id,
+                name: add.name,
+                public: add.public,
+                secret: None,
+                redirect_uris: add.redirect_uris,
+                post_logout_redirect_uris: add.post_logout_redirect_uris,
+                grant_types: add.grant_types,
+                scopes: add.scopes,
+                skip_consent: add.skip_consent,
+                id_token_alg: SigningAlg::parse(&add.id_token_alg),
+            };
+            let (client, secret) = admin::add_client(store, new).await?;
+            println!("client_id:     {}", client.client_id);
+            match secret {
+                Some(secret) => {
+                    println!("client_secret: {}", secret.secret());
+                    println!("(shown once: keyward stores only its hash)");
+                }
+                None => println!("public client: no secret; PKCE required"),
+            }
+        }
+        ClientCommand::List => {
+            println!(
+                "{:<24} {:<13} {:<45} REDIRECT URIS",
+                "CLIENT ID", "TYPE", "GRANTS"
+            );
+            for client in store.list_clients().await? {
+                let kind = if client.is_public() {
+                    "public"
+                } else {
+                    "confidential"
+                };
+                println!(
+                    "{:<24} {:<13} {:<45} {}",
+                    client.client_id,
+                    kind,
+                    client.grant_types.join(","),
+                    client.redirect_uris.join(" ")
+                );
+            }
+        }
+        ClientCommand::Remove { client_id } => {
+            admin::remove_client(store, &client_id).await?;
+            println!("removed client {client_id}");
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<ClientSecret> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+        let second =
+            rpassword::prompt_password("Repeat:   ").context("cannot read the password")?;
+        if first != second {
+            bail!("the passwords differ");
+        }
+        first
+    };
+    Ok(ClientSecret::new(password))
+}
+
+async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            username,
+            email,
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let user = admin::add_user(store, &username, email, name, password).await?;
+            println!("created user {} (sub {})", user.username, user.id);
+        }
+        UserCommand::List => {
+            println!("{:<24} {:<32} {:<9} SUB", "USERNAME", "EMAIL", "STATUS");
+            for user in store.list_users().await? {
+                let status = if user.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<24} {:<32} {:<9} {}",
+                    user.username,
+                    user.email.as_deref().unwrap_or("-"),
+                    status,
+                    user.id
+                );
+            }
+        }
+        UserCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            admin::set_password(store, &username, password).await?;
+            println!("password of {username} changed; their sessions are ended");
+        }
+        UserCommand::Disable { username } => {
+            admin::set_disabled(store, &username, true).await?;
+            println!("disabled {username}: sessions ended, tokens revoked");
+        }
+        UserCommand::Enable { username } => {
+            admin::set_disabled(store, &username, false).await?;
+            println!("enabled {username}");
+        }
+    }
+    Ok(())
+}
+
+async fn key_command(store: &dyn Store, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Rotate => {
+            for key in admin::rotate_keys(store).await? {
+                println!("new {} key {}", key.alg.as_str(), key.kid);
+            }
+            println!(
+                "running servers switch to the new keys within a minute; old keys stay published until their tokens expire"
+            );
+        }
+        KeyCommand::List => {
+            println!("{:<18} {:<6} {:<22} STATUS", "KID", "ALG", "CREATED");
+            for key in store.list_keys().await? {
+                let status = match key.retired_at {
+                    None => "active".to_owned(),
+                    Some(at) => format!("retired {}", utc(at)),
+                };
+                println!(
+                    "{:<18} {:<6} {:<22} {status}",
+                    key.kid,
+                    key.alg.as_str(),
+                    utc(key.created_at)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC).
+fn utc(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:redacted@h/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}
