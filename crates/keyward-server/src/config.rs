@@ -99,6 +99,8 @@ pub struct FileConfig {
     refresh_token_ttl: Option<String>,
     session_ttl: Option<String>,
     refresh_reuse_grace: Option<String>,
+    authorization_code_ttl: Option<String>,
+    login_ttl: Option<String>,
     #[serde(default)]
     clients: Vec<ClientConfig>,
     #[serde(default)]
@@ -256,8 +258,8 @@ impl Config {
             )?,
             session_ttl: duration("session_ttl", file.session_ttl, 24 * 3600)?,
             refresh_reuse_grace: duration("refresh_reuse_grace", file.refresh_reuse_grace, 5)?,
-            code_ttl: Duration::from_secs(60),
-            login_ttl: Duration::from_secs(15 * 60),
+            code_ttl: duration("authorization_code_ttl", file.authorization_code_ttl, 60)?,
+            login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
             clients: file.clients,
             users: file.users,
         };
@@ -273,6 +275,15 @@ impl Config {
             if ttl.as_secs() < 10 || ttl.as_secs() > 24 * 3600 {
                 return Err(invalid(key, "must be between 10s and 24h"));
             }
+        }
+        if self.code_ttl.as_secs() < 1 || self.code_ttl.as_secs() > 600 {
+            return Err(invalid(
+                "authorization_code_ttl",
+                "must be between 1s and 10m",
+            ));
+        }
+        if self.login_ttl.as_secs() < 60 || self.login_ttl.as_secs() > 24 * 3600 {
+            return Err(invalid("login_ttl", "must be between 1m and 24h"));
         }
         if self.refresh_reuse_grace.as_secs() > 60 {
             return Err(invalid("refresh_reuse_grace", "must be at most 60s"));

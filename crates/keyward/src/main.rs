@@ -198,10 +198,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
     let database = redact_url(&config.database_url);
     let state = keyward_server::serve::build(config)
         .await

@@ -160,7 +160,10 @@ mod tests {
                 minijinja::context! { client_name => "<script>x</script>", req => "r", csrf => "c", username => "", error => "" },
             )
             .unwrap();
-        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"),
+            "{html}"
+        );
         assert!(!html.contains("<script>x"));
         for name in [
             "consent.html",

@@ -182,7 +182,7 @@ async fn refresh(
     }
     let grace = i64::try_from(state.config().refresh_reuse_grace.as_secs()).unwrap_or(0);
     if let Some(rotated_at) = record.rotated_at {
-        if at - rotated_at > grace {
+        if at - rotated_at >= grace {
             // RFC 9700 §4.14.2: reuse of a rotated token means it leaked; end the grant.
             store.revoke_grant(&grant.id).await?;
             tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "rotated refresh token reused; grant revoked");

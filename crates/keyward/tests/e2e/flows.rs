@@ -1,0 +1,811 @@
+//! Every grant driven by the `openidconnect` crate, on SQLite and on PostgreSQL, and the
+//! failures a client must see: wrong verifier, replayed code, reused refresh token,
+//! redirect URI mismatch, expired code, wrong secret, disabled user, consent, prompt,
+//! throttling and logout.
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse as _,
+};
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+async fn oidc_client(app: &TestApp, client_id: &str, secret: &str) -> Client {
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer.clone()).unwrap(), &http())
+            .await
+            .expect("discovery");
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(client_id.into()),
+        Some(ClientSecret::new(secret.into())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap())
+}
+
+struct Authorized {
+    code: String,
+    verifier: PkceCodeVerifier,
+    nonce: Nonce,
+}
+
+async fn authorize(
+    client: &Client,
+    browser: &reqwest::Client,
+    scopes: &[&str],
+    user: &str,
+) -> Authorized {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for scope in scopes {
+        request = request.add_scope(Scope::new((*scope).into()));
+    }
+    let (url, state, nonce) = request.url();
+    let params = drive(browser, url.as_str(), user, PASSWORD, "approve")
+        .await
+        .callback();
+    assert_eq!(params.get("state"), Some(state.secret()), "state is echoed");
+    assert!(params.contains_key("iss"), "RFC 9207 iss");
+    Authorized {
+        code: params["code"].clone(),
+        verifier,
+        nonce,
+    }
+}
+
+/// The whole tour on one store: code + PKCE, ID token, userinfo, refresh rotation,
+/// client credentials, introspection, revocation.
+async fn tour(db: Db) {
+    let Some(app) = spawn_app(db, "").await else {
+        return;
+    };
+    let client = oidc_client(&app, "demo-app", SECRET).await;
+    let browser = browser();
+
+    let auth = authorize(
+        &client,
+        &browser,
+        &["profile", "email", "offline_access"],
+        "alice",
+    )
+    .await;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(auth.code))
+        .unwrap()
+        .set_pkce_verifier(auth.verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    let id_token = tokens.id_token().expect("id token");
+    let verifier = client.id_token_verifier();
+    let claims = id_token
+        .claims(&verifier, &auth.nonce)
+        .expect("valid id token");
+    assert_eq!(claims.preferred_username().unwrap().as_str(), "alice");
+    assert_eq!(claims.email().unwrap().as_str(), "alice@example.com");
+    assert_eq!(claims.email_verified(), Some(true));
+    assert!(claims.auth_time().is_some());
+    let at_hash = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&at_hash));
+    let sub = claims.subject().clone();
+
+    // The access token is an RFC 9068 JWT.
+    let header = tokens
+        .access_token()
+        .secret()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let header: serde_json::Value = serde_json::from_slice(&base64_url(&header)).unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+
+    let info: openidconnect::core::CoreUserInfoClaims = client
+        .user_info(tokens.access_token().clone(), None)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("userinfo");
+    assert_eq!(info.subject(), &sub);
+    assert_eq!(info.email().unwrap().as_str(), "alice@example.com");
+
+    // Refresh rotates: the new pair works, the old refresh token does not.
+    let refresh = tokens.refresh_token().expect("refresh token").clone();
+    let refreshed = client
+        .exchange_refresh_token(&refresh)
+        .unwrap()
+        .request_async(&http())
+        .await
+        .expect("refresh");
+    let rotated = refreshed
+        .refresh_token()
+        .expect("rotated refresh token")
+        .clone();
+    assert_ne!(rotated.secret(), refresh.secret());
+    let new_id = refreshed.id_token().expect("id token on refresh");
+    assert_eq!(
+        new_id
+            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+            .unwrap()
+            .subject(),
+        &sub
+    );
+    assert!(is_active(&app, refreshed.access_token().secret()).await);
+    assert!(is_active(&app, rotated.secret()).await);
+    assert!(
+        !is_active(&app, refresh.secret()).await,
+        "a rotated refresh token is inactive"
+    );
+
+    // Client credentials.
+    let cc = client
+        .exchange_client_credentials()
+        .unwrap()
+        .add_scope(Scope::new("api:read".into()))
+        .request_async(&http())
+        .await
+        .expect("client credentials");
+    assert!(cc.refresh_token().is_none());
+    assert!(is_active(&app, cc.access_token().secret()).await);
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "client_credentials"), ("scope", "openid")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+
+    // Revoking the access token makes it inactive and useless at userinfo.
+    let response = http()
+        .post(format!("{}/revoke", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", refreshed.access_token().secret().as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!is_active(&app, refreshed.access_token().secret()).await);
+    let response = http()
+        .get(format!("{}/userinfo", app.issuer))
+        .bearer_auth(refreshed.access_token().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // Revoking the refresh token ends the grant.
+    http()
+        .post(format!("{}/revoke", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[
+            ("token", rotated.secret().as_str()),
+            ("token_type_hint", "refresh_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        client
+            .exchange_refresh_token(&rotated)
+            .unwrap()
+            .request_async(&http())
+            .await
+            .is_err()
+    );
+
+    // Single sign-on: a second authorization in the same browser needs no password.
+    let second = authorize(&client, &browser, &["profile"], "nobody-needed").await;
+    assert!(!second.code.is_empty());
+}
+
+fn base64_url(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tour_on_sqlite() {
+    tour(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn tour_on_postgres() {
+    tour(Db::Postgres).await;
+}
+
+/// A manual authorization URL with the default scope `openid offline_access`.
+fn authorize_url(app: &TestApp, client_id: &str, extra: &str) -> (String, PkceCodeVerifier) {
+    authorize_url_with_scope(app, client_id, "openid%20offline_access", extra)
+}
+
+/// A manual authorization URL with a fresh PKCE pair.
+fn authorize_url_with_scope(
+    app: &TestApp,
+    client_id: &str,
+    scope: &str,
+    extra: &str,
+) -> (String, PkceCodeVerifier) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/authorize?client_id={client_id}&response_type=code&scope={scope}&redirect_uri={}&state=st&code_challenge={}&code_challenge_method=S256{extra}",
+        app.issuer,
+        urlencode(REDIRECT),
+        challenge.as_str()
+    );
+    (url, verifier)
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+async fn code_for(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    user: &str,
+) -> (String, PkceCodeVerifier) {
+    let (url, verifier) = authorize_url(app, "demo-app", "");
+    let params = drive(browser, &url, user, PASSWORD, "approve")
+        .await
+        .callback();
+    (params["code"].clone(), verifier)
+}
+
+async fn exchange(app: &TestApp, code: &str, verifier: &str) -> (StatusCode, serde_json::Value) {
+    token_request(
+        app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn code_failures() {
+    let app = spawn_app(Db::Sqlite, "authorization_code_ttl = \"1s\"")
+        .await
+        .unwrap();
+    let browser = browser();
+
+    // Wrong verifier.
+    let (code, _) = code_for(&app, &browser, "alice").await;
+    let (status, body) = exchange(
+        &app,
+        &code,
+        &PkceCodeVerifier::new("x".repeat(43)).secret().clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+
+    // Redirect URI mismatch at the token endpoint.
+    let (code, verifier) = code_for(&app, &browser, "alice").await;
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:5555/other"),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+
+    // Wrong client secret.
+    let (code, verifier) = code_for(&app, &browser, "alice").await;
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some("wrong-secret"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+
+    // Replayed code: the second use fails and revokes what the first one issued.
+    let (code, verifier) = code_for(&app, &browser, "alice").await;
+    let (status, first) = exchange(&app, &code, verifier.secret()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let access = first["access_token"].as_str().unwrap();
+    let refresh = first["refresh_token"].as_str().unwrap();
+    assert!(is_active(&app, access).await);
+    let (status, body) = exchange(&app, &code, verifier.secret()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert!(
+        !is_active(&app, access).await,
+        "replay revokes the access token"
+    );
+    let (status, _) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "replay revokes the refresh token"
+    );
+
+    // Expired code.
+    let (code, verifier) = code_for(&app, &browser, "alice").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = exchange(&app, &code, verifier.secret()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+}
+
+#[tokio::test]
+async fn refresh_reuse_revokes_the_grant() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, first) = exchange(&app, &code, verifier.secret()).await;
+    let old = first["refresh_token"].as_str().unwrap();
+    let (status, second) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", old)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let newer = second["refresh_token"].as_str().unwrap();
+    // The rotated token comes back (grace is 0 s here): theft is assumed.
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", old)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let (status, _) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", newer)],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the whole grant is revoked"
+    );
+    assert!(!is_active(&app, second["access_token"].as_str().unwrap()).await);
+}
+
+#[tokio::test]
+async fn a_retry_within_the_grace_window_keeps_the_grant() {
+    let app = spawn_app(Db::Sqlite, "refresh_reuse_grace = \"30s\"")
+        .await
+        .unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, first) = exchange(&app, &code, verifier.secret()).await;
+    let old = first["refresh_token"].as_str().unwrap();
+    let form = [("grant_type", "refresh_token"), ("refresh_token", old)];
+    let (a, b) = tokio::join!(
+        token_request(&app, "demo-app", Some(SECRET), &form),
+        token_request(&app, "demo-app", Some(SECRET), &form)
+    );
+    assert_eq!(
+        (a.0, b.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{} {}",
+        a.1,
+        b.1
+    );
+    // A third try, still within grace, also succeeds; every new token works.
+    let (status, c) = token_request(&app, "demo-app", Some(SECRET), &form).await;
+    assert_eq!(status, StatusCode::OK);
+    for body in [&a.1, &b.1, &c] {
+        assert!(is_active(&app, body["refresh_token"].as_str().unwrap()).await);
+        assert!(is_active(&app, body["access_token"].as_str().unwrap()).await);
+    }
+}
+
+#[tokio::test]
+async fn public_client_and_scope_narrowing() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (url, verifier) = authorize_url(&app, "cli", "");
+    let params = drive(&browser, &url, "bob", PASSWORD, "approve")
+        .await
+        .callback();
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "cli"),
+            ("code", &params["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap();
+    // Narrowing on refresh is allowed, widening is not.
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "cli"),
+            ("refresh_token", refresh),
+            ("scope", "openid"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "openid");
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "cli"),
+            ("refresh_token", refresh),
+            ("scope", "openid email"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    // A public client cannot use client_credentials, and cannot introspect.
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[("grant_type", "client_credentials"), ("client_id", "cli")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unauthorized_client"))
+    );
+    let response = http()
+        .post(format!("{}/introspect", app.issuer))
+        .form(&[("client_id", "cli"), ("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_log_in_and_loses_tokens() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "bob").await;
+    let (_, tokens) = exchange(&app, &code, verifier.secret()).await;
+    keyward_server::admin::set_disabled(app.state.store(), "bob", true)
+        .await
+        .unwrap();
+    assert!(!is_active(&app, tokens["access_token"].as_str().unwrap()).await);
+    let (status, _) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (url, _) = authorize_url(&app, "demo-app", "");
+    match drive(&browser(), &url, "bob", PASSWORD, "approve").await {
+        Outcome::Page(status, html) => {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(html.contains("disabled"));
+        }
+        Outcome::Callback(params) => panic!("disabled user got through: {params:?}"),
+    }
+}
+
+#[tokio::test]
+async fn consent_is_asked_remembered_and_can_be_denied() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (url, _) = authorize_url_with_scope(&app, "third-party", "openid%20email", "");
+    let denied = drive(&browser, &url, "alice", PASSWORD, "deny")
+        .await
+        .callback();
+    assert_eq!(
+        denied.get("error").map(String::as_str),
+        Some("access_denied")
+    );
+    assert_eq!(denied.get("state").map(String::as_str), Some("st"));
+
+    // Approve; the consent page showed the client's name.
+    let consent = browser.get(&url).send().await.unwrap();
+    let consent = browser.get(location(&consent)).send().await.unwrap();
+    assert!(consent.url().path().ends_with("/consent"));
+    let html = consent.text().await.unwrap();
+    assert!(html.contains("Third Party App") && html.contains("See your email address"));
+    let approved = drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    assert!(approved.contains_key("code"));
+
+    // Remembered: prompt=none now succeeds without a page; a wider scope needs consent.
+    let again = drive(
+        &browser,
+        &format!("{url}&prompt=none"),
+        "alice",
+        PASSWORD,
+        "approve",
+    )
+    .await
+    .callback();
+    assert!(again.contains_key("code"), "{again:?}");
+    let wider = drive(
+        &browser,
+        &format!(
+            "{}&prompt=none",
+            url.replace("openid%20email", "openid%20email%20profile")
+        ),
+        "alice",
+        PASSWORD,
+        "approve",
+    )
+    .await
+    .callback();
+    assert_eq!(
+        wider.get("error").map(String::as_str),
+        Some("consent_required")
+    );
+}
+
+#[tokio::test]
+async fn prompt_and_authorize_errors() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+
+    // prompt=none without a session.
+    let (url, _) = authorize_url(&app, "demo-app", "&prompt=none");
+    let params = drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    assert_eq!(
+        params.get("error").map(String::as_str),
+        Some("login_required")
+    );
+
+    // Sign in, then prompt=login shows the login page again.
+    code_for(&app, &browser, "alice").await;
+    let (url, _) = authorize_url(&app, "demo-app", "&prompt=login");
+    let response = browser.get(&url).send().await.unwrap();
+    assert!(location(&response).path().ends_with("/login"));
+
+    // Unknown client and unregistered redirect URI: an error page, never a redirect.
+    let (url, _) = authorize_url(&app, "nobody", "");
+    let response = browser.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+    let url = format!(
+        "{}/authorize?client_id=demo-app&response_type=code&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+        app.issuer
+    );
+    let response = browser.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+    assert!(response.text().await.unwrap().contains("redirect_uri"));
+
+    // Errors after the redirect URI is known go back to the client.
+    for (query, error) in [
+        ("response_type=token", "unsupported_response_type"),
+        ("response_type=code", "invalid_request"),
+        (
+            "response_type=code&code_challenge=abc&code_challenge_method=plain",
+            "invalid_request",
+        ),
+        (
+            "response_type=code&scope=admin&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+            "invalid_scope",
+        ),
+    ] {
+        let url = format!(
+            "{}/authorize?client_id=demo-app&redirect_uri={}&state=s1&{query}",
+            app.issuer,
+            urlencode(REDIRECT)
+        );
+        let response = browser.get(&url).send().await.unwrap();
+        let target = location(&response);
+        let params: std::collections::BTreeMap<_, _> = target.query_pairs().into_owned().collect();
+        assert_eq!(
+            params.get("error").map(String::as_str),
+            Some(error),
+            "{query}"
+        );
+        assert_eq!(params.get("state").map(String::as_str), Some("s1"));
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_account() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    for _ in 0..5 {
+        let (url, _) = authorize_url(&app, "demo-app", "");
+        match drive(&browser(), &url, "alice", "wrong password", "approve").await {
+            Outcome::Page(status, html) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+                assert!(html.contains("Invalid username or password"));
+            }
+            Outcome::Callback(_) => panic!("wrong password accepted"),
+        }
+    }
+    let (url, _) = authorize_url(&app, "demo-app", "");
+    match drive(&browser(), &url, "alice", PASSWORD, "approve").await {
+        Outcome::Page(status, _) => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
+        Outcome::Callback(_) => panic!("throttled account logged in"),
+    }
+    // Another account is unaffected.
+    code_for(&app, &browser(), "bob").await;
+    let metrics = http()
+        .get(format!("{}/metrics", app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keyward_login_failures_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn rp_initiated_logout() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (url, verifier) = authorize_url(&app, "demo-app", "");
+    let params = drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    let (_, tokens) = exchange(&app, &params["code"], verifier.secret()).await;
+    let id_token = tokens["id_token"].as_str().unwrap();
+
+    // An unregistered post_logout_redirect_uri is refused with a page.
+    let bad = format!(
+        "{}/logout?id_token_hint={id_token}&post_logout_redirect_uri={}",
+        app.issuer,
+        urlencode("https://evil.example/")
+    );
+    let response = browser.get(&bad).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+
+    // Without a hint the user must confirm; the page carries a CSRF token.
+    let response = browser
+        .get(format!("{}/logout", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("Sign out?"));
+
+    // With the hint: signed out at once and sent back with state.
+    let good = format!(
+        "{}/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye1",
+        app.issuer,
+        urlencode("http://127.0.0.1:5555/bye")
+    );
+    let response = browser.get(&good).send().await.unwrap();
+    let target = location(&response);
+    assert_eq!(target.path(), "/bye");
+    assert!(target.query().unwrap().contains("state=bye1"));
+
+    // The session is gone.
+    let (url, _) = authorize_url(&app, "demo-app", "&prompt=none");
+    let params = drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    assert_eq!(
+        params.get("error").map(String::as_str),
+        Some("login_required")
+    );
+}
+
+#[tokio::test]
+async fn id_token_algorithm_follows_the_client() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let client = oidc_client(&app, "third-party", "third-party-secret-0123456789abcdef").await;
+    let browser = browser();
+    let auth = authorize(&client, &browser, &["email"], "alice").await;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(auth.code))
+        .unwrap()
+        .set_pkce_verifier(auth.verifier)
+        .request_async(&http())
+        .await
+        .expect("code exchange");
+    let id_token = tokens.id_token().unwrap();
+    assert_eq!(
+        *id_token.signing_alg().unwrap(),
+        openidconnect::core::CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256
+    );
+    id_token
+        .claims(&client.id_token_verifier(), &auth.nonce)
+        .expect("RS256 ID token verifies");
+}

@@ -1,0 +1,488 @@
+//! Malformed, oversized and hostile input: every endpoint answers with the right RFC
+//! error, never a 500, and the stored data survives.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn token_endpoint_rejects_bad_input_with_rfc_errors() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let url = format!("{}/token", app.issuer);
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body(vec![b'a'; 70 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=client_credentials&grant_type=client_credentials"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body(""),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=password&username=a&password=b"),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=implicit"),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .header("content-type", "application/json")
+                .body(r#"{"grant_type":"client_credentials"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body(vec![0xff, 0xfe, b'=', 0x80]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .header("authorization", "Basic %%%")
+                .body("grant_type=client_credentials"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            http().post(&url).body("grant_type=client_credentials"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body(format!(
+                    "grant_type=client_credentials&client_secret={SECRET}"
+                )),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("x".repeat(5000), Some(SECRET))
+                .body("grant_type=client_credentials"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=authorization_code&code=abc"),
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=refresh_token"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            http()
+                .post(&url)
+                .basic_auth("demo-app", Some(SECRET))
+                .body("grant_type=client_credentials&scope=%22bad"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (i, (request, status, error)) in cases.into_iter().enumerate() {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "case {i}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "case {i}");
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: not JSON: {e}"));
+        assert_eq!(body["error"], error, "case {i}: {body}");
+        assert!(
+            !body.to_string().contains(SECRET),
+            "case {i}: the secret leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bearer_endpoints_answer_rfc6750() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let response = http()
+        .get(format!("{}/userinfo", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    for token in [
+        "garbage",
+        "a.b.c",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+        &"x".repeat(10_000),
+    ] {
+        let response = http()
+            .get(format!("{}/userinfo", app.issuer))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:.20}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+    }
+    // A client-credentials token has no user: userinfo says insufficient_scope.
+    let (_, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let response = http()
+        .get(format!("{}/userinfo", app.issuer))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // Introspection of garbage is simply inactive; without client authentication it is refused.
+    assert!(!is_active(&app, "garbage").await);
+    assert!(!is_active(&app, "a.b.c").await);
+    let response = http()
+        .post(format!("{}/introspect", app.issuer))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Revocation of an unknown token is a 200 (RFC 7009 §2.2).
+    let response = http()
+        .post(format!("{}/revoke", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", "unknown")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A small deterministic generator, so that a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn input(&mut self) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"grant_type=",
+            b"authorization_code",
+            b"refresh_token",
+            b"client_credentials",
+            b"code=",
+            b"client_id=demo-app",
+            b"client_secret=",
+            b"token=",
+            b"&",
+            b"=",
+            b"%",
+            b"%zz",
+            b"%00",
+            b"+",
+            b"req=",
+            b"csrf=",
+            b"username=alice",
+            b"password=",
+            b"decision=approve",
+            b"scope=openid",
+            b"redirect_uri=",
+            b"http://127.0.0.1:5555/callback",
+            b"response_type=code",
+            b"code_challenge_method=S256",
+            b"prompt=none",
+            b"max_age=-1",
+            b"\xff\xfe",
+            b"\"<script>",
+            b"id_token_hint=a.b.c",
+            b"post_logout_redirect_uri=javascript:alert(1)",
+            b"state=",
+            b"nonce=",
+        ];
+        let n = self.next() % 12;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let piece = PIECES[(self.next() % PIECES.len() as u64) as usize];
+            out.extend_from_slice(piece);
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn fuzzed_requests_never_yield_a_server_error() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let mut rng = Lcg(0x5eed);
+    let posts = [
+        "/token",
+        "/introspect",
+        "/revoke",
+        "/userinfo",
+        "/login",
+        "/consent",
+        "/logout",
+        "/authorize",
+    ];
+    let gets = [
+        "/authorize",
+        "/login",
+        "/consent",
+        "/logout",
+        "/userinfo",
+        "/jwks",
+        "/.well-known/openid-configuration",
+    ];
+    for round in 0..300 {
+        let input = rng.input();
+        let response = if round % 2 == 0 {
+            let path = posts[(rng.next() % posts.len() as u64) as usize];
+            let mut request = browser
+                .post(format!("{}{path}", app.issuer))
+                .body(input.clone());
+            if rng.next() % 2 == 0 {
+                request = request.basic_auth("demo-app", Some(SECRET));
+            }
+            request.send().await.unwrap()
+        } else {
+            let path = gets[(rng.next() % gets.len() as u64) as usize];
+            let query: String = url::form_urlencoded::byte_serialize(&input).collect();
+            let query = query.replace("%3D", "=").replace("%26", "&");
+            browser
+                .get(format!("{}{path}?{query}", app.issuer))
+                .send()
+                .await
+                .unwrap()
+        };
+        assert!(
+            response.status().as_u16() < 500,
+            "round {round}: {} for {:?}",
+            response.status(),
+            String::from_utf8_lossy(&input)
+        );
+    }
+    // The store is intact: a full login and exchange still work.
+    let (status, _) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let health = http()
+        .get(format!("{}/readyz", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pages_refuse_forged_or_foreign_forms() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let url = format!(
+        "{}/authorize?client_id=demo-app&response_type=code&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        app.issuer,
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+    );
+    let response = browser.get(&url).send().await.unwrap();
+    let login = location(&response);
+    let html = browser
+        .get(login.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let req = hidden(&html, "req");
+
+    // A wrong CSRF token.
+    let form = [
+        ("req", req.as_str()),
+        ("csrf", "forged"),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let response = browser
+        .post(format!("{}/login", app.issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Another browser (no binding cookie) with the right CSRF token.
+    let csrf = hidden(&html, "csrf");
+    let form = [
+        ("req", req.as_str()),
+        ("csrf", csrf.as_str()),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let response = http()
+        .post(format!("{}/login", app.issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("another browser"));
+
+    // The page sets protective headers.
+    let response = browser.get(login).send().await.unwrap();
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+
+    // The real form still works afterwards.
+    let response = browser
+        .post(format!("{}/login", app.issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&response).as_str().starts_with(REDIRECT));
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        cookie.iter().any(|c| c.starts_with("keyward_session=")
+            && c.contains("HttpOnly")
+            && c.contains("SameSite=Lax")),
+        "{cookie:?}"
+    );
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let response = http()
+            .get(format!("{}{path}", app.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
+    token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let metrics = http()
+        .get(format!("{}/metrics", app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("keyward_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("endpoint=\"/token\""));
+    assert!(metrics.contains("keyward_tokens_issued_total{grant_type=\"client_credentials\"}"));
+    let discovery: serde_json::Value = http()
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.issuer
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], app.issuer);
+    assert_eq!(
+        discovery["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    let jwks: serde_json::Value = http()
+        .get(format!("{}/jwks", app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let algs: Vec<_> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["alg"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(algs.contains(&"ES256".into()) && algs.contains(&"RS256".into()));
+    assert!(
+        jwks.to_string().find("\"d\"").is_none(),
+        "no private key material"
+    );
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of keyward, through real HTTP on 127.0.0.1 port 0, a real SQLite
+//! file or PostgreSQL database per test, and standard client libraries. One test binary
+//! (each costs a link); the modules are its parts.
+
+mod support;
+
+mod admin_cli;
+mod flows;
+mod hostile;
+mod replicas;

@@ -1,0 +1,161 @@
+//! No state lives only in one server's memory: two `keyward serve` processes on one
+//! PostgreSQL database finish each other's flows.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+/// A `keyward serve` child process, killed on drop.
+pub struct Replica {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `keyward serve --config <config>` on 127.0.0.1:0 and waits for its banner.
+pub fn start_replica(config: &std::path::Path, dir: &std::path::Path) -> Replica {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("KEYWARD_LISTEN", "127.0.0.1:0")
+        .env("KEYWARD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keyward serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("keyward serve exited before listening")
+            .expect("read stdout");
+        if let Some(at) = line.find("listening on ") {
+            break line[at + "listening on ".len()..].trim().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Replica { child, base }
+}
+
+#[tokio::test]
+async fn a_flow_started_on_one_replica_finishes_on_another() {
+    let dir = temp_dir();
+    let Some(database_url) = database_url(Db::Postgres, &dir).await else {
+        return;
+    };
+    let config = dir.join("keyward.toml");
+    let text = format!(
+        "issuer = \"http://127.0.0.1:9\"\ndatabase_url = \"{database_url}\"\n{}",
+        base_config("")
+    );
+    std::fs::write(&config, text).unwrap();
+    let a = start_replica(&config, &dir);
+    let b = start_replica(&config, &dir);
+
+    // Authorize on A; the login page, served by B, finds the request A stored.
+    let browser = browser();
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}/authorize?client_id=demo-app&response_type=code&scope=openid%20offline_access&redirect_uri={}&code_challenge={}&code_challenge_method=S256",
+        a.base,
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
+        challenge.as_str()
+    );
+    let response = browser.get(&url).send().await.unwrap();
+    let login = location(&response);
+    let on_b = format!("{}{}?{}", b.base, login.path(), login.query().unwrap());
+    let html = browser
+        .get(&on_b)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("req", hidden(&html, "req")),
+        ("csrf", hidden(&html, "csrf")),
+        ("username", "alice".into()),
+        ("password", PASSWORD.into()),
+    ];
+    let response = browser
+        .post(format!("{}/login", b.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let callback = location(&response);
+    let code = callback
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    // The code from B is exchanged on A, the refresh token from A is rotated on B.
+    let exchange = http()
+        .post(format!("{}/token", a.base))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exchange.status(), StatusCode::OK);
+    let tokens: serde_json::Value = exchange.json().await.unwrap();
+    let refresh = http()
+        .post(format!("{}/token", b.base))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), StatusCode::OK);
+    let refreshed: serde_json::Value = refresh.json().await.unwrap();
+
+    // A access token signed on B verifies on A: both use the keys in the database.
+    let info = http()
+        .get(format!("{}/userinfo", a.base))
+        .bearer_auth(refreshed["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), StatusCode::OK);
+    let jwks_a: serde_json::Value = http()
+        .get(format!("{}/jwks", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwks_b: serde_json::Value = http()
+        .get(format!("{}/jwks", b.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks_a, jwks_b);
+    let _ = std::fs::remove_dir_all(dir);
+}

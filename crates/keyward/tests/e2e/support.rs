@@ -1,0 +1,303 @@
+//! Test support: start a keyward in-process (`spawn_app`) or as a process, drive a
+//! browser-like HTTP client through the login pages, and create fresh databases.
+
+use std::collections::BTreeMap;
+
+use keyward_server::config::Config;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use url::Url;
+
+/// Where a test's data lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database URL, or `None` when PostgreSQL is wanted but
+/// `KEYWARD_TEST_DATABASE_URL` is unset (the caller reports the test skipped).
+pub async fn database_url(db: Db, dir: &std::path::Path) -> Option<String> {
+    match db {
+        Db::Sqlite => Some(format!("sqlite://{}/keyward.db", dir.display())),
+        Db::Postgres => {
+            let Ok(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+                eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set; PostgreSQL part not run");
+                return None;
+            };
+            let name = format!("keyward_e2e_{}", random_name());
+            let admin = sqlx::PgPool::connect(&admin_url)
+                .await
+                .expect("connect to KEYWARD_TEST_DATABASE_URL");
+            sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .expect("create database");
+            admin.close().await;
+            let mut url = Url::parse(&admin_url).expect("database url");
+            url.set_path(&name);
+            Some(url.to_string())
+        }
+    }
+}
+
+pub fn random_name() -> String {
+    keyward_proto::secret::random_urlsafe(9)
+        .to_lowercase()
+        .replace(['-', '_'], "x")
+}
+
+pub fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("keyward-e2e-{}", random_name()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub const SECRET: &str = "demo-app-secret-0123456789abcdef";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const REDIRECT: &str = "http://127.0.0.1:5555/callback";
+
+/// The configuration every test starts from: two clients and two users.
+pub fn base_config(extra: &str) -> String {
+    // Tests see reuse of a rotated refresh token at once unless they set a grace window.
+    let grace = if extra.contains("refresh_reuse_grace") {
+        ""
+    } else {
+        "refresh_reuse_grace = \"0s\""
+    };
+    format!(
+        r#"
+{grace}
+{extra}
+
+[[clients]]
+client_id = "demo-app"
+client_secret = "{SECRET}"
+redirect_uris = ["{REDIRECT}"]
+post_logout_redirect_uris = ["http://127.0.0.1:5555/bye"]
+grant_types = ["authorization_code", "refresh_token", "client_credentials"]
+scopes = ["openid", "profile", "email", "offline_access", "api:read"]
+skip_consent = true
+
+[[clients]]
+client_id = "third-party"
+name = "Third Party App"
+client_secret = "third-party-secret-0123456789abcdef"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "profile", "email"]
+id_token_signed_response_alg = "RS256"
+
+[[clients]]
+client_id = "cli"
+redirect_uris = ["http://127.0.0.1:5555/callback"]
+scopes = ["openid", "offline_access"]
+skip_consent = true
+
+[[users]]
+username = "alice"
+email = "alice@example.com"
+name = "Alice Liddell"
+password = "{PASSWORD}"
+
+[[users]]
+username = "bob"
+email = "bob@example.com"
+password = "{PASSWORD}"
+"#
+    )
+}
+
+/// A keyward server running in this process.
+pub struct TestApp {
+    pub issuer: String,
+    pub state: keyward_server::state::AppState,
+    pub dir: std::path::PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts keyward on 127.0.0.1:0 with `base_config(extra)`, or `None` when the
+/// database is unavailable (PostgreSQL without `KEYWARD_TEST_DATABASE_URL`).
+pub async fn spawn_app(db: Db, extra: &str) -> Option<TestApp> {
+    let dir = temp_dir();
+    let database_url = database_url(db, &dir).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let issuer = format!("http://{addr}");
+    let env: BTreeMap<String, String> = [
+        ("KEYWARD_ISSUER".to_owned(), issuer.clone()),
+        ("KEYWARD_LISTEN".to_owned(), addr.to_string()),
+        ("KEYWARD_DATABASE_URL".to_owned(), database_url),
+    ]
+    .into();
+    let config = Config::from_toml(&base_config(extra), &env).expect("config");
+    let state = keyward_server::serve::build(config).await.expect("build");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(keyward_server::serve::run(
+        state.clone(),
+        listener,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Some(TestApp {
+        issuer,
+        state,
+        dir,
+        shutdown: Some(tx),
+    })
+}
+
+/// A browser: keeps cookies, does not follow redirects (the test follows them).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A plain HTTP client for the back channel.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// The value of a hidden input in a page.
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in page: {html}"))
+        + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
+/// Follows one redirect, returning the Location resolved against `base`.
+pub fn location(response: &reqwest::Response) -> Url {
+    assert!(
+        response.status().is_redirection(),
+        "expected a redirect, got {}",
+        response.status()
+    );
+    let value = response.headers()["location"].to_str().expect("location");
+    response.url().join(value).expect("location url")
+}
+
+/// The outcome of driving the browser from an authorization URL.
+pub enum Outcome {
+    /// Redirected back to the client with these query parameters.
+    Callback(BTreeMap<String, String>),
+    /// Stopped at a page: status and HTML.
+    Page(StatusCode, String),
+}
+
+impl Outcome {
+    pub fn callback(self) -> BTreeMap<String, String> {
+        match self {
+            Outcome::Callback(params) => params,
+            Outcome::Page(status, html) => panic!("expected a callback, got page {status}: {html}"),
+        }
+    }
+}
+
+/// Opens `url` in `browser`, signs in as `user` when the login page appears, answers
+/// the consent page with `decision` (when it appears), and returns where it ends.
+pub async fn drive(
+    browser: &reqwest::Client,
+    url: &str,
+    user: &str,
+    password: &str,
+    decision: &str,
+) -> Outcome {
+    let mut response = browser.get(url).send().await.expect("authorize");
+    loop {
+        if response.status().is_redirection() {
+            let next = location(&response);
+            if next.as_str().starts_with(REDIRECT) || next.path() == "/bye" {
+                return Outcome::Callback(next.query_pairs().into_owned().collect());
+            }
+            response = browser.get(next).send().await.expect("follow");
+            continue;
+        }
+        let status = response.status();
+        let page_url = response.url().clone();
+        let html = response.text().await.expect("page");
+        if status == StatusCode::OK && page_url.path().ends_with("/login") {
+            let form = [
+                ("req", hidden(&html, "req")),
+                ("csrf", hidden(&html, "csrf")),
+                ("username", user.to_owned()),
+                ("password", password.to_owned()),
+            ];
+            response = browser
+                .post(page_url.join("login").expect("url"))
+                .form(&form)
+                .send()
+                .await
+                .expect("login");
+            continue;
+        }
+        if status == StatusCode::OK && page_url.path().ends_with("/consent") {
+            let form = [
+                ("req", hidden(&html, "req")),
+                ("csrf", hidden(&html, "csrf")),
+                ("decision", decision.to_owned()),
+            ];
+            response = browser
+                .post(page_url.join("consent").expect("url"))
+                .form(&form)
+                .send()
+                .await
+                .expect("consent");
+            continue;
+        }
+        return Outcome::Page(status, html);
+    }
+}
+
+/// A token endpoint request with Basic client authentication.
+pub async fn token_request(
+    app: &TestApp,
+    client_id: &str,
+    secret: Option<&str>,
+    form: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let mut request = http().post(format!("{}/token", app.issuer)).form(form);
+    if let Some(secret) = secret {
+        request = request.basic_auth(client_id, Some(secret));
+    }
+    let response = request.send().await.expect("token request");
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Introspects `token` as demo-app; returns `active`.
+pub async fn is_active(app: &TestApp, token: &str) -> bool {
+    let response = http()
+        .post(format!("{}/introspect", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("introspect");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["active"].as_bool().expect("active")
+}
