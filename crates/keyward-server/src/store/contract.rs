@@ -24,6 +24,10 @@ pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
 /// A fresh PostgreSQL database, or `None` (the test reports itself skipped).
 pub(crate) async fn postgres_store() -> Option<Arc<dyn Store>> {
     let Ok(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("KEYWARD_REQUIRE_POSTGRES").is_none(),
+            "KEYWARD_REQUIRE_POSTGRES is set but KEYWARD_TEST_DATABASE_URL is not"
+        );
         eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set; PostgreSQL contract not run");
         return None;
     };

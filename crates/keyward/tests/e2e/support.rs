@@ -22,6 +22,10 @@ pub async fn database_url(db: Db, dir: &std::path::Path) -> Option<String> {
         Db::Sqlite => Some(format!("sqlite://{}/keyward.db", dir.display())),
         Db::Postgres => {
             let Ok(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
+                assert!(
+                    std::env::var_os("KEYWARD_REQUIRE_POSTGRES").is_none(),
+                    "KEYWARD_REQUIRE_POSTGRES is set but KEYWARD_TEST_DATABASE_URL is not"
+                );
                 eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set; PostgreSQL part not run");
                 return None;
             };
