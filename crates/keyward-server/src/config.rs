@@ -518,6 +518,29 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_matches_the_defaults() {
+        let example =
+            Config::from_toml(include_str!("../../../keyward.example.toml"), &env(&[])).unwrap();
+        let defaults = Config::from_toml("", &env(&[])).unwrap();
+        assert_eq!(example.issuer, defaults.issuer);
+        assert_eq!(example.listen, defaults.listen);
+        assert_eq!(example.database_url, defaults.database_url);
+        for (a, b) in [
+            (example.access_token_ttl, defaults.access_token_ttl),
+            (example.id_token_ttl, defaults.id_token_ttl),
+            (example.refresh_token_ttl, defaults.refresh_token_ttl),
+            (example.session_ttl, defaults.session_ttl),
+            (example.code_ttl, defaults.code_ttl),
+            (example.login_ttl, defaults.login_ttl),
+            (example.refresh_reuse_grace, defaults.refresh_reuse_grace),
+        ] {
+            assert_eq!(a, b);
+        }
+        assert_eq!(example.clients.len(), 1);
+        assert_eq!(example.users.len(), 1);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);

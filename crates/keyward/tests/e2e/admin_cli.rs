@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use reqwest::StatusCode;
 
-use crate::replicas::start_replica;
+use crate::replicas::{start_replica, start_replica_logging};
 use crate::support::*;
 
 fn keyward(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -228,5 +228,104 @@ fn readme_walkthrough_runs_as_written() {
         out.contains("\"active\":true"),
         "the walkthrough ends with an active token:\n{out}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// At the most verbose log level, a whole login, exchange, refresh, failed login and
+/// revocation leave no password, secret, code or token in the log.
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let dir = temp_dir();
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
+    )
+    .unwrap();
+    let log_path = dir.join("keyward.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = start_replica_logging(&config, &dir, "trace", Stdio::from(log));
+
+    let browser = browser();
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let authorize = format!(
+        "{}/authorize?client_id=demo-app&response_type=code&scope=openid%20offline_access&redirect_uri={}&code_challenge={}&code_challenge_method=S256",
+        server.base,
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
+        challenge.as_str()
+    );
+    let wrong = drive(
+        &browser,
+        &authorize,
+        "alice",
+        "a-wrong-password-xyz",
+        "approve",
+    )
+    .await;
+    assert!(matches!(wrong, Outcome::Page(..)));
+    let code = drive(&browser, &authorize, "alice", PASSWORD, "approve")
+        .await
+        .callback()["code"]
+        .clone();
+    let token = |form: Vec<(&'static str, String)>| {
+        let base = server.base.clone();
+        async move {
+            let response = http()
+                .post(format!("{base}/token"))
+                .basic_auth("demo-app", Some(SECRET))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let first = token(vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code.clone()),
+        ("redirect_uri", REDIRECT.into()),
+        ("code_verifier", verifier.secret().clone()),
+    ])
+    .await;
+    let refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    let second = token(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", refresh.clone()),
+    ])
+    .await;
+    // A reuse (logged as a warning) and a replayed code (logged too).
+    token(vec![
+        ("grant_type", "refresh_token".into()),
+        ("refresh_token", refresh.clone()),
+    ])
+    .await;
+    token(vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code.clone()),
+        ("redirect_uri", REDIRECT.into()),
+        ("code_verifier", verifier.secret().clone()),
+    ])
+    .await;
+    drop(server);
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("password login"),
+        "the log is at trace level: {log:.500}"
+    );
+    let secrets = [
+        PASSWORD.to_owned(),
+        "a-wrong-password-xyz".to_owned(),
+        SECRET.to_owned(),
+        code,
+        verifier.secret().clone(),
+        refresh,
+        first["access_token"].as_str().unwrap().to_owned(),
+        first["id_token"].as_str().unwrap().to_owned(),
+        second["refresh_token"].as_str().unwrap().to_owned(),
+    ];
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

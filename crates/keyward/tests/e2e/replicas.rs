@@ -23,14 +23,24 @@ impl Drop for Replica {
 
 /// Starts `keyward serve --config <config>` on 127.0.0.1:0 and waits for its banner.
 pub fn start_replica(config: &std::path::Path, dir: &std::path::Path) -> Replica {
+    start_replica_logging(config, dir, "warn", Stdio::inherit())
+}
+
+/// Like [`start_replica`], with the log level and where its log (stderr) goes.
+pub fn start_replica_logging(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    level: &str,
+    log: Stdio,
+) -> Replica {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
         .env("KEYWARD_LISTEN", "127.0.0.1:0")
-        .env("KEYWARD_LOG", "warn")
+        .env("KEYWARD_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("start keyward serve");
     let stdout = child.stdout.take().expect("stdout");
