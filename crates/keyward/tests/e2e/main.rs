@@ -7,5 +7,5 @@ mod support;
 mod admin_cli;
 mod flows;
 mod hostile;
-mod interop;
+mod js;
 mod replicas;
