@@ -329,13 +329,13 @@ impl Config {
                 ScopeSet::parse(&scopes.join(" "))
                     .map_err(|e| invalid(key("scopes"), e.to_string()))?;
             }
-            if let Some(secret) = &client.client_secret {
-                if secret.secret().len() < 16 {
-                    return Err(invalid(
-                        key("client_secret"),
-                        "must be at least 16 characters",
-                    ));
-                }
+            if let Some(secret) = &client.client_secret
+                && secret.secret().len() < 16
+            {
+                return Err(invalid(
+                    key("client_secret"),
+                    "must be at least 16 characters",
+                ));
             }
         }
         let mut names = std::collections::BTreeSet::new();

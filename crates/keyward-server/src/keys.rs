@@ -390,6 +390,34 @@ mod tests {
     }
 
     #[test]
+    fn a_retired_key_is_published_only_within_its_window() {
+        let at = now();
+        let mut old = generate(SigningAlg::ES256).unwrap();
+        let mut recent = generate(SigningAlg::ES256).unwrap();
+        let active = generate(SigningAlg::ES256).unwrap();
+        old.retired_at = Some(at - 7200);
+        recent.retired_at = Some(at - 600);
+        let ring = load_ring(&[active.clone(), recent.clone(), old.clone()], 3600, at).unwrap();
+        let kids: Vec<_> = ring
+            .jwks
+            .keys
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kids, [active.kid.clone(), recent.kid.clone()]);
+        assert_eq!(
+            ring.signing[&SigningAlg::ES256].kid,
+            active.kid,
+            "the active key signs"
+        );
+        assert!(!ring.verifying.contains_key(&old.kid));
+        assert!(
+            ring.jwks.keys.iter().all(|k| k.get("d").is_none()),
+            "no private part"
+        );
+    }
+
+    #[test]
     fn at_hash_is_the_left_half_of_sha256() {
         // Expected value computed independently with Python's hashlib and base64.
         assert_eq!(

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -75,9 +74,8 @@ async fn housekeeping(state: AppState) {
                 .config()
                 .access_token_ttl
                 .max(state.config().id_token_ttl);
-            let cutoff = now
-                - i64::try_from(publish_for.as_secs() + Duration::from_secs(3600).as_secs())
-                    .unwrap_or(0);
+            // Retired keys are kept an hour past their publication window, then deleted.
+            let cutoff = now - i64::try_from(publish_for.as_secs()).unwrap_or(0) - 3600;
             if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {
                 crate::http::error::log_internal(&e);
             }

@@ -193,15 +193,16 @@ async fn authorize(
 
     // Single sign-on: an existing session is used unless the client asks otherwise.
     let prompts = prompt_values(auth_request.prompt.as_deref());
-    if !prompts.contains(&"login") {
-        if let Some((session, _)) = current_session(state, headers).await? {
-            let fresh_enough = auth_request
-                .max_age
-                .is_none_or(|max| created - session.auth_time <= max);
-            if fresh_enough {
-                auth_request.user_id = Some(session.user_id);
-                auth_request.auth_time = Some(session.auth_time);
-            }
+    if !prompts.contains(&"login")
+        && let Some((session, _)) = current_session(state, headers).await?
+    {
+        // max_age=0 means "log in again", like prompt=login (OpenID Connect Core §3.1.2.1).
+        let fresh_enough = auth_request
+            .max_age
+            .is_none_or(|max| max > 0 && created - session.auth_time <= max);
+        if fresh_enough {
+            auth_request.user_id = Some(session.user_id);
+            auth_request.auth_time = Some(session.auth_time);
         }
     }
     if auth_request.user_id.is_none() && prompts.contains(&"none") {

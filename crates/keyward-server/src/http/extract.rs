@@ -189,6 +189,20 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_http_only_lax_and_secure_under_https() {
+        let plain = set_cookie("keyward_session", "v", "", Some(60), false);
+        assert_eq!(
+            plain,
+            "keyward_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"
+        );
+        let secure = set_cookie("keyward_session", "v", "/id", None, true);
+        assert_eq!(
+            secure,
+            "keyward_session=v; Path=/id; HttpOnly; SameSite=Lax; Secure"
+        );
+    }
+
+    #[test]
     fn basic_credentials_are_form_decoded() {
         let mut headers = HeaderMap::new();
         let encoded = STANDARD.encode("my%20app:s%3Acret+x");

@@ -139,17 +139,15 @@ async fn revoke(
                 false,
             )
             .await
+            && claims.client_id == client.client_id
         {
-            if claims.client_id == client.client_id {
-                store.revoke_jti(&claims.jti, claims.exp).await?;
-            }
+            store.revoke_jti(&claims.jti, claims.exp).await?;
         }
-    } else if let Some(record) = store.get_refresh_token(&request.token.hash()).await? {
-        if let Some(grant) = store.get_grant(&record.grant_id).await? {
-            if grant.client_id == client.client_id {
-                store.revoke_grant(&grant.id).await?;
-            }
-        }
+    } else if let Some(record) = store.get_refresh_token(&request.token.hash()).await?
+        && let Some(grant) = store.get_grant(&record.grant_id).await?
+        && grant.client_id == client.client_id
+    {
+        store.revoke_grant(&grant.id).await?;
     }
     Ok((no_store(), "").into_response())
 }

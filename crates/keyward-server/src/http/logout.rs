@@ -33,8 +33,6 @@ struct LogoutParams {
     post_logout_redirect_uri: Option<String>,
     state: Option<String>,
     client_id: Option<String>,
-    logout_hint: Option<String>,
-    ui_locales: Option<String>,
     csrf: Option<String>,
     decision: Option<String>,
 }
@@ -70,7 +68,6 @@ async fn logout(
     is_post: bool,
 ) -> Result<Response, PageError> {
     let params = params.map_err(|e| bad(&e.description))?;
-    let _ = (&params.logout_hint, &params.ui_locales);
 
     // The ID token hint may have expired; its signature and issuer must still hold.
     let hint = match &params.id_token_hint {

@@ -181,16 +181,15 @@ async fn refresh(
         return Err(unknown().into());
     }
     let grace = i64::try_from(state.config().refresh_reuse_grace.as_secs()).unwrap_or(0);
-    if let Some(rotated_at) = record.rotated_at {
-        if at - rotated_at >= grace {
-            // RFC 9700 §4.14.2: reuse of a rotated token means it leaked; end the grant.
-            store.revoke_grant(&grant.id).await?;
-            tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "rotated refresh token reused; grant revoked");
-            return Err(OAuthError::invalid_grant(
-                "refresh token already used; the grant is revoked",
-            )
-            .into());
-        }
+    if let Some(rotated_at) = record.rotated_at
+        && at - rotated_at >= grace
+    {
+        // RFC 9700 §4.14.2: reuse of a rotated token means it leaked; end the grant.
+        store.revoke_grant(&grant.id).await?;
+        tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "rotated refresh token reused; grant revoked");
+        return Err(
+            OAuthError::invalid_grant("refresh token already used; the grant is revoked").into(),
+        );
     }
     let user = active_user(state, &grant.user_id).await?;
     let scope = match scope {

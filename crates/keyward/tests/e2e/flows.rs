@@ -657,6 +657,28 @@ async fn prompt_and_authorize_errors() {
     let response = browser.get(&url).send().await.unwrap();
     assert!(location(&response).path().ends_with("/login"));
 
+    // max_age=0 asks for a fresh login even with a session.
+    let (url, _) = authorize_url(&app, "demo-app", "&max_age=0");
+    let response = browser.get(&url).send().await.unwrap();
+    assert!(location(&response).path().ends_with("/login"));
+    // max_age of an hour accepts the session.
+    let (url, _) = authorize_url(&app, "demo-app", "&max_age=3600");
+    let response = browser.get(&url).send().await.unwrap();
+    assert!(location(&response).as_str().starts_with(REDIRECT));
+
+    // login_hint prefills the username.
+    let (url, _) = authorize_url(&app, "demo-app", "&prompt=login&login_hint=bob");
+    let response = browser.get(&url).send().await.unwrap();
+    let html = browser
+        .get(location(&response))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("name=\"username\" value=\"bob\""), "{html}");
+
     // Unknown client and unregistered redirect URI: an error page, never a redirect.
     let (url, _) = authorize_url(&app, "nobody", "");
     let response = browser.get(&url).send().await.unwrap();

@@ -298,7 +298,7 @@ async fn fuzzed_requests_never_yield_a_server_error() {
             let mut request = browser
                 .post(format!("{}{path}", app.issuer))
                 .body(input.clone());
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 request = request.basic_auth("demo-app", Some(SECRET));
             }
             request.send().await.unwrap()

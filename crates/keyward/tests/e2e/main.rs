@@ -2,6 +2,8 @@
 //! file or PostgreSQL database per test, and standard client libraries. One test binary
 //! (each costs a link); the modules are its parts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod admin_cli;
