@@ -247,13 +247,8 @@ async fn logs_never_contain_secrets() {
     let server = start_replica_logging(&config, &dir, "trace", Stdio::from(log));
 
     let browser = browser();
-    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
-    let authorize = format!(
-        "{}/authorize?client_id=demo-app&response_type=code&scope=openid%20offline_access&redirect_uri={}&code_challenge={}&code_challenge_method=S256",
-        server.base,
-        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
-        challenge.as_str()
-    );
+    let (authorize, verifier) =
+        authorize_url(&server.base, "demo-app", "openid offline_access", "");
     let wrong = drive(
         &browser,
         &authorize,

@@ -251,28 +251,7 @@ async fn tour_on_postgres() {
 
 /// A manual authorization URL with the default scope `openid offline_access`.
 fn authorize_url(app: &TestApp, client_id: &str, extra: &str) -> (String, PkceCodeVerifier) {
-    authorize_url_with_scope(app, client_id, "openid%20offline_access", extra)
-}
-
-/// A manual authorization URL with a fresh PKCE pair.
-fn authorize_url_with_scope(
-    app: &TestApp,
-    client_id: &str,
-    scope: &str,
-    extra: &str,
-) -> (String, PkceCodeVerifier) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/authorize?client_id={client_id}&response_type=code&scope={scope}&redirect_uri={}&state=st&code_challenge={}&code_challenge_method=S256{extra}",
-        app.issuer,
-        urlencode(REDIRECT),
-        challenge.as_str()
-    );
-    (url, verifier)
-}
-
-fn urlencode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    crate::support::authorize_url(&app.issuer, client_id, "openid offline_access", extra)
 }
 
 async fn code_for(
@@ -586,7 +565,7 @@ async fn disabled_user_cannot_log_in_and_loses_tokens() {
 async fn consent_is_asked_remembered_and_can_be_denied() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     let browser = browser();
-    let (url, _) = authorize_url_with_scope(&app, "third-party", "openid%20email", "");
+    let (url, _) = crate::support::authorize_url(&app.issuer, "third-party", "openid email", "");
     let denied = drive(&browser, &url, "alice", PASSWORD, "deny")
         .await
         .callback();
@@ -622,7 +601,7 @@ async fn consent_is_asked_remembered_and_can_be_denied() {
         &browser,
         &format!(
             "{}&prompt=none",
-            url.replace("openid%20email", "openid%20email%20profile")
+            url.replace("openid+email", "openid+email+profile")
         ),
         "alice",
         PASSWORD,

@@ -340,11 +340,7 @@ async fn fuzzed_requests_never_yield_a_server_error() {
 async fn pages_refuse_forged_or_foreign_forms() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     let browser = browser();
-    let url = format!(
-        "{}/authorize?client_id=demo-app&response_type=code&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
-        app.issuer,
-        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
-    );
+    let (url, _) = authorize_url(&app.issuer, "demo-app", "openid", "");
     let response = browser.get(&url).send().await.unwrap();
     let login = location(&response);
     let html = browser

@@ -76,13 +76,7 @@ async fn a_flow_started_on_one_replica_finishes_on_another() {
 
     // Authorize on A; the login page, served by B, finds the request A stored.
     let browser = browser();
-    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
-    let url = format!(
-        "{}/authorize?client_id=demo-app&response_type=code&scope=openid%20offline_access&redirect_uri={}&code_challenge={}&code_challenge_method=S256",
-        a.base,
-        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
-        challenge.as_str()
-    );
+    let (url, verifier) = authorize_url(&a.base, "demo-app", "openid offline_access", "");
     let response = browser.get(&url).send().await.unwrap();
     let login = location(&response);
     let on_b = format!("{}{}?{}", b.base, login.path(), login.query().unwrap());

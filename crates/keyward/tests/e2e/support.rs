@@ -305,3 +305,26 @@ pub async fn is_active(app: &TestApp, token: &str) -> bool {
     let body: serde_json::Value = response.json().await.expect("json");
     body["active"].as_bool().expect("active")
 }
+
+/// An authorization URL at `base` with a fresh PKCE pair, `state=st`, and `extra`
+/// appended (already encoded, starting with `&`).
+pub fn authorize_url(
+    base: &str,
+    client_id: &str,
+    scope: &str,
+    extra: &str,
+) -> (String, openidconnect::PkceCodeVerifier) {
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{base}/authorize?client_id={client_id}&response_type=code&scope={}&redirect_uri={}&state=st&code_challenge={}&code_challenge_method=S256{extra}",
+        urlencode(scope),
+        urlencode(REDIRECT),
+        challenge.as_str()
+    );
+    (url, verifier)
+}
+
+/// Form-urlencodes a value.
+pub fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
