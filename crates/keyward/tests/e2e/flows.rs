@@ -613,6 +613,14 @@ async fn consent_is_asked_remembered_and_can_be_denied() {
         wider.get("error").map(String::as_str),
         Some("consent_required")
     );
+
+    // prompt=consent asks again even though consent is remembered.
+    let response = browser
+        .get(format!("{url}&prompt=consent"))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&response).path().ends_with("/consent"));
 }
 
 #[tokio::test]
@@ -734,6 +742,35 @@ async fn failed_logins_are_throttled_per_account() {
         metrics.contains("keyward_login_failures_total"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_address() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    // Fifty failures spread over many accounts, all from 127.0.0.1.
+    for i in 0..50 {
+        let (url, _) = authorize_url(&app, "demo-app", "");
+        match drive(
+            &browser(),
+            &url,
+            &format!("user{i}"),
+            "wrong password",
+            "approve",
+        )
+        .await
+        {
+            Outcome::Page(status, _) => assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}"),
+            Outcome::Callback(_) => panic!("unknown user logged in"),
+        }
+    }
+    let (url, _) = authorize_url(&app, "demo-app", "");
+    match drive(&browser(), &url, "bob", PASSWORD, "approve").await {
+        Outcome::Page(status, html) => {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(html.contains("Too many failed sign-in attempts"));
+        }
+        Outcome::Callback(_) => panic!("a throttled address logged in"),
+    }
 }
 
 #[tokio::test]
