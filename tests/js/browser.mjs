@@ -1,13 +1,13 @@
 // The login, consent and sign-out pages in a real browser: Debian's Chromium driven by
 // playwright-core. Usage:
-//   node browser.mjs <issuer> <authorization_url> <redirect_uri> <username> <password> <artifacts_dir>
+//   node browser.mjs <issuer> <authorization_url> <redirect_uri> <username> <password> <artifacts_dir> <user_code>
 // Prints one JSON line {"code": …, "state": …} with the authorization response, and
 // keeps a screenshot of every page in <artifacts_dir>.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 
-const [issuer, authorizationUrl, redirectUri, username, password, artifacts] = process.argv.slice(2);
+const [issuer, authorizationUrl, redirectUri, username, password, artifacts, userCode] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -68,6 +68,23 @@ try {
   await page.goto(`${issuer}/authorize?client_id=nobody&response_type=code`);
   await page.getByRole('heading', { name: 'Unknown application' }).waitFor();
   await shot('07-error');
+
+  // The device page: a user code typed in lower case without its dash, then sign-in
+  // and a consent page that warns about devices.
+  await page.goto(`${issuer}/device`);
+  await page.getByRole('heading', { name: 'Connect a device' }).waitFor();
+  await page.getByLabel('Code').fill(userCode.replace('-', '').toLowerCase());
+  await shot('08-device');
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('note').waitFor();
+  assert.match(await page.getByRole('note').innerText(), /A device is asking to sign in as you/);
+  await shot('09-device-consent');
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await page.getByRole('heading', { name: 'Device connected' }).waitFor();
+  await shot('10-device-connected');
 
   console.log(JSON.stringify({ code: callback.searchParams.get('code'), state: callback.searchParams.get('state') }));
 } finally {

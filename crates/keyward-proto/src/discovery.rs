@@ -23,6 +23,8 @@ pub struct ProviderMetadata {
     pub introspection_endpoint: String,
     /// OpenID Connect RP-Initiated Logout.
     pub end_session_endpoint: String,
+    /// RFC 8628 device authorization.
+    pub device_authorization_endpoint: String,
     /// Scopes clients may ask for.
     pub scopes_supported: Vec<String>,
     /// Only `code`.

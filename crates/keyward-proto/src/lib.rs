@@ -7,11 +7,13 @@
 //! - [`error`]: the OAuth 2.0 error codes and the JSON error body (RFC 6749 §5.2).
 //! - [`pkce`]: proof key for code exchange (RFC 7636).
 //! - [`token`]: token endpoint requests and responses (RFC 6749 §4, §5, §6).
+//! - [`device`]: device authorization (RFC 8628) and user codes.
 //! - [`introspect`]: introspection and revocation (RFC 7662, RFC 7009).
 //! - [`discovery`]: provider metadata (OpenID Connect Discovery 1.0, RFC 8414) and JWKS.
 //! - [`claims`]: the claims of keyward's access tokens (RFC 9068) and ID tokens.
 
 pub mod claims;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod introspect;

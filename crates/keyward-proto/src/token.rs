@@ -35,10 +35,24 @@ pub enum TokenRequest {
         /// The requested scope; defaults to every scope the client may have.
         scope: Option<ScopeSet>,
     },
+    /// RFC 8628 §3.4: polling with a device code.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
+    DeviceCode {
+        /// The device code of the device authorization response.
+        device_code: OpaqueToken,
+    },
 }
 
+/// The wire name of the device authorization grant (RFC 8628 §3.4).
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// The grant types keyward knows, as their wire names.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+pub const GRANT_TYPES: &[&str] = &[
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    DEVICE_CODE_GRANT,
+];
 
 /// Client credentials sent in the request body (`client_secret_post`, RFC 6749 §2.3.1),
 /// or a public client's bare `client_id`.

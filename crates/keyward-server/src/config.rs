@@ -101,6 +101,8 @@ pub struct FileConfig {
     refresh_reuse_grace: Option<String>,
     authorization_code_ttl: Option<String>,
     login_ttl: Option<String>,
+    device_code_ttl: Option<String>,
+    device_poll_interval: Option<String>,
     #[serde(default)]
     clients: Vec<ClientConfig>,
     #[serde(default)]
@@ -174,6 +176,10 @@ pub struct Config {
     pub code_ttl: Duration,
     /// How long a started login may take.
     pub login_ttl: Duration,
+    /// Lifetime of device and user codes (RFC 8628).
+    pub device_code_ttl: Duration,
+    /// The polling interval told to devices.
+    pub device_poll_interval: Duration,
     /// Static clients.
     pub clients: Vec<ClientConfig>,
     /// Static local users.
@@ -260,6 +266,8 @@ impl Config {
             refresh_reuse_grace: duration("refresh_reuse_grace", file.refresh_reuse_grace, 5)?,
             code_ttl: duration("authorization_code_ttl", file.authorization_code_ttl, 60)?,
             login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
+            device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
+            device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
             clients: file.clients,
             users: file.users,
         };
@@ -284,6 +292,15 @@ impl Config {
         }
         if self.login_ttl.as_secs() < 60 || self.login_ttl.as_secs() > 24 * 3600 {
             return Err(invalid("login_ttl", "must be between 1m and 24h"));
+        }
+        if self.device_code_ttl.as_secs() < 1 || self.device_code_ttl.as_secs() > 3600 {
+            return Err(invalid("device_code_ttl", "must be between 1s and 1h"));
+        }
+        if self.device_poll_interval.as_secs() < 1 || self.device_poll_interval.as_secs() > 60 {
+            return Err(invalid(
+                "device_poll_interval",
+                "must be between 1s and 60s",
+            ));
         }
         if self.refresh_reuse_grace.as_secs() > 60 {
             return Err(invalid("refresh_reuse_grace", "must be at most 60s"));
@@ -533,6 +550,8 @@ mod tests {
             (example.code_ttl, defaults.code_ttl),
             (example.login_ttl, defaults.login_ttl),
             (example.refresh_reuse_grace, defaults.refresh_reuse_grace),
+            (example.device_code_ttl, defaults.device_code_ttl),
+            (example.device_poll_interval, defaults.device_poll_interval),
         ] {
             assert_eq!(a, b);
         }

@@ -113,6 +113,69 @@ pub struct AuthRequest {
     pub user_id: Option<String>,
     /// When the user authenticated.
     pub auth_time: Option<i64>,
+    /// The device code this login approves (device flow), instead of issuing a code.
+    pub device_code_hash: Option<TokenHash>,
+}
+
+/// Where a device authorization stands (RFC 8628).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceStatus {
+    /// Waiting for the user.
+    Pending,
+    /// The user approved; the device may collect its tokens once.
+    Approved,
+    /// The user denied.
+    Denied,
+    /// The device collected its tokens.
+    Used,
+}
+
+impl DeviceStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Used => "used",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "denied" => Some(Self::Denied),
+            "used" => Some(Self::Used),
+            _ => None,
+        }
+    }
+}
+
+/// A device authorization (RFC 8628 §3.2), by the hash of its device code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCode {
+    /// SHA-256 of the device code.
+    pub device_code_hash: TokenHash,
+    /// The normalised user code (no dash).
+    pub user_code: String,
+    /// The client that asked.
+    pub client_id: String,
+    /// The scope asked for.
+    pub scope: ScopeSet,
+    /// When it was issued.
+    pub created_at: i64,
+    /// When both codes expire.
+    pub expires_at: i64,
+    /// The least seconds between polls; grows on `slow_down`.
+    pub interval: i64,
+    /// When the device last polled.
+    pub last_poll_at: Option<i64>,
+    /// Where it stands.
+    pub status: DeviceStatus,
+    /// The grant created on approval.
+    pub grant_id: Option<String>,
 }
 
 /// A browser session: a logged-in user, by the hash of the session cookie.

@@ -71,7 +71,8 @@ struct ClientAdd {
     #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
     post_logout_redirect_uris: Vec<String>,
     /// Allowed grant type (repeatable): authorization_code, refresh_token,
-    /// client_credentials. Default: authorization_code and refresh_token.
+    /// client_credentials, urn:ietf:params:oauth:grant-type:device_code.
+    /// Default: authorization_code and refresh_token.
     #[arg(long = "grant-type", value_name = "GRANT")]
     grant_types: Vec<String>,
     /// Allowed scope (repeatable). Default: openid profile email offline_access.

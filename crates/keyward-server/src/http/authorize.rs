@@ -116,7 +116,7 @@ impl Responder {
     }
 }
 
-fn error_page(title: &'static str, message: impl Into<String>) -> PageError {
+pub(super) fn error_page(title: &'static str, message: impl Into<String>) -> PageError {
     PageError::bad_request(title, message)
 }
 
@@ -166,10 +166,7 @@ async fn authorize(
         Err((code, description)) => return Ok(responder.error(code, &description)),
     };
 
-    let (browser, new_browser_cookie) = match cookie(headers, BROWSER_COOKIE) {
-        Some(value) if value.len() >= 32 && value.len() <= 64 => (value.to_owned(), false),
-        _ => (keyward_proto::secret::random_urlsafe(32), true),
-    };
+    let browser = Browser::of(headers);
     let created = now();
     let mut auth_request = AuthRequest {
         id: keyward_proto::secret::random_urlsafe(24),
@@ -183,47 +180,91 @@ async fn authorize(
         prompt: params.prompt,
         max_age: request.max_age,
         login_hint: params.login_hint,
-        browser_hash: TokenHash::of(&browser),
+        browser_hash: TokenHash::of(&browser.value),
         csrf: keyward_proto::secret::random_urlsafe(24),
         created_at: created,
         expires_at: created + secs(state.config().login_ttl),
         user_id: None,
         auth_time: None,
+        device_code_hash: None,
     };
 
-    // Single sign-on: an existing session is used unless the client asks otherwise.
+    attach_session(state, headers, &mut auth_request).await?;
     let prompts = prompt_values(auth_request.prompt.as_deref());
-    if !prompts.contains(&"login")
-        && let Some((session, _)) = current_session(state, headers).await?
-    {
-        // max_age=0 means "log in again", like prompt=login (OpenID Connect Core §3.1.2.1).
-        let fresh_enough = auth_request
-            .max_age
-            .is_none_or(|max| max > 0 && created - session.auth_time <= max);
-        if fresh_enough {
-            auth_request.user_id = Some(session.user_id);
-            auth_request.auth_time = Some(session.auth_time);
-        }
-    }
     if auth_request.user_id.is_none() && prompts.contains(&"none") {
         return Ok(responder.error(ErrorCode::LoginRequired, "the user is not signed in"));
     }
-
     state.store().insert_auth_request(&auth_request).await?;
-    let mut response = advance(state, auth_request, &client).await?;
-    if new_browser_cookie {
-        let cookie = set_cookie(
-            BROWSER_COOKIE,
-            &browser,
-            &cookie_path(state),
-            None,
-            state.config().secure_cookies(),
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
+    let response = advance(state, auth_request, &client).await?;
+    Ok(browser.set_if_new(state, response))
+}
+
+/// The browser-binding cookie of a request, or a new one to set.
+pub(super) struct Browser {
+    /// The cookie value.
+    pub(super) value: String,
+    is_new: bool,
+}
+
+impl Browser {
+    /// The request's binding cookie, or a fresh value when it has none.
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        match cookie(headers, BROWSER_COOKIE) {
+            Some(value) if value.len() >= 32 && value.len() <= 64 => Self {
+                value: value.to_owned(),
+                is_new: false,
+            },
+            _ => Self {
+                value: keyward_proto::secret::random_urlsafe(32),
+                is_new: true,
+            },
         }
     }
-    Ok(response)
+
+    /// Whether the request had no binding cookie.
+    pub(super) fn is_new(&self) -> bool {
+        self.is_new
+    }
+
+    /// Adds `Set-Cookie` to `response` when the value is new.
+    pub(super) fn set_if_new(&self, state: &AppState, mut response: Response) -> Response {
+        if self.is_new {
+            let cookie = set_cookie(
+                BROWSER_COOKIE,
+                &self.value,
+                &cookie_path(state),
+                None,
+                state.config().secure_cookies(),
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+        }
+        response
+    }
+}
+
+/// Single sign-on: attaches the browser's session to a new login, unless the request
+/// asks for a fresh login (`prompt=login`, or a `max_age` the session is older than).
+pub(super) async fn attach_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &mut AuthRequest,
+) -> Result<(), PageError> {
+    if prompt_values(request.prompt.as_deref()).contains(&"login") {
+        return Ok(());
+    }
+    if let Some((session, _)) = current_session(state, headers).await? {
+        // max_age=0 means "log in again", like prompt=login (OpenID Connect Core §3.1.2.1).
+        let fresh_enough = request
+            .max_age
+            .is_none_or(|max| max > 0 && request.created_at - session.auth_time <= max);
+        if fresh_enough {
+            request.user_id = Some(session.user_id);
+            request.auth_time = Some(session.auth_time);
+        }
+    }
+    Ok(())
 }
 
 struct ValidRequest {
@@ -326,11 +367,11 @@ fn prompt_values(prompt: Option<&str>) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn secs(duration: std::time::Duration) -> i64 {
+pub(super) fn secs(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
-fn cookie_path(state: &AppState) -> String {
+pub(super) fn cookie_path(state: &AppState) -> String {
     let base = state.config().base_path();
     if base.is_empty() {
         "/".to_owned()
@@ -362,12 +403,11 @@ pub async fn current_session(
 }
 
 /// Moves a login forward: to the login page, the consent page, or the client.
-async fn advance(
+pub(super) async fn advance(
     state: &AppState,
     request: AuthRequest,
     client: &Client,
 ) -> Result<Response, PageError> {
-    let responder = responder_for(state, &request);
     let Some(user_id) = &request.user_id else {
         return Ok(see_other(&format!(
             "{}/login?req={}",
@@ -377,12 +417,22 @@ async fn advance(
     };
     let user = match state.store().get_user(user_id).await? {
         Some(user) if !user.disabled => user,
-        _ => return Ok(responder.error(ErrorCode::AccessDenied, "the account is disabled")),
+        _ => {
+            return reject(
+                state,
+                &request,
+                ErrorCode::AccessDenied,
+                "the account is disabled",
+            )
+            .await;
+        }
     };
     let prompts = prompt_values(request.prompt.as_deref());
-    let needs_consent = !client.skip_consent
-        && (prompts.contains(&"consent")
-            || match state
+    // prompt=consent always asks (device logins set it); otherwise a first-party client
+    // never asks and others ask for what the user has not approved yet.
+    let needs_consent = prompts.contains(&"consent")
+        || (!client.skip_consent
+            && match state
                 .store()
                 .get_consent(&user.id, &client.client_id)
                 .await?
@@ -392,10 +442,8 @@ async fn advance(
             });
     if needs_consent {
         if prompts.contains(&"none") {
-            return Ok(responder.error(
-                ErrorCode::ConsentRequired,
-                "the user has not approved this application",
-            ));
+            let description = "the user has not approved this application";
+            return reject(state, &request, ErrorCode::ConsentRequired, description).await;
         }
         return Ok(see_other(&format!(
             "{}/consent?req={}",
@@ -404,6 +452,24 @@ async fn advance(
         )));
     }
     finish(state, request, client, &user).await
+}
+
+/// Ends a login with an error: redirected to the client, or, for a device
+/// authorization, denied (the device learns it when it polls) and shown as a page.
+async fn reject(
+    state: &AppState,
+    request: &AuthRequest,
+    code: ErrorCode,
+    description: &str,
+) -> Result<Response, PageError> {
+    match &request.device_code_hash {
+        Some(hash) => {
+            state.store().take_auth_request(&request.id).await?;
+            state.store().deny_device_code(hash).await?;
+            Ok(super::device::outcome_page(state, false))
+        }
+        None => Ok(responder_for(state, request).error(code, description)),
+    }
 }
 
 fn responder_for(state: &AppState, request: &AuthRequest) -> Responder {
@@ -418,8 +484,9 @@ fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
-/// Issues the code and sends the browser back to the client.
-async fn finish(
+/// Creates the grant, then issues the code and sends the browser back to the client,
+/// or, for a device authorization, approves the device code.
+pub(super) async fn finish(
     state: &AppState,
     request: AuthRequest,
     client: &Client,
@@ -443,6 +510,16 @@ async fn finish(
         expires_at: issued + secs(state.config().refresh_token_ttl),
         revoked: false,
     };
+    if let Some(hash) = &request.device_code_hash {
+        if !state.store().approve_device_code(hash, &grant).await? {
+            return Err(error_page(
+                "Code expired",
+                "This device code was already used, denied or has expired. Start again on your device.",
+            ));
+        }
+        tracing::info!(user_id = %user.id, client_id = %client.client_id, "device authorized");
+        return Ok(super::device::outcome_page(state, true));
+    }
     let code = OpaqueToken::generate();
     let record = AuthCode {
         code_hash: code.hash(),
@@ -695,7 +772,10 @@ async fn consent_page(
 ) -> Response {
     let result = async {
         let Ok(Query(query)) = query else {
-            return Err(error_page("Invalid request", "The consent link is incomplete."));
+            return Err(error_page(
+                "Invalid request",
+                "The consent link is incomplete.",
+            ));
         };
         let (request, client) = load_request(&state, &headers, &query.req).await?;
         let user = consenting_user(&state, &request).await?;
@@ -707,7 +787,14 @@ async fn consent_page(
         Ok(state.pages().render(
             StatusCode::OK,
             "consent.html",
-            minijinja::context! { client_name => client.name, username => user.username, scopes => scopes, req => request.id, csrf => request.csrf },
+            minijinja::context! {
+                client_name => client.name,
+                username => user.username,
+                scopes => scopes,
+                req => request.id,
+                csrf => request.csrf,
+                device => request.device_code_hash.is_some(),
+            },
         ))
     }
     .await;
@@ -763,9 +850,16 @@ async fn consent_submit(
                 finish(&state, request, &client, &user).await
             }
             "deny" => {
-                state.store().take_auth_request(&request.id).await?;
-                Ok(responder_for(&state, &request)
-                    .error(ErrorCode::AccessDenied, "the user denied the request"))
+                if request.device_code_hash.is_none() {
+                    state.store().take_auth_request(&request.id).await?;
+                }
+                reject(
+                    &state,
+                    &request,
+                    ErrorCode::AccessDenied,
+                    "the user denied the request",
+                )
+                .await
             }
             _ => Err(error_page("Invalid request", "Unknown decision.")),
         }

@@ -31,6 +31,7 @@ pub fn provider_metadata(state: &AppState) -> ProviderMetadata {
         revocation_endpoint: config.endpoint("/revoke"),
         introspection_endpoint: config.endpoint("/introspect"),
         end_session_endpoint: config.endpoint("/logout"),
+        device_authorization_endpoint: config.endpoint("/device/code"),
         scopes_supported: strings(&["openid", "profile", "email", "offline_access"]),
         response_types_supported: strings(&["code"]),
         response_modes_supported: strings(&["query"]),

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`discovery`] | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server`, `/jwks` |
 //! | [`authorize`] | `/authorize`, `/login`, `/consent` |
+//! | [`device`] | `/device/code` (RFC 8628 device authorization), `/device` (code entry) |
 //! | [`token`] | `/token` |
 //! | [`userinfo`] | `/userinfo` |
 //! | [`introspect`] | `/introspect`, `/revoke` |
@@ -22,6 +23,7 @@ use crate::state::AppState;
 
 pub mod authorize;
 pub mod client_auth;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod extract;
@@ -37,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(discovery::router())
         .merge(authorize::router())
+        .merge(device::router())
         .merge(token::router())
         .merge(userinfo::router())
         .merge(introspect::router())

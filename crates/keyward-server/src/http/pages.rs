@@ -19,6 +19,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         "signed_out.html",
         include_str!("../../templates/signed_out.html"),
     ),
+    ("device.html", include_str!("../../templates/device.html")),
+    (
+        "device_done.html",
+        include_str!("../../templates/device_done.html"),
+    ),
 ];
 
 /// The page renderer.
@@ -170,6 +175,8 @@ mod tests {
             "logout.html",
             "signed_out.html",
             "error.html",
+            "device.html",
+            "device_done.html",
         ] {
             pages
                 .render_html(name, minijinja::context! { scopes => Vec::<String>::new() })

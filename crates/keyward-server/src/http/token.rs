@@ -13,7 +13,7 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet};
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
-use crate::domain::{Client, CodeRedemption, User, now};
+use crate::domain::{Client, CodeRedemption, DeviceStatus, User, now};
 use crate::state::AppState;
 use crate::tokens;
 
@@ -66,6 +66,9 @@ async fn token(
         } => refresh(&state, &client, refresh_token, scope).await?,
         TokenRequest::ClientCredentials { scope } => {
             client_credentials(&state, &client, auth, scope)?
+        }
+        TokenRequest::DeviceCode { device_code } => {
+            device_code_grant(&state, &client, device_code).await?
         }
     };
     metrics::counter!("keyward_tokens_issued_total", "grant_type" => grant_type).increment(1);
@@ -150,6 +153,76 @@ async fn authorization_code(
         refresh,
     )
     .await?)
+}
+
+/// RFC 8628 §3.4–3.5: a device polling for the outcome of its authorization.
+async fn device_code_grant(
+    state: &AppState,
+    client: &Client,
+    device_code: OpaqueToken,
+) -> Result<TokenResponse, ApiError> {
+    let store = state.store();
+    let at = now();
+    let hash = device_code.hash();
+    let record = store
+        .get_device_code(&hash)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("unknown device code"))?;
+    if record.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("device code was issued to another client").into());
+    }
+    if record.expires_at < at {
+        return Err(OAuthError::new(ErrorCode::ExpiredToken, "the device code has expired").into());
+    }
+    // Polling faster than the interval earns slow_down and a longer interval (§3.5).
+    if record
+        .last_poll_at
+        .is_some_and(|last| at - last < record.interval)
+    {
+        store
+            .record_device_poll(&hash, at, record.interval + 5)
+            .await?;
+        let message = format!("poll at most every {} seconds", record.interval + 5);
+        return Err(OAuthError::new(ErrorCode::SlowDown, message).into());
+    }
+    store.record_device_poll(&hash, at, record.interval).await?;
+    match record.status {
+        DeviceStatus::Pending => {
+            let message = "the user has not yet approved the device";
+            Err(OAuthError::new(ErrorCode::AuthorizationPending, message).into())
+        }
+        DeviceStatus::Denied => {
+            Err(OAuthError::new(ErrorCode::AccessDenied, "the user denied the device").into())
+        }
+        DeviceStatus::Used => {
+            Err(OAuthError::invalid_grant("the device code was already used").into())
+        }
+        DeviceStatus::Approved => {
+            if !store.consume_device_code(&hash).await? {
+                return Err(OAuthError::invalid_grant("the device code was already used").into());
+            }
+            let grant_id = record.grant_id.unwrap_or_default();
+            let grant = store
+                .get_grant(&grant_id)
+                .await?
+                .filter(|g| !g.revoked)
+                .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
+            let user = active_user(state, &grant.user_id).await?;
+            let refresh =
+                if grant.scope.contains("offline_access") && client.allows_grant("refresh_token") {
+                    let (token, record) = tokens::new_refresh_token(&grant);
+                    store.insert_refresh_token(&record).await?;
+                    Some(token)
+                } else {
+                    None
+                };
+            let scope = grant.scope.clone();
+            Ok(
+                tokens::user_grant_response(state, client, &user, &grant, &scope, None, refresh)
+                    .await?,
+            )
+        }
+    }
 }
 
 async fn active_user(state: &AppState, user_id: &str) -> Result<User, ApiError> {

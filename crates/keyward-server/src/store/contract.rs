@@ -9,7 +9,8 @@ use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 use super::{Store, StoreError};
 use crate::config::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, DeviceStatus, Grant, RefreshToken,
+    Session, StoredKey, User,
 };
 
 pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
@@ -192,6 +193,7 @@ async fn contract(store: Arc<dyn Store>) {
         expires_at: 200,
         user_id: None,
         auth_time: None,
+        device_code_hash: Some(TokenHash::of("device")),
     };
     store.insert_auth_request(&request).await.unwrap();
     assert_eq!(
@@ -339,6 +341,128 @@ async fn contract(store: Arc<dyn Store>) {
     let (g2, c2, _) = grant("g2");
     store.insert_grant_with_code(&g2, &c2).await.unwrap();
     assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 1);
+
+    // Device authorization: user codes are unique; approval and collection happen once.
+    let device = DeviceCode {
+        device_code_hash: TokenHash::of("dc1"),
+        user_code: "BCDFGHJK".into(),
+        client_id: "app".into(),
+        scope: ScopeSet::parse("openid offline_access").unwrap(),
+        created_at: 100,
+        expires_at: 700,
+        interval: 5,
+        last_poll_at: None,
+        status: DeviceStatus::Pending,
+        grant_id: None,
+    };
+    store.insert_device_code(&device).await.unwrap();
+    let clash = DeviceCode {
+        device_code_hash: TokenHash::of("dc2"),
+        ..device.clone()
+    };
+    assert!(matches!(
+        store.insert_device_code(&clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .find_pending_device_code("BCDFGHJK", 200)
+            .await
+            .unwrap(),
+        Some(device.clone())
+    );
+    assert_eq!(
+        store
+            .find_pending_device_code("BCDFGHJK", 800)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    store
+        .record_device_poll(&device.device_code_hash, 210, 10)
+        .await
+        .unwrap();
+    let polled = store
+        .get_device_code(&device.device_code_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((polled.last_poll_at, polled.interval), (Some(210), 10));
+    assert!(
+        !store
+            .consume_device_code(&device.device_code_hash)
+            .await
+            .unwrap(),
+        "not approved yet"
+    );
+    let (g3, _, _) = grant("g3");
+    assert!(
+        store
+            .approve_device_code(&device.device_code_hash, &g3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .approve_device_code(&device.device_code_hash, &g3)
+            .await
+            .unwrap(),
+        "approved once"
+    );
+    assert!(
+        !store
+            .deny_device_code(&device.device_code_hash)
+            .await
+            .unwrap(),
+        "no longer pending"
+    );
+    assert_eq!(
+        store.get_grant("g3").await.unwrap().unwrap().client_id,
+        "app"
+    );
+    assert_eq!(
+        store
+            .find_pending_device_code("BCDFGHJK", 200)
+            .await
+            .unwrap(),
+        None
+    );
+    let collections = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .consume_device_code(&TokenHash::of("dc1"))
+                .await
+                .unwrap()
+        })
+    });
+    let mut collected = 0;
+    for collection in collections {
+        collected += usize::from(collection.await.unwrap());
+    }
+    assert_eq!(collected, 1);
+    let denied = DeviceCode {
+        device_code_hash: TokenHash::of("dc3"),
+        user_code: "ZZZZZZZZ".into(),
+        ..device.clone()
+    };
+    store.insert_device_code(&denied).await.unwrap();
+    assert!(
+        store
+            .deny_device_code(&denied.device_code_hash)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_device_code(&denied.device_code_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DeviceStatus::Denied
+    );
 
     // Access token revocation.
     assert!(!store.is_jti_revoked("j1").await.unwrap());

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use keyward_proto::{ScopeSet, TokenHash};
 
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, Grant, RefreshToken, Session,
+    StoredKey, User,
 };
 
 #[cfg(test)]
@@ -152,6 +153,32 @@ pub trait Store: Send + Sync + 'static {
         new: &RefreshToken,
         now: i64,
     ) -> StoreResult<bool>;
+
+    // Device authorization (RFC 8628).
+    /// Stores a device authorization; `Conflict` when the user code is taken.
+    async fn insert_device_code(&self, code: &DeviceCode) -> StoreResult<()>;
+    /// A device authorization by the hash of its device code.
+    async fn get_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCode>>;
+    /// A pending, unexpired device authorization by its normalised user code.
+    async fn find_pending_device_code(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceCode>>;
+    /// Records a poll and the interval in force from now on.
+    async fn record_device_poll(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        interval: i64,
+    ) -> StoreResult<()>;
+    /// Approves a pending device authorization and stores its grant, in one
+    /// transaction. False (and nothing stored) when it was no longer pending.
+    async fn approve_device_code(&self, hash: &TokenHash, grant: &Grant) -> StoreResult<bool>;
+    /// Denies a pending device authorization; false when it was no longer pending.
+    async fn deny_device_code(&self, hash: &TokenHash) -> StoreResult<bool>;
+    /// Marks an approved device authorization collected. Exactly one caller gets true.
+    async fn consume_device_code(&self, hash: &TokenHash) -> StoreResult<bool>;
 
     // Access token revocation.
     /// Records a revoked access token id until its expiry.

@@ -19,11 +19,15 @@ use sqlx::sqlite::{
 use super::{Store, StoreError, StoreResult};
 use crate::config::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, Grant, RefreshToken, Session, StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, DeviceStatus, Grant, RefreshToken,
+    Session, StoredKey, User,
 };
 
 /// The schema, in order; each entry runs once per database.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_initial.sql")),
+    (2, include_str!("../../migrations/0002_device.sql")),
+];
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
@@ -168,7 +172,8 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
-const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time";
+const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash";
+const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, created_at, expires_at, poll_interval, last_poll_at, status, grant_id";
 const GRANT_COLUMNS: &str =
     "id, client_id, user_id, scope, auth_time, nonce, created_at, expires_at, revoked";
 const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, redirect_uri, redirect_uri_given, code_challenge, created_at, expires_at";
@@ -228,6 +233,25 @@ macro_rules! sql_store {
                     expires_at: row.try_get("expires_at")?,
                     user_id: row.try_get("user_id")?,
                     auth_time: row.try_get("auth_time")?,
+                    device_code_hash: row
+                        .try_get::<Option<String>, _>("device_code_hash")?
+                        .map(TokenHash::from_stored),
+                })
+            }
+
+            fn device(row: &$row) -> StoreResult<DeviceCode> {
+                let status: String = row.try_get("status")?;
+                Ok(DeviceCode {
+                    device_code_hash: TokenHash::from_stored(row.try_get("device_code_hash")?),
+                    user_code: row.try_get("user_code")?,
+                    client_id: row.try_get("client_id")?,
+                    scope: scope("device scope", &row.try_get::<String, _>("scope")?)?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    interval: row.try_get("poll_interval")?,
+                    last_poll_at: row.try_get("last_poll_at")?,
+                    status: DeviceStatus::parse(&status).ok_or_else(|| corrupt("device status", status))?,
+                    grant_id: row.try_get("grant_id")?,
                 })
             }
 
@@ -279,6 +303,16 @@ macro_rules! sql_store {
                 })
             }
 
+            async fn move_device_status(&self, hash: &TokenHash, from: DeviceStatus, to: DeviceStatus) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE device_codes SET status = $1 WHERE device_code_hash = $2 AND status = $3")
+                    .bind(to.as_str())
+                    .bind(hash.as_str())
+                    .bind(from.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             fn client_query<'q>(sql: &'q str, client: &'q Client) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
                 sqlx::query(sql)
                     .bind(&client.client_id)
@@ -313,6 +347,7 @@ macro_rules! sql_store {
                     ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
                     ("DELETE FROM grants WHERE expires_at < $1", now),
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
+                    ("DELETE FROM device_codes WHERE expires_at < $1", now),
                     ("DELETE FROM login_failures WHERE window_start < $1", day_ago),
                 ] {
                     deleted += sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
@@ -361,6 +396,7 @@ macro_rules! sql_store {
                     "DELETE FROM grants WHERE client_id = $1",
                     "DELETE FROM auth_codes WHERE client_id = $1",
                     "DELETE FROM auth_requests WHERE client_id = $1",
+                    "DELETE FROM device_codes WHERE client_id = $1",
                     "DELETE FROM consents WHERE client_id = $1",
                 ] {
                     sqlx::query(sql).bind(client_id).execute(&mut *tx).await?;
@@ -451,7 +487,7 @@ macro_rules! sql_store {
             async fn insert_auth_request(&self, r: &AuthRequest) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
                 );
                 sqlx::query(&sql)
                     .bind(&r.id)
@@ -471,6 +507,7 @@ macro_rules! sql_store {
                     .bind(r.expires_at)
                     .bind(&r.user_id)
                     .bind(r.auth_time)
+                    .bind(r.device_code_hash.as_ref().map(TokenHash::as_str))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -677,6 +714,94 @@ macro_rules! sql_store {
                 .await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn insert_device_code(&self, d: &DeviceCode) -> StoreResult<()> {
+                let sql = format!("INSERT INTO device_codes ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                sqlx::query(&sql)
+                    .bind(d.device_code_hash.as_str())
+                    .bind(&d.user_code)
+                    .bind(&d.client_id)
+                    .bind(d.scope.to_string())
+                    .bind(d.created_at)
+                    .bind(d.expires_at)
+                    .bind(d.interval)
+                    .bind(d.last_poll_at)
+                    .bind(d.status.as_str())
+                    .bind(&d.grant_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| unique_violation(e, "user code"))?;
+                Ok(())
+            }
+
+            async fn get_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCode>> {
+                let sql = format!("SELECT {DEVICE_COLUMNS} FROM device_codes WHERE device_code_hash = $1");
+                let row = sqlx::query(&sql).bind(hash.as_str()).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::device).transpose()
+            }
+
+            async fn find_pending_device_code(&self, user_code: &str, now: i64) -> StoreResult<Option<DeviceCode>> {
+                let sql = format!(
+                    "SELECT {DEVICE_COLUMNS} FROM device_codes WHERE user_code = $1 AND status = $2 AND expires_at > $3"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(user_code)
+                    .bind(DeviceStatus::Pending.as_str())
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::device).transpose()
+            }
+
+            async fn record_device_poll(&self, hash: &TokenHash, now: i64, interval: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE device_codes SET last_poll_at = $1, poll_interval = $2 WHERE device_code_hash = $3")
+                    .bind(now)
+                    .bind(interval)
+                    .bind(hash.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn approve_device_code(&self, hash: &TokenHash, g: &Grant) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE device_codes SET status = $1, grant_id = $2 WHERE device_code_hash = $3 AND status = $4",
+                )
+                .bind(DeviceStatus::Approved.as_str())
+                .bind(&g.id)
+                .bind(hash.as_str())
+                .bind(DeviceStatus::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                sqlx::query(&sql)
+                    .bind(&g.id)
+                    .bind(&g.client_id)
+                    .bind(&g.user_id)
+                    .bind(g.scope.to_string())
+                    .bind(g.auth_time)
+                    .bind(&g.nonce)
+                    .bind(g.created_at)
+                    .bind(g.expires_at)
+                    .bind(g.revoked)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn deny_device_code(&self, hash: &TokenHash) -> StoreResult<bool> {
+                self.move_device_status(hash, DeviceStatus::Pending, DeviceStatus::Denied).await
+            }
+
+            async fn consume_device_code(&self, hash: &TokenHash) -> StoreResult<bool> {
+                self.move_device_status(hash, DeviceStatus::Approved, DeviceStatus::Used).await
             }
 
             async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()> {

@@ -95,6 +95,16 @@ async fn pages_work_in_chromium() {
     }
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     let (url, verifier) = authorize_url(&app.issuer, "third-party", "openid email", "");
+    let device: serde_json::Value = http()
+        .post(format!("{}/device/code", app.issuer))
+        .form(&[("client_id", "cli"), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_code = device["user_code"].as_str().unwrap();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
     let args = [
         "browser.mjs",
@@ -104,6 +114,7 @@ async fn pages_work_in_chromium() {
         "alice",
         PASSWORD,
         &artifacts.display().to_string(),
+        user_code,
     ];
     let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
     let response: serde_json::Value =
@@ -131,6 +142,19 @@ async fn pages_work_in_chromium() {
             ("code", response["code"].as_str().unwrap()),
             ("redirect_uri", REDIRECT),
             ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The device approved in the browser collects its tokens.
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", "cli"),
+            ("device_code", device["device_code"].as_str().unwrap()),
         ],
     )
     .await;

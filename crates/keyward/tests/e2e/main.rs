@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_cli;
+mod device;
 mod flows;
 mod hostile;
 mod js;

@@ -93,8 +93,10 @@ id_token_signed_response_alg = "RS256"
 
 [[clients]]
 client_id = "cli"
+name = "keyward CLI"
 redirect_uris = ["http://127.0.0.1:5555/callback"]
-scopes = ["openid", "offline_access"]
+grant_types = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
+scopes = ["openid", "profile", "offline_access"]
 skip_consent = true
 
 [[users]]
@@ -227,7 +229,18 @@ pub async fn drive(
     password: &str,
     decision: &str,
 ) -> Outcome {
-    let mut response = browser.get(url).send().await.expect("authorize");
+    let response = browser.get(url).send().await.expect("authorize");
+    drive_from(browser, response, user, password, decision).await
+}
+
+/// Like [`drive`], from a response already received.
+pub async fn drive_from(
+    browser: &reqwest::Client,
+    mut response: reqwest::Response,
+    user: &str,
+    password: &str,
+    decision: &str,
+) -> Outcome {
     loop {
         if response.status().is_redirection() {
             let next = location(&response);
@@ -240,7 +253,7 @@ pub async fn drive(
         let status = response.status();
         let page_url = response.url().clone();
         let html = response.text().await.expect("page");
-        if status == StatusCode::OK && page_url.path().ends_with("/login") {
+        if status == StatusCode::OK && html.contains("name=\"password\"") {
             let form = [
                 ("req", hidden(&html, "req")),
                 ("csrf", hidden(&html, "csrf")),
@@ -255,7 +268,7 @@ pub async fn drive(
                 .expect("login");
             continue;
         }
-        if status == StatusCode::OK && page_url.path().ends_with("/consent") {
+        if status == StatusCode::OK && html.contains("name=\"decision\"") {
             let form = [
                 ("req", hidden(&html, "req")),
                 ("csrf", hidden(&html, "csrf")),

@@ -1,0 +1,257 @@
+//! Device authorization (RFC 8628): the device authorization endpoint a device or
+//! terminal calls, and the `/device` page where its user types the user code.
+//!
+//! After the code is entered the login continues exactly as the code flow does (login
+//! page, single sign-on, consent, always shown for a device so that nobody approves a
+//! stranger's code unawares); the last step approves the device code instead of
+//! redirecting, and the device collects its tokens by polling `/token`. Wrong codes are
+//! counted per client address and throttled.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keyward_proto::device::{DeviceAuthorizationResponse, UserCode};
+use keyward_proto::token::{ClientCredentialsInBody, DEVICE_CODE_GRANT};
+use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
+use serde::Deserialize;
+
+use super::authorize::{Browser, advance, attach_session, error_page, secs};
+use super::client_auth::authenticate;
+use super::error::{ApiError, OAuthError, no_store};
+use super::extract::{Body, ClientAddr, parse_form};
+use super::pages::PageError;
+use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, now};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// Wrong user codes per client address before it is locked for the window.
+const CODE_FAILURE_LIMIT: i64 = 10;
+/// The throttling window.
+const FAILURE_WINDOW: i64 = 15 * 60;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/device/code", post(device_authorization))
+        .route("/device", get(entry_page).post(entry_submit))
+}
+
+#[derive(Deserialize)]
+struct DeviceAuthorizationForm {
+    scope: Option<ScopeSet>,
+}
+
+/// RFC 8628 §3.1–3.2.
+async fn device_authorization(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, ApiError> {
+    let Body(body) = body?;
+    let credentials: ClientCredentialsInBody = parse_form(&body)?;
+    let form: DeviceAuthorizationForm = parse_form(&body)?;
+    let (client, _) = authenticate(&state, &headers, credentials).await?;
+    if !client.allows_grant(DEVICE_CODE_GRANT) {
+        let message = "this client may not use the device authorization grant";
+        return Err(OAuthError::new(ErrorCode::UnauthorizedClient, message).into());
+    }
+    let scope = match form.scope {
+        Some(requested) => {
+            let refused = requested.difference(&client.scopes);
+            if !refused.is_empty() {
+                let message = format!("this client may not request: {refused}");
+                return Err(OAuthError::new(ErrorCode::InvalidScope, message).into());
+            }
+            requested
+        }
+        None => {
+            let mut default = client.scopes.clone();
+            default.remove("offline_access");
+            default
+        }
+    };
+    let config = state.config();
+    let issued = now();
+    let device_code = OpaqueToken::generate();
+    // A user code can collide with a live one; a fresh draw settles it.
+    let mut attempts = 0;
+    let user_code = loop {
+        let user_code = UserCode::generate();
+        let record = DeviceCode {
+            device_code_hash: device_code.hash(),
+            user_code: user_code.as_str().to_owned(),
+            client_id: client.client_id.clone(),
+            scope: scope.clone(),
+            created_at: issued,
+            expires_at: issued + secs(config.device_code_ttl),
+            interval: secs(config.device_poll_interval),
+            last_poll_at: None,
+            status: DeviceStatus::Pending,
+            grant_id: None,
+        };
+        match state.store().insert_device_code(&record).await {
+            Ok(()) => break user_code,
+            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let verification_uri = config.endpoint("/device");
+    let response = DeviceAuthorizationResponse {
+        device_code: device_code.secret().to_owned(),
+        verification_uri_complete: format!("{verification_uri}?user_code={}", user_code.display()),
+        user_code: user_code.display(),
+        verification_uri,
+        expires_in: config.device_code_ttl.as_secs(),
+        interval: config.device_poll_interval.as_secs(),
+    };
+    Ok((no_store(), Json(response)).into_response())
+}
+
+/// The CSRF token of the code-entry form: derived from the browser-binding cookie, which
+/// another site cannot read.
+fn entry_csrf(browser: &Browser) -> String {
+    TokenHash::of(&format!("device-entry:{}", browser.value))
+        .as_str()
+        .to_owned()
+}
+
+#[derive(Deserialize)]
+struct EntryQuery {
+    user_code: Option<String>,
+}
+
+async fn entry_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EntryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let browser = Browser::of(&headers);
+    let prefill = query
+        .ok()
+        .and_then(|Query(q)| q.user_code)
+        .unwrap_or_default();
+    let prefill = UserCode::parse(&prefill)
+        .map(|c| c.display())
+        .unwrap_or_default();
+    let page = render_entry(&state, &browser, &prefill, None, StatusCode::OK);
+    browser.set_if_new(&state, page)
+}
+
+fn render_entry(
+    state: &AppState,
+    browser: &Browser,
+    user_code: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    state.pages().render(
+        status,
+        "device.html",
+        minijinja::context! { csrf => entry_csrf(browser), user_code => user_code, error => error },
+    )
+}
+
+#[derive(Deserialize)]
+struct EntryForm {
+    csrf: String,
+    user_code: String,
+}
+
+async fn entry_submit(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let browser = Browser::of(&headers);
+    let result = async {
+        let form: EntryForm = body
+            .and_then(|Body(bytes)| parse_form(&bytes))
+            .map_err(|e| error_page("Invalid request", e.description))?;
+        let expected = entry_csrf(&browser);
+        // A form posted without the binding cookie cannot carry a valid CSRF token.
+        if browser.is_new()
+            || !keyward_proto::secret::constant_time_eq(form.csrf.as_bytes(), expected.as_bytes())
+        {
+            return Err(error_page(
+                "Form expired",
+                "The form was stale or forged. Open the link from your device again.",
+            ));
+        }
+        let store = state.store();
+        let at = now();
+        let key = format!("device-code:{addr}");
+        if store.login_failures(&key, at - FAILURE_WINDOW).await? >= CODE_FAILURE_LIMIT {
+            let message = "Too many wrong codes. Wait 15 minutes and try again.";
+            return Ok(render_entry(
+                &state,
+                &browser,
+                "",
+                Some(message),
+                StatusCode::TOO_MANY_REQUESTS,
+            ));
+        }
+        let found = match UserCode::parse(&form.user_code) {
+            Some(code) => store.find_pending_device_code(code.as_str(), at).await?,
+            None => None,
+        };
+        let Some(device) = found else {
+            store
+                .record_login_failure(&key, at, at - FAILURE_WINDOW)
+                .await?;
+            metrics::counter!("keyward_login_failures_total", "reason" => "bad_user_code")
+                .increment(1);
+            let message = "That code is not valid or has expired. Check your device and try again.";
+            return Ok(render_entry(
+                &state,
+                &browser,
+                "",
+                Some(message),
+                StatusCode::BAD_REQUEST,
+            ));
+        };
+        let client = store.get_client(&device.client_id).await?.ok_or_else(|| {
+            error_page(
+                "Unknown application",
+                "The device's application is no longer registered.",
+            )
+        })?;
+        let mut request = AuthRequest {
+            id: keyward_proto::secret::random_urlsafe(24),
+            client_id: client.client_id.clone(),
+            redirect_uri: String::new(),
+            redirect_uri_given: false,
+            scope: device.scope.clone(),
+            state: None,
+            nonce: None,
+            code_challenge: String::new(),
+            prompt: Some("consent".into()),
+            max_age: None,
+            login_hint: None,
+            browser_hash: TokenHash::of(&browser.value),
+            csrf: keyward_proto::secret::random_urlsafe(24),
+            created_at: at,
+            expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
+            user_id: None,
+            auth_time: None,
+            device_code_hash: Some(device.device_code_hash),
+        };
+        attach_session(&state, &headers, &mut request).await?;
+        store.insert_auth_request(&request).await?;
+        advance(&state, request, &client).await
+    }
+    .await;
+    result.unwrap_or_else(|error: PageError| state.pages().error(error))
+}
+
+/// The page that ends a device login.
+pub(super) fn outcome_page(state: &AppState, approved: bool) -> Response {
+    state.pages().render(
+        StatusCode::OK,
+        "device_done.html",
+        minijinja::context! { approved => approved },
+    )
+}
