@@ -313,6 +313,26 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            fn grant_query<'q>(
+                sql: &'q str,
+                g: &'q Grant,
+            ) -> sqlx::query::Query<
+                'q,
+                <$row as sqlx::Row>::Database,
+                <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>,
+            > {
+                sqlx::query(sql)
+                    .bind(&g.id)
+                    .bind(&g.client_id)
+                    .bind(&g.user_id)
+                    .bind(g.scope.to_string())
+                    .bind(g.auth_time)
+                    .bind(&g.nonce)
+                    .bind(g.created_at)
+                    .bind(g.expires_at)
+                    .bind(g.revoked)
+            }
+
             fn client_query<'q>(sql: &'q str, client: &'q Client) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
                 sqlx::query(sql)
                     .bind(&client.client_id)
@@ -606,18 +626,7 @@ macro_rules! sql_store {
             async fn insert_grant_with_code(&self, g: &Grant, c: &AuthCode) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-                sqlx::query(&sql)
-                    .bind(&g.id)
-                    .bind(&g.client_id)
-                    .bind(&g.user_id)
-                    .bind(g.scope.to_string())
-                    .bind(g.auth_time)
-                    .bind(&g.nonce)
-                    .bind(g.created_at)
-                    .bind(g.expires_at)
-                    .bind(g.revoked)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::grant_query(&sql, g).execute(&mut *tx).await?;
                 let sql = format!("INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
                 sqlx::query(&sql)
                     .bind(c.code_hash.as_str())
@@ -780,18 +789,7 @@ macro_rules! sql_store {
                     return Ok(false);
                 }
                 let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-                sqlx::query(&sql)
-                    .bind(&g.id)
-                    .bind(&g.client_id)
-                    .bind(&g.user_id)
-                    .bind(g.scope.to_string())
-                    .bind(g.auth_time)
-                    .bind(&g.nonce)
-                    .bind(g.created_at)
-                    .bind(g.expires_at)
-                    .bind(g.revoked)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::grant_query(&sql, g).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(true)
             }
