@@ -254,7 +254,30 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
     for declared in &config.users {
         store.sync_user(&config_user(declared).await?).await?;
     }
+    let pkg = &config.pkg_auth;
+    let declared = config.clients.iter().any(|c| c.client_id == pkg.client_id);
+    if pkg.enabled && !declared && store.get_client(&pkg.client_id).await?.is_none() {
+        let (client, _) = pkg_client(&pkg.client_id).build()?;
+        store.insert_client(&client).await?;
+    }
     Ok(())
+}
+
+/// The public client of the Julia package-server protocol: device flow and refresh.
+pub fn pkg_client(client_id: &str) -> NewClient {
+    NewClient {
+        client_id: client_id.to_owned(),
+        name: Some("Julia package client".into()),
+        public: true,
+        grant_types: vec![
+            keyward_proto::token::DEVICE_CODE_GRANT.into(),
+            "refresh_token".into(),
+        ],
+        scopes: ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec(),
+        ..NewClient::default()
+    }
 }
 
 async fn config_user(declared: &UserConfig) -> Result<User, AdminError> {

@@ -104,9 +104,42 @@ pub struct FileConfig {
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
     #[serde(default)]
+    pkg_auth: PkgAuthConfig,
+    #[serde(default)]
     clients: Vec<ClientConfig>,
     #[serde(default)]
     users: Vec<UserConfig>,
+}
+
+/// The Julia package-server login protocol (`[pkg_auth]`): served under `/auth/` so
+/// that unmodified PkgAuthentication.jl clients log in.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkgAuthConfig {
+    /// Whether `/auth/*` is served.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The public client the Julia client uses; registered automatically when it is
+    /// neither declared in `[[clients]]` nor already stored.
+    #[serde(default = "default_pkg_client")]
+    pub client_id: String,
+}
+
+impl Default for PkgAuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            client_id: default_pkg_client(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pkg_client() -> String {
+    "device".into()
 }
 
 /// A client declared in the configuration file (`[[clients]]`).
@@ -180,6 +213,8 @@ pub struct Config {
     pub device_code_ttl: Duration,
     /// The polling interval told to devices.
     pub device_poll_interval: Duration,
+    /// The Julia package-server protocol.
+    pub pkg_auth: PkgAuthConfig,
     /// Static clients.
     pub clients: Vec<ClientConfig>,
     /// Static local users.
@@ -268,6 +303,7 @@ impl Config {
             login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
+            pkg_auth: file.pkg_auth,
             clients: file.clients,
             users: file.users,
         };
@@ -355,6 +391,8 @@ impl Config {
                 ));
             }
         }
+        crate::domain::validate_client_id(&self.pkg_auth.client_id)
+            .map_err(|m| invalid("pkg_auth.client_id", m))?;
         let mut names = std::collections::BTreeSet::new();
         for (i, user) in self.users.iter().enumerate() {
             let key = |field: &str| format!("users[{i}].{field}");

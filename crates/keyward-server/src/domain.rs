@@ -176,6 +176,8 @@ pub struct DeviceCode {
     pub status: DeviceStatus,
     /// The grant created on approval.
     pub grant_id: Option<String>,
+    /// SHA-256 of the Julia client's challenge (classic package-server flow only).
+    pub challenge_hash: Option<TokenHash>,
 }
 
 /// A browser session: a logged-in user, by the hash of the session cookie.

@@ -210,7 +210,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start on {database}"))?;
     let config = state.config();
-    let clients = state.store().list_clients().await?.len();
+    // The Julia package client is registered automatically; it does not count here.
+    let pkg_client = &config.pkg_auth.client_id;
+    let clients = state
+        .store()
+        .list_clients()
+        .await?
+        .iter()
+        .filter(|c| &c.client_id != pkg_client)
+        .count();
     let users = state.store().list_users().await?.len();
     println!(
         "keyward {} listening on http://{listen}",

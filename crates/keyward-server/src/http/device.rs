@@ -73,31 +73,9 @@ async fn device_authorization(
             default
         }
     };
-    let config = state.config();
-    let issued = now();
     let device_code = OpaqueToken::generate();
-    // A user code can collide with a live one; a fresh draw settles it.
-    let mut attempts = 0;
-    let user_code = loop {
-        let user_code = UserCode::generate();
-        let record = DeviceCode {
-            device_code_hash: device_code.hash(),
-            user_code: user_code.as_str().to_owned(),
-            client_id: client.client_id.clone(),
-            scope: scope.clone(),
-            created_at: issued,
-            expires_at: issued + secs(config.device_code_ttl),
-            interval: secs(config.device_poll_interval),
-            last_poll_at: None,
-            status: DeviceStatus::Pending,
-            grant_id: None,
-        };
-        match state.store().insert_device_code(&record).await {
-            Ok(()) => break user_code,
-            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let user_code = create(&state, &client.client_id, scope, &device_code, None).await?;
+    let config = state.config();
     let verification_uri = config.endpoint("/device");
     let response = DeviceAuthorizationResponse {
         device_code: device_code.secret().to_owned(),
@@ -108,6 +86,41 @@ async fn device_authorization(
         interval: config.device_poll_interval.as_secs(),
     };
     Ok((no_store(), Json(response)).into_response())
+}
+
+/// Stores a pending device authorization for `device_code` and returns its new user
+/// code (drawing again on the rare clash with a live one).
+pub(super) async fn create(
+    state: &AppState,
+    client_id: &str,
+    scope: ScopeSet,
+    device_code: &OpaqueToken,
+    challenge_hash: Option<TokenHash>,
+) -> Result<UserCode, StoreError> {
+    let config = state.config();
+    let issued = now();
+    let mut attempts = 0;
+    loop {
+        let user_code = UserCode::generate();
+        let record = DeviceCode {
+            device_code_hash: device_code.hash(),
+            user_code: user_code.as_str().to_owned(),
+            client_id: client_id.to_owned(),
+            scope: scope.clone(),
+            created_at: issued,
+            expires_at: issued + secs(config.device_code_ttl),
+            interval: secs(config.device_poll_interval),
+            last_poll_at: None,
+            status: DeviceStatus::Pending,
+            grant_id: None,
+            challenge_hash: challenge_hash.clone(),
+        };
+        match state.store().insert_device_code(&record).await {
+            Ok(()) => return Ok(user_code),
+            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The CSRF token of the code-entry form: derived from the browser-binding cookie, which
@@ -213,38 +226,52 @@ async fn entry_submit(
                 StatusCode::BAD_REQUEST,
             ));
         };
-        let client = store.get_client(&device.client_id).await?.ok_or_else(|| {
-            error_page(
-                "Unknown application",
-                "The device's application is no longer registered.",
-            )
-        })?;
-        let mut request = AuthRequest {
-            id: keyward_proto::secret::random_urlsafe(24),
-            client_id: client.client_id.clone(),
-            redirect_uri: String::new(),
-            redirect_uri_given: false,
-            scope: device.scope.clone(),
-            state: None,
-            nonce: None,
-            code_challenge: String::new(),
-            prompt: Some("consent".into()),
-            max_age: None,
-            login_hint: None,
-            browser_hash: TokenHash::of(&browser.value),
-            csrf: keyward_proto::secret::random_urlsafe(24),
-            created_at: at,
-            expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
-            user_id: None,
-            auth_time: None,
-            device_code_hash: Some(device.device_code_hash),
-        };
-        attach_session(&state, &headers, &mut request).await?;
-        store.insert_auth_request(&request).await?;
-        advance(&state, request, &client).await
+        start_login(&state, &headers, &browser, device).await
     }
     .await;
     result.unwrap_or_else(|error: PageError| state.pages().error(error))
+}
+
+/// Starts the login that approves a pending device authorization: the code-flow login
+/// and consent pages, ending on [`outcome_page`].
+pub(super) async fn start_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    browser: &Browser,
+    device: DeviceCode,
+) -> Result<Response, PageError> {
+    let store = state.store();
+    let at = now();
+    let client = store.get_client(&device.client_id).await?.ok_or_else(|| {
+        error_page(
+            "Unknown application",
+            "The device's application is no longer registered.",
+        )
+    })?;
+    let mut request = AuthRequest {
+        id: keyward_proto::secret::random_urlsafe(24),
+        client_id: client.client_id.clone(),
+        redirect_uri: String::new(),
+        redirect_uri_given: false,
+        scope: device.scope.clone(),
+        state: None,
+        nonce: None,
+        code_challenge: String::new(),
+        prompt: Some("consent".into()),
+        max_age: None,
+        login_hint: None,
+        browser_hash: TokenHash::of(&browser.value),
+        csrf: keyward_proto::secret::random_urlsafe(24),
+        created_at: at,
+        expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
+        user_id: None,
+        auth_time: None,
+        device_code_hash: Some(device.device_code_hash),
+    };
+    attach_session(state, headers, &mut request).await?;
+    store.insert_auth_request(&request).await?;
+    let response = advance(state, request, &client).await?;
+    Ok(browser.set_if_new(state, response))
 }
 
 /// The page that ends a device login.

@@ -5,6 +5,7 @@
 //! | [`discovery`] | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server`, `/jwks` |
 //! | [`authorize`] | `/authorize`, `/login`, `/consent` |
 //! | [`device`] | `/device/code` (RFC 8628 device authorization), `/device` (code entry) |
+//! | [`pkg`] | `/auth/*`: the Julia package-server login protocol |
 //! | [`token`] | `/token` |
 //! | [`userinfo`] | `/userinfo` |
 //! | [`introspect`] | `/introspect`, `/revoke` |
@@ -31,6 +32,7 @@ pub mod health;
 pub mod introspect;
 pub mod logout;
 pub mod pages;
+pub mod pkg;
 pub mod token;
 pub mod userinfo;
 
@@ -40,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .merge(discovery::router())
         .merge(authorize::router())
         .merge(device::router())
+        .merge(pkg::router(state.config().pkg_auth.enabled))
         .merge(token::router())
         .merge(userinfo::router())
         .merge(introspect::router())

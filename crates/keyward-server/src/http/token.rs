@@ -13,7 +13,7 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet};
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
-use crate::domain::{Client, CodeRedemption, DeviceStatus, User, now};
+use crate::domain::{Client, CodeRedemption, DeviceCode, DeviceStatus, Grant, User, now};
 use crate::state::AppState;
 use crate::tokens;
 
@@ -133,26 +133,28 @@ async fn authorization_code(
         .await?
         .filter(|g| !g.revoked)
         .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
+    first_tokens(state, client, &grant, grant.nonce.clone()).await
+}
+
+/// The first tokens of a new grant: an access token, an ID token when `openid` was
+/// granted, and a refresh token when `offline_access` was and the client may refresh.
+async fn first_tokens(
+    state: &AppState,
+    client: &Client,
+    grant: &Grant,
+    nonce: Option<String>,
+) -> Result<TokenResponse, ApiError> {
     let user = active_user(state, &grant.user_id).await?;
     let refresh = if grant.scope.contains("offline_access") && client.allows_grant("refresh_token")
     {
-        let (token, record) = tokens::new_refresh_token(&grant);
-        store.insert_refresh_token(&record).await?;
+        let (token, record) = tokens::new_refresh_token(grant);
+        state.store().insert_refresh_token(&record).await?;
         Some(token)
     } else {
         None
     };
     let scope = grant.scope.clone();
-    Ok(tokens::user_grant_response(
-        state,
-        client,
-        &user,
-        &grant,
-        &scope,
-        grant.nonce.clone(),
-        refresh,
-    )
-    .await?)
+    Ok(tokens::user_grant_response(state, client, &user, grant, &scope, nonce, refresh).await?)
 }
 
 /// RFC 8628 §3.4–3.5: a device polling for the outcome of its authorization.
@@ -197,32 +199,27 @@ async fn device_code_grant(
         DeviceStatus::Used => {
             Err(OAuthError::invalid_grant("the device code was already used").into())
         }
-        DeviceStatus::Approved => {
-            if !store.consume_device_code(&hash).await? {
-                return Err(OAuthError::invalid_grant("the device code was already used").into());
-            }
-            let grant_id = record.grant_id.unwrap_or_default();
-            let grant = store
-                .get_grant(&grant_id)
-                .await?
-                .filter(|g| !g.revoked)
-                .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
-            let user = active_user(state, &grant.user_id).await?;
-            let refresh =
-                if grant.scope.contains("offline_access") && client.allows_grant("refresh_token") {
-                    let (token, record) = tokens::new_refresh_token(&grant);
-                    store.insert_refresh_token(&record).await?;
-                    Some(token)
-                } else {
-                    None
-                };
-            let scope = grant.scope.clone();
-            Ok(
-                tokens::user_grant_response(state, client, &user, &grant, &scope, None, refresh)
-                    .await?,
-            )
-        }
+        DeviceStatus::Approved => collect_device(state, client, &record).await,
     }
+}
+
+/// Hands an approved device authorization its tokens, once.
+pub(super) async fn collect_device(
+    state: &AppState,
+    client: &Client,
+    record: &DeviceCode,
+) -> Result<TokenResponse, ApiError> {
+    let store = state.store();
+    if !store.consume_device_code(&record.device_code_hash).await? {
+        return Err(OAuthError::invalid_grant("the device code was already used").into());
+    }
+    let grant_id = record.grant_id.clone().unwrap_or_default();
+    let grant = store
+        .get_grant(&grant_id)
+        .await?
+        .filter(|g| !g.revoked)
+        .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
+    first_tokens(state, client, &grant, None).await
 }
 
 async fn active_user(state: &AppState, user_id: &str) -> Result<User, ApiError> {
@@ -232,7 +229,7 @@ async fn active_user(state: &AppState, user_id: &str) -> Result<User, ApiError> 
     }
 }
 
-async fn refresh(
+pub(super) async fn refresh(
     state: &AppState,
     client: &Client,
     token: OpaqueToken,

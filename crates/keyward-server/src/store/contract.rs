@@ -354,6 +354,7 @@ async fn contract(store: Arc<dyn Store>) {
         last_poll_at: None,
         status: DeviceStatus::Pending,
         grant_id: None,
+        challenge_hash: Some(TokenHash::of("challenge")),
     };
     store.insert_device_code(&device).await.unwrap();
     let clash = DeviceCode {

@@ -27,6 +27,7 @@ use crate::domain::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_initial.sql")),
     (2, include_str!("../../migrations/0002_device.sql")),
+    (3, include_str!("../../migrations/0003_pkg_challenge.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -173,7 +174,7 @@ const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
 const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash";
-const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, created_at, expires_at, poll_interval, last_poll_at, status, grant_id";
+const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, created_at, expires_at, poll_interval, last_poll_at, status, grant_id, challenge_hash";
 const GRANT_COLUMNS: &str =
     "id, client_id, user_id, scope, auth_time, nonce, created_at, expires_at, revoked";
 const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, redirect_uri, redirect_uri_given, code_challenge, created_at, expires_at";
@@ -252,6 +253,9 @@ macro_rules! sql_store {
                     last_poll_at: row.try_get("last_poll_at")?,
                     status: DeviceStatus::parse(&status).ok_or_else(|| corrupt("device status", status))?,
                     grant_id: row.try_get("grant_id")?,
+                    challenge_hash: row
+                        .try_get::<Option<String>, _>("challenge_hash")?
+                        .map(TokenHash::from_stored),
                 })
             }
 
@@ -726,7 +730,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_device_code(&self, d: &DeviceCode) -> StoreResult<()> {
-                let sql = format!("INSERT INTO device_codes ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                let sql = format!("INSERT INTO device_codes ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
                 sqlx::query(&sql)
                     .bind(d.device_code_hash.as_str())
                     .bind(&d.user_code)
@@ -738,6 +742,7 @@ macro_rules! sql_store {
                     .bind(d.last_poll_at)
                     .bind(d.status.as_str())
                     .bind(&d.grant_id)
+                    .bind(d.challenge_hash.as_ref().map(TokenHash::as_str))
                     .execute(&self.pool)
                     .await
                     .map_err(|e| unique_violation(e, "user code"))?;

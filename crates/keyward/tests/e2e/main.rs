@@ -11,4 +11,5 @@ mod device;
 mod flows;
 mod hostile;
 mod js;
+mod pkg;
 mod replicas;

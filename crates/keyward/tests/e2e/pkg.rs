@@ -1,0 +1,322 @@
+//! The Julia package-server protocol, replayed exactly as PkgAuthentication.jl 2.x sends
+//! it (no content types, a form without percent-encoding, the response pasted as the
+//! whole query string), checking that the token file it would save is one it accepts.
+
+use reqwest::StatusCode;
+
+use crate::support::*;
+
+/// What PkgAuthentication.jl requires of auth.toml before it uses it.
+fn julia_accepts(token: &toml::Table) -> bool {
+    ["id_token", "refresh_token", "refresh_url", "access_token"]
+        .iter()
+        .all(|k| token.get(*k).is_some_and(toml::Value::is_str))
+        && token
+            .get("expires_at")
+            .is_some_and(|v| v.is_integer() || v.is_float())
+}
+
+fn to_toml(json: &serde_json::Value) -> toml::Table {
+    toml::Table::try_from(json).expect("a token object maps to TOML")
+}
+
+#[tokio::test]
+async fn julia_classic_flow_and_toml_refresh() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let client = http();
+
+    let configuration: serde_json::Value = client
+        .get(format!("{}/auth/configuration", app.issuer))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        configuration["auth_flows"],
+        serde_json::json!(["classic", "device"])
+    );
+    assert_eq!(
+        configuration["device_token_refresh_url"],
+        format!("{}/auth/refresh", app.issuer)
+    );
+
+    // 1. The challenge: a raw 32-character body, no content type.
+    let challenge = "Abc123Def456Ghi789Jkl012Mno345Pq";
+    let response = client
+        .post(format!("{}/auth/challenge", app.issuer))
+        .body(challenge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = response.text().await.unwrap();
+    assert!(
+        !answer.ends_with('\n')
+            && answer
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+
+    // 2. Polling before the user acted: an absolute expiry in the future.
+    let claim = serde_json::json!({ "challenge": challenge, "response": answer }).to_string();
+    let claim_once = || {
+        client
+            .post(format!("{}/auth/claimtoken", app.issuer))
+            .body(claim.clone())
+            .send()
+    };
+    let pending: serde_json::Value = claim_once().await.unwrap().json().await.unwrap();
+    assert!(pending["expiry"].as_i64().unwrap() > keyward_server::domain::now());
+
+    // A wrong challenge with the right response gets nothing.
+    let forged = serde_json::json!({ "challenge": "x".repeat(32), "response": answer }).to_string();
+    let response = client
+        .post(format!("{}/auth/claimtoken", app.issuer))
+        .body(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.status(), StatusCode::OK);
+
+    // 3. The browser opens S/auth/response?<response>, signs in and approves.
+    let browser = browser();
+    let page = drive(
+        &browser,
+        &format!("{}/auth/response?{answer}", app.issuer),
+        "alice",
+        PASSWORD,
+        "approve",
+    )
+    .await;
+    match page {
+        Outcome::Page(status, html) => assert!(
+            status == StatusCode::OK && html.contains("Device connected"),
+            "{html}"
+        ),
+        Outcome::Callback(p) => panic!("{p:?}"),
+    }
+
+    // 4. The claim now returns the token file, once.
+    let response = claim_once().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = &body["token"];
+    assert!(
+        token.get("token_type").is_none() && token.get("scope").is_none(),
+        "{token}"
+    );
+    assert_eq!(token["user_name"], "alice");
+    let file = to_toml(token);
+    assert!(julia_accepts(&file), "{file}");
+    assert_ne!(
+        claim_once().await.unwrap().status(),
+        StatusCode::OK,
+        "claimed once only"
+    );
+
+    // 5. Refresh: GET refresh_url with the refresh token as bearer; the answer is a
+    //    complete token file in TOML, saved as is.
+    let refresh_url = file["refresh_url"].as_str().unwrap();
+    let old_refresh = file["refresh_token"].as_str().unwrap();
+    let response = client
+        .get(refresh_url)
+        .bearer_auth(old_refresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let refreshed: toml::Table = response.text().await.unwrap().parse().unwrap();
+    assert!(julia_accepts(&refreshed), "{refreshed}");
+    assert_eq!(refreshed["expires"], refreshed["expires_at"]);
+    assert_ne!(
+        refreshed["refresh_token"].as_str().unwrap(),
+        old_refresh,
+        "rotated"
+    );
+    assert!(is_active(&app, refreshed["access_token"].as_str().unwrap()).await);
+    // The rotated token is refused (grace is 0 s in tests), and so is nothing.
+    assert_ne!(
+        client
+            .get(refresh_url)
+            .bearer_auth(old_refresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get(refresh_url).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn julia_device_flow() {
+    let app = spawn_app(Db::Sqlite, "device_poll_interval = \"1s\"")
+        .await
+        .unwrap();
+    let client = http();
+    let configuration: serde_json::Value = client
+        .get(format!("{}/auth/configuration", app.issuer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let scope = configuration["device_token_scope"].as_str().unwrap();
+
+    // The form body is built without percent-encoding: the scope has literal spaces.
+    let body = format!("client_id=device&scope={scope}");
+    let response = client
+        .post(
+            configuration["device_authorization_endpoint"]
+                .as_str()
+                .unwrap(),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let started: serde_json::Value = response.json().await.unwrap();
+    assert!(started["device_code"].is_string() && started["expires_in"].is_u64());
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
+
+    let token_endpoint = configuration["device_token_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let poll_body = format!(
+        "client_id=device&device_code={device_code}&grant_type=urn:ietf:params:oauth:grant-type:device_code"
+    );
+    let pending = client
+        .post(&token_endpoint)
+        .body(poll_body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.status(),
+        StatusCode::BAD_REQUEST,
+        "400 means: keep polling"
+    );
+
+    // The user opens verification_uri_complete and approves.
+    let browser = browser();
+    let complete = started["verification_uri_complete"].as_str().unwrap();
+    let page = browser
+        .get(complete)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = [
+        ("csrf", hidden(&page, "csrf")),
+        ("user_code", hidden(&page, "user_code")),
+    ];
+    let response = browser
+        .post(format!("{}/device", app.issuer))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    match drive_from(&browser, response, "bob", PASSWORD, "approve").await {
+        Outcome::Page(status, html) => assert!(
+            status == StatusCode::OK && html.contains("Device connected"),
+            "{html}"
+        ),
+        Outcome::Callback(p) => panic!("{p:?}"),
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = client
+        .post(&token_endpoint)
+        .body(poll_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body: serde_json::Value = response.json().await.unwrap();
+
+    // What the Julia client adds before saving, and the check it makes when loading.
+    let now = keyward_server::domain::now();
+    let expires = now + body["expires_in"].as_i64().unwrap();
+    body["expires"] = expires.into();
+    body["expires_at"] = expires.into();
+    body["refresh_url"] = configuration["device_token_refresh_url"].clone();
+    let file = to_toml(&body);
+    assert!(julia_accepts(&file), "{file}");
+
+    // Its refresh token works at the TOML refresh URL.
+    let response = client
+        .get(file["refresh_url"].as_str().unwrap())
+        .bearer_auth(file["refresh_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let refreshed: toml::Table = response.text().await.unwrap().parse().unwrap();
+    assert!(julia_accepts(&refreshed));
+    assert_eq!(refreshed["user_name"].as_str(), Some("bob"));
+}
+
+#[tokio::test]
+async fn julia_protocol_refuses_bad_input_and_can_be_turned_off() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let client = http();
+    for body in ["", "not alphanumeric!", &"a".repeat(300)] {
+        let response = client
+            .post(format!("{}/auth/challenge", app.issuer))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    for body in [
+        "",
+        "{",
+        "[]",
+        "{\"challenge\":1}",
+        "{\"challenge\":\"a\",\"response\":\"b\"}",
+    ] {
+        let response = client
+            .post(format!("{}/auth/claimtoken", app.issuer))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let response = browser()
+        .get(format!("{}/auth/response?nonsense", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let off = spawn_app(Db::Sqlite, "[pkg_auth]\nenabled = false")
+        .await
+        .unwrap();
+    let response = client
+        .get(format!("{}/auth/configuration", off.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        off.state
+            .store()
+            .get_client("device")
+            .await
+            .unwrap()
+            .is_none(),
+        "no client registered when off"
+    );
+}
