@@ -66,13 +66,6 @@ async fn enter_code(
     drive_from(browser, response, "alice", PASSWORD, decision).await
 }
 
-fn page(outcome: Outcome) -> (StatusCode, String) {
-    match outcome {
-        Outcome::Page(status, html) => (status, html),
-        Outcome::Callback(params) => panic!("a device flow redirected: {params:?}"),
-    }
-}
-
 #[tokio::test]
 async fn openidconnect_device_flow_end_to_end() {
     let app = spawn_app(Db::Sqlite, "device_poll_interval = \"1s\"")
@@ -82,14 +75,8 @@ async fn openidconnect_device_flow_end_to_end() {
         CoreProviderMetadata::discover_async(IssuerUrl::new(app.issuer.clone()).unwrap(), &http())
             .await
             .unwrap();
-    let discovery: serde_json::Value = http()
-        .get(format!("{}/.well-known/openid-configuration", app.issuer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery: serde_json::Value =
+        get_json(&format!("{}/.well-known/openid-configuration", app.issuer)).await;
     let endpoint = discovery["device_authorization_endpoint"]
         .as_str()
         .unwrap()
@@ -204,7 +191,9 @@ async fn polling_answers_follow_rfc8628() {
         .unwrap()
         .replace('-', "")
         .to_lowercase();
-    let (status, html) = page(enter_code(&app, &browser, &user_code, "approve").await);
+    let (status, html) = enter_code(&app, &browser, &user_code, "approve")
+        .await
+        .page();
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Device connected"));
     let (status, tokens) = poll(&app, code).await;
@@ -219,15 +208,14 @@ async fn polling_answers_follow_rfc8628() {
 
     // Denied: the device is told access_denied; the page says so.
     let started = start(&app, "openid").await;
-    let (status, html) = page(
-        enter_code(
-            &app,
-            &browser,
-            started["user_code"].as_str().unwrap(),
-            "deny",
-        )
-        .await,
-    );
+    let (status, html) = enter_code(
+        &app,
+        &browser,
+        started["user_code"].as_str().unwrap(),
+        "deny",
+    )
+    .await
+    .page();
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Request denied"));
     let (status, body) = poll(&app, started["device_code"].as_str().unwrap()).await;
@@ -278,15 +266,14 @@ async fn expired_device_codes_are_refused() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("expired_token"))
     );
-    let (status, html) = page(
-        enter_code(
-            &app,
-            &browser(),
-            started["user_code"].as_str().unwrap(),
-            "approve",
-        )
-        .await,
-    );
+    let (status, html) = enter_code(
+        &app,
+        &browser(),
+        started["user_code"].as_str().unwrap(),
+        "approve",
+    )
+    .await
+    .page();
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.contains("not valid or has expired"));
 }
@@ -320,20 +307,21 @@ async fn code_entry_is_forgiving_protected_and_throttled() {
 
     // Ten wrong codes lock the address out, even for a right one.
     for i in 0..10 {
-        let (status, html) = page(enter_code(&app, &browser, "BCDF-GHJK", "approve").await);
+        let (status, html) = enter_code(&app, &browser, "BCDF-GHJK", "approve")
+            .await
+            .page();
         assert_eq!(status, StatusCode::BAD_REQUEST, "attempt {i}");
         assert!(html.contains("not valid or has expired"));
     }
     let started = start(&app, "openid").await;
-    let (status, html) = page(
-        enter_code(
-            &app,
-            &browser,
-            started["user_code"].as_str().unwrap(),
-            "approve",
-        )
-        .await,
-    );
+    let (status, html) = enter_code(
+        &app,
+        &browser,
+        started["user_code"].as_str().unwrap(),
+        "approve",
+    )
+    .await
+    .page();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(html.contains("Too many wrong codes"));
 }

@@ -552,13 +552,11 @@ async fn disabled_user_cannot_log_in_and_loses_tokens() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (url, _) = authorize_url(&app, "demo-app", "");
-    match drive(&browser(), &url, "bob", PASSWORD, "approve").await {
-        Outcome::Page(status, html) => {
-            assert_eq!(status, StatusCode::FORBIDDEN);
-            assert!(html.contains("disabled"));
-        }
-        Outcome::Callback(params) => panic!("disabled user got through: {params:?}"),
-    }
+    let (status, html) = drive(&browser(), &url, "bob", PASSWORD, "approve")
+        .await
+        .page();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("disabled"));
 }
 
 #[tokio::test]
@@ -715,13 +713,11 @@ async fn failed_logins_are_throttled_per_account() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     for _ in 0..5 {
         let (url, _) = authorize_url(&app, "demo-app", "");
-        match drive(&browser(), &url, "alice", "wrong password", "approve").await {
-            Outcome::Page(status, html) => {
-                assert_eq!(status, StatusCode::UNAUTHORIZED);
-                assert!(html.contains("Invalid username or password"));
-            }
-            Outcome::Callback(_) => panic!("wrong password accepted"),
-        }
+        let (status, html) = drive(&browser(), &url, "alice", "wrong password", "approve")
+            .await
+            .page();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(html.contains("Invalid username or password"));
     }
     let (url, _) = authorize_url(&app, "demo-app", "");
     match drive(&browser(), &url, "alice", PASSWORD, "approve").await {
@@ -764,13 +760,11 @@ async fn failed_logins_are_throttled_per_address() {
         }
     }
     let (url, _) = authorize_url(&app, "demo-app", "");
-    match drive(&browser(), &url, "bob", PASSWORD, "approve").await {
-        Outcome::Page(status, html) => {
-            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-            assert!(html.contains("Too many failed sign-in attempts"));
-        }
-        Outcome::Callback(_) => panic!("a throttled address logged in"),
-    }
+    let (status, html) = drive(&browser(), &url, "bob", PASSWORD, "approve")
+        .await
+        .page();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(html.contains("Too many failed sign-in attempts"));
 }
 
 #[tokio::test]

@@ -446,30 +446,17 @@ async fn operations_endpoints() {
     assert!(metrics.contains("keyward_http_requests_total"), "{metrics}");
     assert!(metrics.contains("endpoint=\"/token\""));
     assert!(metrics.contains("keyward_tokens_issued_total{grant_type=\"client_credentials\"}"));
-    let discovery: serde_json::Value = http()
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.issuer
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery: serde_json::Value = get_json(&format!(
+        "{}/.well-known/oauth-authorization-server",
+        app.issuer
+    ))
+    .await;
     assert_eq!(discovery["issuer"], app.issuer);
     assert_eq!(
         discovery["code_challenge_methods_supported"],
         serde_json::json!(["S256"])
     );
-    let jwks: serde_json::Value = http()
-        .get(format!("{}/jwks", app.issuer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value = get_json(&format!("{}/jwks", app.issuer)).await;
     let algs: Vec<_> = jwks["keys"]
         .as_array()
         .unwrap()

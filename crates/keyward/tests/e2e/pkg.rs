@@ -25,6 +25,7 @@ async fn julia_classic_flow_and_toml_refresh() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     let client = http();
 
+    // As the Julia client asks: GET with Accept: application/json.
     let configuration: serde_json::Value = client
         .get(format!("{}/auth/configuration", app.issuer))
         .header("accept", "application/json")
@@ -160,14 +161,8 @@ async fn julia_device_flow() {
         .await
         .unwrap();
     let client = http();
-    let configuration: serde_json::Value = client
-        .get(format!("{}/auth/configuration", app.issuer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let configuration: serde_json::Value =
+        get_json(&format!("{}/auth/configuration", app.issuer)).await;
     let scope = configuration["device_token_scope"].as_str().unwrap();
 
     // The form body is built without percent-encoding: the scope has literal spaces.

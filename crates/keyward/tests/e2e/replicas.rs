@@ -144,22 +144,8 @@ async fn a_flow_started_on_one_replica_finishes_on_another() {
         .await
         .unwrap();
     assert_eq!(info.status(), StatusCode::OK);
-    let jwks_a: serde_json::Value = http()
-        .get(format!("{}/jwks", a.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwks_b: serde_json::Value = http()
-        .get(format!("{}/jwks", b.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_a: serde_json::Value = get_json(&format!("{}/jwks", a.base)).await;
+    let jwks_b: serde_json::Value = get_json(&format!("{}/jwks", b.base)).await;
     assert_eq!(jwks_a, jwks_b);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -212,6 +212,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The page the browser stopped at; panics on a callback.
+    pub fn page(self) -> (StatusCode, String) {
+        match self {
+            Outcome::Page(status, html) => (status, html),
+            Outcome::Callback(params) => panic!("expected a page, got a callback: {params:?}"),
+        }
+    }
+
     pub fn callback(self) -> BTreeMap<String, String> {
         match self {
             Outcome::Callback(params) => params,
@@ -340,4 +348,16 @@ pub fn authorize_url(
 /// Form-urlencodes a value.
 pub fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
 }
