@@ -56,6 +56,12 @@ pub fn app(state: AppState) -> Router {
     };
     routes
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
+        .method_not_allowed_fallback(|| async {
+            let mut error =
+                error::OAuthError::invalid_request("method not allowed on this endpoint");
+            error.status = Some(StatusCode::METHOD_NOT_ALLOWED);
+            error.into_response()
+        })
         .layer(axum::middleware::from_fn(health::count_requests))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .with_state(state)

@@ -420,6 +420,17 @@ async fn pages_refuse_forged_or_foreign_forms() {
 #[tokio::test]
 async fn operations_endpoints() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    // A wrong method on a protocol endpoint is a JSON error, not an empty body.
+    for path in ["/token", "/introspect", "/revoke", "/device/code"] {
+        let response = http()
+            .get(format!("{}{path}", app.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}");
+    }
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
         let response = http()
             .get(format!("{}{path}", app.issuer))
