@@ -124,28 +124,23 @@ async fn admin_commands_manage_the_database_the_server_uses() {
     let config = dir.join("keyward.toml");
     std::fs::write(&config, "issuer = \"http://127.0.0.1:9\"\n").unwrap();
     let server = start_replica(&config, &dir);
-    let response = http()
-        .post(format!("{}/token", server.base))
-        .basic_auth("reports", Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let client_credentials = || {
+        http()
+            .post(format!("{}/token", server.base))
+            .basic_auth("reports", Some(&secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let response = client_credentials().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let token: serde_json::Value = response.json().await.unwrap();
     assert_eq!(token["scope"], "api:read");
 
-    // Removing the client makes its tokens inactive at once.
+    // A removed client is refused at once; a disabled user is listed as such.
     stdout(&keyward(&dir, &["client", "remove", "reports"], None));
     stdout(&keyward(&dir, &["user", "disable", "carol"], None));
     assert!(stdout(&keyward(&dir, &["user", "list"], None)).contains("disabled"));
-    let response = http()
-        .post(format!("{}/token", server.base))
-        .basic_auth("reports", Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
+    let response = client_credentials().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
