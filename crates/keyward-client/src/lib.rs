@@ -1,9 +1,24 @@
 //! keyward's client library: what `keyward login | token | logout | status` are built
-//! on. This first part holds the token files:
+//! on, usable against keyward or any OAuth server with device authorization (RFC 8628).
 //!
+//! - [`login`]: the login state machine ([`login::State`], driven by [`login::Flow`]):
+//!   read the token file, refresh it when it is about to expire, or log in with the
+//!   device flow, and write the result — once, under a lock, however many processes ask.
+//! - [`device`]: the device flow's polling rules as a pure function of the server's
+//!   answers.
+//! - [`http`]: the requests: discovery, device authorization, polling, refresh,
+//!   revocation, with size caps and timeouts.
 //! - [`tokenfile`]: the per-server token file (`auth.toml`, in the format the Julia
 //!   package client uses), where it lives, and how it is read and written safely by many
 //!   processes at once (atomic replace, a cross-process lock, a corrupt or half-written
 //!   file read as "no token").
+//! - [`error`]: what can go wrong, as one [`ClientError`].
 
+pub mod device;
+pub mod error;
+pub mod http;
+pub mod login;
 pub mod tokenfile;
+
+pub use error::ClientError;
+pub use login::{Flow, Options, State};

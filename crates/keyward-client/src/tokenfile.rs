@@ -55,7 +55,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Token
 }
 
 /// The contents of `auth.toml`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenFile {
     /// The access token.
     pub access_token: String,
@@ -76,6 +76,23 @@ pub struct TokenFile {
     /// The access token's lifetime when issued, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<u64>,
+    /// The signed-in user's name (the Julia package server sends it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// The signed-in user's email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+    /// keyward: the server (issuer) this token is for, as logged in to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// keyward: the client the token was issued to. Present: `refresh_url` is an OAuth
+    /// token endpoint (RFC 6749 §6 refresh). Absent: a file the Julia client wrote,
+    /// refreshed with its `GET refresh_url` protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// keyward: the granted scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Fields this version does not know, kept as they are.
     #[serde(flatten)]
     pub extra: BTreeMap<String, toml::Value>,
@@ -118,6 +135,52 @@ pub fn server_dir(home: &Path, server: &Url) -> Result<PathBuf, TokenFileError> 
         None => host,
     };
     Ok(home.join("servers").join(name))
+}
+
+/// The default `KEYWARD_HOME`: `keyward` under the user's configuration directory
+/// (`$XDG_CONFIG_HOME` or `~/.config` on Unix, `~/Library/Application Support` on
+/// macOS, `%APPDATA%` on Windows). `None` when no home directory is known.
+pub fn default_home() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let config = if cfg!(windows) {
+        var("APPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|home| home.join("Library").join("Application Support"))
+    } else {
+        var("XDG_CONFIG_HOME")
+            .filter(|dir| dir.is_absolute())
+            .or_else(|| var("HOME").map(|home| home.join(".config")))
+    };
+    config.map(|dir| dir.join("keyward"))
+}
+
+/// Every server directory under `home` that holds a token file, sorted, with the
+/// token (`None` when the file is corrupt or incomplete).
+pub fn list_servers(home: &Path) -> Result<Vec<(TokenStore, Option<TokenFile>)>, TokenFileError> {
+    let servers = home.join("servers");
+    let entries = match fs::read_dir(&servers) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("cannot list", &servers)(e)),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join("auth.toml"))
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let store = TokenStore::at(path);
+            let token = store.load()?;
+            Ok((store, token))
+        })
+        .collect()
 }
 
 /// The token file of one server.
@@ -290,7 +353,7 @@ mod tests {
             expires_at: 2_000_000_000,
             expires: Some(2_000_000_000),
             expires_in: Some(900),
-            extra: BTreeMap::new(),
+            ..TokenFile::default()
         }
     }
 
@@ -320,9 +383,10 @@ mod tests {
             TokenStore::for_server(&home, &Url::parse("http://127.0.0.1:8080").unwrap()).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let mut saved = token("a1");
+        saved.user_name = Some("alice".into());
         saved
             .extra
-            .insert("user_name".into(), toml::Value::String("alice".into()));
+            .insert("julia_extra".into(), toml::Value::String("kept".into()));
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));
         #[cfg(unix)]

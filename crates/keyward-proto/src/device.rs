@@ -9,6 +9,10 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 /// A device authorization response (RFC 8628 §3.2).
+///
+/// keyward sends every field; read from another provider, `verification_uri_complete`
+/// may be missing, `interval` defaults to 5 seconds (§3.2), and Google's older
+/// `verification_url` spelling is accepted.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeviceAuthorizationResponse {
     /// The code the device polls with.
@@ -16,13 +20,23 @@ pub struct DeviceAuthorizationResponse {
     /// The code the user types, `XXXX-XXXX`.
     pub user_code: String,
     /// Where the user types it.
+    #[serde(alias = "verification_url")]
     pub verification_uri: String,
     /// The same page with the code filled in.
-    pub verification_uri_complete: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
     /// Lifetime of both codes, in seconds.
     pub expires_in: u64,
     /// Seconds to wait between polls.
+    #[serde(default = "default_interval")]
     pub interval: u64,
+}
+
+/// The polling interval when the server names none (RFC 8628 §3.2).
+pub const DEFAULT_INTERVAL: u64 = 5;
+
+fn default_interval() -> u64 {
+    DEFAULT_INTERVAL
 }
 
 /// The user code alphabet: consonants only, no look-alikes.

@@ -53,6 +53,26 @@ pub struct ProviderMetadata {
     pub prompt_values_supported: Vec<String>,
 }
 
+/// What a client needs from any provider's metadata (keyward's, Google's, Auth0's…):
+/// the issuer and the endpoints, each optional but the token endpoint, every other
+/// member ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderEndpoints {
+    /// The issuer identifier; must equal the URL discovery started from.
+    pub issuer: String,
+    /// The token endpoint.
+    pub token_endpoint: String,
+    /// RFC 8628 device authorization, when the provider supports it.
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
+    /// RFC 7009 revocation, when the provider supports it.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// The userinfo endpoint, when the provider has one.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+}
+
 /// A JSON Web Key Set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Jwks {

@@ -65,20 +65,26 @@ pub struct ClientCredentialsInBody {
 }
 
 /// A successful token response (RFC 6749 §5.1; OpenID Connect Core §3.1.3.3).
+///
+/// keyward always sends every field but `refresh_token` and `id_token`; read from
+/// another provider, `expires_in` and `scope` may be missing (RFC 6749 §5.1 only
+/// recommends them).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TokenResponse {
-    /// The access token (a JWT, RFC 9068).
+    /// The access token (a JWT, RFC 9068, when keyward issued it).
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `Bearer` (compared case-insensitively, RFC 6749 §5.1).
     pub token_type: String,
     /// Lifetime of the access token in seconds.
-    pub expires_in: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
     /// The refresh token, when the grant allows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     /// The ID token, when `openid` was granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
-    /// The granted scope.
+    /// The granted scope (absent: as requested, RFC 6749 §5.1).
+    #[serde(default)]
     pub scope: ScopeSet,
 }

@@ -108,7 +108,7 @@ pub async fn user_grant_response(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer".into(),
-        expires_in: state.config().access_token_ttl.as_secs(),
+        expires_in: Some(state.config().access_token_ttl.as_secs()),
         refresh_token: refresh.map(|t| t.secret().to_owned()),
         id_token,
         scope: scope.clone(),

@@ -1,5 +1,8 @@
 //! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
-//! and `key` administer its database.
+//! and `key` administer its database; `login`, `token`, `logout` and `status` are the
+//! terminal client of any keyward (or RFC 8628) server, in [`session`].
+
+mod session;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -39,6 +42,19 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Log in to a server from this terminal (device authorization) and keep its tokens.
+    Login(session::LoginArgs),
+    /// Print a valid access token for a server, refreshing it first when it is about to
+    /// expire: `curl -H "Authorization: Bearer $(keyward token)" …`.
+    #[command(
+        after_help = "Exit status: 0 with the token on stdout; 3 when a login is needed \
+        (run `keyward login`); 1 on any other error (server unreachable, …), explained on stderr."
+    )]
+    Token(session::TokenArgs),
+    /// Revoke a server's tokens at the server and remove them from this machine.
+    Logout(session::LogoutArgs),
+    /// List the servers logged in to: who, and when the tokens expire (never the tokens).
+    Status(session::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -147,7 +163,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if let Some(hint) = session::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            session::exit_status(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }
@@ -189,13 +208,25 @@ fn redact_url(url: &str) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(cli.config.as_deref())?;
+    let config = cli.config.as_deref();
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Client(command) => client_command(&*open_store(&config).await?, command).await,
-        Command::User(command) => user_command(&*open_store(&config).await?, command).await,
-        Command::Key(command) => key_command(&*open_store(&config).await?, command).await,
+        Command::Serve => serve(load_config(config)?).await,
+        Command::Client(command) => client_command(&*server_store(config).await?, command).await,
+        Command::User(command) => user_command(&*server_store(config).await?, command).await,
+        Command::Key(command) => key_command(&*server_store(config).await?, command).await,
+        // The terminal client needs no server configuration.
+        Command::Login(args) => session::login(args).await,
+        Command::Token(args) => session::token(args).await,
+        Command::Logout(args) => session::logout(args).await,
+        Command::Status(args) => session::status(args),
     }
+}
+
+/// The server's database, for the admin commands.
+async fn server_store(
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    open_store(&load_config(config)?).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

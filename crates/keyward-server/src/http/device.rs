@@ -79,7 +79,10 @@ async fn device_authorization(
     let verification_uri = config.endpoint("/device");
     let response = DeviceAuthorizationResponse {
         device_code: device_code.secret().to_owned(),
-        verification_uri_complete: format!("{verification_uri}?user_code={}", user_code.display()),
+        verification_uri_complete: Some(format!(
+            "{verification_uri}?user_code={}",
+            user_code.display()
+        )),
         user_code: user_code.display(),
         verification_uri,
         expires_in: config.device_code_ttl.as_secs(),

@@ -132,7 +132,8 @@ async fn token_file(
         .get_user(&grant.user_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the user is gone"))?;
-    let expires_at = now() + i64::try_from(tokens.expires_in).unwrap_or(0);
+    let expires_in = state.config().access_token_ttl.as_secs();
+    let expires_at = now() + i64::try_from(expires_in).unwrap_or(0);
     Ok(PkgToken {
         access_token: tokens.access_token,
         id_token: tokens.id_token.ok_or_else(misconfigured)?,
@@ -140,7 +141,7 @@ async fn token_file(
         refresh_url: state.config().endpoint("/auth/refresh"),
         expires_at,
         expires: expires_at,
-        expires_in: tokens.expires_in,
+        expires_in,
         user_name: user.username,
         user_email: user.email,
     })

@@ -318,7 +318,7 @@ fn client_credentials(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer".into(),
-        expires_in: state.config().access_token_ttl.as_secs(),
+        expires_in: Some(state.config().access_token_ttl.as_secs()),
         refresh_token: None,
         id_token: None,
         scope,

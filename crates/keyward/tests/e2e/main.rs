@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_cli;
+mod client;
 mod device;
 mod flows;
 mod hostile;

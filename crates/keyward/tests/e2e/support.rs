@@ -361,3 +361,27 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .await
         .expect("JSON")
 }
+
+/// Opens a device login's `verification_uri_complete` in `browser` (the code is filled
+/// in), confirms it, signs in as `user` and answers the consent page with `decision`.
+pub async fn approve_device(
+    browser: &reqwest::Client,
+    complete: &str,
+    user: &str,
+    decision: &str,
+) -> Outcome {
+    let page = browser.get(complete).send().await.expect("device page");
+    let page_url = page.url().clone();
+    let html = page.text().await.expect("device page");
+    let form = [
+        ("csrf", hidden(&html, "csrf")),
+        ("user_code", hidden(&html, "user_code")),
+    ];
+    let response = browser
+        .post(page_url.as_str().split('?').next().expect("url"))
+        .form(&form)
+        .send()
+        .await
+        .expect("confirm code");
+    drive_from(browser, response, user, PASSWORD, decision).await
+}
