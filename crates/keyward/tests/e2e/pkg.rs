@@ -4,6 +4,10 @@
 
 use reqwest::StatusCode;
 
+use keyward_client::login::unix_now;
+use keyward_client::tokenfile::TokenStore;
+use keyward_client::{Flow, Options, State};
+
 use crate::support::*;
 
 /// What PkgAuthentication.jl requires of auth.toml before it uses it.
@@ -138,7 +142,38 @@ async fn julia_classic_flow_and_toml_refresh() {
         "rotated"
     );
     assert!(is_active(&app, refreshed["access_token"].as_str().unwrap()).await);
-    // The rotated token is refused (grace is 0 s in tests), and so is nothing.
+
+    // 6. keyward's own client reads the file the Julia client saved and, when it is
+    //    about to expire, refreshes it the Julia way (no client_id in the file).
+    let home = temp_dir();
+    let server = url::Url::parse(&app.issuer).unwrap();
+    let store = TokenStore::for_server(&home, &server).unwrap();
+    let mut julia_file = refreshed.clone();
+    julia_file.insert("expires_at".into(), toml::Value::Integer(unix_now() + 5));
+    std::fs::create_dir_all(store.path().parent().unwrap()).unwrap();
+    std::fs::write(store.path(), toml::to_string(&julia_file).unwrap()).unwrap();
+    let http = keyward_client::http::http_client(std::time::Duration::from_secs(10)).unwrap();
+    let mut flow = Flow::new(&home, server, http, Options::default()).unwrap();
+    let mut names = Vec::new();
+    let token = flow
+        .run(State::NeedAuthentication, |state| names.push(state.name()))
+        .await
+        .unwrap();
+    assert_eq!(names, ["HasToken", "NeedRefresh", "HasNewToken", "Success"]);
+    assert_ne!(
+        token.access_token,
+        refreshed["access_token"].as_str().unwrap()
+    );
+    assert!(is_active(&app, &token.access_token).await);
+    let saved: toml::Table = std::fs::read_to_string(store.path())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(julia_accepts(&saved), "{saved}");
+    assert!(saved.get("client_id").is_none(), "still a Julia file");
+    let _ = std::fs::remove_dir_all(home);
+
+    // 7. The rotated token is refused (grace is 0 s in tests), and so is nothing.
     assert_ne!(
         client
             .get(refresh_url)
@@ -202,33 +237,14 @@ async fn julia_device_flow() {
     );
 
     // The user opens verification_uri_complete and approves.
-    let browser = browser();
     let complete = started["verification_uri_complete"].as_str().unwrap();
-    let page = browser
-        .get(complete)
-        .send()
+    let (status, html) = approve_device(&browser(), complete, "bob", "approve")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let form = [
-        ("csrf", hidden(&page, "csrf")),
-        ("user_code", hidden(&page, "user_code")),
-    ];
-    let response = browser
-        .post(format!("{}/device", app.issuer))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    match drive_from(&browser, response, "bob", PASSWORD, "approve").await {
-        Outcome::Page(status, html) => assert!(
-            status == StatusCode::OK && html.contains("Device connected"),
-            "{html}"
-        ),
-        Outcome::Callback(p) => panic!("{p:?}"),
-    }
+        .page();
+    assert!(
+        status == StatusCode::OK && html.contains("Device connected"),
+        "{html}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let response = client
         .post(&token_endpoint)
