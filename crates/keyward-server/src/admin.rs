@@ -263,11 +263,12 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
     Ok(())
 }
 
-/// The public client of the Julia package-server protocol: device flow and refresh.
+/// The public client of the Julia package-server protocol, also `keyward login`'s
+/// default: device flow and refresh.
 pub fn pkg_client(client_id: &str) -> NewClient {
     NewClient {
         client_id: client_id.to_owned(),
-        name: Some("Julia package client".into()),
+        name: Some("Command-line login (keyward login, Julia Pkg)".into()),
         public: true,
         grant_types: vec![
             keyward_proto::token::DEVICE_CODE_GRANT.into(),

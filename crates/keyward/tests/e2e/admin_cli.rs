@@ -172,47 +172,8 @@ fn configuration_errors_name_the_key_before_listening() {
 /// Runs the README's walk-through block with bash, on a free port instead of 8080.
 #[test]
 fn readme_walkthrough_runs_as_written() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("<!-- walkthrough:start -->")
-        .expect("walkthrough start marker");
-    let end = readme
-        .find("<!-- walkthrough:end -->")
-        .expect("walkthrough end marker");
-    let block = &readme[start..end];
-    let script: String = block
-        .split("```bash")
-        .skip(1)
-        .filter_map(|part| part.split("```").next())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = script.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-    let dir = temp_dir();
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyward"))
-        .parent()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let full =
-        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}");
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(full)
-        .current_dir(&dir)
-        .env("PATH", path)
-        .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KEYWARD_LOG", "warn")
-        .output()
-        .expect("bash");
+    let (mut bash, _port, dir) = readme_script("walkthrough");
+    let output = bash.output().expect("bash");
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

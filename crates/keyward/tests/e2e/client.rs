@@ -522,3 +522,67 @@ async fn token_edges_corrupt_file_server_down_refresh_rejected() {
     );
     let _ = std::fs::remove_dir_all(home);
 }
+
+/// Runs the README's terminal walk-through with bash, and plays the person: reads the
+/// URL `keyward login` prints, signs in as alice and approves in a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_terminal_walkthrough_runs_as_written() {
+    let (bash, port, dir) = readme_script("terminal");
+    let mut bash = tokio::process::Command::from(bash);
+    let mut child = bash
+        .env("KEYWARD_HOME", dir.join("home"))
+        .env_remove("KEYWARD_SERVER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("BROWSER")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let prefix = format!("http://127.0.0.1:{port}/device?user_code=");
+    let mut stderr = String::new();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.trim().starts_with(&prefix) {
+                return line.trim().to_owned();
+            }
+        }
+        panic!("no login URL printed:\n{stderr}");
+    })
+    .await
+    .unwrap();
+    assert_device_connected(approve_device(&browser(), &url, "alice", "approve").await);
+    let mut stdout = child.stdout.take().unwrap();
+    let (status, out) = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut out = String::new();
+        let rest = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr.push_str(&line);
+                stderr.push('\n');
+            }
+        };
+        let read = tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out);
+        let (_, read) = tokio::join!(rest, read);
+        read.unwrap();
+        (child.wait().await.unwrap(), out)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "walkthrough failed:\n{out}\n{stderr}");
+    assert!(
+        out.contains(r#""preferred_username":"alice""#),
+        "userinfo:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("alice <alice@example.com>") && l.contains("expires in")),
+        "status:\n{out}"
+    );
+    assert!(stderr.contains("Logged out of"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -385,3 +385,53 @@ pub async fn approve_device(
         .expect("confirm code");
     drive_from(browser, response, user, PASSWORD, decision).await
 }
+
+/// The bash code blocks of the README between `<!-- NAME:start -->` and
+/// `<!-- NAME:end -->`, joined.
+pub fn readme_block(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find(&format!("<!-- {name}:start -->"))
+        .expect("start marker");
+    let end = readme
+        .find(&format!("<!-- {name}:end -->"))
+        .expect("end marker");
+    readme[start..end]
+        .split("```bash")
+        .skip(1)
+        .filter_map(|part| part.split("```").next())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A bash command running the README block `name` as written, but on a free port
+/// instead of 8080, in a fresh directory (also returned), with this build's `keyward`
+/// first on the PATH.
+pub fn readme_script(name: &str) -> (std::process::Command, u16, std::path::PathBuf) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let script = readme_block(name).replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let dir = temp_dir();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyward"))
+        .parent()
+        .expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let full =
+        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}");
+    let mut bash = std::process::Command::new("bash");
+    bash.arg("-c")
+        .arg(full)
+        .current_dir(&dir)
+        .env("PATH", path)
+        .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYWARD_LOG", "warn");
+    (bash, port, dir)
+}
