@@ -1,6 +1,7 @@
 //! The client's requests: discovery (OpenID Connect Discovery 1.0, RFC 8414), device
 //! authorization and polling (RFC 8628), refresh (RFC 6749 §6, or the Julia package
-//! server's `GET refresh_url`), revocation (RFC 7009).
+//! server's `GET refresh_url`), userinfo (OpenID Connect Core §5.3), revocation
+//! (RFC 7009).
 //!
 //! Every function takes the `reqwest::Client` to use; every body is read with a 1 MiB
 //! cap; an OAuth error body becomes [`ClientError::Refused`], any other failure names the
@@ -197,6 +198,16 @@ pub async fn refresh_julia(
     Ok(token)
 }
 
+/// The user's claims from the userinfo endpoint (OpenID Connect Core §5.3).
+pub async fn userinfo(
+    http: &reqwest::Client,
+    endpoint: &str,
+    access_token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ClientError> {
+    check_secure(&parse_url(endpoint)?)?;
+    get_json_with(http.get(endpoint).bearer_auth(access_token), endpoint).await
+}
+
 /// Revokes a token (RFC 7009 §2.1) as the public client `client_id`. An unknown token
 /// is not an error (§2.2).
 pub async fn revoke(
@@ -269,7 +280,14 @@ async fn get_json<T: DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<T, ClientError> {
-    let (status, body) = send(http.get(url).header("accept", "application/json"), url).await?;
+    get_json_with(http.get(url), url).await
+}
+
+async fn get_json_with<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<T, ClientError> {
+    let (status, body) = send(request.header("accept", "application/json"), url).await?;
     if status != 200 {
         return Err(ClientError::Status {
             url: url.to_owned(),

@@ -371,7 +371,10 @@ impl Flow {
                 State::ClaimToken(pending)
             }
             PollDecision::Done(tokens) => {
-                let token = self.token_file(tokens, None, &pending.token_endpoint);
+                let mut token = self.token_file(tokens, None, &pending.token_endpoint);
+                if token.user_name.is_none() && token.user_email.is_none() {
+                    self.ask_userinfo(&mut token).await;
+                }
                 State::HasNewToken(token)
             }
             PollDecision::Fail(error) => State::Failure(error),
@@ -392,6 +395,24 @@ impl Flow {
             path: self.store.path().display().to_string(),
             attempts: MAX_WRITE_ATTEMPTS,
         })
+    }
+
+    /// Fills in who logged in from the userinfo endpoint, for providers whose ID token
+    /// carries no name or address (oidc-provider, for one). Best effort: the login
+    /// stands without it.
+    async fn ask_userinfo(&mut self, token: &mut TokenFile) {
+        let Some(endpoint) = self
+            .provider
+            .as_ref()
+            .and_then(|p| p.userinfo_endpoint.clone())
+        else {
+            return;
+        };
+        if let Ok(claims) = http::userinfo(&self.http, &endpoint, &token.access_token).await {
+            let claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(String::from);
+            token.user_name = claim("preferred_username").or_else(|| claim("name"));
+            token.user_email = claim("email");
+        }
     }
 
     async fn take_lock(&mut self) -> Result<(), ClientError> {

@@ -10,7 +10,6 @@ use keyward_client::login::{PendingLogin, unix_now};
 use keyward_client::tokenfile::{TokenFile, TokenStore};
 use keyward_client::{ClientError, Flow, Options, State, http};
 use reqwest::StatusCode;
-use tokio::io::AsyncBufReadExt as _;
 use url::Url;
 
 use crate::support::*;
@@ -203,29 +202,7 @@ async fn polling_slow_down_denial_expiry_and_refusal() {
 
 /// Runs `keyward <args>` with `home` as KEYWARD_HOME.
 async fn keyward(home: &Path, args: &[&str]) -> Output {
-    command(home, args).output().await.unwrap()
-}
-
-fn command(home: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
-    command
-        .args(args)
-        .env("KEYWARD_HOME", home)
-        .env("KEYWARD_LOG", "warn")
-        .env_remove("KEYWARD_SERVER")
-        .env_remove("KEYWARD_CLIENT_ID")
-        .env_remove("BROWSER")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    keyward_cli(home, args).output().await.unwrap()
 }
 
 /// `keyward login <issuer> --no-browser`, approved as alice in a browser from the URL
@@ -233,34 +210,10 @@ fn text(bytes: &[u8]) -> String {
 async fn cli_login(app: &TestApp, home: &Path, extra: &[&str]) -> String {
     let mut args = vec!["login", app.issuer.as_str(), "--no-browser"];
     args.extend_from_slice(extra);
-    let mut child = command(home, &args).spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stderr = String::new();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            stderr.push_str(&line);
-            stderr.push('\n');
-            if line
-                .trim()
-                .starts_with(&format!("{}/device?user_code=", app.issuer))
-            {
-                return line.trim().to_owned();
-            }
-        }
-        panic!("keyward login printed no URL: {stderr}");
-    })
-    .await
-    .unwrap();
+    let mut login = Watched::spawn(keyward_cli(home, &args));
+    let url = login.device_url(&app.issuer).await;
     assert_device_connected(approve_device(&browser(), &url, "alice", "approve").await);
-    let status = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            stderr.push_str(&line);
-            stderr.push('\n');
-        }
-        child.wait().await.unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
     stderr
 }
@@ -391,7 +344,13 @@ async fn sixteen_token_processes_refresh_once_and_agree() {
         .unwrap();
 
     let children: Vec<_> = (0..16)
-        .map(|_| command(&home, &["token", &app.issuer]).spawn().unwrap())
+        .map(|_| {
+            keyward_cli(&home, &["token", &app.issuer])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut printed = Vec::new();
     for child in children {
@@ -529,50 +488,17 @@ async fn token_edges_corrupt_file_server_down_refresh_rejected() {
 async fn readme_terminal_walkthrough_runs_as_written() {
     let (bash, port, dir) = readme_script("terminal");
     let mut bash = tokio::process::Command::from(bash);
-    let mut child = bash
-        .env("KEYWARD_HOME", dir.join("home"))
+    bash.env("KEYWARD_HOME", dir.join("home"))
         .env_remove("KEYWARD_SERVER")
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
-        .env_remove("BROWSER")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let prefix = format!("http://127.0.0.1:{port}/device?user_code=");
-    let mut stderr = String::new();
-    let url = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            stderr.push_str(&line);
-            stderr.push('\n');
-            if line.trim().starts_with(&prefix) {
-                return line.trim().to_owned();
-            }
-        }
-        panic!("no login URL printed:\n{stderr}");
-    })
-    .await
-    .unwrap();
+        .env_remove("BROWSER");
+    let mut walkthrough = Watched::spawn(bash);
+    let url = walkthrough
+        .device_url(&format!("http://127.0.0.1:{port}"))
+        .await;
     assert_device_connected(approve_device(&browser(), &url, "alice", "approve").await);
-    let mut stdout = child.stdout.take().unwrap();
-    let (status, out) = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut out = String::new();
-        let rest = async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                stderr.push_str(&line);
-                stderr.push('\n');
-            }
-        };
-        let read = tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out);
-        let (_, read) = tokio::join!(rest, read);
-        read.unwrap();
-        (child.wait().await.unwrap(), out)
-    })
-    .await
-    .unwrap();
+    let (status, out, stderr) = walkthrough.finish().await;
     assert!(status.success(), "walkthrough failed:\n{out}\n{stderr}");
     assert!(
         out.contains(r#""preferred_username":"alice""#),

@@ -1,6 +1,8 @@
 //! keyward as JavaScript sees it (tests/js): `openid-client` from npm as a third-party
 //! relying party (discovery, code + PKCE, ID token validation, userinfo, refresh), and
-//! the pages in headless Chromium driven by `playwright-core`.
+//! the pages in headless Chromium driven by `playwright-core`. Also the other way
+//! round: `keyward login | token | logout` against a certified provider from npm
+//! (`oidc-provider`), to show the client is not tied to keyward.
 //!
 //! Each check is skipped when Node.js, the npm packages (`npm ci` in tests/js) or
 //! Chromium are missing, unless `KEYWARD_REQUIRE_JS` is set, as .ci/run does.
@@ -159,4 +161,118 @@ async fn pages_work_in_chromium() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// `keyward login | token | logout` against oidc-provider from npm: discovery, the
+/// device flow approved in Chromium on the provider's own pages, a refresh, a
+/// revocation — nothing keyward-specific.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_login_against_oidc_provider_from_npm() {
+    use tokio::io::AsyncBufReadExt as _;
+    if !available(
+        &["oidc-provider", "playwright-core"],
+        &["/usr/bin/chromium"],
+    ) {
+        return;
+    }
+    let mut provider = tokio::process::Command::new("node")
+        .args(["oidc-provider.mjs", "keyward-cli"])
+        .current_dir(js_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(provider.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), stdout.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("oidc-provider prints its issuer");
+    let started: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let issuer = started["issuer"].as_str().unwrap().to_owned();
+    let home = temp_dir();
+
+    let mut login = Watched::spawn(keyward_cli(
+        &home,
+        &[
+            "login",
+            &issuer,
+            "--client-id",
+            "keyward-cli",
+            "--no-browser",
+        ],
+    ));
+    let url = login.device_url(&issuer).await;
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    check(
+        &node(vec![
+            "device-approve.mjs".into(),
+            url,
+            "carol".into(),
+            artifacts.display().to_string(),
+        ])
+        .await,
+    );
+    let (status, _, stderr) = login.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Logged in to {issuer} as carol <carol@example.org>."
+        )),
+        "{stderr}"
+    );
+
+    // The token works at the provider's userinfo endpoint.
+    let token = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let userinfo = |access: String| {
+        let issuer = issuer.clone();
+        async move {
+            http()
+                .get(format!("{issuer}/me"))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let first = token(keyward_cli(&home, &["token"]).output().await.unwrap());
+    assert_eq!(userinfo(first.clone()).await, StatusCode::OK);
+
+    // Within the margin: `keyward token` refreshes at the provider.
+    let server = url::Url::parse(&issuer).unwrap();
+    let store = keyward_client::tokenfile::TokenStore::for_server(&home, &server).unwrap();
+    let mut file = store.load().unwrap().unwrap();
+    file.expires_at = keyward_client::login::unix_now() + 5;
+    store.save(&file).unwrap();
+    let second = token(keyward_cli(&home, &["token"]).output().await.unwrap());
+    assert_ne!(second, first);
+    assert_eq!(userinfo(second).await, StatusCode::OK);
+    let refreshed = store.load().unwrap().unwrap();
+    assert_eq!(refreshed.user_name.as_deref(), Some("carol"));
+
+    // `keyward logout` revokes the refresh token at the provider.
+    let out = keyward_cli(&home, &["logout"]).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!store.path().exists());
+    let refused = http()
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "keyward-cli"),
+            ("refresh_token", refreshed.refresh_token.as_deref().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    drop(provider);
+    let _ = std::fs::remove_dir_all(home);
 }

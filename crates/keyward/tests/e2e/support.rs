@@ -435,3 +435,96 @@ pub fn readme_script(name: &str) -> (std::process::Command, u16, std::path::Path
         .env("KEYWARD_LOG", "warn");
     (bash, port, dir)
 }
+
+/// `keyward <args>` with `home` as KEYWARD_HOME, no browser to open, output piped.
+pub fn keyward_cli(home: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command
+        .args(args)
+        .env("KEYWARD_HOME", home)
+        .env("KEYWARD_LOG", "warn")
+        .env_remove("KEYWARD_SERVER")
+        .env_remove("KEYWARD_CLIENT_ID")
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY");
+    command
+}
+
+/// Bytes as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `keyward login` (or a script running one) whose stderr is read line by
+/// line, to catch the URL it prints for the person.
+pub struct Watched {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    stderr: String,
+}
+
+impl Watched {
+    /// Starts `command` with stdout and stderr piped.
+    pub fn spawn(mut command: tokio::process::Command) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        Self {
+            child,
+            lines: tokio::io::BufReader::new(stderr).lines(),
+            stderr: String::new(),
+        }
+    }
+
+    /// Reads stderr until a line with the device page of `issuer` appears, within a
+    /// minute; returns that URL.
+    pub async fn device_url(&mut self, issuer: &str) -> String {
+        let prefix = format!("{issuer}/device?user_code=");
+        let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = self.lines.next_line().await.expect("stderr") {
+                self.stderr.push_str(&line);
+                self.stderr.push('\n');
+                if line.trim().starts_with(&prefix) {
+                    return Some(line.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(url)) => url,
+            _ => panic!("no {prefix}… printed:\n{}", self.stderr),
+        }
+    }
+
+    /// Waits (at most a minute) for the end: exit status, stdout, all of stderr.
+    pub async fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        use tokio::io::AsyncReadExt as _;
+        let mut stdout = self.child.stdout.take().expect("stdout");
+        let mut out = String::new();
+        let mut stderr = std::mem::take(&mut self.stderr);
+        let lines = &mut self.lines;
+        let child = &mut self.child;
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let rest = async {
+                while let Some(line) = lines.next_line().await.expect("stderr") {
+                    stderr.push_str(&line);
+                    stderr.push('\n');
+                }
+            };
+            let (_, read) = tokio::join!(rest, stdout.read_to_string(&mut out));
+            read.expect("stdout");
+            child.wait().await.expect("wait")
+        })
+        .await
+        .expect("finished within a minute");
+        (status, out, stderr)
+    }
+}
