@@ -155,20 +155,22 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     };
     let mut waiting: Option<Spinner> = None;
     let open_browser = !args.no_browser;
-    let result = flow
-        .run(start, |state| {
-            if let State::ClaimToken(pending) = state
-                && waiting.is_none()
-            {
-                show_instructions(&server, pending, open_browser);
-                waiting = Some(Spinner::start(pending.poll.deadline));
-            }
-        })
-        .await;
+    let run = flow.run(start, |state| {
+        if let State::ClaimToken(pending) = state
+            && waiting.is_none()
+        {
+            show_instructions(&server, pending, open_browser);
+            waiting = Some(Spinner::start(pending.poll.deadline));
+        }
+    });
+    let result = tokio::select! {
+        result = run => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
     let logged_in_now = waiting.is_some();
     drop(waiting);
     warn(&mut flow);
-    let token = result?;
+    let token = result.ok_or(Cancelled)??;
     let who = who(&token);
     let name = server_name(&server);
     if logged_in_now {
@@ -357,13 +359,29 @@ fn warn(flow: &mut Flow) {
     }
 }
 
-/// The exit status for an error: [`EXIT_LOGIN_REQUIRED`] when a login is needed.
+/// The exit status for an error: [`EXIT_LOGIN_REQUIRED`] when a login is needed, 130
+/// (as shells report SIGINT) when the user cancelled.
 pub fn exit_status(error: &anyhow::Error) -> Option<u8> {
+    if error.is::<Cancelled>() {
+        return Some(130);
+    }
     match error.downcast_ref::<ClientError>() {
         Some(ClientError::LoginRequired { .. }) => Some(EXIT_LOGIN_REQUIRED),
         _ => None,
     }
 }
+
+/// The user pressed Ctrl-C while a login was waiting.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("login cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 /// A hint printed under an error.
 pub fn hint(error: &anyhow::Error) -> Option<String> {

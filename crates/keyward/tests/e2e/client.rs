@@ -323,6 +323,19 @@ async fn login_token_status_logout_as_a_user_runs_them() {
     let out = keyward(&home, &["logout", &app.issuer]).await;
     assert!(out.status.success());
     assert!(text(&out.stderr).contains("Not logged in"));
+
+    // Ctrl-C while the login waits for approval: a clear word, the shell's 130, no file.
+    let mut login = Watched::spawn(keyward_cli(
+        &home,
+        &["login", app.issuer.as_str(), "--no-browser"],
+    ));
+    login.device_url(&app.issuer).await;
+    login.interrupt();
+    let (status, stdout, stderr) = login.finish().await;
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.ends_with("error: login cancelled\n"), "{stderr}");
+    assert!(!store.path().exists());
     let _ = std::fs::remove_dir_all(home);
 }
 

@@ -504,6 +504,16 @@ impl Watched {
         }
     }
 
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT {pid}");
+    }
+
     /// Waits (at most a minute) for the end: exit status, stdout, all of stderr.
     pub async fn finish(mut self) -> (std::process::ExitStatus, String, String) {
         use tokio::io::AsyncReadExt as _;
