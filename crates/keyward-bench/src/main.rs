@@ -1,0 +1,664 @@
+//! keyward's benchmark harness, in one command:
+//!
+//! ```text
+//! cargo run --release -p keyward-bench -- all      # keyward vs oidc-provider, ~8 minutes
+//! cargo run --release -p keyward-bench -- smoke    # keyward only, a few seconds each (CI)
+//! ```
+//!
+//! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
+//! one scenario, on a fresh PostgreSQL database), installs and starts the peer
+//! (oidc-provider 9 from npm, `bench/peer/`) with the same client, user and scopes,
+//! runs every scenario against both in the same run, one server at a time, and prints
+//! a Markdown table: rate, p50 and p99 latency, errors, peak RSS and the ratio
+//! keyward/peer. Results are ratios on purpose: the machines are shared and noisy.
+//! Everything listens on 127.0.0.1 and every run stops by itself.
+
+mod load;
+mod scenario;
+mod target;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use sqlx::Connection as _;
+
+use crate::load::{Conn, Pace, Stats, Stop};
+use crate::scenario::{Load, Scenario};
+use crate::target::{Credentials, Server, Site, rss_of};
+
+/// Benchmark keyward against oidc-provider from npm, scenario by scenario.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// `all`: keyward (SQLite, and PostgreSQL for client_credentials) against the peer,
+    /// full length. `smoke`: keyward on SQLite only, a few seconds per scenario, failing
+    /// on any error (what CI runs).
+    #[arg(value_enum)]
+    mode: Mode,
+    /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
+    /// 2 (smoke).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Concurrent connections per scenario.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Only these scenarios (comma-separated): client_credentials, sso_code_flow,
+    /// password_login, refresh_rotation, introspection, device_polling.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Pending device authorizations polled. Default: 10000 (all), 1000 (smoke).
+    #[arg(long)]
+    pending_devices: Option<usize>,
+    /// Active refresh tokens stored before the memory reading. Default: 100000 (all),
+    /// 2000 (smoke).
+    #[arg(long)]
+    refresh_tokens: Option<u64>,
+    /// PostgreSQL server for the PostgreSQL row (a database is created and dropped).
+    #[arg(
+        long,
+        env = "KEYWARD_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres: String,
+    /// Skip the PostgreSQL row.
+    #[arg(long)]
+    no_postgres: bool,
+    /// Skip the peer (keyward only).
+    #[arg(long)]
+    no_peer: bool,
+    /// Use this keyward binary instead of building one.
+    #[arg(long)]
+    keyward: Option<PathBuf>,
+    /// Also write the report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    All,
+    Smoke,
+}
+
+/// One row of the report.
+struct Row {
+    scenario: String,
+    server: String,
+    stats: Stats,
+    peak_rss: Option<u64>,
+    /// Rate ratio keyward/peer, on keyward's rows.
+    ratio: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (this crate lives in `crates/keyward-bench`).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn say(text: impl AsRef<str>) {
+    eprintln!("» {}", text.as_ref());
+}
+
+/// Runs the benchmarks; `Ok(false)` when a smoke run saw errors.
+async fn bench(args: Args) -> anyhow::Result<bool> {
+    let smoke = args.mode == Mode::Smoke;
+    let seconds = args.seconds.unwrap_or(if smoke { 2 } else { 10 });
+    let pending_devices = args
+        .pending_devices
+        .unwrap_or(if smoke { 1_000 } else { 10_000 });
+    let refresh_tokens = args
+        .refresh_tokens
+        .unwrap_or(if smoke { 2_000 } else { 100_000 });
+    let with_peer = !smoke && !args.no_peer;
+    let with_postgres = !smoke && !args.no_postgres;
+    let scenarios: Vec<Scenario> = if args.only.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.only
+            .iter()
+            .map(|name| {
+                Scenario::from_name(name).with_context(|| format!("unknown scenario {name:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let load = Load {
+        connections: args.connections,
+        stop: Stop::After(Duration::from_secs(seconds)),
+        pace: Pace::Closed,
+        pending_devices,
+    };
+
+    let exe = match &args.keyward {
+        Some(path) => std::fs::canonicalize(path)
+            .with_context(|| format!("no keyward binary at {}", path.display()))?,
+        None => build_keyward()?,
+    };
+    let peer_dir = workspace().join("bench/peer");
+    if with_peer {
+        install_peer(&peer_dir)?;
+    }
+    let argon = argon2_cost();
+    let credentials = Credentials::generate();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut half_rate: Vec<(String, Stats)> = Vec::new();
+
+    // keyward on SQLite: memory idle and with many refresh tokens stored (first, so
+    // that no scenario's peak is in the reading), then every scenario, each followed by
+    // latency at half its maximum rate.
+    let server = Server::keyward(&exe, None, &credentials).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_keyward = server.rss();
+    let stored = store_refresh_tokens(&server, refresh_tokens, args.connections).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let many_keyward = server.rss();
+    let counted = match server.sqlite_file() {
+        Some(file) => active_refresh_tokens(&file).await.ok(),
+        None => None,
+    };
+    for &scenario in &scenarios {
+        let (stats, peak) = measured(&server, scenario, load).await?;
+        if matches!(
+            scenario,
+            Scenario::ClientCredentials
+                | Scenario::SsoCodeFlow
+                | Scenario::RefreshRotation
+                | Scenario::Introspection
+        ) && stats.rate > 0.0
+        {
+            let half = Load {
+                pace: Pace::Rate(stats.rate / 2.0),
+                ..load
+            };
+            let (at_half, _) = measured(&server, scenario, half).await?;
+            half_rate.push((scenario.name().into(), at_half));
+        }
+        rows.push(row(scenario, &server.site, stats, peak));
+    }
+    drop(server);
+
+    // The peer, same scenarios.
+    let mut idle_peer = None;
+    if with_peer {
+        let peer = Server::peer(&peer_dir, &credentials).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        idle_peer = peer.rss();
+        for &scenario in &scenarios {
+            let (stats, peak) = measured(&peer, scenario, load).await?;
+            rows.push(row(scenario, &peer.site, stats, peak));
+        }
+    }
+
+    // keyward on PostgreSQL: client_credentials (the hot path that touches the store).
+    if with_postgres && scenarios.contains(&Scenario::ClientCredentials) {
+        match PostgresDb::create(&args.postgres).await {
+            Ok(db) => {
+                let server = Server::keyward(&exe, Some(&db.url), &credentials).await?;
+                let (stats, peak) = measured(&server, Scenario::ClientCredentials, load).await?;
+                let half = Load {
+                    pace: Pace::Rate(stats.rate / 2.0),
+                    ..load
+                };
+                let (at_half, _) = measured(&server, Scenario::ClientCredentials, half).await?;
+                half_rate.push(("client_credentials (PostgreSQL)".into(), at_half));
+                rows.push(row(Scenario::ClientCredentials, &server.site, stats, peak));
+                drop(server);
+                db.drop().await;
+            }
+            Err(e) => notes.push(format!("PostgreSQL row skipped: {e:#}")),
+        }
+    }
+
+    // Ratios keyward/peer.
+    for scenario in &scenarios {
+        let peer_rate = rows
+            .iter()
+            .find(|r| r.scenario == scenario.name() && r.server.starts_with("oidc-provider"))
+            .map(|r| r.stats.rate);
+        if let Some(peer_rate) = peer_rate.filter(|r| *r > 0.0) {
+            for r in rows
+                .iter_mut()
+                .filter(|r| r.scenario == scenario.name() && r.server.starts_with("keyward"))
+            {
+                r.ratio = Some(r.stats.rate / peer_rate);
+            }
+        }
+    }
+
+    let report = Report {
+        args: &args,
+        seconds,
+        pending_devices,
+        rows: &rows,
+        half_rate: &half_rate,
+        argon,
+        idle_keyward,
+        idle_peer,
+        refresh_tokens: stored,
+        counted,
+        many_keyward,
+        notes: &notes,
+    }
+    .render();
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    let failed: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.stats.errors > 0 || r.stats.ok == 0)
+        .collect();
+    for r in &failed {
+        eprintln!(
+            "error: {} on {}: {} errors, {} ok; first: {}",
+            r.scenario,
+            r.server,
+            r.stats.errors,
+            r.stats.ok,
+            r.stats.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(failed.is_empty())
+}
+
+fn row(scenario: Scenario, site: &Site, stats: Stats, peak_rss: Option<u64>) -> Row {
+    Row {
+        scenario: scenario.name().into(),
+        server: site.label.clone(),
+        stats,
+        peak_rss,
+        ratio: None,
+    }
+}
+
+/// Runs a scenario while sampling the server's RSS every 50 ms; returns the stats and
+/// the peak.
+async fn measured(
+    server: &Server,
+    scenario: Scenario,
+    load: Load,
+) -> anyhow::Result<(Stats, Option<u64>)> {
+    let what = match load.pace {
+        Pace::Closed => "as fast as it answers".to_owned(),
+        Pace::Rate(rate) => format!("at {rate:.0}/s"),
+    };
+    say(format!(
+        "{} on {}, {what}",
+        scenario.name(),
+        server.site.label
+    ));
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop, pid) = (peak.clone(), stop.clone(), server.pid());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_of(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let stats = scenario::measure(&server.site, scenario, load).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    let stats = stats?;
+    eprintln!(
+        "  {:.0}/s, p50 {}, p99 {}, {} errors{}",
+        stats.rate,
+        ms(stats.p50),
+        ms(stats.p99),
+        stats.errors,
+        stats
+            .first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    Ok((stats, (peak > 0).then_some(peak)))
+}
+
+/// Builds keyward in release mode next to this binary and returns its path.
+fn build_keyward() -> anyhow::Result<PathBuf> {
+    say("building keyward (release)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "keyward",
+            "--bin",
+            "keyward",
+        ])
+        .current_dir(workspace())
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p keyward failed");
+    }
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("no directory")?
+        .join(format!("keyward{}", std::env::consts::EXE_SUFFIX));
+    if !exe.exists() {
+        bail!(
+            "{} not found (pass --keyward PATH when the bench runs from elsewhere)",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+/// `npm ci` in bench/peer unless oidc-provider is there already.
+fn install_peer(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("node_modules/oidc-provider/package.json").exists() {
+        return Ok(());
+    }
+    say("installing the peer (npm ci in bench/peer)");
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .context("cannot run npm (is Node.js installed?)")?;
+    if !status.success() {
+        bail!("npm ci in {} failed", dir.display());
+    }
+    Ok(())
+}
+
+/// The Argon2id parameters keyward uses and what one hash costs on this machine (the
+/// median of five, on one core).
+fn argon2_cost() -> (String, Duration) {
+    let password = keyward_proto::ClientSecret::new("correct horse battery staple");
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = keyward_server::password::hash_blocking(&password);
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    (keyward_server::password::parameters(), times[2])
+}
+
+/// Stores `count` active refresh tokens in keyward the way clients get them: a code
+/// flow with `offline_access` on a signed-in session, redeemed. Returns how many.
+async fn store_refresh_tokens(
+    server: &Server,
+    count: u64,
+    connections: usize,
+) -> anyhow::Result<u64> {
+    say(format!(
+        "storing {count} refresh tokens in {} (code flows with offline_access)",
+        server.site.label
+    ));
+    let site = server.site.clone();
+    let mut conn = Conn::new(site.addr);
+    let mut session = target::Browser::default();
+    let (path, _) = site.authorize_path("openid offline_access");
+    session.authorize(&mut conn, &site, &path, true).await?;
+    let started = Instant::now();
+    let addr = site.addr;
+    let stats = load::run(
+        connections,
+        Stop::Count(count),
+        Pace::Closed,
+        |_| (Conn::new(addr), session.clone()),
+        move |(mut conn, mut browser)| {
+            let site = site.clone();
+            async move {
+                let result = async {
+                    let (path, verifier) = site.authorize_path("openid offline_access");
+                    let code = browser.authorize(&mut conn, &site, &path, false).await?;
+                    let reply = conn
+                        .post(
+                            &site.endpoints.token,
+                            &site.client_auth(),
+                            Site::code_form(&code, &verifier),
+                        )
+                        .await?;
+                    load::expect(&reply, reply.status.is_success(), "code redemption")?;
+                    if reply.json()?["refresh_token"].as_str().is_none() {
+                        bail!("no refresh token");
+                    }
+                    Ok(())
+                }
+                .await;
+                ((conn, browser), result)
+            }
+        },
+    )
+    .await;
+    if stats.errors > 0 {
+        bail!(
+            "storing refresh tokens: {} errors (first: {})",
+            stats.errors,
+            stats.first_error.unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "  {} in {:.1} s",
+        stats.ok + 1,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(stats.ok + 1)
+}
+
+/// Active (not rotated, not expired) refresh tokens in a keyward SQLite file.
+async fn active_refresh_tokens(file: &Path) -> anyhow::Result<i64> {
+    let url = format!("sqlite://{}?mode=ro", file.display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NULL AND expires_at > ?",
+    )
+    .bind(i64::try_from(now).unwrap_or(i64::MAX))
+    .fetch_one(&mut db)
+    .await?;
+    Ok(n)
+}
+
+/// A PostgreSQL database made for one run and dropped after it.
+struct PostgresDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDb {
+    async fn create(admin: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "keyward_bench_{}",
+            target::random_string(10).to_lowercase().replace('-', "_")
+        );
+        let mut db = sqlx::PgConnection::connect(admin)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut db)
+            .await?;
+        let mut url = url::Url::parse(admin)?;
+        url.set_path(&name);
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url: url.into(),
+        })
+    }
+
+    async fn drop(self) {
+        if let Ok(mut db) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut db)
+            .await;
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    })
+}
+
+/// Everything the report shows.
+struct Report<'a> {
+    args: &'a Args,
+    seconds: u64,
+    pending_devices: usize,
+    rows: &'a [Row],
+    half_rate: &'a [(String, Stats)],
+    argon: (String, Duration),
+    idle_keyward: Option<u64>,
+    idle_peer: Option<u64>,
+    refresh_tokens: u64,
+    counted: Option<i64>,
+    many_keyward: Option<u64>,
+    notes: &'a [String],
+}
+
+impl Report<'_> {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(out, "## Results\n");
+        let _ = writeln!(
+            out,
+            "`cargo run --release -p keyward-bench -- {command}` on {} — {} s per scenario, {} connections, {} pending device authorizations.\n",
+            machine(),
+            self.seconds,
+            self.args.connections,
+            self.pending_devices
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | server | requests/s | p50 | p99 | errors | peak RSS | keyward/peer |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for r in self.rows {
+            let ratio = match (r.ratio, r.scenario.as_str()) {
+                (Some(ratio), "password_login") => format!("({ratio:.1}×, not compared)"),
+                (Some(ratio), _) => format!("{ratio:.1}×"),
+                (None, _) => "".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                r.scenario,
+                r.server,
+                r.stats.rate,
+                ms(r.stats.p50),
+                ms(r.stats.p99),
+                r.stats.errors,
+                mib(r.peak_rss),
+                ratio
+            );
+        }
+        if !self.half_rate.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nkeyward at half its own maximum rate (open loop; latency counted from when each request was due):\n"
+            );
+            let _ = writeln!(out, "| scenario | rate | p50 | p99 | errors |");
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            for (name, s) in self.half_rate {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {:.0}/s | {} | {} | {} |",
+                    s.rate,
+                    ms(s.p50),
+                    ms(s.p99),
+                    s.errors
+                );
+            }
+        }
+        let _ = writeln!(out, "\nMemory (RSS):\n");
+        let _ = writeln!(
+            out,
+            "- keyward idle after start: {}",
+            mib(self.idle_keyward)
+        );
+        let _ = writeln!(
+            out,
+            "- keyward with {} refresh tokens issued ({} active in the database): {}",
+            self.refresh_tokens,
+            self.counted.map_or("?".into(), |n| n.to_string()),
+            mib(self.many_keyward)
+        );
+        if self.idle_peer.is_some() {
+            let _ = writeln!(
+                out,
+                "- oidc-provider idle after start: {}",
+                mib(self.idle_peer)
+            );
+        }
+        let (params, cost) = &self.argon;
+        let _ = writeln!(
+            out,
+            "\nPassword hashing: {params}, {} per hash on one core (median of 5). The peer's development login does not hash, so its password_login row is reported, not compared.",
+            ms(*cost)
+        );
+        for note in self.notes {
+            let _ = writeln!(out, "\nNote: {note}");
+        }
+        out
+    }
+}
+
+/// The CPU model and count, for the report.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} × {cpu}")
+}

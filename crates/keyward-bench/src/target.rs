@@ -1,0 +1,523 @@
+//! The servers under test: keyward (a release build, on a fresh SQLite file or a fresh
+//! PostgreSQL database) and the peer, oidc-provider from npm, both started as child
+//! processes on loopback with the same client and user; their endpoints found by
+//! discovery; their memory read from /proc; and a minimal browser that signs in
+//! through either one's pages.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hyper::header::{self, HeaderName};
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use url::Url;
+
+use crate::load::Conn;
+
+/// The client both servers know, with the redirect URI it registered.
+pub const CLIENT_ID: &str = "bench";
+/// Where authorization responses go (nothing listens there: the harness reads the
+/// `Location` header).
+pub const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
+/// The user both servers know.
+pub const USERNAME: &str = "bench";
+
+/// Which server a [`Server`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// keyward.
+    Keyward,
+    /// oidc-provider from npm.
+    Peer,
+}
+
+/// The secrets both servers are configured with, fresh for each run.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The client secret.
+    pub client_secret: String,
+    /// The user's password.
+    pub password: String,
+    /// `Basic …` for the client.
+    pub basic: String,
+}
+
+impl Credentials {
+    /// New random secrets.
+    pub fn generate() -> Self {
+        let client_secret = random_string(43);
+        let password = random_string(24);
+        let basic = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{CLIENT_ID}:{client_secret}"))
+        );
+        Self {
+            client_secret,
+            password,
+            basic,
+        }
+    }
+}
+
+/// A random URL-safe string of `len` characters.
+pub fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A PKCE verifier and its S256 challenge.
+pub fn pkce() -> (String, String) {
+    let verifier = random_string(43);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// Percent-encodes a form or query value.
+pub fn enc(value: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+}
+
+/// Endpoint paths, from discovery.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// The authorization endpoint.
+    pub authorize: String,
+    /// The token endpoint.
+    pub token: String,
+    /// The introspection endpoint.
+    pub introspect: String,
+    /// The device authorization endpoint.
+    pub device: String,
+}
+
+/// What a client needs to know of a server under test.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Which one.
+    pub kind: Kind,
+    /// Its row label: "keyward", "keyward (PostgreSQL)", "oidc-provider 9.13.3".
+    pub label: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its endpoints.
+    pub endpoints: Endpoints,
+    /// The shared secrets.
+    pub credentials: Credentials,
+}
+
+/// A running server: its child process, and the [`Site`] it serves.
+pub struct Server {
+    /// How to reach it.
+    pub site: Site,
+    child: Child,
+    pid: u32,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A free port on loopback (bound and released, for a child to bind right after).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Reads `child`'s stdout until `found` accepts a line, within 60 s; the rest of the
+/// output is drained in the background.
+async fn wait_for_line(
+    child: &mut Child,
+    what: &str,
+    found: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if found(&line) {
+                return Ok::<_, std::io::Error>(Some(line));
+            }
+        }
+        Ok(None)
+    })
+    .await
+    .with_context(|| format!("{what} did not start within a minute"))??
+    .with_context(|| format!("{what} exited before it was ready"))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(line)
+}
+
+impl Server {
+    /// Starts `keyward serve` (the binary at `exe`) on `database_url`, or on a fresh
+    /// SQLite file when `None`.
+    pub async fn keyward(
+        exe: &Path,
+        database_url: Option<&str>,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_string(8)));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let port = free_port()?;
+        let database_url = match database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.join("keyward.db").display()),
+        };
+        let config = format!(
+            r#"issuer = "http://127.0.0.1:{port}"
+listen = "127.0.0.1:{port}"
+database_url = "{database_url}"
+
+[[clients]]
+client_id = "{CLIENT_ID}"
+client_secret = "{secret}"
+redirect_uris = ["{REDIRECT_URI}"]
+grant_types = ["authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]
+scopes = ["openid", "profile", "email", "offline_access", "api:read"]
+skip_consent = true
+
+[[users]]
+username = "{USERNAME}"
+email = "bench@example.org"
+password = "{password}"
+"#,
+            secret = credentials.client_secret,
+            password = credentials.password,
+        );
+        let config_path = dir.join("keyward.toml");
+        std::fs::write(&config_path, config).context("write keyward.toml")?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(&dir)
+            .env("KEYWARD_LOG", "warn")
+            .env_remove("KEYWARD_ISSUER")
+            .env_remove("KEYWARD_LISTEN")
+            .env_remove("KEYWARD_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        wait_for_line(&mut child, "keyward serve", |l| l.contains("listening on ")).await?;
+        let label = if database_url.starts_with("postgres") {
+            "keyward (PostgreSQL)"
+        } else {
+            "keyward"
+        };
+        Self::ready(Kind::Keyward, label, child, port, Some(dir), credentials).await
+    }
+
+    /// Starts the peer: `node peer.mjs` in `peer_dir` (its npm packages installed).
+    pub async fn peer(peer_dir: &Path, credentials: &Credentials) -> anyhow::Result<Self> {
+        let client = serde_json::json!({
+            "client_id": CLIENT_ID,
+            "client_secret": credentials.client_secret,
+            "redirect_uri": REDIRECT_URI,
+        });
+        let mut child = Command::new("node")
+            .arg("peer.mjs")
+            .current_dir(peer_dir)
+            .env("KEYWARD_BENCH_CLIENT", client.to_string())
+            .env("NODE_ENV", "production")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start node (is Node.js installed?)")?;
+        let line = wait_for_line(&mut child, "oidc-provider", |l| l.starts_with('{')).await?;
+        let issuer: serde_json::Value = serde_json::from_str(&line).context("peer banner")?;
+        let issuer = Url::parse(issuer["issuer"].as_str().context("peer issuer")?)?;
+        let port = issuer.port().context("peer port")?;
+        let version = peer_version(peer_dir).unwrap_or_else(|| "9".into());
+        let label = format!("oidc-provider {version}");
+        Self::ready(Kind::Peer, &label, child, port, None, credentials).await
+    }
+
+    async fn ready(
+        kind: Kind,
+        label: &str,
+        child: Child,
+        port: u16,
+        dir: Option<PathBuf>,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Self> {
+        let pid = child.id().context("child exited")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut conn = Conn::new(addr);
+        let reply = conn.get("/.well-known/openid-configuration", &[]).await?;
+        if !reply.status.is_success() {
+            bail!("{label}: discovery answered {}", reply.status);
+        }
+        let metadata = reply.json()?;
+        let path = |key: &str| -> anyhow::Result<String> {
+            let url = metadata[key]
+                .as_str()
+                .with_context(|| format!("{label} does not publish {key}"))?;
+            Ok(Url::parse(url)?.path().to_owned())
+        };
+        let endpoints = Endpoints {
+            authorize: path("authorization_endpoint")?,
+            token: path("token_endpoint")?,
+            introspect: path("introspection_endpoint")?,
+            device: path("device_authorization_endpoint")?,
+        };
+        Ok(Self {
+            site: Site {
+                kind,
+                label: label.to_owned(),
+                addr,
+                endpoints,
+                credentials: credentials.clone(),
+            },
+            child,
+            pid,
+            dir,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The resident set size now, in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        rss_of(self.pid)
+    }
+
+    /// The SQLite file of a keyward server on SQLite.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|d| d.join("keyward.db"))
+            .filter(|p| p.exists())
+    }
+}
+
+impl Site {
+    /// An authorization request URL path for `scope`, with a fresh PKCE pair; returns
+    /// the path and the verifier. `prompt=consent` where the server needs it to grant
+    /// `offline_access` (the peer follows OpenID Connect Core §11 to the letter).
+    pub fn authorize_path(&self, scope: &str) -> (String, String) {
+        let (verifier, challenge) = pkce();
+        let mut path = format!(
+            "{}?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={challenge}&code_challenge_method=S256",
+            self.endpoints.authorize,
+            enc(REDIRECT_URI),
+            enc(scope),
+            random_string(16),
+            random_string(16),
+        );
+        if self.kind == Kind::Peer && scope.split(' ').any(|s| s == "offline_access") {
+            path.push_str("&prompt=consent");
+        }
+        (path, verifier)
+    }
+
+    /// The token request body redeeming `code`.
+    pub fn code_form(code: &str, verifier: &str) -> String {
+        format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}",
+            enc(code),
+            enc(REDIRECT_URI)
+        )
+    }
+
+    /// The headers of an authenticated client request.
+    pub fn client_auth(&self) -> [(HeaderName, &str); 1] {
+        [(header::AUTHORIZATION, self.credentials.basic.as_str())]
+    }
+}
+
+/// The RSS of process `pid`, from /proc (Linux).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn peer_version(peer_dir: &Path) -> Option<String> {
+    let text =
+        std::fs::read_to_string(peer_dir.join("node_modules/oidc-provider/package.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["version"].as_str().map(str::to_owned)
+}
+
+/// A browser, as far as the benchmarks need one: cookies, redirects, and the login and
+/// consent forms of keyward and of oidc-provider's development pages.
+#[derive(Clone, Default)]
+pub struct Browser {
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    /// The `Cookie` header value.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn remember(&mut self, reply: &crate::load::Reply) {
+        for value in reply.headers.get_all(header::SET_COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() {
+                    self.cookies.remove(name.trim());
+                } else {
+                    self.cookies
+                        .insert(name.trim().to_owned(), value.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Opens the authorization request `path` and goes wherever it leads (signing in
+    /// as the bench user and approving consent when `interactive`, failing on any page
+    /// otherwise) until the server redirects to the client; returns the authorization
+    /// code.
+    pub async fn authorize(
+        &mut self,
+        conn: &mut Conn,
+        site: &Site,
+        path: &str,
+        interactive: bool,
+    ) -> anyhow::Result<String> {
+        let base = Url::parse(&format!("http://{}", site.addr))?;
+        let mut url = base.join(path)?;
+        let mut form: Option<String> = None;
+        for _ in 0..12 {
+            let target = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let cookie = self.cookie_header();
+            let headers = [(header::COOKIE, cookie.as_str())];
+            let reply = match form.take() {
+                Some(body) => conn.post(&target, &headers, body).await?,
+                None => conn.get(&target, &headers).await?,
+            };
+            self.remember(&reply);
+            if reply.status.is_redirection() {
+                let location = reply.location().context("redirect without Location")?;
+                if location.starts_with(REDIRECT_URI) {
+                    let back = Url::parse(location)?;
+                    let pairs: BTreeMap<_, _> = back.query_pairs().into_owned().collect();
+                    if let Some(error) = pairs.get("error") {
+                        bail!("authorization refused: {error}");
+                    }
+                    return pairs
+                        .get("code")
+                        .cloned()
+                        .context("no code in the redirect");
+                }
+                url = url.join(location)?;
+                continue;
+            }
+            if reply.status != hyper::StatusCode::OK {
+                bail!("authorization: unexpected answer {}", reply.describe());
+            }
+            if !interactive {
+                bail!("a page was shown where the session should have sufficed");
+            }
+            let html = reply.text();
+            let (action, body) =
+                fill_form(&html, &site.credentials.password).context("a page without a form")?;
+            url = url.join(&action)?;
+            form = Some(body);
+        }
+        bail!("authorization did not finish within 12 steps")
+    }
+}
+
+/// The first form of `html`: its action and the body a person signing in as the bench
+/// user (and approving consent) would submit.
+fn fill_form(html: &str, password: &str) -> Option<(String, String)> {
+    let start = html.find("<form")?;
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    let form = &html[start..end];
+    let action = attribute(&form[..form.find('>')?], "action")?;
+    let mut fields = Vec::new();
+    let mut rest = form;
+    while let Some(at) = rest.find("<input") {
+        let tag_end = rest[at..].find('>').map_or(rest.len(), |e| at + e);
+        let tag = &rest[at..tag_end];
+        if let Some(name) = attribute(tag, "name") {
+            let value = match name.as_str() {
+                "username" | "login" => USERNAME.to_owned(),
+                "password" => password.to_owned(),
+                _ => attribute(tag, "value").unwrap_or_default(),
+            };
+            fields.push(format!("{}={}", enc(&name), enc(&value)));
+        }
+        rest = &rest[tag_end..];
+    }
+    if form.contains("name=\"decision\"") {
+        fields.push("decision=approve".into());
+    }
+    Some((action, fields.join("&")))
+}
+
+/// The value of `name="…"` in a tag, with the entities templates escape decoded.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let key = format!(" {name}=\"");
+    let at = tag.find(&key)? + key.len();
+    let len = tag[at..].find('"')?;
+    Some(
+        tag[at..at + len]
+            .replace("&#x2f;", "/")
+            .replace("&#x3d;", "=")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_of_both_servers_are_filled() {
+        let keyward = r#"<form method="post" action="http://k/login">
+  <input type="hidden" name="req" value="r&amp;1">
+  <input type="text" id="username" name="username" value="" required>
+  <input type="password" id="password" name="password" required>
+  <button type="submit">Sign in</button></form>"#;
+        let (action, body) = fill_form(keyward, "pw").unwrap();
+        assert_eq!(action, "http://k/login");
+        assert_eq!(body, "req=r%261&username=bench&password=pw");
+        let peer = r#"<form autocomplete="off" action="/interaction/x/login" method="post">
+  <input type="hidden" name="prompt" value="login"/>
+  <input required type="text" name="login" placeholder="Enter any login" >
+  <input required type="password" name="password" placeholder="and password" ></form>"#;
+        let (action, body) = fill_form(peer, "pw").unwrap();
+        assert_eq!(action, "/interaction/x/login");
+        assert_eq!(body, "prompt=login&login=bench&password=pw");
+    }
+}
