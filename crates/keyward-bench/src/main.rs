@@ -109,7 +109,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(args)) {
+    // Interrupted or terminated, the bench future is dropped, and with it the servers
+    // it started (their processes are killed on drop).
+    let run = async {
+        tokio::select! {
+            result = bench(args) => result,
+            signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}")),
+        }
+    };
+    match runtime.block_on(run) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -117,6 +125,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM; names the signal.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
 }
 
 /// The workspace root (this crate lives in `crates/keyward-bench`).
