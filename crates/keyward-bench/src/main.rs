@@ -465,17 +465,15 @@ async fn store_refresh_tokens(
             let site = site.clone();
             async move {
                 let result = async {
-                    let (path, verifier) = site.authorize_path("openid offline_access");
-                    let code = browser.authorize(&mut conn, &site, &path, false).await?;
-                    let reply = conn
-                        .post(
-                            &site.endpoints.token,
-                            &site.client_auth(),
-                            Site::code_form(&code, &verifier),
-                        )
-                        .await?;
-                    load::expect(&reply, reply.status.is_success(), "code redemption")?;
-                    if reply.json()?["refresh_token"].as_str().is_none() {
+                    let tokens = scenario::code_flow(
+                        &mut conn,
+                        &site,
+                        &mut browser,
+                        "openid offline_access",
+                        false,
+                    )
+                    .await?;
+                    if tokens["refresh_token"].as_str().is_none() {
                         bail!("no refresh token");
                     }
                     Ok(())
@@ -493,12 +491,8 @@ async fn store_refresh_tokens(
             stats.first_error.unwrap_or_default()
         );
     }
-    eprintln!(
-        "  {} in {:.1} s",
-        stats.ok + 1,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(stats.ok + 1)
+    eprintln!("  {} in {:.1} s", stats.ok, started.elapsed().as_secs_f64());
+    Ok(stats.ok)
 }
 
 /// Active (not rotated, not expired) refresh tokens in a keyward SQLite file.

@@ -202,18 +202,7 @@ async fn once(shared: &Shared, worker: &mut Worker) -> anyhow::Result<()> {
             has_access_token(&reply.json()?)
         }
         Scenario::SsoCodeFlow => {
-            let (path, verifier) = site.authorize_path(sso_scope());
-            let code = worker.browser.authorize(conn, site, &path, false).await?;
-            let reply = conn
-                .post(
-                    &site.endpoints.token,
-                    &auth,
-                    Site::code_form(&code, &verifier),
-                )
-                .await?;
-            expect(&reply, reply.status == StatusCode::OK, "code redemption")?;
-            let tokens = reply.json()?;
-            has_access_token(&tokens)?;
+            let tokens = code_flow(conn, site, &mut worker.browser, sso_scope(), false).await?;
             if tokens["id_token"].as_str().is_none() {
                 bail!("no ID token");
             }
@@ -308,11 +297,23 @@ pub async fn sign_in(
     site: &Site,
     scope: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let (path, verifier) = site.authorize_path(scope);
-    let code = Browser::default()
-        .authorize(conn, site, &path, true)
+    code_flow(conn, site, &mut Browser::default(), scope, true)
         .await
-        .with_context(|| format!("{}: signing in", site.label))?;
+        .with_context(|| format!("{}: signing in", site.label))
+}
+
+/// One authorization-code flow with PKCE in `browser` (signing in on the pages when
+/// `interactive`, on its session alone otherwise), the code redeemed: the token
+/// response.
+pub async fn code_flow(
+    conn: &mut Conn,
+    site: &Site,
+    browser: &mut Browser,
+    scope: &str,
+    interactive: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let (path, verifier) = site.authorize_path(scope);
+    let code = browser.authorize(conn, site, &path, interactive).await?;
     let reply = conn
         .post(
             &site.endpoints.token,
@@ -321,7 +322,9 @@ pub async fn sign_in(
         )
         .await?;
     expect(&reply, reply.status == StatusCode::OK, "code redemption")?;
-    reply.json()
+    let tokens = reply.json()?;
+    has_access_token(&tokens)?;
+    Ok(tokens)
 }
 
 /// Starts `count` device authorizations (16 at a time) and returns their device codes.

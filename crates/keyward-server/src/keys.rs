@@ -518,13 +518,41 @@ mod tests {
                 .await
                 .is_err()
         );
+        let expired = serde_json::json!({"iss": "https://kw", "sub": "u", "exp": now() - 1});
+        let expired = keys.sign(SigningAlg::ES256, "at+jwt", &expired).unwrap();
+        assert!(matches!(
+            keys.verify::<serde_json::Value>(&expired, "at+jwt", "https://kw", false)
+                .await,
+            Err(VerifyError::Rejected(Rejection::Expired))
+        ));
+        keys.verify::<serde_json::Value>(&expired, "at+jwt", "https://kw", true)
+            .await
+            .expect("expiry waived on request");
+        let anonymous = serde_json::json!({"iss": "https://kw", "exp": now() + 60});
+        let anonymous = keys.sign(SigningAlg::ES256, "at+jwt", &anonymous).unwrap();
+        assert!(matches!(
+            keys.verify::<serde_json::Value>(&anonymous, "at+jwt", "https://kw", false)
+                .await,
+            Err(VerifyError::Rejected(Rejection::MissingClaim("sub")))
+        ));
+        assert!(matches!(
+            keys.verify::<serde_json::Value>(&es, "at+jwt", "https://other", false)
+                .await,
+            Err(VerifyError::Rejected(Rejection::WrongIssuer))
+        ));
+        assert!(matches!(
+            keys.verify::<serde_json::Value>("a.b", "at+jwt", "https://kw", false)
+                .await,
+            Err(VerifyError::Malformed)
+        ));
         let mut tampered = es.clone();
         tampered.pop();
-        assert!(
+        tampered.push(if es.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(
             keys.verify::<serde_json::Value>(&tampered, "at+jwt", "https://kw", false)
-                .await
-                .is_err()
-        );
+                .await,
+            Err(VerifyError::Rejected(Rejection::BadSignature) | VerifyError::Malformed)
+        ));
 
         // After rotation the old key still verifies and is still published.
         rotate(store.as_ref()).await.unwrap();
