@@ -523,7 +523,9 @@ impl PostgresDb {
     async fn create(admin: &str) -> anyhow::Result<Self> {
         let name = format!(
             "keyward_bench_{}",
-            target::random_string(10).to_lowercase().replace('-', "_")
+            keyward_proto::secret::random_urlsafe(8)
+                .to_lowercase()
+                .replace('-', "_")
         );
         let mut db = sqlx::PgConnection::connect(admin)
             .await

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use hyper::header::{self, HeaderName};
-use rand::Rng as _;
-use sha2::{Digest as _, Sha256};
+use keyward_proto::pkce::CodeVerifier;
+use keyward_proto::secret::random_urlsafe;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use url::Url;
@@ -39,8 +39,9 @@ pub enum Kind {
     Peer,
 }
 
-/// The secrets both servers are configured with, fresh for each run.
-#[derive(Clone, Debug)]
+/// The secrets both servers are configured with, fresh for each run (no `Debug`: they
+/// are never printed).
+#[derive(Clone)]
 pub struct Credentials {
     /// The client secret.
     pub client_secret: String,
@@ -53,8 +54,8 @@ pub struct Credentials {
 impl Credentials {
     /// New random secrets.
     pub fn generate() -> Self {
-        let client_secret = random_string(43);
-        let password = random_string(24);
+        let client_secret = random_urlsafe(32);
+        let password = random_urlsafe(18);
         let basic = format!(
             "Basic {}",
             STANDARD.encode(format!("{CLIENT_ID}:{client_secret}"))
@@ -67,20 +68,11 @@ impl Credentials {
     }
 }
 
-/// A random URL-safe string of `len` characters.
-pub fn random_string(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 /// A PKCE verifier and its S256 challenge.
 pub fn pkce() -> (String, String) {
-    let verifier = random_string(43);
-    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
+    let verifier = CodeVerifier::generate();
+    let challenge = verifier.challenge().as_str().to_owned();
+    (verifier.secret().to_owned(), challenge)
 }
 
 /// Percent-encodes a form or query value.
@@ -102,7 +94,7 @@ pub struct Endpoints {
 }
 
 /// What a client needs to know of a server under test.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Site {
     /// Which one.
     pub kind: Kind,
@@ -172,7 +164,7 @@ impl Server {
         database_url: Option<&str>,
         credentials: &Credentials,
     ) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_string(8)));
+        let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_urlsafe(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let port = free_port()?;
         let database_url = match database_url {
@@ -325,8 +317,8 @@ impl Site {
             self.endpoints.authorize,
             enc(REDIRECT_URI),
             enc(scope),
-            random_string(16),
-            random_string(16),
+            random_urlsafe(12),
+            random_urlsafe(12),
         );
         if self.kind == Kind::Peer && scope.split(' ').any(|s| s == "offline_access") {
             path.push_str("&prompt=consent");

@@ -615,11 +615,6 @@ mod tests {
             "LVzWjGkMDgfIGzYPlkLnWw"
         );
     }
-}
-
-#[cfg(test)]
-mod compat {
-    use super::*;
 
     /// Keys stored by earlier versions (P-256 keys written by the `p256` crate) load.
     #[test]

@@ -59,8 +59,8 @@ pub fn hash_blocking(password: &ClientSecret) -> Result<String, PasswordError> {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing threads' queue, started at first use.
-fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
-    static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+fn pool() -> &'static mpsc::Sender<Job> {
+    static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     POOL.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -85,7 +85,7 @@ fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
                 tracing::error!(error = %e, "cannot start a password hashing thread");
             }
         }
-        Mutex::new(sender)
+        sender
     })
 }
 
@@ -97,11 +97,7 @@ async fn on_pool<T: Send + 'static>(
     let job: Job = Box::new(move || {
         let _ = answer.send(work());
     });
-    let sent = match pool().lock() {
-        Ok(sender) => sender.send(job),
-        Err(poisoned) => poisoned.into_inner().send(job),
-    };
-    sent.map_err(|_| PasswordError::Pool)?;
+    pool().send(job).map_err(|_| PasswordError::Pool)?;
     answered.await.map_err(|_| PasswordError::Pool)?
 }
 
