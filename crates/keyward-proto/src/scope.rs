@@ -49,6 +49,11 @@ impl ScopeSet {
         Self(self.0.intersection(&other.0).cloned().collect())
     }
 
+    /// The scopes in `self` or in `other`.
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        Self(self.0.union(&other.0).cloned().collect())
+    }
+
     /// The scopes of `self` not in `other`.
     pub fn difference(&self, other: &ScopeSet) -> ScopeSet {
         Self(self.0.difference(&other.0).cloned().collect())

@@ -13,6 +13,10 @@ use keyward_proto::{ClientSecret, ScopeSet};
 use serde::Deserialize;
 use url::Url;
 
+pub mod connectors;
+
+pub use connectors::{ConnectorConfig, ConnectorKind};
+
 /// The default issuer and listen address of a zero-config start.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default database: an embedded SQLite file.
@@ -109,6 +113,8 @@ pub struct FileConfig {
     clients: Vec<ClientConfig>,
     #[serde(default)]
     users: Vec<UserConfig>,
+    #[serde(default)]
+    connectors: Vec<connectors::ConnectorFile>,
 }
 
 /// The Julia package-server login protocol (`[pkg_auth]`): served under `/auth/` so
@@ -219,6 +225,9 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// Static local users.
     pub users: Vec<UserConfig>,
+    /// The ways to sign in: upstream providers, emailed links and the local password
+    /// (always present, perhaps disabled), in the order the login page shows them.
+    pub connectors: Vec<ConnectorConfig>,
 }
 
 impl Config {
@@ -266,6 +275,7 @@ impl Config {
         let issuer_text =
             pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = parse_issuer(&issuer_text)?;
+        let connectors = connectors::validate(file.connectors, &issuer)?;
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
@@ -306,6 +316,7 @@ impl Config {
             pkg_auth: file.pkg_auth,
             clients: file.clients,
             users: file.users,
+            connectors,
         };
         config.validate()?;
         Ok(config)
@@ -427,6 +438,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The connector with this id, enabled or not.
+    pub fn connector(&self, id: &str) -> Option<&ConnectorConfig> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+
+    /// The redirect URI to register at a connector's provider.
+    pub fn connector_redirect_uri(&self, id: &str) -> String {
+        self.endpoint(&format!("/callback/{id}"))
+    }
+
+    /// The password connector, when enabled.
+    pub fn password_login(&self) -> Option<&ConnectorConfig> {
+        self.connectors
+            .iter()
+            .find(|c| c.enabled && matches!(c.kind, ConnectorKind::Password))
     }
 
     /// Whether cookies must carry `Secure`.

@@ -17,6 +17,29 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC), for pages and the
+/// command line.
+pub fn utc_text(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// A registered OAuth client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
@@ -113,8 +136,66 @@ pub struct AuthRequest {
     pub user_id: Option<String>,
     /// When the user authenticated.
     pub auth_time: Option<i64>,
-    /// The device code this login approves (device flow), instead of issuing a code.
-    pub device_code_hash: Option<TokenHash>,
+    /// What the login ends in: a code for the client, a device approval, or the account
+    /// page.
+    pub kind: LoginKind,
+    /// How the authorization response reaches the client.
+    pub response_mode: ResponseMode,
+}
+
+/// What a login in progress ends in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoginKind {
+    /// An authorization request: a code sent to the client's redirect URI.
+    Authorize,
+    /// A device authorization (RFC 8628): the device code, by hash, is approved.
+    Device(TokenHash),
+    /// A sign-in to keyward's own account page: no client, no consent.
+    Account,
+}
+
+impl LoginKind {
+    /// The device code this login approves, if it is a device login.
+    pub fn device_code_hash(&self) -> Option<&TokenHash> {
+        match self {
+            Self::Device(hash) => Some(hash),
+            _ => None,
+        }
+    }
+}
+
+/// How the authorization response is delivered (OAuth 2.0 Multiple Response Type
+/// Encoding Practices §2.1, Form Post Response Mode, Web Message Response Mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// Parameters in the redirect URI's query string.
+    #[default]
+    Query,
+    /// An auto-submitted HTML form POSTed to the redirect URI.
+    FormPost,
+    /// `window.opener.postMessage` to the redirect URI's origin, from a popup.
+    WebMessage,
+}
+
+impl ResponseMode {
+    /// The wire and stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::FormPost => "form_post",
+            Self::WebMessage => "web_message",
+        }
+    }
+
+    /// Parses a wire or stored name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "query" => Some(Self::Query),
+            "form_post" => Some(Self::FormPost),
+            "web_message" => Some(Self::WebMessage),
+            _ => None,
+        }
+    }
 }
 
 /// Where a device authorization stands (RFC 8628).
@@ -193,8 +274,14 @@ pub struct Session {
     pub created_at: i64,
     /// When it ends.
     pub expires_at: i64,
-    /// CSRF token of forms shown to this session (logout).
+    /// CSRF token of forms shown to this session (logout, account page).
     pub csrf: String,
+    /// How the user signed in: a connector id.
+    pub method: String,
+    /// The browser's `User-Agent`, shortened, for the account page.
+    pub user_agent: Option<String>,
+    /// The address the session was started from, for the account page.
+    pub ip: Option<String>,
 }
 
 /// One authorization of a client by a user: the root of its codes, refresh tokens and
@@ -266,6 +353,78 @@ pub struct RefreshToken {
     pub expires_at: i64,
     /// When it was exchanged for a new one.
     pub rotated_at: Option<i64>,
+}
+
+/// An identity at an upstream provider, linked to one account: the metacpan model
+/// (provider, the provider's stable subject, provider data). An account holds any
+/// number of them; each identity belongs to exactly one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The connector it came through.
+    pub connector_id: String,
+    /// The provider's stable id of the person (`sub`, GitHub's numeric id, the address).
+    pub subject: String,
+    /// The account it is linked to.
+    pub user_id: String,
+    /// The address the provider reported.
+    pub email: Option<String>,
+    /// Whether the provider says the address is verified.
+    pub email_verified: bool,
+    /// The name the provider reported.
+    pub name: Option<String>,
+    /// The login name at the provider.
+    pub username: Option<String>,
+    /// Groups the provider reported (GitHub organisations and teams, an OIDC `groups`
+    /// claim), as of the last sign-in through this identity.
+    pub groups: Vec<String>,
+    /// When it was linked.
+    pub created_at: i64,
+    /// When it was last used to sign in.
+    pub last_login_at: i64,
+}
+
+/// What a sign-in at a provider is for, once the provider answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectorPurpose {
+    /// Finishing a login in progress ([`AuthRequest`] id).
+    Login(String),
+    /// Linking another identity to the signed-in account (its user id).
+    Link(String),
+}
+
+/// A sign-in at an upstream provider in progress: the `state` sent to the provider (or
+/// the token of an emailed link), by hash, with what is needed to finish it. Single use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorLogin {
+    /// SHA-256 of the state or emailed token.
+    pub state_hash: TokenHash,
+    /// The connector.
+    pub connector_id: String,
+    /// What it is for.
+    pub purpose: ConnectorPurpose,
+    /// Hash of the browser-binding cookie of the browser that started it.
+    pub browser_hash: TokenHash,
+    /// The OpenID Connect nonce sent to the provider.
+    pub nonce: Option<String>,
+    /// The PKCE verifier of the provider's code.
+    pub code_verifier: Option<String>,
+    /// The address an emailed link was sent to.
+    pub email: Option<String>,
+    /// When it started.
+    pub created_at: i64,
+    /// When it stops being usable.
+    pub expires_at: i64,
+}
+
+/// What became of a request to unlink an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unlink {
+    /// The identity is no longer linked.
+    Done,
+    /// Refused: it is the account's last way to sign in.
+    LastSignInMethod,
+    /// The account holds no such identity.
+    NotFound,
 }
 
 /// A signing key pair, kept in the store so that every replica signs with the same key.
@@ -354,6 +513,13 @@ mod tests {
         assert!(validate_redirect_uri("https://app.example/cb#x").is_err());
         assert!(validate_redirect_uri("javascript:alert(1)").is_err());
         assert!(validate_redirect_uri("/relative").is_err());
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc_text(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00Z");
     }
 
     #[test]

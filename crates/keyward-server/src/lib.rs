@@ -3,6 +3,9 @@
 //! The binary (`keyward serve`) does config → [`state::AppState`] → [`http::app`] →
 //! serve. Modules:
 //! - [`config`]: typed configuration (TOML file and `KEYWARD_*` environment).
+//! - [`upstream`]: the connectors: upstream OpenID Connect providers, GitHub, emailed
+//!   links.
+//! - [`accounts`]: which account an upstream identity signs in to; linking.
 //! - [`domain`]: the records the server keeps and their validation rules.
 //! - [`store`]: the storage trait, its SQLite and PostgreSQL implementations.
 //! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
@@ -13,6 +16,7 @@
 //! - [`state`]: the shared state of the HTTP handlers.
 //! - [`http`]: the endpoints, one module per family.
 
+pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod domain;
@@ -23,3 +27,4 @@ pub mod serve;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod upstream;

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminError};
 use crate::config::Config;
-use crate::keys::{KeyError, RELOAD_INTERVAL};
+use crate::keys::RELOAD_INTERVAL;
 use crate::state::AppState;
 use crate::store::{self, StoreError};
 
@@ -21,9 +21,9 @@ pub enum ServeError {
     /// The configured clients or users could not be written.
     #[error("cannot apply the clients and users of the configuration")]
     Sync(#[from] AdminError),
-    /// The signing keys could not be loaded or generated.
-    #[error("cannot load the signing keys")]
-    Keys(#[from] KeyError),
+    /// The signing keys or the connectors could not be set up.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// Serving failed.
     #[error("server failed")]
     Io(#[from] std::io::Error),

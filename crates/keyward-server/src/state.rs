@@ -1,5 +1,5 @@
-//! The state shared by every HTTP handler: configuration, store, keys, page templates
-//! and the metrics handle. Cheap to clone.
+//! The state shared by every HTTP handler: configuration, store, keys, connectors, page
+//! templates and the metrics handle. Cheap to clone.
 
 use std::sync::Arc;
 
@@ -9,6 +9,18 @@ use crate::config::Config;
 use crate::http::pages::Pages;
 use crate::keys::{KeyError, Keys};
 use crate::store::Store;
+use crate::upstream::{Connectors, UpstreamError};
+
+/// Why the server's state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The signing keys could not be loaded or generated.
+    #[error("cannot load the signing keys")]
+    Keys(#[from] KeyError),
+    /// A connector could not be set up.
+    #[error("cannot set up the connectors")]
+    Connectors(#[from] UpstreamError),
+}
 
 /// Shared state of the server.
 #[derive(Clone)]
@@ -20,13 +32,16 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     keys: Keys,
+    connectors: Connectors,
     pages: Pages,
     metrics: PrometheusHandle,
 }
 
 impl AppState {
-    /// Builds the state: loads (or generates) the signing keys from the store.
-    pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, KeyError> {
+    /// Builds the state: loads (or generates) the signing keys from the store and
+    /// prepares the connectors.
+    pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, StateError> {
+        let connectors = Connectors::new(&config)?;
         let publish_for = config.access_token_ttl.max(config.id_token_ttl);
         let keys = Keys::load(store.clone(), publish_for).await?;
         let pages = Pages::new(&config);
@@ -36,6 +51,7 @@ impl AppState {
                 config,
                 store,
                 keys,
+                connectors,
                 pages,
                 metrics,
             }),
@@ -60,6 +76,11 @@ impl AppState {
     /// The signing keys.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// The connectors (upstream providers, emailed links, the local password).
+    pub fn connectors(&self) -> &Connectors {
+        &self.inner.connectors
     }
 
     /// The page renderer.

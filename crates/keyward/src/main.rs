@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use keyward_proto::ClientSecret;
 use keyward_server::admin::{self, NewClient};
 use keyward_server::config::{Config, SigningAlg};
+use keyward_server::domain::utc_text;
 use keyward_server::store::{self, Store};
 
 /// keyward: an OAuth 2.0 / OpenID Connect identity broker in one binary.
@@ -432,13 +433,13 @@ async fn key_command(store: &dyn Store, command: KeyCommand) -> anyhow::Result<(
             for key in store.list_keys().await? {
                 let status = match key.retired_at {
                     None => "active".to_owned(),
-                    Some(at) => format!("retired {}", utc(at)),
+                    Some(at) => format!("retired {}", utc_text(at)),
                 };
                 println!(
                     "{:<18} {:<6} {:<22} {status}",
                     key.kid,
                     key.alg.as_str(),
-                    utc(key.created_at)
+                    utc_text(key.created_at)
                 );
             }
         }
@@ -446,38 +447,9 @@ async fn key_command(store: &dyn Store, command: KeyCommand) -> anyhow::Result<(
     Ok(())
 }
 
-/// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC).
-fn utc(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rest = seconds.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20Z");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
-    }
 
     #[test]
     fn database_passwords_are_redacted() {

@@ -3,7 +3,9 @@
 //!
 //! A request is validated in two stages. Until the client and its redirect URI are
 //! known to be genuine, errors are shown as a page and never redirected; after that
-//! they are redirected to the client (RFC 6749 §4.1.2.1, with `iss` per RFC 9207).
+//! they are sent to the client (RFC 6749 §4.1.2.1, with `iss` per RFC 9207) in the
+//! requested response mode: `query` (a redirect), `form_post` (an auto-submitted form)
+//! or `web_message` (`postMessage` from a popup to the redirect URI's exact origin).
 //! A valid request becomes an [`AuthRequest`] in the store (so any replica can finish
 //! it), bound to the browser that started it by a cookie and protected by a CSRF token.
 
@@ -18,8 +20,10 @@ use url::Url;
 
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, cookie, parse_form, set_cookie};
-use super::pages::PageError;
-use crate::domain::{AuthCode, AuthRequest, Client, Grant, Session, User, now};
+use super::pages::{PageError, Pages};
+use crate::domain::{
+    AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
+};
 use crate::state::AppState;
 
 /// Cookie binding a login in progress to the browser that started it.
@@ -81,38 +85,58 @@ async fn authorize_post(
     respond(&state, authorize(&state, &headers, params).await)
 }
 
-fn respond(state: &AppState, result: Result<Response, PageError>) -> Response {
+pub(super) fn respond(state: &AppState, result: Result<Response, PageError>) -> Response {
     result.unwrap_or_else(|error| state.pages().error(error))
 }
 
-/// Sends authorization responses and errors to the client's redirect URI.
-struct Responder {
+/// Sends authorization responses and errors to the client's redirect URI, in the
+/// request's response mode.
+struct Responder<'a> {
+    pages: &'a Pages,
     redirect_uri: String,
     state: Option<String>,
     issuer: String,
+    mode: ResponseMode,
 }
 
-impl Responder {
-    fn redirect(&self, pairs: &[(&str, &str)]) -> Response {
-        let Ok(mut url) = Url::parse(&self.redirect_uri) else {
-            // Registered redirect URIs are validated URLs; this cannot happen.
-            return (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response();
-        };
-        {
-            let mut query = url.query_pairs_mut();
-            for (key, value) in pairs {
-                query.append_pair(key, value);
-            }
-            if let Some(state) = &self.state {
-                query.append_pair("state", state);
-            }
-            query.append_pair("iss", &self.issuer);
+impl Responder<'_> {
+    fn send(&self, pairs: &[(&str, &str)]) -> Response {
+        let mut params: Vec<(&str, &str)> = pairs.to_vec();
+        if let Some(state) = &self.state {
+            params.push(("state", state));
         }
-        Redirect::to(url.as_str()).into_response()
+        params.push(("iss", &self.issuer));
+        match self.mode {
+            ResponseMode::Query => {
+                let Ok(mut url) = Url::parse(&self.redirect_uri) else {
+                    // Registered redirect URIs are validated URLs; this cannot happen.
+                    return (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response();
+                };
+                url.query_pairs_mut().extend_pairs(&params);
+                Redirect::to(url.as_str()).into_response()
+            }
+            ResponseMode::FormPost => self.pages.form_post(&self.redirect_uri, &params),
+            ResponseMode::WebMessage => match web_message_origin(&self.redirect_uri) {
+                Some(origin) => self.pages.web_message(&origin, &params),
+                None => (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response(),
+            },
+        }
     }
 
     fn error(&self, code: ErrorCode, description: &str) -> Response {
-        self.redirect(&[("error", code.as_str()), ("error_description", description)])
+        self.send(&[("error", code.as_str()), ("error_description", description)])
+    }
+}
+
+/// The origin a `web_message` response is posted to: the redirect URI's scheme, host
+/// and port. `None` for URIs without a web origin (custom schemes).
+fn web_message_origin(redirect_uri: &str) -> Option<String> {
+    let url = Url::parse(redirect_uri).ok()?;
+    match url.origin() {
+        origin @ url::Origin::Tuple(..) if matches!(url.scheme(), "http" | "https") => {
+            Some(origin.ascii_serialization())
+        }
+        _ => None,
     }
 }
 
@@ -154,14 +178,23 @@ async fn authorize(
             ));
         }
     };
+    // An unknown or unusable response mode is reported in the default one.
+    let mode = params
+        .response_mode
+        .as_deref()
+        .and_then(ResponseMode::parse)
+        .filter(|m| *m != ResponseMode::WebMessage || web_message_origin(&redirect_uri).is_some())
+        .unwrap_or_default();
     let responder = Responder {
+        pages: state.pages(),
         redirect_uri: redirect_uri.clone(),
         state: params.state.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
         issuer: state.config().issuer_str().to_owned(),
+        mode,
     };
 
     // Stage 2: errors go back to the client.
-    let request = match validate(&client, &params) {
+    let request = match validate(&client, &params, &responder.redirect_uri) {
         Ok(valid) => valid,
         Err((code, description)) => return Ok(responder.error(code, &description)),
     };
@@ -186,7 +219,8 @@ async fn authorize(
         expires_at: created + secs(state.config().login_ttl),
         user_id: None,
         auth_time: None,
-        device_code_hash: None,
+        kind: LoginKind::Authorize,
+        response_mode: mode,
     };
 
     attach_session(state, headers, &mut auth_request).await?;
@@ -277,6 +311,7 @@ struct ValidRequest {
 fn validate(
     client: &Client,
     params: &AuthorizeParams,
+    redirect_uri: &str,
 ) -> Result<ValidRequest, (ErrorCode, String)> {
     let invalid = |d: &str| Err((ErrorCode::InvalidRequest, d.to_owned()));
     if params.request.is_some() || params.request_uri.is_some() {
@@ -292,12 +327,16 @@ fn validate(
             ));
         }
     }
-    if params
-        .response_mode
-        .as_deref()
-        .is_some_and(|mode| mode != "query")
-    {
-        return invalid("only response_mode=query is supported");
+    match params.response_mode.as_deref().map(ResponseMode::parse) {
+        None | Some(Some(ResponseMode::Query | ResponseMode::FormPost)) => {}
+        Some(Some(ResponseMode::WebMessage)) => {
+            if web_message_origin(redirect_uri).is_none() {
+                return invalid("response_mode=web_message needs an http or https redirect URI");
+            }
+        }
+        Some(None) => {
+            return invalid("response_mode must be query, form_post or web_message");
+        }
     }
     if !client.allows_grant("authorization_code") {
         return Err((
@@ -454,38 +493,45 @@ pub(super) async fn advance(
     finish(state, request, client, &user).await
 }
 
-/// Ends a login with an error: redirected to the client, or, for a device
-/// authorization, denied (the device learns it when it polls) and shown as a page.
+/// Ends a login with an error: sent to the client, or, for a device authorization,
+/// denied (the device learns it when it polls) and shown as a page.
 async fn reject(
     state: &AppState,
     request: &AuthRequest,
     code: ErrorCode,
     description: &str,
 ) -> Result<Response, PageError> {
-    match &request.device_code_hash {
-        Some(hash) => {
+    match &request.kind {
+        LoginKind::Device(hash) => {
             state.store().take_auth_request(&request.id).await?;
             state.store().deny_device_code(hash).await?;
             Ok(super::device::outcome_page(state, false))
         }
-        None => Ok(responder_for(state, request).error(code, description)),
+        LoginKind::Account => {
+            state.store().take_auth_request(&request.id).await?;
+            Err(error_page("Account disabled", "This account is disabled."))
+        }
+        LoginKind::Authorize => Ok(responder_for(state, request).error(code, description)),
     }
 }
 
-fn responder_for(state: &AppState, request: &AuthRequest) -> Responder {
+fn responder_for<'a>(state: &'a AppState, request: &AuthRequest) -> Responder<'a> {
     Responder {
+        pages: state.pages(),
         redirect_uri: request.redirect_uri.clone(),
         state: request.state.clone(),
         issuer: state.config().issuer_str().to_owned(),
+        mode: request.response_mode,
     }
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
-/// Creates the grant, then issues the code and sends the browser back to the client,
-/// or, for a device authorization, approves the device code.
+/// Creates the grant, then issues the code and sends it to the client; or, for a
+/// device authorization, approves the device code; or, for the account page, goes
+/// there.
 pub(super) async fn finish(
     state: &AppState,
     request: AuthRequest,
@@ -497,6 +543,12 @@ pub(super) async fn finish(
             "Sign-in already completed",
             "This sign-in was already completed or has expired.",
         ));
+    }
+    if request.kind == LoginKind::Account {
+        return Ok(see_other(&format!(
+            "{}/account",
+            state.config().base_path()
+        )));
     }
     let issued = now();
     let grant = Grant {
@@ -510,7 +562,7 @@ pub(super) async fn finish(
         expires_at: issued + secs(state.config().refresh_token_ttl),
         revoked: false,
     };
-    if let Some(hash) = &request.device_code_hash {
+    if let LoginKind::Device(hash) = &request.kind {
         if !state.store().approve_device_code(hash, &grant).await? {
             return Err(error_page(
                 "Code expired",
@@ -535,7 +587,7 @@ pub(super) async fn finish(
         .store()
         .insert_grant_with_code(&grant, &record)
         .await?;
-    Ok(responder_for(state, &request).redirect(&[("code", code.secret())]))
+    Ok(responder_for(state, &request).send(&[("code", code.secret())]))
 }
 
 #[derive(Deserialize)]
@@ -543,8 +595,9 @@ struct RequestRef {
     req: String,
 }
 
-/// Loads a login in progress and checks it belongs to this browser.
-async fn load_request(
+/// Loads a login in progress and checks it belongs to this browser. The account page's
+/// sign-in has no client; it gets [`super::account::console_client`].
+pub(super) async fn load_request(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -568,15 +621,18 @@ async fn load_request(
             "This sign-in was started in another browser, or cookies are blocked. Return to the application and start again.",
         ));
     }
-    let client = state
-        .store()
-        .get_client(&request.client_id)
-        .await?
-        .ok_or_else(expired)?;
+    let client = match request.kind {
+        LoginKind::Account => super::account::console_client(),
+        _ => state
+            .store()
+            .get_client(&request.client_id)
+            .await?
+            .ok_or_else(expired)?,
+    };
     Ok((request, client))
 }
 
-fn check_csrf(request: &AuthRequest, csrf: &str) -> Result<(), PageError> {
+pub(super) fn check_csrf(request: &AuthRequest, csrf: &str) -> Result<(), PageError> {
     if keyward_proto::secret::constant_time_eq(request.csrf.as_bytes(), csrf.as_bytes()) {
         Ok(())
     } else {
@@ -604,32 +660,66 @@ async fn login_page(
             &state,
             &request,
             &client,
-            request.login_hint.as_deref().unwrap_or(""),
-            None,
-            StatusCode::OK,
+            LoginNotice {
+                username: request.login_hint.as_deref().unwrap_or(""),
+                ..LoginNotice::default()
+            },
         ))
     }
     .await;
     respond(&state, result)
 }
 
-fn render_login(
+/// What the login page says besides its forms.
+#[derive(Default)]
+pub(super) struct LoginNotice<'a> {
+    /// The username to prefill.
+    pub(super) username: &'a str,
+    /// The address to prefill in the email forms.
+    pub(super) email: &'a str,
+    /// An error to show.
+    pub(super) error: Option<&'a str>,
+    /// The status to answer with (200 when `None`).
+    pub(super) status: Option<StatusCode>,
+}
+
+/// The login page: a button for each upstream provider, a form for each emailed-link
+/// connector, and the password form when that is enabled.
+pub(super) fn render_login(
     state: &AppState,
     request: &AuthRequest,
     client: &Client,
-    username: &str,
-    error: Option<&str>,
-    status: StatusCode,
+    notice: LoginNotice<'_>,
 ) -> Response {
+    let mut providers = Vec::new();
+    let mut email_forms = Vec::new();
+    for connector in state.connectors().all_enabled() {
+        let item = minijinja::context! {
+            id => connector.config.id,
+            name => connector.config.name,
+            kind => connector.config.kind.type_name(),
+            initial => connector.config.name.chars().next().map(|c| c.to_uppercase().to_string()),
+        };
+        if connector.config.kind.uses_redirect() {
+            providers.push(item);
+        } else if matches!(connector.provider, crate::upstream::Provider::Email(_)) {
+            email_forms.push(item);
+        }
+    }
     state.pages().render(
-        status,
+        notice.status.unwrap_or(StatusCode::OK),
         "login.html",
         minijinja::context! {
             client_name => client.name,
+            account => request.kind == LoginKind::Account,
             req => request.id,
             csrf => request.csrf,
-            username => username,
-            error => error,
+            username => notice.username,
+            email => notice.email,
+            error => notice.error,
+            providers => providers,
+            email_forms => email_forms,
+            password => state.config().password_login().is_some(),
         },
     )
 }
@@ -654,12 +744,24 @@ async fn login_submit(
             .map_err(|e| error_page("Invalid request", e.description))?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
+        let Some(password_login) = state.config().password_login() else {
+            return Err(error_page(
+                "Password sign-in is off",
+                "This server does not accept passwords. Go back and choose another way to sign in.",
+            ));
+        };
         let username = form.username.trim();
         let store = state.store();
         let at = now();
         let window = at - FAILURE_WINDOW;
         let account_key = format!("account:{}", username.to_lowercase());
         let address_key = format!("address:{addr}");
+        let notice = |error, status| LoginNotice {
+            username,
+            error: Some(error),
+            status: Some(status),
+            ..LoginNotice::default()
+        };
         if store.login_failures(&account_key, window).await? >= ACCOUNT_FAILURE_LIMIT
             || store.login_failures(&address_key, window).await? >= ADDRESS_FAILURE_LIMIT
         {
@@ -668,9 +770,10 @@ async fn login_submit(
                 &state,
                 &request,
                 &client,
-                username,
-                Some("Too many failed sign-in attempts. Wait 15 minutes and try again."),
-                StatusCode::TOO_MANY_REQUESTS,
+                notice(
+                    "Too many failed sign-in attempts. Wait 15 minutes and try again.",
+                    StatusCode::TOO_MANY_REQUESTS,
+                ),
             ));
         }
         let user = if username.is_empty() || username.len() > 256 {
@@ -695,9 +798,7 @@ async fn login_submit(
                     &state,
                     &request,
                     &client,
-                    username,
-                    Some("Invalid username or password."),
-                    StatusCode::UNAUTHORIZED,
+                    notice("Invalid username or password.", StatusCode::UNAUTHORIZED),
                 ));
             }
         };
@@ -707,51 +808,72 @@ async fn login_submit(
                 &state,
                 &request,
                 &client,
-                username,
-                Some("This account is disabled."),
-                StatusCode::FORBIDDEN,
+                notice("This account is disabled.", StatusCode::FORBIDDEN),
             ));
         }
         store.clear_login_failures(&account_key).await?;
-
-        // A new session id at every login (no fixation); the old session, if any, ends.
-        if let Some(old) = cookie(&headers, SESSION_COOKIE) {
-            store.delete_session(&TokenHash::of(old)).await?;
-        }
-        let token = OpaqueToken::generate();
-        let session = Session {
-            id_hash: token.hash(),
-            user_id: user.id.clone(),
-            auth_time: at,
-            created_at: at,
-            expires_at: at + secs(state.config().session_ttl),
-            csrf: keyward_proto::secret::random_urlsafe(24),
-        };
-        store.insert_session(&session).await?;
-        store
-            .set_auth_request_user(&request.id, &user.id, at)
-            .await?;
         tracing::info!(user_id = %user.id, client_id = %client.client_id, "password login");
-        let request = AuthRequest {
-            user_id: Some(user.id.clone()),
-            auth_time: Some(at),
-            ..request
-        };
-        let mut response = advance(&state, request, &client).await?;
-        let cookie = set_cookie(
-            SESSION_COOKIE,
-            token.secret(),
-            &cookie_path(&state),
-            Some(state.config().session_ttl.as_secs()),
-            state.config().secure_cookies(),
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-        Ok(response)
+        let method = password_login.id.clone();
+        sign_in(&state, &headers, &addr, request, &client, &user, &method).await
     }
     .await;
     respond(&state, result)
+}
+
+/// Ends a successful sign-in: starts a browser session for `user` (a new session id at
+/// every sign-in, so none can be fixed; the browser's previous session ends), records
+/// the user on the login in progress and moves it on.
+pub(super) async fn sign_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: &str,
+    request: AuthRequest,
+    client: &Client,
+    user: &User,
+    method: &str,
+) -> Result<Response, PageError> {
+    let store = state.store();
+    let at = now();
+    if let Some(old) = cookie(headers, SESSION_COOKIE) {
+        store.delete_session(&TokenHash::of(old)).await?;
+    }
+    let token = OpaqueToken::generate();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(200).collect::<String>());
+    let session = Session {
+        id_hash: token.hash(),
+        user_id: user.id.clone(),
+        auth_time: at,
+        created_at: at,
+        expires_at: at + secs(state.config().session_ttl),
+        csrf: keyward_proto::secret::random_urlsafe(24),
+        method: method.to_owned(),
+        user_agent,
+        ip: Some(addr.to_owned()).filter(|a| a != "unknown"),
+    };
+    store.insert_session(&session).await?;
+    store
+        .set_auth_request_user(&request.id, &user.id, at)
+        .await?;
+    let request = AuthRequest {
+        user_id: Some(user.id.clone()),
+        auth_time: Some(at),
+        ..request
+    };
+    let mut response = advance(state, request, client).await?;
+    let cookie = set_cookie(
+        SESSION_COOKIE,
+        token.secret(),
+        &cookie_path(state),
+        Some(state.config().session_ttl.as_secs()),
+        state.config().secure_cookies(),
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 /// What a scope lets an application do, for the consent page.
@@ -793,7 +915,7 @@ async fn consent_page(
                 scopes => scopes,
                 req => request.id,
                 csrf => request.csrf,
-                device => request.device_code_hash.is_some(),
+                device => matches!(request.kind, LoginKind::Device(_)),
             },
         ))
     }
@@ -838,19 +960,14 @@ async fn consent_submit(
                     .get_consent(&user.id, &client.client_id)
                     .await?
                     .unwrap_or_default();
-                approved = ScopeSet::from_tokens(
-                    approved
-                        .iter()
-                        .chain(request.scope.iter())
-                        .map(str::to_owned),
-                );
+                approved = approved.union(&request.scope);
                 store
                     .put_consent(&user.id, &client.client_id, &approved, now())
                     .await?;
                 finish(&state, request, &client, &user).await
             }
             "deny" => {
-                if request.device_code_hash.is_none() {
+                if !matches!(request.kind, LoginKind::Device(_)) {
                     state.store().take_auth_request(&request.id).await?;
                 }
                 reject(

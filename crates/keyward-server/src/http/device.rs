@@ -23,7 +23,7 @@ use super::client_auth::authenticate;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::pages::PageError;
-use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, now};
+use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, LoginKind, ResponseMode, now};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -269,7 +269,8 @@ pub(super) async fn start_login(
         expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
         user_id: None,
         auth_time: None,
-        device_code_hash: Some(device.device_code_hash),
+        kind: LoginKind::Device(device.device_code_hash),
+        response_mode: ResponseMode::Query,
     };
     attach_session(state, headers, &mut request).await?;
     store.insert_auth_request(&request).await?;

@@ -142,13 +142,7 @@ internal_from!(
 
 /// Logs an internal failure with its whole source chain.
 pub fn log_internal(error: &(dyn std::error::Error + 'static)) {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let chain = crate::upstream::error_chain(error);
     tracing::error!(error = %chain, "internal error");
 }
 

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | [`discovery`] | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server`, `/jwks` |
 //! | [`authorize`] | `/authorize`, `/login`, `/consent` |
+//! | [`connectors`] | `/login/{connector}`, `/callback/{connector}`: sign-in at upstream providers and by emailed link |
+//! | [`account`] | `/account`: linked identities, sessions, authorised applications |
 //! | [`device`] | `/device/code` (RFC 8628 device authorization), `/device` (code entry) |
 //! | [`pkg`] | `/auth/*`: the Julia package-server login protocol |
 //! | [`token`] | `/token` |
@@ -22,8 +24,10 @@ use axum::response::IntoResponse;
 
 use crate::state::AppState;
 
+pub mod account;
 pub mod authorize;
 pub mod client_auth;
+pub mod connectors;
 pub mod device;
 pub mod discovery;
 pub mod error;
@@ -41,6 +45,8 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(discovery::router())
         .merge(authorize::router())
+        .merge(connectors::router())
+        .merge(account::router())
         .merge(device::router())
         .merge(pkg::router(state.config().pkg_auth.enabled))
         .merge(token::router())

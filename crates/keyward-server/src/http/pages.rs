@@ -1,6 +1,9 @@
-//! Server-rendered pages (login, consent, sign-out, errors): minijinja templates
-//! compiled into the binary, auto-escaped, served with headers that forbid framing,
-//! caching and content sniffing.
+//! Server-rendered pages (login with its provider buttons, email sent, consent, account,
+//! device entry, sign-out, errors, and the `form_post` and `web_message` responses):
+//! minijinja templates compiled into the binary, auto-escaped, usable without
+//! JavaScript, served with headers that forbid framing, caching and content sniffing.
+//! The two response pages run one inline script each, allowed by a per-response CSP
+//! nonce; no other page runs any.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +26,23 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "device_done.html",
         include_str!("../../templates/device_done.html"),
+    ),
+    (
+        "email_sent.html",
+        include_str!("../../templates/email_sent.html"),
+    ),
+    (
+        "email_confirm.html",
+        include_str!("../../templates/email_confirm.html"),
+    ),
+    ("account.html", include_str!("../../templates/account.html")),
+    (
+        "form_post.html",
+        include_str!("../../templates/form_post.html"),
+    ),
+    (
+        "web_message.html",
+        include_str!("../../templates/web_message.html"),
     ),
 ];
 
@@ -50,8 +70,13 @@ pub struct PageError {
 impl PageError {
     /// A 400 page.
     pub fn bad_request(title: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, title, message)
+    }
+
+    /// A page with another status.
+    pub fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             title,
             message: message.into(),
             internal: None,
@@ -92,16 +117,66 @@ impl Pages {
 
     /// Renders `template` with `context` (plus `base`, the issuer's path prefix).
     pub fn render<C: Serialize>(&self, status: StatusCode, template: &str, context: C) -> Response {
+        self.render_scripted(status, template, context, None)
+    }
+
+    /// Renders `template`, allowing inline scripts that carry `nonce`.
+    fn render_scripted<C: Serialize>(
+        &self,
+        status: StatusCode,
+        template: &str,
+        context: C,
+        nonce: Option<&str>,
+    ) -> Response {
         match self.render_html(template, context) {
-            Ok(html) => html_response(status, html),
+            Ok(html) => html_response(status, html, nonce),
             Err(e) => {
                 tracing::error!(template, error = %e, "page rendering failed");
                 html_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "<!doctype html><title>Error</title><p>Internal error.</p>".into(),
+                    None,
                 )
             }
         }
+    }
+
+    /// The `form_post` response mode (OAuth 2.0 Form Post Response Mode): a form that
+    /// submits `params` to `action` by itself, or with one click without JavaScript.
+    pub fn form_post(&self, action: &str, params: &[(&str, &str)]) -> Response {
+        let nonce = keyward_proto::secret::random_urlsafe(16);
+        let fields: Vec<_> = params
+            .iter()
+            .map(|(name, value)| minijinja::context! { name => name, value => value })
+            .collect();
+        self.render_scripted(
+            StatusCode::OK,
+            "form_post.html",
+            minijinja::context! { action => action, fields => fields, nonce => nonce },
+            Some(&nonce),
+        )
+    }
+
+    /// The `web_message` response mode: the page posts
+    /// `{type: "authorization_response", response: {…params}}` to the window that opened
+    /// it, for `origin` only, and closes.
+    pub fn web_message(&self, origin: &str, params: &[(&str, &str)]) -> Response {
+        let nonce = keyward_proto::secret::random_urlsafe(16);
+        let response: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        let is_error = response.contains_key("error");
+        self.render_scripted(
+            StatusCode::OK,
+            "web_message.html",
+            minijinja::context! {
+                message => serde_json::json!({ "origin": origin, "response": response }),
+                is_error => is_error,
+                nonce => nonce,
+            },
+            Some(&nonce),
+        )
     }
 
     fn render_html<C: Serialize>(
@@ -127,7 +202,7 @@ impl Pages {
     }
 }
 
-fn html_response(status: StatusCode, html: String) -> Response {
+fn html_response(status: StatusCode, html: String, script_nonce: Option<&str>) -> Response {
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -144,10 +219,13 @@ fn html_response(status: StatusCode, html: String) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+    let scripts = script_nonce.map_or_else(String::new, |n| format!("; script-src 'nonce-{n}'"));
+    let policy = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'{scripts}"
     );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     response
 }
 
@@ -177,9 +255,15 @@ mod tests {
             "error.html",
             "device.html",
             "device_done.html",
+            "email_sent.html",
+            "email_confirm.html",
+            "account.html",
         ] {
             pages
-                .render_html(name, minijinja::context! { scopes => Vec::<String>::new() })
+                .render_html(
+                    name,
+                    minijinja::context! { scopes => Vec::<String>::new(), user => minijinja::context! { username => "u" } },
+                )
                 .unwrap();
         }
     }

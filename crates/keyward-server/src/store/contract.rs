@@ -9,8 +9,9 @@ use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 use super::{Store, StoreError};
 use crate::config::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, DeviceStatus, Grant, RefreshToken,
-    Session, StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
+    DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,
+    Unlink, User,
 };
 
 pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
@@ -193,13 +194,27 @@ async fn contract(store: Arc<dyn Store>) {
         expires_at: 200,
         user_id: None,
         auth_time: None,
-        device_code_hash: Some(TokenHash::of("device")),
+        kind: LoginKind::Device(TokenHash::of("device")),
+        response_mode: ResponseMode::FormPost,
     };
     store.insert_auth_request(&request).await.unwrap();
     assert_eq!(
         store.get_auth_request("req1", 150).await.unwrap(),
         Some(request.clone())
     );
+    for (id, kind, mode) in [
+        ("req2", LoginKind::Account, ResponseMode::Query),
+        ("req3", LoginKind::Authorize, ResponseMode::WebMessage),
+    ] {
+        let other = AuthRequest {
+            id: id.into(),
+            kind,
+            response_mode: mode,
+            ..request.clone()
+        };
+        store.insert_auth_request(&other).await.unwrap();
+        assert_eq!(store.get_auth_request(id, 150).await.unwrap(), Some(other));
+    }
     assert_eq!(
         store.get_auth_request("req1", 250).await.unwrap(),
         None,
@@ -232,6 +247,9 @@ async fn contract(store: Arc<dyn Store>) {
         created_at: 100,
         expires_at: 500,
         csrf: "c".into(),
+        method: "github".into(),
+        user_agent: Some("Firefox".into()),
+        ip: Some("127.0.0.1".into()),
     };
     store.insert_session(&session).await.unwrap();
     assert_eq!(
@@ -538,10 +556,325 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.get_client("app").await.unwrap().is_some());
 }
 
+/// Identities, sign-ins at providers, and what the account page reads and changes.
+async fn accounts_contract(store: Arc<dyn Store>) {
+    let mut alice = user("alice");
+    alice.password_hash = None;
+    alice.email_verified = false;
+    let identity = |connector: &str, subject: &str, user_id: &str| Identity {
+        connector_id: connector.into(),
+        subject: subject.into(),
+        user_id: user_id.into(),
+        email: Some("Alice@Example.com".into()),
+        email_verified: true,
+        name: Some("Alice".into()),
+        username: Some("alice".into()),
+        groups: vec!["acme".into(), "acme:ops".into()],
+        created_at: 10,
+        last_login_at: 10,
+    };
+
+    // An account and its first identity arrive together, or not at all.
+    let github = identity("github", "42", "id-alice");
+    store
+        .insert_user_with_identity(&alice, &github)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_identity("github", "42").await.unwrap(),
+        Some(github.clone())
+    );
+    let clash = User {
+        id: "id-other".into(),
+        ..alice.clone()
+    };
+    assert!(matches!(
+        store.insert_user_with_identity(&clash, &identity("github", "43", "id-other")).await,
+        Err(StoreError::Conflict(what)) if what.starts_with("user")
+    ));
+    assert_eq!(
+        store.get_identity("github", "43").await.unwrap(),
+        None,
+        "rolled back"
+    );
+    let bob = user("bob");
+    assert!(matches!(
+        store
+            .insert_user_with_identity(&bob, &identity("github", "42", "id-bob"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_user("id-bob").await.unwrap(), None, "rolled back");
+
+    // Linking: one holder per identity.
+    let corp = Identity {
+        created_at: 11,
+        ..identity("corp", "sub-1", "id-alice")
+    };
+    store.insert_identity(&corp).await.unwrap();
+    assert!(matches!(
+        store
+            .insert_identity(&identity("corp", "sub-1", "id-bob"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut updated = corp.clone();
+    updated.groups = vec![];
+    updated.last_login_at = 20;
+    updated.name = None;
+    assert!(store.update_identity(&updated).await.unwrap());
+    assert_eq!(
+        store.list_identities("id-alice").await.unwrap(),
+        vec![github.clone(), updated]
+    );
+
+    // Addresses compare without case, and only verified ones.
+    store.insert_user(&bob).await.unwrap();
+    let found = store
+        .find_users_by_verified_email("BOB@example.COM")
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["id-bob"]
+    );
+    assert!(
+        store
+            .find_users_by_verified_email("alice@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Unlinking never removes the last way in.
+    assert_eq!(
+        store
+            .delete_identity("id-alice", "corp", "nope", false)
+            .await
+            .unwrap(),
+        Unlink::NotFound
+    );
+    assert_eq!(
+        store
+            .delete_identity("id-nobody", "corp", "sub-1", false)
+            .await
+            .unwrap(),
+        Unlink::NotFound
+    );
+    assert_eq!(
+        store
+            .delete_identity("id-bob", "corp", "sub-1", false)
+            .await
+            .unwrap(),
+        Unlink::NotFound
+    );
+    assert_eq!(
+        store
+            .delete_identity("id-alice", "corp", "sub-1", false)
+            .await
+            .unwrap(),
+        Unlink::Done
+    );
+    assert_eq!(
+        store
+            .delete_identity("id-alice", "github", "42", true)
+            .await
+            .unwrap(),
+        Unlink::LastSignInMethod,
+        "alice has no password"
+    );
+    store
+        .insert_identity(&identity("github", "7", "id-bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delete_identity("id-bob", "github", "7", false)
+            .await
+            .unwrap(),
+        Unlink::LastSignInMethod,
+        "passwords do not count"
+    );
+    assert_eq!(
+        store
+            .delete_identity("id-bob", "github", "7", true)
+            .await
+            .unwrap(),
+        Unlink::Done
+    );
+
+    // A sign-in at a provider is taken once, and not after it expired.
+    let login = ConnectorLogin {
+        state_hash: TokenHash::of("state"),
+        connector_id: "corp".into(),
+        purpose: ConnectorPurpose::Login("req9".into()),
+        browser_hash: TokenHash::of("browser"),
+        nonce: Some("n".into()),
+        code_verifier: Some("v".repeat(43)),
+        email: None,
+        created_at: 100,
+        expires_at: 200,
+    };
+    store.insert_connector_login(&login).await.unwrap();
+    assert_eq!(
+        store
+            .take_connector_login(&login.state_hash, 150)
+            .await
+            .unwrap(),
+        Some(login.clone())
+    );
+    assert_eq!(
+        store
+            .take_connector_login(&login.state_hash, 150)
+            .await
+            .unwrap(),
+        None
+    );
+    let link = ConnectorLogin {
+        state_hash: TokenHash::of("mailed"),
+        purpose: ConnectorPurpose::Link("id-alice".into()),
+        nonce: None,
+        code_verifier: None,
+        email: Some("alice@example.com".into()),
+        ..login.clone()
+    };
+    store.insert_connector_login(&link).await.unwrap();
+    assert_eq!(
+        store
+            .take_connector_login(&link.state_hash, 250)
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    store
+        .insert_connector_login(&ConnectorLogin {
+            state_hash: TokenHash::of("old"),
+            ..link.clone()
+        })
+        .await
+        .unwrap();
+    store.purge_expired(1_000).await.unwrap();
+    assert_eq!(
+        store
+            .take_connector_login(&TokenHash::of("old"), 150)
+            .await
+            .unwrap(),
+        None,
+        "purged"
+    );
+
+    // Sessions of a user, and ending one of them.
+    for (cookie, created) in [("s1", 100), ("s2", 200)] {
+        store
+            .insert_session(&Session {
+                id_hash: TokenHash::of(cookie),
+                user_id: "id-alice".into(),
+                auth_time: created,
+                created_at: created,
+                expires_at: 5_000,
+                csrf: "c".into(),
+                method: "corp".into(),
+                user_agent: None,
+                ip: None,
+            })
+            .await
+            .unwrap();
+    }
+    let sessions = store.list_user_sessions("id-alice", 300).await.unwrap();
+    assert_eq!(
+        sessions.iter().map(|s| s.created_at).collect::<Vec<_>>(),
+        [200, 100]
+    );
+    assert!(
+        !store
+            .delete_user_session("id-bob", &TokenHash::of("s1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_user_session("id-alice", &TokenHash::of("s1"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .list_user_sessions("id-alice", 300)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_user_sessions("id-alice", 6_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+
+    // Authorised applications, and revoking one.
+    let (mut g, c, _) = grant("g-app");
+    g.expires_at = 50_000;
+    store.insert_grant_with_code(&g, &c).await.unwrap();
+    let (mut other, c2, _) = grant("g-other");
+    other.client_id = "other".into();
+    other.expires_at = 50_000;
+    store
+        .insert_grant_with_code(
+            &other,
+            &AuthCode {
+                client_id: "other".into(),
+                ..c2
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .put_consent("id-alice", "app", &ScopeSet::parse("openid").unwrap(), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_user_grants("id-alice", 300).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.list_user_consents("id-alice").await.unwrap().len(), 1);
+    assert_eq!(
+        store.revoke_user_client("id-alice", "app").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.revoke_user_client("id-alice", "app").await.unwrap(),
+        0
+    );
+    let left = store.list_user_grants("id-alice", 300).await.unwrap();
+    assert_eq!(
+        left.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+        ["g-other"]
+    );
+    assert!(
+        store
+            .list_user_consents("id-alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.get_grant("g-app").await.unwrap().unwrap().revoked);
+}
+
 #[tokio::test]
 async fn sqlite_meets_the_contract() {
     let (store, dir) = sqlite_store().await;
     contract(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn sqlite_meets_the_accounts_contract() {
+    let (store, dir) = sqlite_store().await;
+    accounts_contract(store).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -560,5 +893,12 @@ async fn sqlite_reopens_an_existing_database() {
 async fn postgres_meets_the_contract() {
     if let Some(store) = postgres_store().await {
         contract(store).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_meets_the_accounts_contract() {
+    if let Some(store) = postgres_store().await {
+        accounts_contract(store).await;
     }
 }

@@ -2,8 +2,9 @@
 //! ([`sql::SqliteStore`], the embedded default, and [`sql::PostgresStore`], for several
 //! replicas), and one contract test suite that runs against both.
 //!
-//! Everything a second replica would need lives here: logins in progress, sessions,
-//! codes, grants, refresh tokens, signing keys. Lookups return
+//! Everything a second replica would need lives here: logins in progress (also those
+//! waiting at an upstream provider), sessions, codes, grants, refresh tokens, signing
+//! keys, and the identities linked to each account. Lookups return
 //! `Result<Option<T>, StoreError>`; a database failure is never turned into "not found".
 //! Operations that must happen once (redeeming a code, rotating a refresh token) are
 //! single conditional statements, so two replicas racing cannot both win.
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use keyward_proto::{ScopeSet, TokenHash};
 
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, Grant, RefreshToken, Session,
-    StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
+    RefreshToken, Session, StoredKey, Unlink, User,
 };
 
 #[cfg(test)]
@@ -207,6 +208,59 @@ pub trait Store: Send + Sync + 'static {
     async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()>;
     /// Deletes retired keys retired before `before`.
     async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64>;
+
+    // The account page.
+    /// A user's unexpired sessions, newest first.
+    async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>>;
+    /// Ends one of a user's sessions; false when the user has no such session.
+    async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool>;
+    /// A user's grants that are neither revoked nor expired, newest first.
+    async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>>;
+    /// A user's remembered consents: client id, approved scope, when approved.
+    async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>>;
+    /// Revokes every grant a user gave a client and forgets the consent, in one
+    /// transaction. Returns the grants revoked.
+    async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64>;
+
+    // Identities at upstream providers.
+    /// The identity a provider knows as `subject`, if anyone holds it.
+    async fn get_identity(
+        &self,
+        connector_id: &str,
+        subject: &str,
+    ) -> StoreResult<Option<Identity>>;
+    /// The identities linked to an account, oldest first.
+    async fn list_identities(&self, user_id: &str) -> StoreResult<Vec<Identity>>;
+    /// Links an identity to its account; `Conflict` when someone already holds it.
+    async fn insert_identity(&self, identity: &Identity) -> StoreResult<()>;
+    /// Creates an account with its first identity, in one transaction; `Conflict` when
+    /// the username or the identity is taken.
+    async fn insert_user_with_identity(&self, user: &User, identity: &Identity) -> StoreResult<()>;
+    /// Records what the provider said at this sign-in (email, name, username, groups,
+    /// time). False when the identity is gone.
+    async fn update_identity(&self, identity: &Identity) -> StoreResult<bool>;
+    /// Unlinks an identity from an account, unless it is the account's last way to sign
+    /// in (its last identity, and no password, or passwords do not count).
+    async fn delete_identity(
+        &self,
+        user_id: &str,
+        connector_id: &str,
+        subject: &str,
+        password_counts: bool,
+    ) -> StoreResult<Unlink>;
+    /// The users whose verified address is `email` (compared without case).
+    async fn find_users_by_verified_email(&self, email: &str) -> StoreResult<Vec<User>>;
+
+    // Sign-ins at upstream providers in progress.
+    /// Stores a sign-in waiting for the provider (or an emailed link).
+    async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()>;
+    /// Takes (deletes and returns) a sign-in by the hash of its state; `None` when
+    /// unknown, already taken, or expired at `now`. Exactly one caller gets it.
+    async fn take_connector_login(
+        &self,
+        state_hash: &TokenHash,
+        now: i64,
+    ) -> StoreResult<Option<ConnectorLogin>>;
 }
 
 /// Opens the store named by a database URL, creating the SQLite file (and its

@@ -19,8 +19,9 @@ use sqlx::sqlite::{
 use super::{Store, StoreError, StoreResult};
 use crate::config::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, DeviceCode, DeviceStatus, Grant, RefreshToken,
-    Session, StoredKey, User,
+    AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
+    DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,
+    Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -28,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_initial.sql")),
     (2, include_str!("../../migrations/0002_device.sql")),
     (3, include_str!("../../migrations/0003_pkg_challenge.sql")),
+    (4, include_str!("../../migrations/0004_connectors.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -173,7 +175,11 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
-const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash";
+const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
+const SESSION_COLUMNS: &str =
+    "id_hash, user_id, auth_time, created_at, expires_at, csrf, method, user_agent, ip";
+const IDENTITY_COLUMNS: &str = "connector_id, subject, user_id, email, email_verified, name, username, group_names, created_at, last_login_at";
+const CONNECTOR_LOGIN_COLUMNS: &str = "state_hash, connector_id, auth_request_id, link_user_id, browser_hash, nonce, code_verifier, email, created_at, expires_at";
 const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, created_at, expires_at, poll_interval, last_poll_at, status, grant_id, challenge_hash";
 const GRANT_COLUMNS: &str =
     "id, client_id, user_id, scope, auth_time, nonce, created_at, expires_at, revoked";
@@ -234,10 +240,94 @@ macro_rules! sql_store {
                     expires_at: row.try_get("expires_at")?,
                     user_id: row.try_get("user_id")?,
                     auth_time: row.try_get("auth_time")?,
-                    device_code_hash: row
-                        .try_get::<Option<String>, _>("device_code_hash")?
-                        .map(TokenHash::from_stored),
+                    kind: match (row.try_get::<String, _>("kind")?.as_str(), row.try_get::<Option<String>, _>("device_code_hash")?) {
+                        ("authorize", None) => LoginKind::Authorize,
+                        ("device", Some(hash)) => LoginKind::Device(TokenHash::from_stored(hash)),
+                        ("account", None) => LoginKind::Account,
+                        (kind, _) => return Err(corrupt("auth request kind", kind)),
+                    },
+                    response_mode: {
+                        let mode: String = row.try_get("response_mode")?;
+                        ResponseMode::parse(&mode).ok_or_else(|| corrupt("auth request response_mode", mode))?
+                    },
                 })
+            }
+
+            fn session(row: &$row) -> StoreResult<Session> {
+                Ok(Session {
+                    id_hash: TokenHash::from_stored(row.try_get("id_hash")?),
+                    user_id: row.try_get("user_id")?,
+                    auth_time: row.try_get("auth_time")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    csrf: row.try_get("csrf")?,
+                    method: row.try_get("method")?,
+                    user_agent: row.try_get("user_agent")?,
+                    ip: row.try_get("ip")?,
+                })
+            }
+
+            fn identity(row: &$row) -> StoreResult<Identity> {
+                Ok(Identity {
+                    connector_id: row.try_get("connector_id")?,
+                    subject: row.try_get("subject")?,
+                    user_id: row.try_get("user_id")?,
+                    email: row.try_get("email")?,
+                    email_verified: row.try_get("email_verified")?,
+                    name: row.try_get("name")?,
+                    username: row.try_get("username")?,
+                    groups: json_list("identity groups", &row.try_get::<String, _>("group_names")?)?,
+                    created_at: row.try_get("created_at")?,
+                    last_login_at: row.try_get("last_login_at")?,
+                })
+            }
+
+            fn connector_login(row: &$row) -> StoreResult<ConnectorLogin> {
+                let purpose = match (
+                    row.try_get::<Option<String>, _>("auth_request_id")?,
+                    row.try_get::<Option<String>, _>("link_user_id")?,
+                ) {
+                    (Some(request), None) => ConnectorPurpose::Login(request),
+                    (None, Some(user)) => ConnectorPurpose::Link(user),
+                    _ => return Err(corrupt("connector login purpose", "neither or both of login and link")),
+                };
+                Ok(ConnectorLogin {
+                    state_hash: TokenHash::from_stored(row.try_get("state_hash")?),
+                    connector_id: row.try_get("connector_id")?,
+                    purpose,
+                    browser_hash: TokenHash::from_stored(row.try_get("browser_hash")?),
+                    nonce: row.try_get("nonce")?,
+                    code_verifier: row.try_get("code_verifier")?,
+                    email: row.try_get("email")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            }
+
+            fn identity_query<'q>(sql: &'q str, i: &'q Identity) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
+                sqlx::query(sql)
+                    .bind(&i.connector_id)
+                    .bind(&i.subject)
+                    .bind(&i.user_id)
+                    .bind(&i.email)
+                    .bind(i.email_verified)
+                    .bind(&i.name)
+                    .bind(&i.username)
+                    .bind(to_json(&i.groups))
+                    .bind(i.created_at)
+                    .bind(i.last_login_at)
+            }
+
+            fn user_query<'q>(sql: &'q str, user: &'q User) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
+                sqlx::query(sql)
+                    .bind(&user.id)
+                    .bind(&user.username)
+                    .bind(&user.email)
+                    .bind(user.email_verified)
+                    .bind(&user.name)
+                    .bind(&user.password_hash)
+                    .bind(user.disabled)
+                    .bind(user.created_at)
             }
 
             fn device(row: &$row) -> StoreResult<DeviceCode> {
@@ -372,6 +462,7 @@ macro_rules! sql_store {
                     ("DELETE FROM grants WHERE expires_at < $1", now),
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
                     ("DELETE FROM device_codes WHERE expires_at < $1", now),
+                    ("DELETE FROM connector_logins WHERE expires_at < $1", now),
                     ("DELETE FROM login_failures WHERE window_start < $1", day_ago),
                 ] {
                     deleted += sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
@@ -436,15 +527,7 @@ macro_rules! sql_store {
 
             async fn insert_user(&self, user: &User) -> StoreResult<()> {
                 let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
-                sqlx::query(&sql)
-                    .bind(&user.id)
-                    .bind(&user.username)
-                    .bind(&user.email)
-                    .bind(user.email_verified)
-                    .bind(&user.name)
-                    .bind(&user.password_hash)
-                    .bind(user.disabled)
-                    .bind(user.created_at)
+                Self::user_query(&sql, user)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| unique_violation(e, format!("user {:?}", user.username)))?;
@@ -458,15 +541,7 @@ macro_rules! sql_store {
                      name = excluded.name, password_hash = excluded.password_hash
                      RETURNING {USER_COLUMNS}"
                 );
-                let row = sqlx::query(&sql)
-                    .bind(&user.id)
-                    .bind(&user.username)
-                    .bind(&user.email)
-                    .bind(user.email_verified)
-                    .bind(&user.name)
-                    .bind(&user.password_hash)
-                    .bind(user.disabled)
-                    .bind(user.created_at)
+                let row = Self::user_query(&sql, user)
                     .fetch_one(&self.pool)
                     .await?;
                 Self::user(&row)
@@ -511,7 +586,7 @@ macro_rules! sql_store {
             async fn insert_auth_request(&self, r: &AuthRequest) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 );
                 sqlx::query(&sql)
                     .bind(&r.id)
@@ -531,7 +606,13 @@ macro_rules! sql_store {
                     .bind(r.expires_at)
                     .bind(&r.user_id)
                     .bind(r.auth_time)
-                    .bind(r.device_code_hash.as_ref().map(TokenHash::as_str))
+                    .bind(r.kind.device_code_hash().map(TokenHash::as_str))
+                    .bind(match r.kind {
+                        LoginKind::Authorize => "authorize",
+                        LoginKind::Device(_) => "device",
+                        LoginKind::Account => "account",
+                    })
+                    .bind(r.response_mode.as_str())
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -559,39 +640,26 @@ macro_rules! sql_store {
             }
 
             async fn insert_session(&self, s: &Session) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO sessions (id_hash, user_id, auth_time, created_at, expires_at, csrf) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
+                let sql = format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                sqlx::query(&sql)
                 .bind(s.id_hash.as_str())
                 .bind(&s.user_id)
                 .bind(s.auth_time)
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(&s.csrf)
+                .bind(&s.method)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
             }
 
             async fn get_session(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<Session>> {
-                let row = sqlx::query(
-                    "SELECT id_hash, user_id, auth_time, created_at, expires_at, csrf FROM sessions WHERE id_hash = $1 AND expires_at > $2",
-                )
-                .bind(id_hash.as_str())
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(|row| {
-                    Ok(Session {
-                        id_hash: TokenHash::from_stored(row.try_get("id_hash")?),
-                        user_id: row.try_get("user_id")?,
-                        auth_time: row.try_get("auth_time")?,
-                        created_at: row.try_get("created_at")?,
-                        expires_at: row.try_get("expires_at")?,
-                        csrf: row.try_get("csrf")?,
-                    })
-                })
-                .transpose()
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1 AND expires_at > $2");
+                let row = sqlx::query(&sql).bind(id_hash.as_str()).bind(now).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::session).transpose()
             }
 
             async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()> {
@@ -887,6 +955,196 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash");
+                let rows = sqlx::query(&sql).bind(user_id).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::session).collect()
+            }
+
+            async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash = $2")
+                    .bind(user_id)
+                    .bind(id_hash.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>> {
+                let sql = format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_id = $1 AND revoked = $2 AND expires_at > $3 ORDER BY created_at DESC, id"
+                );
+                let rows = sqlx::query(&sql).bind(user_id).bind(false).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::grant).collect()
+            }
+
+            async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>> {
+                let rows = sqlx::query("SELECT client_id, scope, updated_at FROM consents WHERE user_id = $1 ORDER BY client_id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get("client_id")?,
+                            scope("consent scope", &row.try_get::<String, _>("scope")?)?,
+                            row.try_get("updated_at")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                let revoked = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND client_id = $3 AND revoked = $4")
+                    .bind(true)
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(false)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn get_identity(&self, connector_id: &str, subject: &str) -> StoreResult<Option<Identity>> {
+                let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE connector_id = $1 AND subject = $2");
+                let row = sqlx::query(&sql).bind(connector_id).bind(subject).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::identity).transpose()
+            }
+
+            async fn list_identities(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
+                let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1 ORDER BY created_at, connector_id, subject");
+                let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::identity).collect()
+            }
+
+            async fn insert_identity(&self, identity: &Identity) -> StoreResult<()> {
+                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                Self::identity_query(&sql, identity)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| unique_violation(e, "identity"))?;
+                Ok(())
+            }
+
+            async fn insert_user_with_identity(&self, user: &User, identity: &Identity) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+                Self::user_query(&sql, user)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| unique_violation(e, format!("user {:?}", user.username)))?;
+                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                Self::identity_query(&sql, identity)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| unique_violation(e, "identity"))?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE identities SET email = $1, email_verified = $2, name = $3, username = $4, group_names = $5, last_login_at = $6
+                     WHERE connector_id = $7 AND subject = $8",
+                )
+                .bind(&identity.email)
+                .bind(identity.email_verified)
+                .bind(&identity.name)
+                .bind(&identity.username)
+                .bind(to_json(&identity.groups))
+                .bind(identity.last_login_at)
+                .bind(&identity.connector_id)
+                .bind(&identity.subject)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_identity(&self, user_id: &str, connector_id: &str, subject: &str, password_counts: bool) -> StoreResult<Unlink> {
+                let mut tx = self.pool.begin().await?;
+                // Writing the account row first locks it (a row lock on PostgreSQL, the
+                // write lock on SQLite): two unlinks racing cannot both leave it empty.
+                let Some(row) = sqlx::query("UPDATE users SET disabled = disabled WHERE id = $1 RETURNING password_hash")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    tx.rollback().await?;
+                    return Ok(Unlink::NotFound);
+                };
+                let has_password = password_counts && row.try_get::<Option<String>, _>("password_hash")?.is_some();
+                let held = sqlx::query("SELECT subject FROM identities WHERE user_id = $1 AND connector_id = $2 AND subject = $3")
+                    .bind(user_id)
+                    .bind(connector_id)
+                    .bind(subject)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if held.is_none() {
+                    tx.rollback().await?;
+                    return Ok(Unlink::NotFound);
+                }
+                let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM identities WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                if count <= 1 && !has_password {
+                    tx.rollback().await?;
+                    return Ok(Unlink::LastSignInMethod);
+                }
+                sqlx::query("DELETE FROM identities WHERE user_id = $1 AND connector_id = $2 AND subject = $3")
+                    .bind(user_id)
+                    .bind(connector_id)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Unlink::Done)
+            }
+
+            async fn find_users_by_verified_email(&self, email: &str) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) AND email_verified = $2 ORDER BY created_at, id");
+                let rows = sqlx::query(&sql).bind(email).bind(true).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::user).collect()
+            }
+
+            async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()> {
+                let (request, link) = match &login.purpose {
+                    ConnectorPurpose::Login(request) => (Some(request.as_str()), None),
+                    ConnectorPurpose::Link(user) => (None, Some(user.as_str())),
+                };
+                let sql = format!("INSERT INTO connector_logins ({CONNECTOR_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                sqlx::query(&sql)
+                    .bind(login.state_hash.as_str())
+                    .bind(&login.connector_id)
+                    .bind(request)
+                    .bind(link)
+                    .bind(login.browser_hash.as_str())
+                    .bind(&login.nonce)
+                    .bind(&login.code_verifier)
+                    .bind(&login.email)
+                    .bind(login.created_at)
+                    .bind(login.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn take_connector_login(&self, state_hash: &TokenHash, now: i64) -> StoreResult<Option<ConnectorLogin>> {
+                let sql = format!("DELETE FROM connector_logins WHERE state_hash = $1 RETURNING {CONNECTOR_LOGIN_COLUMNS}");
+                let row = sqlx::query(&sql).bind(state_hash.as_str()).fetch_optional(&self.pool).await?;
+                let login = row.as_ref().map(Self::connector_login).transpose()?;
+                Ok(login.filter(|l| l.expires_at > now))
             }
         }
     };

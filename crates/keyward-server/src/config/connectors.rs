@@ -1,0 +1,492 @@
+//! `[[connectors]]`: the upstream identity providers people sign in with ("login
+//! strategies"), as written in the configuration file and as validated for the server.
+//!
+//! Each entry has an `id` (it appears in the provider's redirect URI,
+//! `<issuer>/callback/<id>`), a `type` (`oidc`, `github`, `email` or `password`) and a
+//! display `name`; the rest depends on the type. A `password` connector (the local
+//! users, signing in with a password) is always present: declared, or added as
+//! `id = "password"` when the file declares none, so that adding GitHub does not
+//! silently turn the password form off; `enabled = false` does.
+
+use keyward_proto::ClientSecret;
+use serde::Deserialize;
+use url::Url;
+
+use super::{ConfigError, invalid};
+
+/// The id of the password connector keyward adds when none is declared.
+pub const DEFAULT_PASSWORD_CONNECTOR: &str = "password";
+
+/// A connector as written in the file. Fields that do not apply to its type are
+/// refused with a message naming them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConnectorFile {
+    id: String,
+    #[serde(rename = "type")]
+    kind: ConnectorType,
+    name: Option<String>,
+    #[serde(default = "super::default_true")]
+    enabled: bool,
+    #[serde(default)]
+    trust_email: bool,
+    create_accounts: Option<bool>,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<ClientSecret>,
+    scopes: Option<Vec<String>>,
+    base_url: Option<String>,
+    api_url: Option<String>,
+    orgs: Option<Vec<String>>,
+    smtp: Option<SmtpFile>,
+    from: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ConnectorType {
+    Oidc,
+    Github,
+    Email,
+    Password,
+}
+
+impl ConnectorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Github => "github",
+            Self::Email => "email",
+            Self::Password => "password",
+        }
+    }
+}
+
+/// `smtp = { … }` of an email connector, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpFile {
+    host: String,
+    port: Option<u16>,
+    #[serde(default)]
+    tls: SmtpTls,
+    username: Option<String>,
+    password: Option<ClientSecret>,
+}
+
+/// How keyward talks to the SMTP server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed (port 587 by default).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+    /// No encryption (port 25 by default): only for a relay on this machine.
+    None,
+}
+
+/// A validated connector.
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    /// The id: lower-case letters, digits, `-` and `_`; part of the redirect URI.
+    pub id: String,
+    /// What the login page's button says.
+    pub name: String,
+    /// A disabled connector is not offered and its callbacks are refused; its
+    /// identities stay linked.
+    pub enabled: bool,
+    /// Link a new identity to the one account holding the same address, when the
+    /// provider says the address is verified. Off by default: only for providers that
+    /// really verify addresses.
+    pub trust_email: bool,
+    /// Create an account for an identity nobody holds; when false, only identities
+    /// already linked (or linked from the account page) can sign in.
+    pub create_accounts: bool,
+    /// What kind of provider, with its settings.
+    pub kind: ConnectorKind,
+}
+
+/// The provider behind a connector.
+#[derive(Clone, Debug)]
+pub enum ConnectorKind {
+    /// Any OpenID Connect provider, found by discovery.
+    Oidc(OidcSettings),
+    /// GitHub or GitHub Enterprise, through its OAuth web flow.
+    Github(GithubSettings),
+    /// A one-time link sent by email.
+    Email(EmailSettings),
+    /// The local users and their passwords.
+    Password,
+}
+
+impl ConnectorKind {
+    /// The `type` as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Oidc(_) => "oidc",
+            Self::Github(_) => "github",
+            Self::Email(_) => "email",
+            Self::Password => "password",
+        }
+    }
+
+    /// Whether the browser goes to the provider and comes back to
+    /// `<issuer>/callback/<id>` (the redirect URI to register there).
+    pub fn uses_redirect(&self) -> bool {
+        matches!(self, Self::Oidc(_) | Self::Github(_))
+    }
+}
+
+/// An OpenID Connect provider.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// The issuer; its discovery document is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: Url,
+    /// keyward's client id at the provider.
+    pub client_id: String,
+    /// keyward's client secret there; `None` for a public client (PKCE only).
+    pub client_secret: Option<ClientSecret>,
+    /// The scopes asked for; always includes `openid`.
+    pub scopes: Vec<String>,
+}
+
+/// GitHub or GitHub Enterprise.
+#[derive(Clone, Debug)]
+pub struct GithubSettings {
+    /// The OAuth app's client id.
+    pub client_id: String,
+    /// The OAuth app's client secret.
+    pub client_secret: ClientSecret,
+    /// The scopes asked for (`read:user user:email`, plus `read:org` for groups).
+    pub scopes: Vec<String>,
+    /// Where the OAuth pages are: `https://github.com`, or the Enterprise server.
+    pub base_url: Url,
+    /// Where the REST API is: `https://api.github.com`, or `<server>/api/v3`.
+    pub api_url: Url,
+    /// When not empty, only members of one of these organisations may sign in.
+    pub orgs: Vec<String>,
+}
+
+impl GithubSettings {
+    /// Whether organisation and team membership is read (the `read:org` scope).
+    pub fn reads_orgs(&self) -> bool {
+        self.scopes.iter().any(|s| s == "read:org")
+    }
+}
+
+/// Sign-in by emailed link.
+#[derive(Clone, Debug)]
+pub struct EmailSettings {
+    /// The SMTP server; `None` in development, where links are written to the log.
+    pub smtp: Option<SmtpSettings>,
+    /// The sender, as `Name <address>` or `address`.
+    pub from: String,
+}
+
+/// An SMTP server.
+#[derive(Clone, Debug)]
+pub struct SmtpSettings {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Encryption.
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH.
+    pub username: Option<String>,
+    /// Password for SMTP AUTH.
+    pub password: Option<ClientSecret>,
+}
+
+/// Whether `host` names this machine.
+pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
+    match host {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Parses a provider URL: https, or http for this machine only.
+fn provider_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| invalid(key, format!("{text:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(url.host_str()) => {}
+        "http" => return Err(invalid(key, "must be https (http only for localhost)")),
+        _ => return Err(invalid(key, "must be an https URL")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(key, "must not have a query, fragment or user info"));
+    }
+    Ok(url)
+}
+
+/// Validates the `[[connectors]]` of the file, adding the password connector when none
+/// is declared. `issuer` decides whether an email connector may go without SMTP.
+pub(super) fn validate(
+    files: Vec<ConnectorFile>,
+    issuer: &Url,
+) -> Result<Vec<ConnectorConfig>, ConfigError> {
+    let mut connectors: Vec<ConnectorConfig> = Vec::with_capacity(files.len() + 1);
+    for (i, file) in files.into_iter().enumerate() {
+        let key = |field: &str| format!("connectors[{i}].{field}");
+        if file.id.is_empty()
+            || file.id.len() > 32
+            || !file
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                key("id"),
+                format!(
+                    "{:?} must be 1 to 32 lower-case letters, digits, - or _",
+                    file.id
+                ),
+            ));
+        }
+        if connectors.iter().any(|c| c.id == file.id) {
+            return Err(invalid(
+                key("id"),
+                format!("{:?} is declared twice", file.id),
+            ));
+        }
+        if file.kind == ConnectorType::Password
+            && connectors
+                .iter()
+                .any(|c| matches!(c.kind, ConnectorKind::Password))
+        {
+            return Err(invalid(
+                key("type"),
+                "only one password connector can be declared",
+            ));
+        }
+        let kind = file.kind;
+        let not_for = |field: &str, present: bool| {
+            if present {
+                Err(invalid(
+                    key(field),
+                    format!("does not apply to type = {:?}", kind.as_str()),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let required = |field: &str, value: Option<String>| {
+            value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                invalid(
+                    key(field),
+                    format!("is required for type = {:?}", kind.as_str()),
+                )
+            })
+        };
+        let (default_name, settings) = match kind {
+            ConnectorType::Oidc => {
+                not_for("base_url", file.base_url.is_some())?;
+                not_for("api_url", file.api_url.is_some())?;
+                not_for("orgs", file.orgs.is_some())?;
+                not_for("smtp", file.smtp.is_some())?;
+                not_for("from", file.from.is_some())?;
+                let issuer_text = required("issuer", file.issuer)?;
+                let issuer = provider_url(&key("issuer"), &issuer_text)?;
+                let scopes = file
+                    .scopes
+                    .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+                if !scopes.iter().any(|s| s == "openid") {
+                    return Err(invalid(key("scopes"), "must include \"openid\""));
+                }
+                check_scopes(&key("scopes"), &scopes)?;
+                (
+                    issuer.host_str().unwrap_or("OpenID Connect").to_owned(),
+                    ConnectorKind::Oidc(OidcSettings {
+                        issuer,
+                        client_id: required("client_id", file.client_id)?,
+                        client_secret: file.client_secret,
+                        scopes,
+                    }),
+                )
+            }
+            ConnectorType::Github => {
+                not_for("issuer", file.issuer.is_some())?;
+                not_for("smtp", file.smtp.is_some())?;
+                not_for("from", file.from.is_some())?;
+                let client_secret = file.client_secret.ok_or_else(|| {
+                    invalid(key("client_secret"), "is required for type = \"github\"")
+                })?;
+                let base_url = provider_url(
+                    &key("base_url"),
+                    file.base_url.as_deref().unwrap_or("https://github.com"),
+                )?;
+                let api_url = provider_url(
+                    &key("api_url"),
+                    file.api_url.as_deref().unwrap_or("https://api.github.com"),
+                )?;
+                let orgs = file.orgs.unwrap_or_default();
+                let mut scopes = file
+                    .scopes
+                    .unwrap_or_else(|| vec!["read:user".into(), "user:email".into()]);
+                if !orgs.is_empty() && !scopes.iter().any(|s| s == "read:org") {
+                    scopes.push("read:org".into());
+                }
+                check_scopes(&key("scopes"), &scopes)?;
+                (
+                    "GitHub".to_owned(),
+                    ConnectorKind::Github(GithubSettings {
+                        client_id: required("client_id", file.client_id)?,
+                        client_secret,
+                        scopes,
+                        base_url,
+                        api_url,
+                        orgs,
+                    }),
+                )
+            }
+            ConnectorType::Email => {
+                for (field, present) in [
+                    ("issuer", file.issuer.is_some()),
+                    ("client_id", file.client_id.is_some()),
+                    ("client_secret", file.client_secret.is_some()),
+                    ("scopes", file.scopes.is_some()),
+                    ("base_url", file.base_url.is_some()),
+                    ("api_url", file.api_url.is_some()),
+                    ("orgs", file.orgs.is_some()),
+                ] {
+                    not_for(field, present)?;
+                }
+                let smtp = match file.smtp {
+                    Some(smtp) => Some(smtp_settings(&key("smtp"), smtp)?),
+                    None if is_loopback_host(issuer.host_str()) => None,
+                    None => {
+                        return Err(invalid(
+                            key("smtp"),
+                            "is required unless the issuer is on this machine (development, where links go to the log)",
+                        ));
+                    }
+                };
+                let from = file
+                    .from
+                    .unwrap_or_else(|| format!("keyward <keyward@{}>", mail_domain(issuer)));
+                if !from.contains('@') || from.contains(['\r', '\n']) {
+                    return Err(invalid(
+                        key("from"),
+                        "must be an address like \"Name <sign-in@example.com>\"",
+                    ));
+                }
+                (
+                    "Email".to_owned(),
+                    ConnectorKind::Email(EmailSettings { smtp, from }),
+                )
+            }
+            ConnectorType::Password => {
+                for (field, present) in [
+                    ("issuer", file.issuer.is_some()),
+                    ("client_id", file.client_id.is_some()),
+                    ("client_secret", file.client_secret.is_some()),
+                    ("scopes", file.scopes.is_some()),
+                    ("base_url", file.base_url.is_some()),
+                    ("api_url", file.api_url.is_some()),
+                    ("orgs", file.orgs.is_some()),
+                    ("smtp", file.smtp.is_some()),
+                    ("from", file.from.is_some()),
+                    ("trust_email", file.trust_email),
+                    ("create_accounts", file.create_accounts.is_some()),
+                ] {
+                    not_for(field, present)?;
+                }
+                ("Password".to_owned(), ConnectorKind::Password)
+            }
+        };
+        let name = file.name.unwrap_or(default_name);
+        if name.trim().is_empty() || name.chars().count() > 64 {
+            return Err(invalid(key("name"), "must be 1 to 64 characters"));
+        }
+        connectors.push(ConnectorConfig {
+            id: file.id,
+            name,
+            enabled: file.enabled,
+            trust_email: file.trust_email,
+            create_accounts: file.create_accounts.unwrap_or(true)
+                && !matches!(settings, ConnectorKind::Password),
+            kind: settings,
+        });
+    }
+    if !connectors
+        .iter()
+        .any(|c| matches!(c.kind, ConnectorKind::Password))
+    {
+        if connectors
+            .iter()
+            .any(|c| c.id == DEFAULT_PASSWORD_CONNECTOR)
+        {
+            return Err(invalid(
+                "connectors",
+                "the id \"password\" is kept for the password connector; declare it with type = \"password\" or choose another id",
+            ));
+        }
+        connectors.push(ConnectorConfig {
+            id: DEFAULT_PASSWORD_CONNECTOR.into(),
+            name: "Password".into(),
+            enabled: true,
+            trust_email: false,
+            create_accounts: false,
+            kind: ConnectorKind::Password,
+        });
+    }
+    Ok(connectors)
+}
+
+fn check_scopes(key: &str, scopes: &[String]) -> Result<(), ConfigError> {
+    if scopes.is_empty()
+        || scopes
+            .iter()
+            .any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(invalid(key, "must be a list of scope names without spaces"));
+    }
+    Ok(())
+}
+
+fn smtp_settings(key: &str, smtp: SmtpFile) -> Result<SmtpSettings, ConfigError> {
+    if smtp.host.trim().is_empty() {
+        return Err(invalid(format!("{key}.host"), "must not be empty"));
+    }
+    if smtp.username.is_some() != smtp.password.is_some() {
+        return Err(invalid(
+            format!("{key}.username"),
+            "username and password go together",
+        ));
+    }
+    if smtp.tls == SmtpTls::None && smtp.password.is_some() && !is_loopback_host(Some(&smtp.host)) {
+        return Err(invalid(
+            format!("{key}.tls"),
+            "\"none\" would send the password in clear; use starttls or tls",
+        ));
+    }
+    let port = smtp.port.unwrap_or(match smtp.tls {
+        SmtpTls::Starttls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    });
+    Ok(SmtpSettings {
+        host: smtp.host,
+        port,
+        tls: smtp.tls,
+        username: smtp.username,
+        password: smtp.password,
+    })
+}
+
+/// The domain of the default sender address: the issuer's host, or `localhost`.
+fn mail_domain(issuer: &Url) -> String {
+    match issuer.host() {
+        Some(url::Host::Domain(domain)) => domain.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}

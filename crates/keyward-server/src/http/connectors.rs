@@ -1,0 +1,561 @@
+//! Signing in (and linking) through a connector: the browser's trip to an upstream
+//! provider and back, and emailed links.
+//!
+//! | endpoint | what it does |
+//! |---|---|
+//! | `POST /login/{connector}` | from the login page: to the provider, or mail a link |
+//! | `GET /callback/{connector}` | the provider's redirect back (`code`, `state`), or an emailed link (`token`), which asks for one click so that mail scanners opening links do not use them up |
+//! | `POST /callback/{connector}` | that click |
+//!
+//! A sign-in at a provider is a [`ConnectorLogin`] in the store, found by the hash of
+//! the `state` (or emailed token), taken once, and bound to the browser that started it
+//! by the browser cookie: a `state` or link carried to another browser is refused.
+//! [`crate::accounts::resolve`] then decides which account it is.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use keyward_proto::pkce::CodeVerifier;
+use keyward_proto::{OpaqueToken, TokenHash};
+use serde::Deserialize;
+
+use super::authorize::{
+    BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, render_login, respond,
+    secs, see_other, sign_in,
+};
+use super::error::OAuthError;
+use super::extract::{Body, ClientAddr, cookie, parse_form};
+use super::pages::PageError;
+use crate::accounts::{self, AccountError, Intent, Outcome};
+use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
+use crate::state::AppState;
+use crate::upstream::email::{LINK_TTL, normalize_address};
+use crate::upstream::{Connector, Provider, UpstreamError, UpstreamIdentity};
+
+/// Links asked for one address before more are refused (silently) for the window.
+const LINKS_PER_ADDRESS: i64 = 5;
+/// Links asked for from one client address before more are refused for the window.
+const LINKS_PER_CLIENT: i64 = 30;
+/// The window of those limits.
+const LINK_WINDOW: i64 = 15 * 60;
+/// How long a sign-in at a provider may take.
+const PROVIDER_LOGIN_TTL: i64 = 15 * 60;
+
+/// Routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login/{connector}", post(start))
+        .route("/callback/{connector}", get(callback).post(email_confirmed))
+}
+
+fn not_found() -> PageError {
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Unknown sign-in method",
+        "This way of signing in does not exist or is turned off.",
+    )
+}
+
+fn expired() -> PageError {
+    PageError::bad_request(
+        "Sign-in expired",
+        "This sign-in has expired or was already used. Go back to the application and start again.",
+    )
+}
+
+/// An enabled connector by id.
+fn connector(state: &AppState, id: &str) -> Result<std::sync::Arc<Connector>, PageError> {
+    state.connectors().enabled(id).ok_or_else(not_found)
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    req: String,
+    csrf: String,
+    email: Option<String>,
+}
+
+/// `POST /login/{connector}`: leaves the login page for the provider, or mails a link.
+async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let result = async {
+        let connector = connector(&state, &id)?;
+        let form: StartForm = body
+            .and_then(|Body(bytes)| parse_form(&bytes))
+            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+        let (request, client) = load_request(&state, &headers, &form.req).await?;
+        check_csrf(&request, &form.csrf)?;
+        let purpose = ConnectorPurpose::Login(request.id.clone());
+        match &connector.provider {
+            Provider::Email(_) => {
+                let typed = form.email.as_deref().unwrap_or("");
+                let Some(address) = normalize_address(typed) else {
+                    return Ok(render_login(
+                        &state,
+                        &request,
+                        &client,
+                        LoginNotice {
+                            email: typed,
+                            error: Some("Enter a valid email address."),
+                            status: Some(StatusCode::BAD_REQUEST),
+                            ..LoginNotice::default()
+                        },
+                    ));
+                };
+                let back = format!("{}/login?req={}", state.config().base_path(), request.id);
+                send_email_link(
+                    &state,
+                    &connector,
+                    &address,
+                    purpose,
+                    request.browser_hash.clone(),
+                    &addr,
+                )
+                .await?;
+                Ok(email_sent_page(&state, &address, Some(&back)))
+            }
+            Provider::Oidc(_) | Provider::Github(_) => {
+                to_provider(&state, &connector, purpose, request.browser_hash.clone()).await
+            }
+            Provider::Password => Err(not_found()),
+        }
+    }
+    .await;
+    respond(&state, result)
+}
+
+/// Starts a sign-in at an upstream provider: stores what the way back needs and sends
+/// the browser to the provider.
+pub(super) async fn to_provider(
+    state: &AppState,
+    connector: &Connector,
+    purpose: ConnectorPurpose,
+    browser_hash: TokenHash,
+) -> Result<Response, PageError> {
+    let token = OpaqueToken::generate();
+    let nonce = keyward_proto::secret::random_urlsafe(24);
+    let verifier = CodeVerifier::generate();
+    let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
+    let url = match &connector.provider {
+        Provider::Oidc(provider) => provider
+            .authorization_url(&redirect_uri, token.secret(), &nonce, &verifier)
+            .await
+            .map_err(|e| provider_unavailable(connector, e))?,
+        Provider::Github(provider) => {
+            provider.authorization_url(&redirect_uri, token.secret(), &verifier)
+        }
+        Provider::Email(_) | Provider::Password => return Err(not_found()),
+    };
+    let at = now();
+    state
+        .store()
+        .insert_connector_login(&ConnectorLogin {
+            state_hash: token.hash(),
+            connector_id: connector.config.id.clone(),
+            purpose,
+            browser_hash,
+            nonce: Some(nonce),
+            code_verifier: Some(verifier.secret().to_owned()),
+            email: None,
+            created_at: at,
+            expires_at: at + PROVIDER_LOGIN_TTL,
+        })
+        .await?;
+    Ok(see_other(url.as_str()))
+}
+
+/// Mails a sign-in link to `address`, unless that address cannot use one (nobody holds
+/// it and the connector creates no accounts) or asked too often. The caller answers the
+/// same in every case, and the message goes out in the background, so neither the page
+/// nor its timing tells whether an address is known.
+pub(super) async fn send_email_link(
+    state: &AppState,
+    connector: &std::sync::Arc<Connector>,
+    address: &str,
+    purpose: ConnectorPurpose,
+    browser_hash: TokenHash,
+    client_addr: &str,
+) -> Result<(), PageError> {
+    let store = state.store();
+    let at = now();
+    let window = at - LINK_WINDOW;
+    let per_address = store
+        .record_login_failure(&format!("email-link:{address}"), at, window)
+        .await?;
+    let per_client = store
+        .record_login_failure(&format!("email-link-from:{client_addr}"), at, window)
+        .await?;
+    if per_address > LINKS_PER_ADDRESS || per_client > LINKS_PER_CLIENT {
+        metrics::counter!("keyward_login_failures_total", "reason" => "email_throttled")
+            .increment(1);
+        tracing::info!(connector = %connector.config.id, "sign-in link not sent: too many asked for");
+        return Ok(());
+    }
+    let may_use = matches!(purpose, ConnectorPurpose::Link(_))
+        || connector.config.create_accounts
+        || store
+            .get_identity(&connector.config.id, address)
+            .await?
+            .is_some()
+        || (connector.config.trust_email
+            && !store
+                .find_users_by_verified_email(address)
+                .await?
+                .is_empty());
+    if !may_use {
+        tracing::info!(connector = %connector.config.id, "sign-in link not sent: unknown address");
+        return Ok(());
+    }
+    let token = OpaqueToken::generate();
+    store
+        .insert_connector_login(&ConnectorLogin {
+            state_hash: token.hash(),
+            connector_id: connector.config.id.clone(),
+            purpose,
+            browser_hash,
+            nonce: None,
+            code_verifier: None,
+            email: Some(address.to_owned()),
+            created_at: at,
+            expires_at: at + secs(LINK_TTL),
+        })
+        .await?;
+    // The token is base64url: nothing in it needs escaping.
+    let link = format!(
+        "{}?token={}",
+        state.config().connector_redirect_uri(&connector.config.id),
+        token.secret()
+    );
+    let connector = connector.clone();
+    let address = address.to_owned();
+    tokio::spawn(async move {
+        if let Provider::Email(mailer) = &connector.provider
+            && let Err(e) = mailer.send_link(&address, &link).await
+        {
+            tracing::error!(connector = %connector.config.id, error = %e, "sign-in link not delivered");
+        }
+    });
+    Ok(())
+}
+
+/// The page after a link was asked for, the same whether or not one was sent.
+pub(super) fn email_sent_page(state: &AppState, address: &str, back: Option<&str>) -> Response {
+    state.pages().render(
+        StatusCode::OK,
+        "email_sent.html",
+        minijinja::context! {
+            email => address,
+            minutes => LINK_TTL.as_secs() / 60,
+            back => back,
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    token: Option<String>,
+}
+
+/// `GET /callback/{connector}`.
+async fn callback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let result = async {
+        let connector = connector(&state, &id)?;
+        let params: CallbackParams = parse_form(query.unwrap_or_default().as_bytes())
+            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+        match &connector.provider {
+            Provider::Email(_) => {
+                let token = params
+                    .token
+                    .filter(|t| t.len() <= 128)
+                    .ok_or_else(expired)?;
+                Ok(state.pages().render(
+                    StatusCode::OK,
+                    "email_confirm.html",
+                    minijinja::context! {
+                        connector => connector.config.id,
+                        token => token,
+                        name => state.config().issuer.host_str(),
+                    },
+                ))
+            }
+            Provider::Oidc(_) | Provider::Github(_) => {
+                let value = params.state.as_deref().ok_or_else(expired)?;
+                let login = take_login(&state, &headers, &connector, value).await?;
+                if let Some(error) = &params.error {
+                    let refused = UpstreamError::Refused {
+                        error: error.chars().take(64).collect(),
+                        description: params
+                            .error_description
+                            .as_ref()
+                            .map(|d| d.chars().take(200).collect()),
+                    };
+                    return Ok(failed(&state, &headers, &connector, &login, &refused).await?);
+                }
+                let code = params.code.as_deref().ok_or_else(|| {
+                    PageError::bad_request("Invalid request", "The provider sent no code.")
+                })?;
+                let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
+                let verifier = login.code_verifier.as_deref().unwrap_or_default();
+                let identity = match &connector.provider {
+                    Provider::Oidc(provider) => {
+                        let nonce = login.nonce.as_deref().unwrap_or_default();
+                        provider.finish(&redirect_uri, code, nonce, verifier).await
+                    }
+                    Provider::Github(provider) => {
+                        provider.finish(&redirect_uri, code, verifier).await
+                    }
+                    Provider::Email(_) | Provider::Password => return Err(not_found()),
+                };
+                match identity {
+                    Ok(identity) => {
+                        complete(&state, &headers, &addr, &connector, login, identity).await
+                    }
+                    Err(e) => failed(&state, &headers, &connector, &login, &e).await,
+                }
+            }
+            Provider::Password => Err(not_found()),
+        }
+    }
+    .await;
+    respond(&state, result)
+}
+
+#[derive(Deserialize)]
+struct ConfirmForm {
+    token: String,
+}
+
+/// `POST /callback/{connector}`: the click that uses an emailed link.
+async fn email_confirmed(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Body, OAuthError>,
+) -> Response {
+    let result = async {
+        let connector = connector(&state, &id)?;
+        if !matches!(connector.provider, Provider::Email(_)) {
+            return Err(not_found());
+        }
+        let form: ConfirmForm = body
+            .and_then(|Body(bytes)| parse_form(&bytes))
+            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+        let login = take_login(&state, &headers, &connector, &form.token).await?;
+        let address = login.email.clone().ok_or_else(expired)?;
+        let identity = UpstreamIdentity {
+            subject: address.clone(),
+            email: Some(address),
+            email_verified: true,
+            ..UpstreamIdentity::default()
+        };
+        complete(&state, &headers, &addr, &connector, login, identity).await
+    }
+    .await;
+    respond(&state, result)
+}
+
+/// Takes the sign-in `value` (a state or emailed token) names, if it belongs to this
+/// connector and this browser.
+async fn take_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    connector: &Connector,
+    value: &str,
+) -> Result<ConnectorLogin, PageError> {
+    if value.is_empty() || value.len() > 128 {
+        return Err(expired());
+    }
+    let login = state
+        .store()
+        .take_connector_login(&TokenHash::of(value), now())
+        .await?
+        .filter(|l| l.connector_id == connector.config.id)
+        .ok_or_else(expired)?;
+    let same_browser =
+        cookie(headers, BROWSER_COOKIE).is_some_and(|value| login.browser_hash.matches(value));
+    if !same_browser {
+        return Err(PageError::bad_request(
+            "Open this in the browser you started in",
+            "This sign-in was started in another browser (or cookies are blocked), so it cannot finish here. Start again in this browser.",
+        ));
+    }
+    Ok(login)
+}
+
+/// A provider sign-in that did not work: back to the login page with what happened,
+/// or to the account page when linking.
+async fn failed(
+    state: &AppState,
+    headers: &HeaderMap,
+    connector: &Connector,
+    login: &ConnectorLogin,
+    error: &UpstreamError,
+) -> Result<Response, PageError> {
+    let name = &connector.config.name;
+    let message = match error {
+        UpstreamError::Refused { error, .. } if error == "access_denied" => {
+            format!("Signing in with {name} was cancelled.")
+        }
+        UpstreamError::NotAllowed(why) => why.clone(),
+        e if e.is_user_facing() => format!("{name} refused the sign-in: {e}."),
+        e => {
+            tracing::warn!(connector = %connector.config.id, error = %e, "upstream sign-in failed");
+            format!("Signing in with {name} did not work. Try again in a moment.")
+        }
+    };
+    match &login.purpose {
+        ConnectorPurpose::Link(_) => Ok(to_account(state, "link-failed")),
+        ConnectorPurpose::Login(request_id) => {
+            let (request, client) = load_request(state, headers, request_id).await?;
+            Ok(render_login(
+                state,
+                &request,
+                &client,
+                LoginNotice {
+                    error: Some(&message),
+                    status: Some(StatusCode::FORBIDDEN),
+                    ..LoginNotice::default()
+                },
+            ))
+        }
+    }
+}
+
+/// The provider vouched for `identity`: sign in to (or link) the account it belongs to.
+async fn complete(
+    state: &AppState,
+    headers: &HeaderMap,
+    addr: &str,
+    connector: &Connector,
+    login: ConnectorLogin,
+    identity: UpstreamIdentity,
+) -> Result<Response, PageError> {
+    let at = now();
+    let signed_in = current_session(state, headers).await?;
+    match login.purpose {
+        ConnectorPurpose::Login(request_id) => {
+            let (request, client) = load_request(state, headers, &request_id).await?;
+            let intent = Intent::SignIn {
+                signed_in: signed_in.as_ref().map(|(_, user)| user),
+            };
+            let message = match accounts::resolve(
+                state.store(),
+                &connector.config,
+                &identity,
+                intent,
+                at,
+            )
+            .await
+            {
+                Ok((user, outcome)) => {
+                    tracing::info!(user_id = %user.id, connector = %connector.config.id, ?outcome, "upstream sign-in");
+                    return sign_in(
+                        state,
+                        headers,
+                        addr,
+                        request,
+                        &client,
+                        &user,
+                        &connector.config.id,
+                    )
+                    .await;
+                }
+                Err(AccountError::Disabled) => "This account is disabled.".to_owned(),
+                Err(AccountError::NoAccount) => format!(
+                    "No account here is linked to this {} identity. Sign in another way, then link it on your account page.",
+                    connector.config.name
+                ),
+                Err(AccountError::HeldByAnother) => {
+                    "This identity belongs to another account.".into()
+                }
+                Err(AccountError::Store(e)) => return Err(e.into()),
+            };
+            Ok(render_login(
+                state,
+                &request,
+                &client,
+                LoginNotice {
+                    error: Some(&message),
+                    status: Some(StatusCode::FORBIDDEN),
+                    ..LoginNotice::default()
+                },
+            ))
+        }
+        ConnectorPurpose::Link(user_id) => {
+            // Linking needs the same account still signed in here.
+            let Some((_, user)) = signed_in.filter(|(_, u)| u.id == user_id) else {
+                return Err(PageError::bad_request(
+                    "Signed out",
+                    "You were signed out while linking. Sign in and try again from your account page.",
+                ));
+            };
+            let notice = link(state, connector, &user, &identity, at).await?;
+            Ok(to_account(state, notice))
+        }
+    }
+}
+
+async fn link(
+    state: &AppState,
+    connector: &Connector,
+    user: &User,
+    identity: &UpstreamIdentity,
+    at: i64,
+) -> Result<&'static str, PageError> {
+    Ok(
+        match accounts::resolve(
+            state.store(),
+            &connector.config,
+            identity,
+            Intent::Link(user),
+            at,
+        )
+        .await
+        {
+            Ok((_, Outcome::Existing)) => "already-linked",
+            Ok((_, _)) => "linked",
+            Err(AccountError::HeldByAnother) => "held-by-another",
+            Err(AccountError::Disabled) => "disabled",
+            Err(AccountError::NoAccount) => "link-failed",
+            Err(AccountError::Store(e)) => return Err(e.into()),
+        },
+    )
+}
+
+/// A redirect to the account page with a notice.
+pub(super) fn to_account(state: &AppState, notice: &str) -> Response {
+    see_other(&format!(
+        "{}/account?notice={notice}",
+        state.config().base_path()
+    ))
+}
+
+fn provider_unavailable(connector: &Connector, error: UpstreamError) -> PageError {
+    tracing::warn!(connector = %connector.config.id, error = %error, "provider unavailable");
+    PageError::new(
+        StatusCode::BAD_GATEWAY,
+        "Provider unavailable",
+        format!(
+            "{} cannot be reached right now. Try again in a moment, or sign in another way.",
+            connector.config.name
+        ),
+    )
+}

@@ -1,0 +1,287 @@
+//! GitHub (or GitHub Enterprise) as a connector: the OAuth web flow, then the REST API.
+//!
+//! - `GET <base>/login/oauth/authorize` with `client_id`, `redirect_uri`, `scope`,
+//!   `state` and a PKCE S256 challenge;
+//! - `POST <base>/login/oauth/access_token` (`Accept: application/json`), which answers
+//!   200 both with a token and with `{"error": …}`;
+//! - `GET <api>/user` for the stable numeric `id` (the subject) and the `login`;
+//!   `GET <api>/user/emails` for the verified primary address;
+//! - with `read:org`, `GET <api>/user/orgs` and `GET <api>/user/teams` (following
+//!   `Link: rel="next"`), which become the groups `org` and `org:team`, as Taskcluster
+//!   turns them into roles; `orgs = […]` in the configuration admits only their members.
+
+use keyward_proto::pkce::CodeVerifier;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::{UpstreamError, UpstreamIdentity};
+use crate::config::connectors::GithubSettings;
+
+/// The REST API version keyward speaks.
+const API_VERSION: &str = "2022-11-28";
+/// The most pages of organisations or teams read (100 each).
+const MAX_PAGES: usize = 10;
+
+/// GitHub, configured.
+pub struct GithubProvider {
+    settings: GithubSettings,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GithubUser {
+    id: u64,
+    login: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GithubEmail {
+    email: String,
+    verified: bool,
+    primary: bool,
+}
+
+#[derive(Deserialize)]
+struct GithubOrg {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct GithubTeam {
+    slug: String,
+    organization: GithubOrg,
+}
+
+impl GithubProvider {
+    /// A GitHub connector.
+    pub fn new(settings: GithubSettings, http: reqwest::Client) -> Self {
+        Self { settings, http }
+    }
+
+    fn endpoint(base: &Url, path: &str) -> String {
+        format!("{}{path}", base.as_str().trim_end_matches('/'))
+    }
+
+    /// Where to send the browser.
+    pub fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        verifier: &CodeVerifier,
+    ) -> Url {
+        let mut url = Url::parse(&Self::endpoint(
+            &self.settings.base_url,
+            "/login/oauth/authorize",
+        ))
+        .unwrap_or_else(|_| self.settings.base_url.clone());
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &self.settings.scopes.join(" "))
+            .append_pair("state", state)
+            .append_pair("allow_signup", "false")
+            .append_pair("code_challenge", verifier.challenge().as_str())
+            .append_pair("code_challenge_method", "S256");
+        url
+    }
+
+    /// Redeems GitHub's code and reads who signed in.
+    pub async fn finish(
+        &self,
+        redirect_uri: &str,
+        code: &str,
+        verifier: &str,
+    ) -> Result<UpstreamIdentity, UpstreamError> {
+        let token_url = Self::endpoint(&self.settings.base_url, "/login/oauth/access_token");
+        let response = self
+            .http
+            .post(&token_url)
+            .header(ACCEPT, "application/json")
+            .form(&[
+                ("client_id", self.settings.client_id.as_str()),
+                ("client_secret", self.settings.client_secret.secret()),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", verifier),
+            ])
+            .send()
+            .await
+            .map_err(|source| UpstreamError::Unreachable {
+                url: token_url.clone(),
+                source,
+            })?;
+        let answer: TokenAnswer = read_json(&token_url, response).await?;
+        let token = match (answer.access_token, answer.error) {
+            (Some(token), None) => token,
+            (_, Some(error)) => {
+                return Err(UpstreamError::Refused {
+                    error,
+                    description: answer.error_description,
+                });
+            }
+            (None, None) => {
+                return Err(UpstreamError::Malformed {
+                    url: token_url,
+                    detail: "neither access_token nor error".into(),
+                });
+            }
+        };
+
+        let user: GithubUser = self.get(&token, "/user").await?.0;
+        let emails: Vec<GithubEmail> = self.get(&token, "/user/emails").await?.0;
+        let primary = emails.into_iter().find(|e| e.primary && e.verified);
+        let mut groups = Vec::new();
+        if self.settings.reads_orgs() {
+            let orgs: Vec<GithubOrg> = self.get_all(&token, "/user/orgs?per_page=100").await?;
+            let teams: Vec<GithubTeam> = self.get_all(&token, "/user/teams?per_page=100").await?;
+            groups.extend(orgs.into_iter().map(|o| o.login));
+            groups.extend(
+                teams
+                    .into_iter()
+                    .map(|t| format!("{}:{}", t.organization.login, t.slug)),
+            );
+            groups.sort();
+            groups.dedup();
+        }
+        if !self.settings.orgs.is_empty()
+            && !groups.iter().any(|g| {
+                self.settings
+                    .orgs
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(g))
+            })
+        {
+            return Err(UpstreamError::NotAllowed(format!(
+                "The GitHub account {} is not a member of {}.",
+                user.login,
+                self.settings.orgs.join(", ")
+            )));
+        }
+        Ok(UpstreamIdentity {
+            subject: user.id.to_string(),
+            email_verified: primary.is_some(),
+            email: primary.map(|e| e.email),
+            name: user.name.filter(|n| !n.is_empty()),
+            username: Some(user.login),
+            groups,
+        })
+    }
+
+    /// One API call, with the `Link` header's next page (only under the API's URL, so the
+    /// token never goes elsewhere).
+    async fn get<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path_or_url: &str,
+    ) -> Result<(T, Option<String>), UpstreamError> {
+        let url = if path_or_url.starts_with('/') {
+            Self::endpoint(&self.settings.api_url, path_or_url)
+        } else {
+            path_or_url.to_owned()
+        };
+        let response = self
+            .http
+            .get(&url)
+            .header(ACCEPT, "application/vnd.github+json")
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .send()
+            .await
+            .map_err(|source| UpstreamError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let next = next_page(response.headers())
+            .filter(|next| next.starts_with(self.settings.api_url.as_str().trim_end_matches('/')));
+        Ok((read_json(&url, response).await?, next))
+    }
+
+    /// Every page of a list.
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<Vec<T>, UpstreamError> {
+        let mut all = Vec::new();
+        let mut next = Some(path.to_owned());
+        for _ in 0..MAX_PAGES {
+            let Some(page) = next.take() else { break };
+            let (items, following): (Vec<T>, _) = self.get(token, &page).await?;
+            all.extend(items);
+            next = following;
+        }
+        Ok(all)
+    }
+}
+
+/// Reads a JSON answer, turning a non-2xx status into an error.
+async fn read_json<T: DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T, UpstreamError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(UpstreamError::Status {
+            url: url.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    response.json().await.map_err(|e| UpstreamError::Malformed {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// The `rel="next"` URL of a `Link` header (RFC 8288).
+fn next_page(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn link_header_next_page() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                "<https://api.github.com/user/teams?page=2>; rel=\"next\", <https://api.github.com/user/teams?page=5>; rel=\"last\"",
+            ),
+        );
+        assert_eq!(
+            next_page(&headers).as_deref(),
+            Some("https://api.github.com/user/teams?page=2")
+        );
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("<https://api.github.com/user/teams?page=1>; rel=\"prev\""),
+        );
+        assert_eq!(next_page(&headers), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Upstream identity providers ("connectors", Taskcluster's "login strategies"): the
+//! other half of keyward as a broker. Each one turns a person's visit to a provider into
+//! an [`UpstreamIdentity`]; [`crate::accounts`] decides which account that is.
+//!
+//! - [`oidc`]: any OpenID Connect provider, found by discovery (code flow with PKCE,
+//!   state and nonce; ID tokens verified against the provider's JWKS).
+//! - [`github`]: GitHub's OAuth web flow and REST API (or GitHub Enterprise's).
+//! - [`email`]: one-time links sent over SMTP.
+//!
+//! The password connector needs nothing here: it is the local users of the server core.
+//! Sign-ins in progress live in the store ([`crate::domain::ConnectorLogin`]), so any
+//! replica can finish what another started; what is cached here (discovery documents,
+//! JWKS, SMTP connections) each replica fetches for itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, ConnectorConfig, ConnectorKind};
+
+pub mod email;
+pub mod github;
+pub mod oidc;
+
+/// How long keyward waits for a provider.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a provider says about the person who signed in there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamIdentity {
+    /// The provider's stable id for the person: never reassigned, unlike a login name
+    /// or an address.
+    pub subject: String,
+    /// An address, if the provider gave one.
+    pub email: Option<String>,
+    /// Whether the provider vouches for the address.
+    pub email_verified: bool,
+    /// A display name.
+    pub name: Option<String>,
+    /// A login name at the provider.
+    pub username: Option<String>,
+    /// Groups (OIDC `groups`; GitHub organisations `org` and teams `org:team`).
+    pub groups: Vec<String>,
+}
+
+/// Why a sign-in at a provider failed. The messages name the provider's endpoint and
+/// what went wrong, never a token or a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The provider could not be reached, or its answer could not be read.
+    #[error("cannot reach {url}")]
+    Unreachable {
+        /// The URL requested.
+        url: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The provider answered with an unexpected HTTP status.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The provider's answer did not have the expected shape.
+    #[error("unexpected answer from {url}: {detail}")]
+    Malformed {
+        /// The URL requested.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The provider refused, with an OAuth error code (`access_denied`, `invalid_grant`, …).
+    #[error("the provider refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        /// The OAuth error code.
+        error: String,
+        /// The provider's description.
+        description: Option<String>,
+    },
+    /// The OpenID Connect discovery document could not be used.
+    #[error("discovery of {issuer} failed: {detail}")]
+    Discovery {
+        /// The issuer.
+        issuer: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The ID token was not accepted (signature, issuer, audience, expiry, nonce).
+    #[error("the ID token was not accepted: {0}")]
+    IdToken(String),
+    /// The provider vouched for the person, but keyward's rules do not let them in
+    /// (not a member of an allowed GitHub organisation).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// A message could not be built or sent.
+    #[error("cannot send mail: {0}")]
+    Mail(String),
+}
+
+impl UpstreamError {
+    /// Whether the person can do something about it (as opposed to an outage or a
+    /// misconfiguration), so that the page says what happened rather than "try later".
+    pub fn is_user_facing(&self) -> bool {
+        matches!(self, Self::NotAllowed(_) | Self::Refused { .. })
+    }
+}
+
+/// A connector with what it needs at run time.
+pub struct Connector {
+    /// Its configuration.
+    pub config: ConnectorConfig,
+    /// The provider behind it.
+    pub provider: Provider,
+}
+
+/// The run-time half of a connector.
+pub enum Provider {
+    /// An OpenID Connect provider.
+    Oidc(oidc::OidcProvider),
+    /// GitHub.
+    Github(github::GithubProvider),
+    /// Emailed links.
+    Email(email::Mailer),
+    /// The local users.
+    Password,
+}
+
+/// Every configured connector, in configuration order.
+pub struct Connectors {
+    list: Vec<Arc<Connector>>,
+}
+
+impl Connectors {
+    /// Builds the connectors of `config`. Nothing is fetched yet: discovery happens at
+    /// the first sign-in, so that a provider that is down does not stop keyward.
+    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        let http = http_client()?;
+        let list = config
+            .connectors
+            .iter()
+            .map(|c| {
+                let provider = match &c.kind {
+                    ConnectorKind::Oidc(settings) => {
+                        Provider::Oidc(oidc::OidcProvider::new(settings.clone(), http.clone()))
+                    }
+                    ConnectorKind::Github(settings) => Provider::Github(
+                        github::GithubProvider::new(settings.clone(), http.clone()),
+                    ),
+                    ConnectorKind::Email(settings) => {
+                        Provider::Email(email::Mailer::new(settings, config)?)
+                    }
+                    ConnectorKind::Password => Provider::Password,
+                };
+                Ok(Arc::new(Connector {
+                    config: c.clone(),
+                    provider,
+                }))
+            })
+            .collect::<Result<_, UpstreamError>>()?;
+        Ok(Self { list })
+    }
+
+    /// An enabled connector by id.
+    pub fn enabled(&self, id: &str) -> Option<Arc<Connector>> {
+        self.list
+            .iter()
+            .find(|c| c.config.id == id && c.config.enabled)
+            .cloned()
+    }
+
+    /// The enabled connectors, in configuration order.
+    pub fn all_enabled(&self) -> impl Iterator<Item = &Arc<Connector>> {
+        self.list.iter().filter(|c| c.config.enabled)
+    }
+
+    /// A connector's display name by id, enabled or not (for identities linked through
+    /// a connector that was disabled since).
+    pub fn name_of<'a>(&'a self, id: &'a str) -> &'a str {
+        self.list
+            .iter()
+            .find(|c| c.config.id == id)
+            .map_or(id, |c| c.config.name.as_str())
+    }
+}
+
+/// The HTTP client for providers: no redirects followed (OpenID Connect endpoints must
+/// answer directly, and following them invites request forgery), bounded in time.
+fn http_client() -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(PROVIDER_TIMEOUT)
+        .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|source| UpstreamError::Unreachable {
+            url: "(HTTP client set-up)".into(),
+            source,
+        })
+}
+
+/// An error and its sources on one line, for messages and logs.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,395 @@
+//! Any OpenID Connect provider as a connector (Google, Auth0, Keycloak, another
+//! keyward), through the `openidconnect` crate.
+//!
+//! The provider is found by discovery at the first sign-in and again every
+//! [`REDISCOVER_AFTER`]. A sign-in is the code flow with PKCE (S256), `state` and
+//! `nonce`; the ID token must be signed with RS256, ES256 or EdDSA (those of them the
+//! provider announces) by a key of its JWKS, for this client, by this issuer, unexpired,
+//! with the nonce sent. An ID token signed by a key id keyward has not seen makes it
+//! fetch the JWKS again (at most every [`MIN_JWKS_REFETCH`]), so provider key rotation
+//! needs nothing from anyone. Claims come from the ID token and, where the provider has
+//! one, from its userinfo endpoint.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyward_proto::pkce::CodeVerifier;
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim, CoreJsonWebKeySet,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RequestTokenError, Scope, SignatureVerificationError, TokenResponse as _,
+};
+use tokio::sync::RwLock;
+use url::Url;
+
+use super::{UpstreamError, UpstreamIdentity, error_chain};
+use crate::config::connectors::OidcSettings;
+
+/// How long a discovery document is used before it is fetched again.
+pub const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
+/// The least time between two JWKS fetches caused by unknown key ids.
+pub const MIN_JWKS_REFETCH: Duration = Duration::from_secs(10);
+
+/// The ID token algorithms keyward accepts.
+const ACCEPTED_ALGS: [CoreJwsSigningAlgorithm; 3] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// An OpenID Connect provider and what keyward knows of it.
+pub struct OidcProvider {
+    settings: OidcSettings,
+    http: reqwest::Client,
+    discovered: RwLock<Option<Discovered>>,
+}
+
+#[derive(Clone)]
+struct Discovered {
+    metadata: CoreProviderMetadata,
+    fetched_at: Instant,
+    jwks_fetched_at: Instant,
+}
+
+/// Claims keyward reads beyond the standard ones: `groups`.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+struct Groups {
+    #[serde(default)]
+    groups: Option<serde_json::Value>,
+}
+
+impl openidconnect::AdditionalClaims for Groups {}
+
+impl OidcProvider {
+    /// A provider, not contacted yet.
+    pub fn new(settings: OidcSettings, http: reqwest::Client) -> Self {
+        Self {
+            settings,
+            http,
+            discovered: RwLock::new(None),
+        }
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &Url {
+        &self.settings.issuer
+    }
+
+    async fn discovered(&self) -> Result<Discovered, UpstreamError> {
+        if let Some(found) = self.discovered.read().await.as_ref()
+            && found.fetched_at.elapsed() < REDISCOVER_AFTER
+        {
+            return Ok(found.clone());
+        }
+        let mut slot = self.discovered.write().await;
+        if let Some(found) = slot.as_ref()
+            && found.fetched_at.elapsed() < REDISCOVER_AFTER
+        {
+            return Ok(found.clone());
+        }
+        let issuer = self.settings.issuer.as_str().trim_end_matches('/');
+        let discovery_error = |detail: String| UpstreamError::Discovery {
+            issuer: issuer.to_owned(),
+            detail,
+        };
+        let issuer_url =
+            IssuerUrl::new(issuer.to_owned()).map_err(|e| discovery_error(e.to_string()))?;
+        let metadata = CoreProviderMetadata::discover_async(issuer_url, &self.http)
+            .await
+            .map_err(|e| discovery_error(error_chain(&e)))?;
+        if !metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .any(|alg| ACCEPTED_ALGS.contains(alg))
+        {
+            return Err(discovery_error(
+                "the provider signs ID tokens with none of RS256, ES256, EdDSA".into(),
+            ));
+        }
+        let found = Discovered {
+            metadata,
+            fetched_at: Instant::now(),
+            jwks_fetched_at: Instant::now(),
+        };
+        tracing::info!(issuer, "discovered OpenID Connect provider");
+        *slot = Some(found.clone());
+        Ok(found)
+    }
+
+    /// Fetches the JWKS again after an ID token named a key id keyward does not have;
+    /// false when it was fetched too recently to try again.
+    async fn refetch_jwks(&self) -> Result<bool, UpstreamError> {
+        let mut slot = self.discovered.write().await;
+        let Some(found) = slot.as_mut() else {
+            return Ok(false);
+        };
+        if found.jwks_fetched_at.elapsed() < MIN_JWKS_REFETCH {
+            return Ok(false);
+        }
+        let jwks_uri = found.metadata.jwks_uri().clone();
+        let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
+            .await
+            .map_err(|e| UpstreamError::Discovery {
+                issuer: self.settings.issuer.to_string(),
+                detail: format!("fetching {}: {}", jwks_uri.as_str(), error_chain(&e)),
+            })?;
+        found.metadata = found.metadata.clone().set_jwks(jwks);
+        found.jwks_fetched_at = Instant::now();
+        tracing::info!(issuer = %self.settings.issuer, "fetched the provider's keys again (unknown key id)");
+        Ok(true)
+    }
+
+    fn client(
+        &self,
+        metadata: &CoreProviderMetadata,
+        redirect_uri: &str,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        UpstreamError,
+    > {
+        let secret = self
+            .settings
+            .client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.secret().to_owned()));
+        let redirect =
+            RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| UpstreamError::Malformed {
+                url: redirect_uri.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let client = CoreClient::from_provider_metadata(
+            metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            secret,
+        )
+        .set_redirect_uri(redirect);
+        // client_secret_basic is the default; use the form body when the provider
+        // announces only that.
+        let methods = metadata.token_endpoint_auth_methods_supported();
+        let post_only = methods.is_some_and(|m| {
+            m.contains(&CoreClientAuthMethod::ClientSecretPost)
+                && !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+        });
+        Ok(if post_only || self.settings.client_secret.is_none() {
+            client.set_auth_type(AuthType::RequestBody)
+        } else {
+            client
+        })
+    }
+
+    /// Where to send the browser: the provider's authorization endpoint with `state`,
+    /// `nonce` and the PKCE challenge of `verifier`.
+    pub async fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        verifier: &CodeVerifier,
+    ) -> Result<Url, UpstreamError> {
+        let found = self.discovered().await?;
+        let client = self.client(&found.metadata, redirect_uri)?;
+        let (state, nonce) = (state.to_owned(), nonce.to_owned());
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            verifier.secret().to_owned(),
+        ));
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, _, _) = request.url();
+        Ok(url)
+    }
+
+    /// Redeems the provider's code and reads who signed in.
+    pub async fn finish(
+        &self,
+        redirect_uri: &str,
+        code: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<UpstreamIdentity, UpstreamError> {
+        let found = self.discovered().await?;
+        let client = self.client(&found.metadata, redirect_uri)?;
+        let token_url = found
+            .metadata
+            .token_endpoint()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_default();
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|_| UpstreamError::Discovery {
+                issuer: self.settings.issuer.to_string(),
+                detail: "the provider has no token endpoint".into(),
+            })?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| token_error(&token_url, e))?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| UpstreamError::Malformed {
+                url: token_url.clone(),
+                detail: "the token response has no id_token".into(),
+            })?;
+
+        // Verify; on an unknown key id, fetch the keys again once and retry.
+        let nonce = Nonce::new(nonce.to_owned());
+        let announced = found.metadata.id_token_signing_alg_values_supported();
+        let allowed: Vec<_> = ACCEPTED_ALGS
+            .iter()
+            .filter(|alg| announced.contains(alg))
+            .cloned()
+            .collect();
+        let mut client = client;
+        let claims = loop {
+            let verified = {
+                let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
+                id_token.claims(&verifier, &nonce).cloned()
+            };
+            match verified {
+                Ok(claims) => break claims,
+                Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )) if self.refetch_jwks().await? => {
+                    let refreshed = self.discovered().await?;
+                    client = self.client(&refreshed.metadata, redirect_uri)?;
+                }
+                Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
+            }
+        };
+        // at_hash, when present, binds the access token to the ID token.
+        if let Some(expected) = claims.access_token_hash() {
+            let verifier = client.id_token_verifier();
+            let alg = id_token
+                .signing_alg()
+                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+            let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+            if actual != *expected {
+                return Err(UpstreamError::IdToken(
+                    "at_hash does not match the access token".into(),
+                ));
+            }
+        }
+
+        let mut identity = UpstreamIdentity {
+            subject: claims.subject().as_str().to_owned(),
+            email: claims.email().map(|e| e.as_str().to_owned()),
+            email_verified: claims.email_verified().unwrap_or(false),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned()),
+            username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+            groups: groups_of(&groups_claim_of(&id_token.to_string())),
+        };
+
+        if let Ok(request) = client.user_info(
+            response.access_token().clone(),
+            Some(claims.subject().clone()),
+        ) {
+            let userinfo_url = found
+                .metadata
+                .userinfo_endpoint()
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_default();
+            let info = request
+                .request_async::<Groups, _, CoreGenderClaim>(&self.http)
+                .await
+                .map_err(|e| UpstreamError::Malformed {
+                    url: userinfo_url,
+                    detail: error_chain(&e),
+                })?;
+            // The ID token wins where both speak; userinfo fills the gaps.
+            if identity.email.is_none() {
+                identity.email = info.email().map(|e| e.as_str().to_owned());
+                identity.email_verified = info.email_verified().unwrap_or(false);
+            }
+            if identity.name.is_none() {
+                identity.name = info
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| n.as_str().to_owned());
+            }
+            if identity.username.is_none() {
+                identity.username = info.preferred_username().map(|u| u.as_str().to_owned());
+            }
+            if identity.groups.is_empty() {
+                identity.groups = groups_of(&info.additional_claims().groups);
+            }
+        }
+        Ok(identity)
+    }
+}
+
+/// The `groups` claim of a verified JWT's payload, or of a userinfo answer.
+fn groups_of(value: &Option<serde_json::Value>) -> Vec<String> {
+    match value {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|g| g.as_str())
+            .filter(|g| !g.is_empty() && g.len() <= 256)
+            .take(256)
+            .map(str::to_owned)
+            .collect(),
+        Some(serde_json::Value::String(one)) if !one.is_empty() => vec![one.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// The `groups` member of a JWT's payload (read only after the JWT was verified).
+fn groups_claim_of(jwt: &str) -> Option<serde_json::Value> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get_mut("groups").map(serde_json::Value::take)
+}
+
+/// A token endpoint failure, without the body (which could hold tokens).
+fn token_error<RE: std::error::Error + 'static>(
+    url: &str,
+    error: RequestTokenError<
+        RE,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> UpstreamError {
+    match error {
+        RequestTokenError::ServerResponse(response) => UpstreamError::Refused {
+            error: response.error().to_string(),
+            description: response.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => UpstreamError::Malformed {
+            url: url.to_owned(),
+            detail: error_chain(&e),
+        },
+        RequestTokenError::Parse(e, _body) => UpstreamError::Malformed {
+            url: url.to_owned(),
+            detail: format!("unreadable token response: {e}"),
+        },
+        RequestTokenError::Other(detail) => UpstreamError::Malformed {
+            url: url.to_owned(),
+            detail,
+        },
+    }
+}
