@@ -6,10 +6,11 @@
 //! `nonce`; the ID token must be signed with RS256, ES256 or EdDSA (those of them the
 //! provider announces) by a key of its JWKS, for this client, by this issuer, unexpired,
 //! with the nonce sent. An ID token signed by a key id keyward has not seen makes it
-//! fetch the JWKS again (at most every [`MIN_JWKS_REFETCH`]), so provider key rotation
-//! needs nothing from anyone. Claims come from the ID token and, where the provider has
+//! fetch the JWKS again (once per unknown key id per [`MIN_JWKS_REFETCH`]), so provider
+//! key rotation needs nothing from anyone. Claims come from the ID token and, where the provider has
 //! one, from its userinfo endpoint.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -32,7 +33,7 @@ use crate::config::connectors::OidcSettings;
 
 /// How long a discovery document is used before it is fetched again.
 pub const REDISCOVER_AFTER: Duration = Duration::from_secs(3600);
-/// The least time between two JWKS fetches caused by unknown key ids.
+/// The least time between two JWKS fetches caused by the same unknown key id.
 pub const MIN_JWKS_REFETCH: Duration = Duration::from_secs(10);
 
 /// The ID token algorithms keyward accepts.
@@ -53,7 +54,8 @@ pub struct OidcProvider {
 struct Discovered {
     metadata: CoreProviderMetadata,
     fetched_at: Instant,
-    jwks_fetched_at: Instant,
+    /// Unknown key ids that made keyward fetch the JWKS again, and when.
+    refetched_for: HashMap<String, Instant>,
 }
 
 /// Claims keyward reads beyond the standard ones: `groups`.
@@ -114,23 +116,27 @@ impl OidcProvider {
         let found = Discovered {
             metadata,
             fetched_at: Instant::now(),
-            jwks_fetched_at: Instant::now(),
+            refetched_for: HashMap::new(),
         };
         tracing::info!(issuer, "discovered OpenID Connect provider");
         *slot = Some(found.clone());
         Ok(found)
     }
 
-    /// Fetches the JWKS again after an ID token named a key id keyward does not have;
-    /// false when it was fetched too recently to try again.
-    async fn refetch_jwks(&self) -> Result<bool, UpstreamError> {
+    /// Fetches the JWKS again after an ID token named the key id `kid` keyward does not
+    /// have; false when that key id already caused a fetch moments ago.
+    async fn refetch_jwks(&self, kid: &str) -> Result<bool, UpstreamError> {
         let mut slot = self.discovered.write().await;
         let Some(found) = slot.as_mut() else {
             return Ok(false);
         };
-        if found.jwks_fetched_at.elapsed() < MIN_JWKS_REFETCH {
+        found
+            .refetched_for
+            .retain(|_, at| at.elapsed() < MIN_JWKS_REFETCH);
+        if found.refetched_for.contains_key(kid) || found.refetched_for.len() >= 16 {
             return Ok(false);
         }
+        found.refetched_for.insert(kid.to_owned(), Instant::now());
         let jwks_uri = found.metadata.jwks_uri().clone();
         let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
             .await
@@ -139,7 +145,6 @@ impl OidcProvider {
                 detail: format!("fetching {}: {}", jwks_uri.as_str(), error_chain(&e)),
             })?;
         found.metadata = found.metadata.clone().set_jwks(jwks);
-        found.jwks_fetched_at = Instant::now();
         tracing::info!(issuer = %self.settings.issuer, "fetched the provider's keys again (unknown key id)");
         Ok(true)
     }
@@ -268,7 +273,10 @@ impl OidcProvider {
                 Ok(claims) => break claims,
                 Err(ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
-                )) if self.refetch_jwks().await? => {
+                )) if self
+                    .refetch_jwks(&header_kid(&id_token.to_string()))
+                    .await? =>
+                {
                     let refreshed = self.discovered().await?;
                     client = self.client(&refreshed.metadata, redirect_uri)?;
                 }
@@ -356,6 +364,16 @@ fn groups_of(value: &Option<serde_json::Value>) -> Vec<String> {
         Some(serde_json::Value::String(one)) if !one.is_empty() => vec![one.clone()],
         _ => Vec::new(),
     }
+}
+
+/// The `kid` of a JWT's header ("" when it has none).
+fn header_kid(jwt: &str) -> String {
+    jwt.split('.')
+        .next()
+        .and_then(|header| URL_SAFE_NO_PAD.decode(header).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|header| header.get("kid")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The `groups` member of a JWT's payload (read only after the JWT was verified).

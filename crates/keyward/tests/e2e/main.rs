@@ -8,7 +8,9 @@ mod support;
 
 mod admin_cli;
 mod client;
+mod connectors;
 mod device;
+mod fake_github;
 mod flows;
 mod hostile;
 mod js;

@@ -133,20 +133,38 @@ impl Drop for TestApp {
 /// Starts keyward on 127.0.0.1:0 with `base_config(extra)`, or `None` when the
 /// database is unavailable (PostgreSQL without `KEYWARD_TEST_DATABASE_URL`).
 pub async fn spawn_app(db: Db, extra: &str) -> Option<TestApp> {
+    spawn_app_on(bind().await, "127.0.0.1", db, &base_config(extra)).await
+}
+
+/// A listener on 127.0.0.1 port 0, for a server whose address must be known before it
+/// starts (to register it at another one).
+pub async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+}
+
+/// Starts keyward on `listener` with the configuration `config_text`, its issuer named
+/// `http://<host>:<port>`. Two servers in one test take different host names
+/// (`127.0.0.1`, `localhost`), as two sites would, so that a browser keeps their
+/// cookies apart (cookies ignore ports).
+pub async fn spawn_app_on(
+    listener: tokio::net::TcpListener,
+    host: &str,
+    db: Db,
+    config_text: &str,
+) -> Option<TestApp> {
     let dir = temp_dir();
     let database_url = database_url(db, &dir).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let issuer = format!("http://{addr}");
+    let issuer = format!("http://{host}:{}", addr.port());
     let env: BTreeMap<String, String> = [
         ("KEYWARD_ISSUER".to_owned(), issuer.clone()),
         ("KEYWARD_LISTEN".to_owned(), addr.to_string()),
         ("KEYWARD_DATABASE_URL".to_owned(), database_url),
     ]
     .into();
-    let config = Config::from_toml(&base_config(extra), &env).expect("config");
+    let config = Config::from_toml(config_text, &env).expect("config");
     let state = keyward_server::serve::build(config).await.expect("build");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(keyward_server::serve::run(
@@ -537,4 +555,112 @@ impl Watched {
         .expect("finished within a minute");
         (status, out, stderr)
     }
+}
+
+/// The claims of a JWT (its signature is the issuer's business; tests that care verify
+/// it with a client library).
+pub fn jwt_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// A page the browser stopped at: where, with what status and HTML.
+#[derive(Debug)]
+pub struct Page {
+    pub url: Url,
+    pub status: StatusCode,
+    pub html: String,
+}
+
+/// Follows redirects from `response` in `browser`, across servers, until a page; or,
+/// when the client's redirect URI is reached, returns its query in `Err`.
+pub async fn settle(
+    browser: &reqwest::Client,
+    mut response: reqwest::Response,
+) -> Result<Page, BTreeMap<String, String>> {
+    loop {
+        if response.status().is_redirection() {
+            let next = location(&response);
+            if next.as_str().starts_with(REDIRECT) {
+                return Err(next.query_pairs().into_owned().collect());
+            }
+            response = browser.get(next).send().await.expect("follow");
+            continue;
+        }
+        let url = response.url().clone();
+        let status = response.status();
+        let html = response.text().await.expect("page");
+        return Ok(Page { url, status, html });
+    }
+}
+
+/// Opens `url` in `browser` and follows redirects to a page.
+pub async fn open(browser: &reqwest::Client, url: &str) -> Page {
+    let response = browser.get(url).send().await.expect("GET");
+    match settle(browser, response).await {
+        Ok(page) => page,
+        Err(params) => panic!("expected a page at {url}, came back to the client: {params:?}"),
+    }
+}
+
+/// Submits the first form on `page` whose action is `action` and whose HTML contains
+/// `marker` (use "" for any), with its hidden inputs and `fields`; returns the answer.
+pub async fn submit(
+    browser: &reqwest::Client,
+    page: &Page,
+    action: &str,
+    marker: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let opening = format!("action=\"{action}\"");
+    let form = page
+        .html
+        .match_indices(&opening)
+        .map(|(at, _)| {
+            let rest = &page.html[at..];
+            &rest[..rest.find("</form>").expect("form end")]
+        })
+        .find(|form| form.contains(marker))
+        .unwrap_or_else(|| {
+            panic!(
+                "no form for {action} with {marker:?} on {}: {}",
+                page.url, page.html
+            )
+        });
+    let mut values: Vec<(String, String)> = Vec::new();
+    let mut rest = form;
+    let input = "type=\"hidden\" name=\"";
+    while let Some(at) = rest.find(input) {
+        rest = &rest[at + input.len()..];
+        let name = &rest[..rest.find('"').expect("name end")];
+        let marker = "value=\"";
+        let v_start = rest.find(marker).expect("value") + marker.len();
+        let v_end = rest[v_start..].find('"').expect("value end") + v_start;
+        values.push((name.to_owned(), html_unescape(&rest[v_start..v_end])));
+        rest = &rest[v_end..];
+    }
+    for (name, value) in fields {
+        values.push(((*name).to_owned(), (*value).to_owned()));
+    }
+    browser
+        .post(page.url.join(action).expect("action URL"))
+        .form(&values)
+        .send()
+        .await
+        .expect("submit")
+}
+
+/// Undoes the HTML escaping of an attribute value.
+pub fn html_unescape(value: &str) -> String {
+    value
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }

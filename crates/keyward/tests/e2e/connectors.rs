@@ -1,0 +1,376 @@
+//! Signing in through upstream providers: another keyward as an `oidc` connector,
+//! GitHub (the fake in `fake_github`, since GitHub itself is out of reach), and linking
+//! several identities to one account from the account page.
+
+use reqwest::StatusCode;
+
+use crate::fake_github::{FakeGithub, FakeUser};
+use crate::support::*;
+
+const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
+const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
+
+/// A keyward ("down", on 127.0.0.1) that signs people in through another keyward
+/// ("up", on localhost, so a browser keeps their cookies apart) and a fake GitHub.
+struct Broker {
+    down: TestApp,
+    up: TestApp,
+    github: FakeGithub,
+}
+
+async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
+    let down_listener = bind().await;
+    let down_port = down_listener.local_addr().unwrap().port();
+    let callback = |id: &str| format!("http://127.0.0.1:{down_port}/callback/{id}");
+    let github = FakeGithub::start("gh-client", GITHUB_SECRET, &callback("github")).await;
+    github.add_user(FakeUser {
+        id: 583_231,
+        login: "octocat".into(),
+        name: Some("The Octocat".into()),
+        emails: vec![
+            ("octocat@github.example".into(), true, true),
+            ("old@github.example".into(), false, false),
+        ],
+        orgs: vec!["acme".into()],
+        teams: vec![("acme".into(), "ops".into())],
+    });
+    github.sign_in_as(Some("octocat"));
+    let up = spawn_app_on(
+        bind().await,
+        "localhost",
+        Db::Sqlite,
+        &base_config(&format!(
+            r#"
+[[clients]]
+client_id = "downstream"
+name = "Downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+redirect_uris = ["{}"]
+scopes = ["openid", "profile", "email"]
+skip_consent = true
+"#,
+            callback("corp")
+        )),
+    )
+    .await?;
+    let down = spawn_app_on(
+        down_listener,
+        "127.0.0.1",
+        db,
+        &base_config(&format!(
+            r#"
+{down_extra}
+
+[[connectors]]
+id = "corp"
+type = "oidc"
+name = "Corporate SSO"
+issuer = "{}"
+client_id = "downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+
+[[connectors]]
+id = "github"
+type = "github"
+client_id = "gh-client"
+client_secret = "{GITHUB_SECRET}"
+base_url = "{}"
+api_url = "{}"
+scopes = ["read:user", "user:email", "read:org"]
+"#,
+            up.issuer,
+            github.url,
+            github.api_url()
+        )),
+    )
+    .await?;
+    Some(Broker { down, up, github })
+}
+
+/// Starts an authorization at `down` for demo-app and returns its login page and the
+/// PKCE verifier.
+async fn login_page(
+    browser: &reqwest::Client,
+    down: &TestApp,
+) -> (Page, openidconnect::PkceCodeVerifier) {
+    let (url, verifier) = authorize_url(&down.issuer, "demo-app", "openid profile email", "");
+    let page = open(browser, &url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.url.path() == "/login", "{}", page.url);
+    (page, verifier)
+}
+
+/// Redeems a code at `down` as demo-app; returns the ID token's claims.
+async fn redeem(
+    down: &TestApp,
+    params: &std::collections::BTreeMap<String, String>,
+    verifier: &openidconnect::PkceCodeVerifier,
+) -> serde_json::Value {
+    assert_eq!(
+        params.get("state").map(String::as_str),
+        Some("st"),
+        "{params:?}"
+    );
+    let (status, body) = token_request(
+        down,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &params["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    jwt_payload(body["id_token"].as_str().unwrap())
+}
+
+/// Signs in at `down` through connector `id`, as alice when up asks for a password
+/// (the fake GitHub asks nothing).
+async fn sign_in_with(browser: &reqwest::Client, broker: &Broker, id: &str) -> serde_json::Value {
+    let (page, verifier) = login_page(browser, &broker.down).await;
+    let response = submit(browser, &page, &format!("/login/{id}"), "", &[]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let params = drive_from(browser, response, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    redeem(&broker.down, &params, &verifier).await
+}
+
+async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
+    let page = open(browser, &format!("{}/account", down.issuer)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("Your account"), "{}", page.html);
+    page
+}
+
+async fn linking_keeps_one_account(db: Db) {
+    let Some(broker) = broker(db, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    let store = down.state.store();
+
+    // The login page offers both providers next to the password form.
+    let browser = browser();
+    let (page, _) = login_page(&browser, down).await;
+    for text in [
+        "Continue with Corporate SSO",
+        "Continue with GitHub",
+        "name=\"password\"",
+    ] {
+        assert!(page.html.contains(text), "{text}: {}", page.html);
+    }
+
+    // Provider A (another keyward): a new account, with the upstream's claims.
+    let first = sign_in_with(&browser, &broker, "corp").await;
+    let sub = first["sub"].as_str().unwrap().to_owned();
+    let upstream_alice = broker
+        .up
+        .state
+        .store()
+        .get_user_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(sub, upstream_alice.id, "down has its own subjects");
+    assert_eq!(first["email"], "alice@example.com");
+    assert_eq!(first["email_verified"], true);
+    let user = store.get_user(&sub).await.unwrap().unwrap();
+    assert_eq!(user.username, "alice-2", "down's own alice keeps her name");
+    assert!(user.password_hash.is_none());
+    let identities = store.list_identities(&sub).await.unwrap();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(
+        (
+            identities[0].connector_id.as_str(),
+            identities[0].subject.as_str()
+        ),
+        ("corp", upstream_alice.id.as_str())
+    );
+
+    // Link provider B (GitHub) from the account page.
+    let page = account(&browser, down).await;
+    assert!(page.html.contains("Corporate SSO"), "{}", page.html);
+    let response = submit(&browser, &page, "/account/link/github", "", &[]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert_eq!(page.url.path(), "/account");
+    assert!(page.html.contains("Linked."), "{}", page.html);
+    assert!(page.html.contains("octocat"), "{}", page.html);
+    let request = broker.github.authorize_requests().pop().unwrap();
+    assert_eq!(
+        request["code_challenge_method"], "S256",
+        "PKCE at GitHub too"
+    );
+    assert_eq!(request["scope"], "read:user user:email read:org");
+    let github = store
+        .get_identity("github", "583231")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(github.user_id, sub);
+    assert_eq!(github.username.as_deref(), Some("octocat"));
+    assert_eq!(github.email.as_deref(), Some("octocat@github.example"));
+    assert!(github.email_verified, "the verified primary address");
+    assert_eq!(github.groups, ["acme", "acme:ops"]);
+
+    // Log out, log in with B: the same account, the same sub.
+    let page = open(&browser, &format!("{}/logout", down.issuer)).await;
+    let response = submit(&browser, &page, "/logout", "", &[("decision", "logout")]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let again = sign_in_with(&browser, &broker, "github").await;
+    assert_eq!(again["sub"], sub.as_str());
+    assert_eq!(
+        store.list_users().await.unwrap().len(),
+        3,
+        "alice, bob, alice-2"
+    );
+
+    // A stranger's browser cannot finish someone else's sign-in.
+    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "&prompt=login");
+    let page = open(&browser, &url).await;
+    let response = submit(&browser, &page, "/login/github", "", &[]).await;
+    let to_github = location(&response);
+    let back = browser.get(to_github).send().await.unwrap();
+    let callback = location(&back);
+    let stranger = crate::support::browser();
+    let page = open(&stranger, callback.as_str()).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.html.contains("another browser"), "{}", page.html);
+    // … and the state was used up: the right browser cannot replay it either.
+    let page = open(&browser, callback.as_str()).await;
+    assert!(page.html.contains("Sign-in expired"), "{}", page.html);
+
+    // Unlink A; B, now the last way in, cannot be unlinked.
+    let page = account(&browser, down).await;
+    let response = submit(&browser, &page, "/account/unlink", "value=\"corp\"", &[]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert!(page.html.contains("Unlinked."), "{}", page.html);
+    assert!(
+        !page.html.contains("Corporate SSO</strong>"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("only way in"), "{}", page.html);
+    let forged = browser
+        .post(format!("{}/account/unlink", down.issuer))
+        .form(&[
+            ("csrf", hidden(&page.html, "csrf").as_str()),
+            ("connector", "github"),
+            ("subject", "583231"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let page = settle(&browser, forged).await.unwrap();
+    assert!(page.html.contains("only way to sign in"), "{}", page.html);
+    assert_eq!(store.list_identities(&sub).await.unwrap().len(), 1);
+
+    // Without the session's CSRF token nothing changes.
+    let response = browser
+        .post(format!("{}/account/unlink", down.issuer))
+        .form(&[
+            ("csrf", "forged"),
+            ("connector", "github"),
+            ("subject", "583231"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn linking_keeps_one_account_on_sqlite() {
+    linking_keeps_one_account(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn linking_keeps_one_account_on_postgres() {
+    linking_keeps_one_account(Db::Postgres).await;
+}
+
+/// Signed in with a password, a provider identity used on the login page is linked to
+/// the signed-in account (the metacpan rule); an identity someone holds signs in to its
+/// holder; a denied or failed provider sign-in says so on the login page; a provider
+/// that rotates its keys is followed.
+#[tokio::test]
+async fn signed_in_identities_link_and_provider_failures_are_explained() {
+    let Some(broker) = broker(Db::Sqlite, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    let store = down.state.store();
+    let bob = store.get_user_by_username("bob").await.unwrap().unwrap();
+
+    // bob signs in with his password, then (prompt=login) with GitHub: linked to bob.
+    let browser = browser();
+    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
+    drive(&browser, &url, "bob", PASSWORD, "approve")
+        .await
+        .callback();
+    let (url, verifier) = authorize_url(&down.issuer, "demo-app", "openid", "&prompt=login");
+    let page = open(&browser, &url).await;
+    let response = submit(&browser, &page, "/login/github", "", &[]).await;
+    let params = settle(&browser, response).await.unwrap_err();
+    let claims = redeem(down, &params, &verifier).await;
+    assert_eq!(claims["sub"], bob.id.as_str());
+    assert_eq!(
+        store
+            .get_identity("github", "583231")
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
+        bob.id
+    );
+
+    // In another browser, GitHub signs in to bob's account, whoever asks.
+    let other = crate::support::browser();
+    let claims = sign_in_with(&other, &broker, "github").await;
+    assert_eq!(claims["sub"], bob.id.as_str());
+
+    // The person declines at GitHub: the login page says so, nothing is created.
+    broker.github.sign_in_as(None);
+    let fresh = crate::support::browser();
+    let (page, _) = login_page(&fresh, down).await;
+    let response = submit(&fresh, &page, "/login/github", "", &[]).await;
+    let page = settle(&fresh, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        page.html.contains("Signing in with GitHub was cancelled."),
+        "{}",
+        page.html
+    );
+
+    // The upstream rotates its signing keys after down fetched them: the next ID token
+    // names a key id down has not seen, and down fetches the keys again.
+    let claims = sign_in_with(&crate::support::browser(), &broker, "corp").await;
+    let corp_sub = claims["sub"].clone();
+    let before = broker.up.state.keys().jwks();
+    keyward_server::keys::rotate(broker.up.state.store())
+        .await
+        .unwrap();
+    broker.up.state.keys().reload().await.unwrap();
+    assert_ne!(before.keys, broker.up.state.keys().jwks().keys);
+    let claims = sign_in_with(&crate::support::browser(), &broker, "corp").await;
+    assert_eq!(claims["sub"], corp_sub);
+
+    // An unknown connector, or a callback without state, is a page, not a crash.
+    let page = open(
+        &fresh,
+        &format!("{}/callback/nope?code=x&state=y", down.issuer),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let page = open(&fresh, &format!("{}/callback/corp?code=x", down.issuer)).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let page = open(
+        &fresh,
+        &format!("{}/callback/corp?state={}", down.issuer, "x".repeat(5000)),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+}

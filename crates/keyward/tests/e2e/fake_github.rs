@@ -1,0 +1,474 @@
+//! A stand-in for GitHub, which the tests cannot reach: the OAuth web flow and the REST
+//! endpoints keyward reads, answering as GitHub documents them ("Authorizing OAuth
+//! apps", "REST API endpoints for users / emails / organizations / teams"):
+//!
+//! - `GET /login/oauth/authorize` redirects back with `code` and `state` once "the
+//!   person" (whoever [`FakeGithub::sign_in_as`] named) approves, with
+//!   `error=access_denied` when nobody is signed in, and to the registered callback
+//!   with `error=redirect_uri_mismatch` for another redirect URI;
+//! - `POST /login/oauth/access_token` answers 200 in every case: JSON with `Accept:
+//!   application/json` (form-encoded otherwise), `{"error": "bad_verification_code"}`
+//!   for a wrong, used or expired code or a PKCE verifier that does not match,
+//!   `incorrect_client_credentials` for a wrong secret;
+//! - under the API prefix (`/api/v3`, as on GitHub Enterprise): `GET /user`,
+//!   `/user/emails`, `/user/orgs`, `/user/teams` (paged with `per_page`, `page` and a
+//!   `Link` header), 401 `Bad credentials` without a valid token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use sha2::Digest as _;
+
+/// A GitHub account known to the fake.
+#[derive(Clone)]
+pub struct FakeUser {
+    pub id: u64,
+    pub login: String,
+    pub name: Option<String>,
+    /// (address, primary, verified)
+    pub emails: Vec<(String, bool, bool)>,
+    pub orgs: Vec<String>,
+    /// (organisation, team slug)
+    pub teams: Vec<(String, String)>,
+}
+
+struct Issued {
+    login: String,
+    redirect_uri: Option<String>,
+    challenge: Option<String>,
+    scope: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, FakeUser>,
+    signed_in: Option<String>,
+    codes: HashMap<String, Issued>,
+    tokens: HashMap<String, (String, String)>,
+    authorize_requests: Vec<HashMap<String, String>>,
+}
+
+#[derive(Clone)]
+struct Fake {
+    client_id: String,
+    client_secret: String,
+    callback: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running fake GitHub.
+pub struct FakeGithub {
+    /// Its base URL (`base_url` in keyward's configuration).
+    pub url: String,
+    fake: Fake,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeGithub {
+    /// Starts the fake on 127.0.0.1 port 0, with one OAuth app.
+    pub async fn start(client_id: &str, client_secret: &str, callback: &str) -> Self {
+        let fake = Fake {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            callback: callback.into(),
+            inner: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/login/oauth/authorize", get(authorize))
+            .route("/login/oauth/access_token", post(access_token))
+            .route("/api/v3/user", get(user))
+            .route("/api/v3/user/emails", get(emails))
+            .route("/api/v3/user/orgs", get(orgs))
+            .route("/api/v3/user/teams", get(teams))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            url,
+            fake,
+            _shutdown: tx,
+        }
+    }
+
+    /// The API base URL (`api_url` in keyward's configuration).
+    pub fn api_url(&self) -> String {
+        format!("{}/api/v3", self.url)
+    }
+
+    /// Adds an account.
+    pub fn add_user(&self, user: FakeUser) {
+        let mut inner = self.fake.inner.lock().unwrap();
+        inner.users.insert(user.login.clone(), user);
+    }
+
+    /// Who approves the next authorization requests (`None`: they are denied).
+    pub fn sign_in_as(&self, login: Option<&str>) {
+        self.fake.inner.lock().unwrap().signed_in = login.map(str::to_owned);
+    }
+
+    /// The parameters of every authorization request received.
+    pub fn authorize_requests(&self) -> Vec<HashMap<String, String>> {
+        self.fake.inner.lock().unwrap().authorize_requests.clone()
+    }
+}
+
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(base).unwrap();
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.to_string()
+}
+
+async fn authorize(
+    State(fake): State<Fake>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let mut inner = fake.inner.lock().unwrap();
+    inner.authorize_requests.push(params.clone());
+    if params.get("client_id") != Some(&fake.client_id) {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    let state = params.get("state").cloned().unwrap_or_default();
+    if let Some(uri) = params.get("redirect_uri")
+        && *uri != fake.callback
+    {
+        return Redirect::to(&with_query(
+            &fake.callback,
+            &[
+                ("error", "redirect_uri_mismatch"),
+                (
+                    "error_description",
+                    "The redirect_uri MUST match the registered callback URL for this application.",
+                ),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#redirect-uri-mismatch",
+                ),
+                ("state", &state),
+            ],
+        ))
+        .into_response();
+    }
+    let callback = params
+        .get("redirect_uri")
+        .cloned()
+        .unwrap_or(fake.callback.clone());
+    let Some(login) = inner.signed_in.clone() else {
+        return Redirect::to(&with_query(
+            &callback,
+            &[
+                ("error", "access_denied"),
+                (
+                    "error_description",
+                    "The user has denied your application access.",
+                ),
+                (
+                    "error_uri",
+                    "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-authorization-request-errors/#access-denied",
+                ),
+                ("state", &state),
+            ],
+        ))
+        .into_response();
+    };
+    let code = keyward_proto::secret::random_urlsafe(10);
+    inner.codes.insert(
+        code.clone(),
+        Issued {
+            login,
+            redirect_uri: params.get("redirect_uri").cloned(),
+            challenge: params.get("code_challenge").cloned(),
+            scope: params
+                .get("scope")
+                .cloned()
+                .unwrap_or_default()
+                .replace(' ', ","),
+        },
+    );
+    Redirect::to(&with_query(
+        &callback,
+        &[("code", &code), ("state", &state)],
+    ))
+    .into_response()
+}
+
+async fn access_token(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    body: axum::extract::Form<HashMap<String, String>>,
+) -> Response {
+    let form = body.0;
+    let json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let answer = |pairs: Vec<(&str, String)>| -> Response {
+        if json {
+            let map: serde_json::Map<_, _> = pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                .collect();
+            axum::Json(serde_json::Value::Object(map)).into_response()
+        } else {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            (
+                [(header::CONTENT_TYPE, "application/x-www-form-urlencoded")],
+                body,
+            )
+                .into_response()
+        }
+    };
+    if form.get("client_id") != Some(&fake.client_id)
+        || form.get("client_secret") != Some(&fake.client_secret)
+    {
+        return answer(vec![
+            ("error", "incorrect_client_credentials".into()),
+            (
+                "error_description",
+                "The client_id and/or client_secret passed are incorrect.".into(),
+            ),
+        ]);
+    }
+    let bad_code = || {
+        answer(vec![
+            ("error", "bad_verification_code".into()),
+            (
+                "error_description",
+                "The code passed is incorrect or expired.".into(),
+            ),
+        ])
+    };
+    let mut inner = fake.inner.lock().unwrap();
+    let Some(issued) = form.get("code").and_then(|c| inner.codes.remove(c)) else {
+        return bad_code();
+    };
+    if issued.redirect_uri.is_some() && form.get("redirect_uri") != issued.redirect_uri.as_ref() {
+        return bad_code();
+    }
+    if let Some(challenge) = &issued.challenge {
+        let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        if &computed != challenge {
+            return bad_code();
+        }
+    }
+    let token = format!("gho_{}", keyward_proto::secret::random_urlsafe(18));
+    inner
+        .tokens
+        .insert(token.clone(), (issued.login, issued.scope.clone()));
+    answer(vec![
+        ("access_token", token),
+        ("scope", issued.scope),
+        ("token_type", "bearer".into()),
+    ])
+}
+
+/// The account and scopes behind the request's token, or GitHub's 401.
+fn caller(fake: &Fake, headers: &HeaderMap) -> Result<(FakeUser, String), Response> {
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({
+                "message": "Bad credentials",
+                "documentation_url": "https://docs.github.com/rest",
+                "status": "401"
+            })),
+        )
+            .into_response()
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .ok_or_else(unauthorized)?;
+    let inner = fake.inner.lock().unwrap();
+    let (login, scope) = inner.tokens.get(token).cloned().ok_or_else(unauthorized)?;
+    let user = inner.users.get(&login).cloned().ok_or_else(unauthorized)?;
+    Ok((user, scope))
+}
+
+async fn user(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+    match caller(&fake, &headers) {
+        Ok((user, _)) => {
+            let public_email = user
+                .emails
+                .iter()
+                .find(|(_, primary, verified)| *primary && *verified)
+                .map(|(e, _, _)| e.clone());
+            axum::Json(serde_json::json!({
+                "login": user.login,
+                "id": user.id,
+                "node_id": format!("U_{}", user.id),
+                "avatar_url": format!("https://avatars.githubusercontent.com/u/{}?v=4", user.id),
+                "type": "User",
+                "site_admin": false,
+                "name": user.name,
+                "company": null,
+                "blog": "",
+                "location": null,
+                "email": public_email,
+                "bio": null,
+                "public_repos": 2,
+                "followers": 20,
+                "following": 0,
+                "created_at": "2008-01-14T04:33:35Z",
+                "updated_at": "2008-01-14T04:33:35Z"
+            }))
+            .into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn emails(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+    match caller(&fake, &headers) {
+        Ok((user, scope)) if scope.split(',').any(|s| s == "user:email" || s == "user") => {
+            let list: Vec<_> = user
+                .emails
+                .iter()
+                .map(|(email, primary, verified)| {
+                    serde_json::json!({
+                        "email": email,
+                        "verified": verified,
+                        "primary": primary,
+                        "visibility": if *primary { serde_json::json!("public") } else { serde_json::Value::Null }
+                    })
+                })
+                .collect();
+            axum::Json(list).into_response()
+        }
+        Ok(_) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest/users/emails#list-email-addresses-for-the-authenticated-user",
+                "status": "404"
+            })),
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// One page of `items`, with GitHub's `Link` header when there is more.
+fn paged(items: Vec<serde_json::Value>, params: &HashMap<String, String>, url: &str) -> Response {
+    let per_page: usize = params
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let pages = items.len().div_ceil(per_page).max(1);
+    let slice: Vec<_> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut response = axum::Json(slice).into_response();
+    if page < pages {
+        let link = format!(
+            "<{url}?per_page={per_page}&page={}>; rel=\"next\", <{url}?per_page={per_page}&page={pages}>; rel=\"last\"",
+            page + 1
+        );
+        response
+            .headers_mut()
+            .insert(header::LINK, link.parse().unwrap());
+    }
+    response
+}
+
+async fn orgs(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    match caller(&fake, &headers) {
+        Ok((user, scope)) => {
+            // Without read:org, only public memberships are listed; the fake has none.
+            let reads = scope
+                .split(',')
+                .any(|s| s == "read:org" || s == "admin:org");
+            let items = if reads {
+                user.orgs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, login)| serde_json::json!({"login": login, "id": 1000 + i, "description": null}))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            paged(items, &params, &format!("http://{host}/api/v3/user/orgs"))
+        }
+        Err(response) => response,
+    }
+}
+
+async fn teams(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    match caller(&fake, &headers) {
+        Ok((user, scope)) if scope.split(',').any(|s| s == "read:org" || s == "admin:org") => {
+            let items = user
+                .teams
+                .iter()
+                .enumerate()
+                .map(|(i, (org, slug))| {
+                    serde_json::json!({
+                        "id": 2000 + i,
+                        "name": slug,
+                        "slug": slug,
+                        "privacy": "closed",
+                        "organization": {"login": org, "id": 1000}
+                    })
+                })
+                .collect();
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            paged(items, &params, &format!("http://{host}/api/v3/user/teams"))
+        }
+        Ok(_) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({
+                "message": "You need at least read:org scope or user scope to list your teams.",
+                "documentation_url": "https://docs.github.com/rest/teams/teams#list-teams-for-the-authenticated-user",
+                "status": "403"
+            })),
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
