@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use keyward_proto::ClientSecret;
 use keyward_server::admin::{self, NewClient};
-use keyward_server::config::{Config, SigningAlg};
+use keyward_server::config::{Config, ConnectorKind, SigningAlg};
 use keyward_server::domain::utc_text;
 use keyward_server::store::{self, Store};
 
@@ -43,6 +43,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show the configured ways to sign in ([[connectors]] in the configuration file).
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
     /// Log in to a server from this terminal (device authorization) and keep its tokens.
     Login(session::LoginArgs),
     /// Print a valid access token for a server, refreshing it first when it is about to
@@ -143,6 +146,12 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum ConnectorCommand {
+    /// List the connectors, with the redirect URI to register at each provider.
+    List,
+}
+
+#[derive(Subcommand)]
 enum KeyCommand {
     /// Generate new signing keys; the old ones stay published until their tokens expire.
     Rotate,
@@ -215,6 +224,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(command) => client_command(&*server_store(config).await?, command).await,
         Command::User(command) => user_command(&*server_store(config).await?, command).await,
         Command::Key(command) => key_command(&*server_store(config).await?, command).await,
+        Command::Connector(ConnectorCommand::List) => {
+            connector_list(&load_config(config)?);
+            Ok(())
+        }
         // The terminal client needs no server configuration.
         Command::Login(args) => session::login(args).await,
         Command::Token(args) => session::token(args).await,
@@ -262,6 +275,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.endpoint("/.well-known/openid-configuration")
     );
     println!("  database:   {database} ({clients} clients, {users} users)");
+    println!("  account:    {}", config.endpoint("/account"));
+    for (i, line) in connector_lines(config).iter().enumerate() {
+        let label = if i == 0 { "sign-in:" } else { "" };
+        println!("  {label:<11} {line}");
+    }
     if clients == 0 || users == 0 {
         println!();
         println!("Next steps, in another terminal:");
@@ -276,6 +294,55 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     keyward_server::serve::run(state, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// One line per connector: name, type, and what its provider needs to know (the
+/// redirect URI to register) or what to know about it.
+fn connector_lines(config: &Config) -> Vec<String> {
+    config
+        .connectors
+        .iter()
+        .map(|c| {
+            let mut line = format!("{} ({}, id {})", c.name, c.kind.type_name(), c.id);
+            if !c.enabled {
+                line.push_str(": disabled");
+            } else if c.kind.uses_redirect() {
+                line.push_str(&format!(
+                    ": register the redirect URI {}",
+                    config.connector_redirect_uri(&c.id)
+                ));
+            } else if let ConnectorKind::Email(settings) = &c.kind {
+                match &settings.smtp {
+                    Some(smtp) => line.push_str(&format!(": mail through {}:{}", smtp.host, smtp.port)),
+                    None => line.push_str(
+                        ": no SMTP server configured, sign-in links go to the server log (development only)",
+                    ),
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+fn connector_list(config: &Config) {
+    println!(
+        "{:<16} {:<9} {:<24} {:<8} REDIRECT URI",
+        "ID", "TYPE", "NAME", "ENABLED"
+    );
+    for c in &config.connectors {
+        let redirect = if c.kind.uses_redirect() {
+            config.connector_redirect_uri(&c.id)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{:<16} {:<9} {:<24} {:<8} {redirect}",
+            c.id,
+            c.kind.type_name(),
+            c.name,
+            if c.enabled { "yes" } else { "no" }
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -18,9 +18,9 @@ struct Broker {
     github: FakeGithub,
 }
 
-async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
-    let down_listener = bind().await;
-    let down_port = down_listener.local_addr().unwrap().port();
+/// The upstream keyward and the fake GitHub of a downstream that will listen on
+/// `down_port`, with down's callbacks registered at both.
+async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
     let callback = |id: &str| format!("http://127.0.0.1:{down_port}/callback/{id}");
     let github = FakeGithub::start("gh-client", GITHUB_SECRET, &callback("github")).await;
     github.add_user(FakeUser {
@@ -52,15 +52,15 @@ skip_consent = true
             callback("corp")
         )),
     )
-    .await?;
-    let down = spawn_app_on(
-        down_listener,
-        "127.0.0.1",
-        db,
-        &base_config(&format!(
-            r#"
-{down_extra}
+    .await
+    .expect("upstream keyward");
+    (up, github)
+}
 
+/// down's `[[connectors]]`: `corp` (the upstream keyward) and `github` (the fake).
+fn connectors_config(up: &TestApp, github: &FakeGithub) -> String {
+    format!(
+        r#"
 [[connectors]]
 id = "corp"
 type = "oidc"
@@ -78,12 +78,21 @@ base_url = "{}"
 api_url = "{}"
 scopes = ["read:user", "user:email", "read:org"]
 "#,
-            up.issuer,
-            github.url,
-            github.api_url()
-        )),
+        up.issuer,
+        github.url,
+        github.api_url()
     )
-    .await?;
+}
+
+async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
+    let down_listener = bind().await;
+    let down_port = down_listener.local_addr().unwrap().port();
+    let (up, github) = upstreams(down_port).await;
+    let config = base_config(&format!(
+        "{down_extra}\n{}",
+        connectors_config(&up, &github)
+    ));
+    let down = spawn_app_on(down_listener, "127.0.0.1", db, &config).await?;
     Some(Broker { down, up, github })
 }
 
@@ -373,4 +382,178 @@ async fn signed_in_identities_link_and_provider_failures_are_explained() {
     )
     .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
+}
+
+/// `keyward serve` as a process with every kind of connector, its log at trace level:
+/// the banner names the redirect URIs to register and says where emailed links go
+/// without SMTP; the link is in the log and works; signing in through another keyward
+/// and GitHub leaves no secret, code, state or token of theirs in the log.
+#[tokio::test]
+async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (up, github) = upstreams(port).await;
+    let dir = temp_dir();
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer = \"http://127.0.0.1:{port}\"\n{}",
+            base_config(&format!(
+                "{}\n[[connectors]]\nid = \"email\"\ntype = \"email\"\n",
+                connectors_config(&up, &github)
+            ))
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYWARD_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log, kept whole, and line by line for whoever waits for one.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (log_lines, mut new_lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    {
+        use std::io::BufRead as _;
+        let stderr = child.stderr.take().unwrap();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&line);
+                let _ = log_lines.send(line);
+            }
+        });
+    }
+    let banner = {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("Password (password");
+            banner.push_str(&line);
+            banner.push('\n');
+            if done {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        banner
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Kill(child);
+    let base = format!("http://127.0.0.1:{port}");
+    for expected in [
+        format!("register the redirect URI {base}/callback/corp"),
+        format!("register the redirect URI {base}/callback/github"),
+        "sign-in links go to the server log".to_owned(),
+    ] {
+        assert!(banner.contains(&expected), "{expected}: {banner}");
+    }
+
+    // Through the other keyward and through GitHub, remembering what crossed.
+    let browser = browser();
+    let mut crossed: Vec<String> = vec![DOWNSTREAM_SECRET.into(), GITHUB_SECRET.into()];
+    for connector in ["corp", "github"] {
+        let (url, verifier) = authorize_url(&base, "demo-app", "openid", "&prompt=login");
+        let page = open(&browser, &url).await;
+        let response = submit(&browser, &page, &format!("/login/{connector}"), "", &[]).await;
+        let to_provider = location(&response);
+        crossed.extend(
+            to_provider
+                .query_pairs()
+                .filter(|(k, _)| k == "state" || k == "nonce" || k == "code_challenge")
+                .map(|(_, v)| v.into_owned()),
+        );
+        let mut response = browser.get(to_provider).send().await.unwrap();
+        if connector == "corp" {
+            let page = settle(&browser, response).await.unwrap();
+            response = submit(
+                &browser,
+                &page,
+                "/login",
+                "",
+                &[("username", "alice"), ("password", PASSWORD)],
+            )
+            .await;
+        }
+        let back = location(&response);
+        assert!(
+            back.as_str()
+                .starts_with(&format!("{base}/callback/{connector}")),
+            "{back}"
+        );
+        crossed.extend(
+            back.query_pairs()
+                .filter(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned()),
+        );
+        let params = settle(&browser, browser.get(back).send().await.unwrap())
+            .await
+            .unwrap_err();
+        crossed.push(params["code"].clone());
+        crossed.push(verifier.secret().clone());
+    }
+    crossed.extend(github.issued_tokens());
+    assert!(crossed.len() >= 12, "{crossed:?}");
+
+    // The emailed link, from the log, signs in.
+    let (url, _) = authorize_url(&base, "demo-app", "openid", "&prompt=login");
+    let page = open(&browser, &url).await;
+    let response = submit(
+        &browser,
+        &page,
+        "/login/email",
+        "",
+        &[("email", "dev@example.com")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let prefix = format!("{base}/callback/email?token=");
+    let link = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = new_lines.recv().await {
+            if let Some(at) = line.find(&prefix) {
+                return line[at..]
+                    .split(|c: char| c.is_whitespace() || c == '"' || c == '\x1b')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+            }
+        }
+        panic!("the server ended without logging the link");
+    })
+    .await
+    .expect("the link in the log within 30 s");
+    let confirm = open(&browser, &link).await;
+    let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
+    assert!(
+        settle(&browser, response)
+            .await
+            .unwrap_err()
+            .contains_key("code")
+    );
+    drop(server);
+
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("upstream sign-in"), "trace log: {log:.300}");
+    for secret in &crossed {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

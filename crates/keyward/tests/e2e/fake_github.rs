@@ -123,6 +123,18 @@ impl FakeGithub {
         self.fake.inner.lock().unwrap().signed_in = login.map(str::to_owned);
     }
 
+    /// Every access token issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.fake
+            .inner
+            .lock()
+            .unwrap()
+            .tokens
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The parameters of every authorization request received.
     pub fn authorize_requests(&self) -> Vec<HashMap<String, String>> {
         self.fake.inner.lock().unwrap().authorize_requests.clone()

@@ -14,12 +14,12 @@ use reqwest::StatusCode;
 
 use crate::support::*;
 
-fn js_dir() -> PathBuf {
+pub(crate) fn js_dir() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/js")).to_path_buf()
 }
 
 /// Whether `packages` are installed and Node.js runs; panics when missing but required.
-fn available(packages: &[&str], also: &[&str]) -> bool {
+pub(crate) fn available(packages: &[&str], also: &[&str]) -> bool {
     let dir = js_dir();
     let mut missing: Vec<String> = packages
         .iter()

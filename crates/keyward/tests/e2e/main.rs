@@ -10,6 +10,7 @@ mod admin_cli;
 mod client;
 mod connectors;
 mod device;
+mod email;
 mod fake_github;
 mod flows;
 mod hostile;

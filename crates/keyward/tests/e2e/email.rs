@@ -1,0 +1,288 @@
+//! Signing in by emailed link, over a real SMTP conversation: the test starts an SMTP
+//! sink (`smtp-server` from npm, tests/js/smtp-sink.mjs), reads the delivered message
+//! and follows its link. Without SMTP, in development, the link goes to the log.
+
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::support::*;
+
+/// The SMTP sink: every message it accepts arrives here as JSON.
+struct SmtpSink {
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    port: u16,
+}
+
+impl SmtpSink {
+    async fn start() -> Self {
+        let mut child = tokio::process::Command::new("node")
+            .arg("smtp-sink.mjs")
+            .current_dir(crate::js::js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the SMTP sink");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("the sink's port");
+        let port = serde_json::from_str::<serde_json::Value>(&first).unwrap()["port"]
+            .as_u64()
+            .unwrap() as u16;
+        Self {
+            _child: child,
+            lines,
+            port,
+        }
+    }
+
+    /// The next message delivered (waiting at most 30 s).
+    async fn next_message(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("a message within 30 s")
+            .unwrap()
+            .expect("the sink is running");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// The first URL in `text` that starts with `prefix`.
+fn link_in(text: &str, prefix: &str) -> String {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"));
+    text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn email_connectors(smtp_port: u16) -> String {
+    format!(
+        r#"
+[[connectors]]
+id = "email"
+type = "email"
+from = "keyward <sign-in@keyward.test>"
+smtp = {{ host = "127.0.0.1", port = {smtp_port}, tls = "none" }}
+
+[[connectors]]
+id = "members"
+type = "email"
+name = "Members' address"
+create_accounts = false
+trust_email = true
+smtp = {{ host = "127.0.0.1", port = {smtp_port}, tls = "none" }}
+"#
+    )
+}
+
+/// Asks `app` for a link for `address` through connector `id`; returns the page.
+async fn ask_for_link(browser: &reqwest::Client, app: &TestApp, id: &str, address: &str) -> Page {
+    let (url, _) = authorize_url(&app.issuer, "demo-app", "openid email", "&prompt=login");
+    let page = open(browser, &url).await;
+    let response = submit(
+        browser,
+        &page,
+        &format!("/login/{id}"),
+        "",
+        &[("email", address)],
+    )
+    .await;
+    settle(browser, response).await.unwrap()
+}
+
+#[tokio::test]
+async fn emailed_links_sign_in_once_in_the_browser_that_asked() {
+    if !crate::js::available(&["smtp-server", "mailparser"], &[]) {
+        return;
+    }
+    let mut sink = SmtpSink::start().await;
+    let app = spawn_app(Db::Sqlite, &email_connectors(sink.port))
+        .await
+        .unwrap();
+    let store = app.state.store();
+    let link_prefix = format!("{}/callback/email?token=", app.issuer);
+
+    // Ask, as a person types it.
+    let browser = browser();
+    let (url, verifier) = authorize_url(&app.issuer, "demo-app", "openid email", "");
+    let page = open(&browser, &url).await;
+    assert!(
+        page.html.contains("Email me a sign-in link"),
+        "{}",
+        page.html
+    );
+    let response = submit(
+        &browser,
+        &page,
+        "/login/email",
+        "",
+        &[("email", " Carol@Example.COM ")],
+    )
+    .await;
+    let sent = settle(&browser, response).await.unwrap();
+    assert_eq!(sent.status, StatusCode::OK);
+    assert!(sent.html.contains("Check your email"), "{}", sent.html);
+    assert!(sent.html.contains("carol@example.com"), "{}", sent.html);
+
+    // A real SMTP delivery, with the link in both parts.
+    let message = sink.next_message().await;
+    assert_eq!(message["to"], serde_json::json!(["carol@example.com"]));
+    assert_eq!(message["from"], "sign-in@keyward.test");
+    assert!(
+        message["subject"]
+            .as_str()
+            .unwrap()
+            .contains("sign-in link")
+    );
+    let link = link_in(message["text"].as_str().unwrap(), &link_prefix);
+    assert_eq!(
+        link,
+        link_in(message["html"].as_str().unwrap(), &link_prefix)
+    );
+
+    // Opening the link (as a mail scanner might, twice) uses nothing; the click does.
+    let confirm = open(&browser, &link).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let confirm = open(&browser, &link).await;
+    assert!(
+        confirm.html.contains("Continue signing in"),
+        "{}",
+        confirm.html
+    );
+    let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
+    let params = settle(&browser, response).await.unwrap_err();
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &params["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = jwt_payload(body["id_token"].as_str().unwrap());
+    assert_eq!(claims["email"], "carol@example.com");
+    assert_eq!(claims["email_verified"], true);
+    let carol = claims["sub"].as_str().unwrap().to_owned();
+    assert_eq!(
+        store.get_user(&carol).await.unwrap().unwrap().username,
+        "carol"
+    );
+
+    // Single use.
+    let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.html.contains("Sign-in expired"), "{}", page.html);
+
+    // A link followed in another browser than the one that asked does not sign in.
+    ask_for_link(&browser, &app, "email", "carol@example.com").await;
+    let link = link_in(
+        sink.next_message().await["text"].as_str().unwrap(),
+        &link_prefix,
+    );
+    let elsewhere = crate::support::browser();
+    let confirm = open(&elsewhere, &link).await;
+    let response = submit(&elsewhere, &confirm, "/callback/email", "", &[]).await;
+    let page = settle(&elsewhere, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.html.contains("another browser"), "{}", page.html);
+
+    // In a browser where nobody is signed in: a connector that creates no accounts
+    // answers the same for an unknown address, and sends nothing to it; carol's
+    // verified address (the connector trusts addresses) gets her link, which signs in
+    // to her account.
+    let other = crate::support::browser();
+    let unknown = ask_for_link(&other, &app, "members", "dave@example.com").await;
+    let known = ask_for_link(&other, &app, "members", "carol@example.com").await;
+    assert_eq!(unknown.status, known.status);
+    let strip = |page: &Page, address: &str| {
+        let req = hidden_req(&page.html);
+        page.html.replace(address, "ADDRESS").replace(&req, "REQ")
+    };
+    assert_eq!(
+        strip(&unknown, "dave@example.com"),
+        strip(&known, "carol@example.com")
+    );
+    let message = sink.next_message().await;
+    assert_eq!(
+        message["to"],
+        serde_json::json!(["carol@example.com"]),
+        "nothing for dave"
+    );
+    let link = link_in(
+        message["text"].as_str().unwrap(),
+        &format!("{}/callback/members?token=", app.issuer),
+    );
+    let confirm = open(&other, &link).await;
+    let response = submit(&other, &confirm, "/callback/members", "", &[]).await;
+    let params = settle(&other, response).await.unwrap_err();
+    assert!(params.contains_key("code"), "{params:?}");
+    let members = store
+        .get_identity("members", "carol@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        members.user_id, carol,
+        "linked by the trusted, verified address"
+    );
+
+    // Throttled per address: the sixth request within the window sends nothing.
+    for _ in 0..6 {
+        let page = ask_for_link(&browser, &app, "email", "frank@example.com").await;
+        assert!(page.html.contains("Check your email"));
+    }
+    ask_for_link(&browser, &app, "email", "erin@example.com").await;
+    let mut recipients = Vec::new();
+    for _ in 0..6 {
+        recipients.push(
+            sink.next_message().await["to"][0]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        recipients,
+        [
+            "frank@example.com",
+            "frank@example.com",
+            "frank@example.com",
+            "frank@example.com",
+            "frank@example.com",
+            "erin@example.com"
+        ]
+    );
+
+    // Not an address: the login page says so.
+    let page = ask_for_link(&browser, &app, "email", "not an address").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.html.contains("Enter a valid email address."),
+        "{}",
+        page.html
+    );
+}
+
+/// The `req` of the "Use another way to sign in" link on an email-sent page.
+fn hidden_req(html: &str) -> String {
+    let marker = "login?req=";
+    let start = html.find(marker).map_or(0, |at| at + marker.len());
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
