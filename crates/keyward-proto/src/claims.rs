@@ -45,6 +45,11 @@ pub struct UserClaims {
     /// `email`: whether the address was verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// `groups`: the groups the upstream providers of the user's linked identities
+    /// report (GitHub organisations `org` and teams `org:team`, an OpenID provider's
+    /// `groups` claim), as of each identity's last sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 /// The claims of an ID token (OpenID Connect Core §2).

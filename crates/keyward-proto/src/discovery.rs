@@ -29,7 +29,7 @@ pub struct ProviderMetadata {
     pub scopes_supported: Vec<String>,
     /// Only `code`.
     pub response_types_supported: Vec<String>,
-    /// `query`.
+    /// `query`, `form_post`, `web_message`.
     pub response_modes_supported: Vec<String>,
     /// Grant types the token endpoint accepts.
     pub grant_types_supported: Vec<String>,

@@ -134,6 +134,20 @@ pub async fn resolve(
     )))
 }
 
+/// The groups an account's identities carry, sorted, each once: what the `groups`
+/// scope releases.
+pub async fn groups_of(store: &dyn Store, user_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut groups: Vec<String> = store
+        .list_identities(user_id)
+        .await?
+        .into_iter()
+        .flat_map(|i| i.groups)
+        .collect();
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}
+
 fn enabled(user: Option<User>) -> Result<User, AccountError> {
     match user {
         Some(user) if !user.disabled => Ok(user),

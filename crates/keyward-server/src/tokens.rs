@@ -28,8 +28,13 @@ pub enum IssueError {
     Store(#[from] StoreError),
 }
 
-/// The profile and email claims `scope` releases about `user`.
-pub fn user_claims(user: &User, scope: &ScopeSet) -> UserClaims {
+/// The profile, email and groups claims `scope` releases about `user` (the groups are
+/// read from the store only when `groups` is granted).
+pub async fn user_claims(
+    state: &AppState,
+    user: &User,
+    scope: &ScopeSet,
+) -> Result<UserClaims, StoreError> {
     let mut claims = UserClaims::default();
     if scope.contains("profile") {
         claims.name = user.name.clone();
@@ -39,7 +44,10 @@ pub fn user_claims(user: &User, scope: &ScopeSet) -> UserClaims {
         claims.email = user.email.clone();
         claims.email_verified = user.email.as_ref().map(|_| user.email_verified);
     }
-    claims
+    if scope.contains("groups") {
+        claims.groups = Some(crate::accounts::groups_of(state.store(), &user.id).await?);
+    }
+    Ok(claims)
 }
 
 /// Signs an access token for `client`, about `user` (or the client itself).
@@ -95,7 +103,7 @@ pub async fn user_grant_response(
             nonce,
             at_hash: Some(at_hash(&access)),
             azp: client.client_id.clone(),
-            user: user_claims(user, scope),
+            user: user_claims(state, user, scope).await?,
         };
         Some(
             state

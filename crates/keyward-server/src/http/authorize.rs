@@ -882,6 +882,7 @@ fn describe_scope(scope: &str) -> String {
         "openid" => "Confirm your identity".into(),
         "profile" => "See your name and username".into(),
         "email" => "See your email address".into(),
+        "groups" => "See the groups and teams you belong to".into(),
         "offline_access" => "Stay signed in and act for you while you are away".into(),
         other => format!("Use the {other} permission"),
     }

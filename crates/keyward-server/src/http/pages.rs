@@ -266,5 +266,32 @@ mod tests {
                 )
                 .unwrap();
         }
+        let answer = pages.form_post("https://app.example/cb", &[("code", "c\"><x")]);
+        assert_eq!(answer.status(), StatusCode::OK);
+        let answer = pages.web_message("https://app.example", &[("code", "</script>")]);
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn response_pages_escape_what_they_carry() {
+        let config = Config::from_toml("", &Default::default()).unwrap();
+        let pages = Pages::new(&config);
+        let html = pages
+            .render_html(
+                "web_message.html",
+                minijinja::context! {
+                    message => serde_json::json!({"origin": "https://a.example", "response": {"state": "</script><script>alert(1)"}}),
+                    nonce => "n",
+                },
+            )
+            .unwrap();
+        assert!(!html.contains("</script><script>alert"), "{html}");
+        let html = pages
+            .render_html(
+                "form_post.html",
+                minijinja::context! { action => "https://a.example/cb", fields => vec![minijinja::context! { name => "state", value => "\"><script>" }], nonce => "n" },
+            )
+            .unwrap();
+        assert!(!html.contains("\"><script>"), "{html}");
     }
 }

@@ -62,7 +62,8 @@ async fn userinfo(state: &AppState, token: Option<&str>) -> Result<Response, Api
             .into());
         }
     };
-    let mut body = serde_json::to_value(user_claims(&user, &scope)).unwrap_or_default();
+    let mut body =
+        serde_json::to_value(user_claims(state, &user, &scope).await?).unwrap_or_default();
     if let Some(object) = body.as_object_mut() {
         object.insert("sub".into(), user.id.into());
     }

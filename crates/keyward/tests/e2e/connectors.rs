@@ -307,7 +307,17 @@ async fn linking_keeps_one_account_on_postgres() {
 /// that rotates its keys is followed.
 #[tokio::test]
 async fn signed_in_identities_link_and_provider_failures_are_explained() {
-    let Some(broker) = broker(Db::Sqlite, "").await else {
+    let team_app = format!(
+        r#"
+[[clients]]
+client_id = "team-app"
+client_secret = "team-app-secret-0123456789abcdef"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "groups"]
+skip_consent = true
+"#
+    );
+    let Some(broker) = broker(Db::Sqlite, &team_app).await else {
         return;
     };
     let down = &broker.down;
@@ -340,6 +350,40 @@ async fn signed_in_identities_link_and_provider_failures_are_explained() {
     let other = crate::support::browser();
     let claims = sign_in_with(&other, &broker, "github").await;
     assert_eq!(claims["sub"], bob.id.as_str());
+
+    // GitHub's organisations and teams are bob's groups, for a client granted `groups`.
+    let (url, verifier) = authorize_url(&down.issuer, "team-app", "openid groups", "");
+    let params = drive(&other, &url, "-", "-", "approve").await.callback();
+    let (status, body) = token_request(
+        down,
+        "team-app",
+        Some("team-app-secret-0123456789abcdef"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &params["code"]),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let groups = serde_json::json!(["acme", "acme:ops"]);
+    assert_eq!(
+        jwt_payload(body["id_token"].as_str().unwrap())["groups"],
+        groups
+    );
+    let userinfo: serde_json::Value = http()
+        .get(format!("{}/userinfo", down.issuer))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(userinfo["groups"], groups);
+    assert_eq!(userinfo["sub"], bob.id.as_str());
+    assert!(claims.get("groups").is_none(), "not without the scope");
 
     // The person declines at GitHub: the login page says so, nothing is created.
     broker.github.sign_in_as(None);

@@ -841,3 +841,87 @@ async fn id_token_algorithm_follows_the_client() {
         .claims(&client.id_token_verifier(), &auth.nonce)
         .expect("RS256 ID token verifies");
 }
+
+/// `response_mode=form_post` answers with a form that posts itself to the redirect URI;
+/// `web_message` with a page that posts the response to the redirect URI's exact origin
+/// (the JavaScript itself runs in `tests/js/browser.mjs`); errors after the client is
+/// known travel the same way; an unknown mode is refused in the default one.
+#[tokio::test]
+async fn form_post_and_web_message_response_modes() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let url = |extra: &str| crate::support::authorize_url(&app.issuer, "demo-app", "openid", extra);
+
+    let (form_post, verifier) = url("&response_mode=form_post");
+    let (status, html) = drive(&browser, &form_post, "alice", PASSWORD, "approve")
+        .await
+        .page();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&format!("action=\"{}\"", REDIRECT.replace('/', "&#x2f;"))),
+        "{html}"
+    );
+    assert_eq!(hidden(&html, "state"), "st");
+    assert_eq!(html_unescape(&hidden(&html, "iss")), app.issuer);
+    let code = hidden(&html, "code");
+    let (status, body) = exchange(&app, &code, verifier.secret()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The page's one script is allowed by a nonce in its CSP, nothing else is.
+    let response = browser
+        .get(&url("&response_mode=form_post").0)
+        .send()
+        .await
+        .unwrap();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = response.text().await.unwrap();
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    assert!(
+        html.contains(&format!("<script nonce=\"{nonce}\">")),
+        "{html}"
+    );
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+
+    let (web_message, _) = url("&response_mode=web_message");
+    let (status, html) = drive(&browser, &web_message, "alice", PASSWORD, "approve")
+        .await
+        .page();
+    assert_eq!(status, StatusCode::OK);
+    let start = html.find("id=\"message\">").unwrap() + "id=\"message\">".len();
+    let json = &html[start..start + html[start..].find("</script>").unwrap()];
+    let message: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        message["origin"], "http://127.0.0.1:5555",
+        "the exact origin, no path"
+    );
+    assert_eq!(message["response"]["state"], "st");
+    assert_eq!(message["response"]["iss"], app.issuer.as_str());
+    assert!(message["response"]["code"].as_str().is_some());
+    assert!(html.contains("window.opener.postMessage"), "{html}");
+
+    // An error after the client is known goes back in the requested mode.
+    let (bad_scope, _) = crate::support::authorize_url(
+        &app.issuer,
+        "demo-app",
+        "openid admin",
+        "&response_mode=form_post",
+    );
+    let (status, html) = drive(&browser, &bad_scope, "-", "-", "-").await.page();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hidden(&html, "error"), "invalid_scope");
+
+    // An unknown mode is refused, in the default query mode.
+    let (unknown, _) = url("&response_mode=fragment");
+    let params = drive(&browser, &unknown, "-", "-", "-").await.callback();
+    assert_eq!(params["error"], "invalid_request");
+    assert!(params["error_description"].contains("response_mode"));
+}
