@@ -276,3 +276,173 @@ async fn keyward_login_against_oidc_provider_from_npm() {
     drop(provider);
     let _ = std::fs::remove_dir_all(home);
 }
+
+/// keyward as a broker in Chromium, with oidc-provider from npm as the upstream OpenID
+/// provider (ID tokens signed with EdDSA for one connector, RS256 for the other) and
+/// the fake GitHub: the login page, the provider round trip, consent, the account page,
+/// and a `web_message` popup (tests/js/broker.mjs). Both codes it brings back are
+/// redeemed here, for the same account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_pages_in_chromium_through_oidc_provider() {
+    use tokio::io::AsyncBufReadExt as _;
+    if !available(
+        &["oidc-provider", "playwright-core"],
+        &["/usr/bin/chromium"],
+    ) {
+        return;
+    }
+    const UPSTREAM_SECRET: &str = "npm-upstream-secret-0123456789abcdef";
+    let listener = bind().await;
+    let port = listener.local_addr().unwrap().port();
+    let callback = |id: &str| format!("http://127.0.0.1:{port}/callback/{id}");
+    let mut upstream = tokio::process::Command::new("node")
+        .args([
+            "oidc-upstream.mjs",
+            UPSTREAM_SECRET,
+            &callback("npm-rs"),
+            &callback("npm-ed"),
+        ])
+        .current_dir(js_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(upstream.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("oidc-provider prints its issuer");
+    let npm = serde_json::from_str::<serde_json::Value>(&first).unwrap()["issuer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let github = crate::fake_github::FakeGithub::start(
+        "gh-client",
+        "github-secret-0123456789abcdef",
+        &callback("github"),
+    )
+    .await;
+    github.add_user(crate::fake_github::FakeUser {
+        id: 1,
+        login: "octocat".into(),
+        name: None,
+        emails: vec![("octocat@github.example".into(), true, true)],
+        orgs: vec![],
+        teams: vec![],
+    });
+    github.sign_in_as(Some("octocat"));
+    let oidc = |id: &str, name: &str, client: &str| {
+        format!(
+            "[[connectors]]\nid = \"{id}\"\ntype = \"oidc\"\nname = \"{name}\"\nissuer = \"{npm}\"\nclient_id = \"{client}\"\nclient_secret = \"{UPSTREAM_SECRET}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n"
+        )
+    };
+    let connectors = format!(
+        "{}\n{}\n[[connectors]]\nid = \"github\"\ntype = \"github\"\nclient_id = \"gh-client\"\nclient_secret = \"github-secret-0123456789abcdef\"\nbase_url = \"{}\"\napi_url = \"{}\"\n\n[[connectors]]\nid = \"email\"\ntype = \"email\"\n",
+        oidc("npm-ed", "npm (EdDSA)", "keyward-ed"),
+        oidc("npm-rs", "npm (RS256)", "keyward-rs"),
+        github.url,
+        github.api_url()
+    );
+    let app = spawn_app_on(listener, "127.0.0.1", Db::Sqlite, &base_config(&connectors))
+        .await
+        .unwrap();
+
+    let (url, verifier) = authorize_url(&app.issuer, "third-party", "openid email", "");
+    let (popup_url, popup_verifier) = authorize_url(
+        &app.issuer,
+        "third-party",
+        "openid email",
+        "&response_mode=web_message",
+    );
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let args = [
+        "broker.mjs",
+        &app.issuer,
+        &url,
+        &popup_url,
+        REDIRECT,
+        &artifacts.display().to_string(),
+    ];
+    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    for shot in [
+        "11-login-providers",
+        "13-consent-after-provider",
+        "14-account",
+        "18-sessions",
+        "20-popup-consent",
+    ] {
+        assert!(
+            artifacts.join(format!("{shot}.png")).exists(),
+            "{shot} screenshot"
+        );
+    }
+
+    // The code from the provider round trip was issued before the app was revoked on
+    // the account page: it is refused. The popup's (web_message), issued after a new
+    // consent, works: ada, as oidc-provider describes her.
+    assert_eq!(result["state"], "st");
+    let (status, body) =
+        redeem_third_party(&app, result["code"].as_str().unwrap(), verifier.secret()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+    let message = &result["web_message"];
+    assert_eq!(message["state"], "st");
+    assert_eq!(message["iss"], app.issuer.as_str());
+    let (status, body) = redeem_third_party(
+        &app,
+        message["code"].as_str().unwrap(),
+        popup_verifier.secret(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = jwt_payload(body["id_token"].as_str().unwrap());
+    assert_eq!(claims["email"], "ada@npm.example");
+    assert_eq!(claims["email_verified"], true);
+    let sub = claims["sub"].as_str().unwrap().to_owned();
+
+    // What the account page changed is in the store: two npm identities (EdDSA and
+    // RS256 clients, one person at npm), GitHub unlinked, claims from userinfo.
+    let store = app.state.store();
+    let identities = store.list_identities(&sub).await.unwrap();
+    let mut connectors: Vec<_> = identities.iter().map(|i| i.connector_id.as_str()).collect();
+    connectors.sort_unstable();
+    assert_eq!(connectors, ["npm-ed", "npm-rs"]);
+    assert!(identities.iter().all(|i| i.subject == "ada"));
+    assert!(
+        identities
+            .iter()
+            .all(|i| i.groups == ["npm-admins", "npm-users"])
+    );
+    assert_eq!(
+        store.get_user(&sub).await.unwrap().unwrap().name.as_deref(),
+        Some("ada at npm")
+    );
+}
+
+/// Redeems a code as the `third-party` client.
+async fn redeem_third_party(
+    app: &TestApp,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, serde_json::Value) {
+    token_request(
+        app,
+        "third-party",
+        Some("third-party-secret-0123456789abcdef"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
