@@ -623,6 +623,13 @@ mod tests {
         }
         assert_eq!(example.clients.len(), 1);
         assert_eq!(example.users.len(), 1);
+        let types: Vec<_> = example
+            .connectors
+            .iter()
+            .map(|c| c.kind.type_name())
+            .collect();
+        assert_eq!(types, ["oidc", "github", "email", "password"]);
+        assert_eq!(defaults.connectors.len(), 1, "the password connector");
     }
 
     #[test]

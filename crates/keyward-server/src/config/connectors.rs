@@ -490,3 +490,154 @@ fn mail_domain(issuer: &Url) -> String {
         _ => "localhost".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::Config;
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, &BTreeMap::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_type_with_its_defaults() {
+        let config = load(
+            r#"
+[[connectors]]
+id = "corp"
+type = "oidc"
+issuer = "https://sso.example.com"
+client_id = "keyward"
+
+[[connectors]]
+id = "github"
+type = "github"
+client_id = "abc"
+client_secret = "def"
+orgs = ["acme"]
+
+[[connectors]]
+id = "email"
+type = "email"
+"#,
+        )
+        .unwrap();
+        let ids: Vec<_> = config.connectors.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["corp", "github", "email", "password"],
+            "password added last"
+        );
+        let ConnectorKind::Oidc(oidc) = &config.connectors[0].kind else {
+            panic!("oidc")
+        };
+        assert_eq!(oidc.scopes, ["openid", "profile", "email"]);
+        assert!(oidc.client_secret.is_none(), "a public client");
+        assert_eq!(config.connectors[0].name, "sso.example.com");
+        let ConnectorKind::Github(github) = &config.connectors[1].kind else {
+            panic!("github")
+        };
+        assert_eq!(github.api_url.as_str(), "https://api.github.com/");
+        assert!(github.reads_orgs(), "orgs need read:org, added");
+        let ConnectorKind::Email(email) = &config.connectors[2].kind else {
+            panic!("email")
+        };
+        assert!(
+            email.smtp.is_none(),
+            "development: the issuer is on this machine"
+        );
+        assert_eq!(email.from, "keyward <keyward@localhost>");
+        assert!(
+            config
+                .connectors
+                .iter()
+                .all(|c| c.enabled && !c.trust_email)
+        );
+        assert!(!config.connectors[3].create_accounts);
+        assert_eq!(
+            config.connector_redirect_uri("corp"),
+            "http://127.0.0.1:8080/callback/corp"
+        );
+        assert!(config.password_login().is_some());
+    }
+
+    #[test]
+    fn the_password_form_can_be_turned_off() {
+        let config =
+            load("[[connectors]]\nid = \"local\"\ntype = \"password\"\nenabled = false\n").unwrap();
+        assert_eq!(config.connectors.len(), 1);
+        assert!(config.password_login().is_none());
+    }
+
+    #[test]
+    fn bad_connectors_are_named() {
+        let cases = [
+            (
+                "[[connectors]]\nid = \"Corp\"\ntype = \"password\"",
+                "connectors[0].id",
+            ),
+            ("[[connectors]]\nid = \"x\"\ntype = \"saml\"", "saml"),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"oidc\"\nclient_id = \"c\"",
+                "connectors[0].issuer",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"oidc\"\nissuer = \"http://sso.example.com\"\nclient_id = \"c\"",
+                "connectors[0].issuer",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"oidc\"\nissuer = \"https://a\"\nclient_id = \"c\"\nscopes = [\"profile\"]",
+                "connectors[0].scopes",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"github\"\nclient_id = \"c\"",
+                "connectors[0].client_secret",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\nsmtp = { host = \"h\" }",
+                "connectors[0].smtp",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nfrom = \"nobody\"",
+                "connectors[0].from",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nsmtp = { host = \"mail.example.com\", tls = \"none\", username = \"u\", password = \"p\" }",
+                "connectors[0].smtp.tls",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"password\"\ntrust_email = true",
+                "connectors[0].trust_email",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"password\"\n[[connectors]]\nid = \"y\"\ntype = \"password\"",
+                "connectors[1].type",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\n[[connectors]]\nid = \"x\"\ntype = \"email\"",
+                "connectors[1].id",
+            ),
+            (
+                "[[connectors]]\nid = \"password\"\ntype = \"email\"",
+                "connectors",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nbogus = 1",
+                "bogus",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        // An email connector needs SMTP once the issuer is a real host.
+        let err = load(
+            "issuer = \"https://id.example.com\"\n[[connectors]]\nid = \"x\"\ntype = \"email\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("connectors[0].smtp"), "{err}");
+    }
+}

@@ -306,7 +306,7 @@ async fn callback(
                             .as_ref()
                             .map(|d| d.chars().take(200).collect()),
                     };
-                    return Ok(failed(&state, &headers, &connector, &login, &refused).await?);
+                    return failed(&state, &headers, &connector, &login, &refused).await;
                 }
                 let code = params.code.as_deref().ok_or_else(|| {
                     PageError::bad_request("Invalid request", "The provider sent no code.")

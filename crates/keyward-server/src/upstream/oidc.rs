@@ -11,6 +11,7 @@
 //! one, from its userinfo endpoint.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -47,15 +48,15 @@ const ACCEPTED_ALGS: [CoreJwsSigningAlgorithm; 3] = [
 pub struct OidcProvider {
     settings: OidcSettings,
     http: reqwest::Client,
-    discovered: RwLock<Option<Discovered>>,
+    discovered: RwLock<Option<Arc<Discovered>>>,
+    /// Unknown key ids that made keyward fetch the JWKS again, and when.
+    refetched_for: Mutex<HashMap<String, Instant>>,
 }
 
-#[derive(Clone)]
+/// The discovery document (with the JWKS) and when it was fetched.
 struct Discovered {
     metadata: CoreProviderMetadata,
     fetched_at: Instant,
-    /// Unknown key ids that made keyward fetch the JWKS again, and when.
-    refetched_for: HashMap<String, Instant>,
 }
 
 /// Claims keyward reads beyond the standard ones: `groups`.
@@ -74,6 +75,7 @@ impl OidcProvider {
             settings,
             http,
             discovered: RwLock::new(None),
+            refetched_for: Mutex::new(HashMap::new()),
         }
     }
 
@@ -82,7 +84,7 @@ impl OidcProvider {
         &self.settings.issuer
     }
 
-    async fn discovered(&self) -> Result<Discovered, UpstreamError> {
+    async fn discovered(&self) -> Result<Arc<Discovered>, UpstreamError> {
         if let Some(found) = self.discovered.read().await.as_ref()
             && found.fetched_at.elapsed() < REDISCOVER_AFTER
         {
@@ -113,11 +115,10 @@ impl OidcProvider {
                 "the provider signs ID tokens with none of RS256, ES256, EdDSA".into(),
             ));
         }
-        let found = Discovered {
+        let found = Arc::new(Discovered {
             metadata,
             fetched_at: Instant::now(),
-            refetched_for: HashMap::new(),
-        };
+        });
         tracing::info!(issuer, "discovered OpenID Connect provider");
         *slot = Some(found.clone());
         Ok(found)
@@ -126,25 +127,39 @@ impl OidcProvider {
     /// Fetches the JWKS again after an ID token named the key id `kid` keyward does not
     /// have; false when that key id already caused a fetch moments ago.
     async fn refetch_jwks(&self, kid: &str) -> Result<bool, UpstreamError> {
-        let mut slot = self.discovered.write().await;
-        let Some(found) = slot.as_mut() else {
+        {
+            let mut recent = self
+                .refetched_for
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            recent.retain(|_, at| at.elapsed() < MIN_JWKS_REFETCH);
+            if recent.contains_key(kid) || recent.len() >= 16 {
+                return Ok(false);
+            }
+            recent.insert(kid.to_owned(), Instant::now());
+        }
+        let Some(jwks_uri) = self
+            .discovered
+            .read()
+            .await
+            .as_ref()
+            .map(|found| found.metadata.jwks_uri().clone())
+        else {
             return Ok(false);
         };
-        found
-            .refetched_for
-            .retain(|_, at| at.elapsed() < MIN_JWKS_REFETCH);
-        if found.refetched_for.contains_key(kid) || found.refetched_for.len() >= 16 {
-            return Ok(false);
-        }
-        found.refetched_for.insert(kid.to_owned(), Instant::now());
-        let jwks_uri = found.metadata.jwks_uri().clone();
         let jwks = CoreJsonWebKeySet::fetch_async(&jwks_uri, &self.http)
             .await
             .map_err(|e| UpstreamError::Discovery {
                 issuer: self.settings.issuer.to_string(),
                 detail: format!("fetching {}: {}", jwks_uri.as_str(), error_chain(&e)),
             })?;
-        found.metadata = found.metadata.clone().set_jwks(jwks);
+        let mut slot = self.discovered.write().await;
+        if let Some(found) = slot.as_ref() {
+            *slot = Some(Arc::new(Discovered {
+                metadata: found.metadata.clone().set_jwks(jwks),
+                fetched_at: found.fetched_at,
+            }));
+        }
         tracing::info!(issuer = %self.settings.issuer, "fetched the provider's keys again (unknown key id)");
         Ok(true)
     }

@@ -315,6 +315,13 @@ client_secret = "team-app-secret-0123456789abcdef"
 redirect_uris = ["{REDIRECT}"]
 scopes = ["openid", "groups"]
 skip_consent = true
+
+[[connectors]]
+id = "dead"
+type = "oidc"
+name = "Dead IdP"
+issuer = "http://127.0.0.1:9"
+client_id = "x"
 "#
     );
     let Some(broker) = broker(Db::Sqlite, &team_app).await else {
@@ -410,6 +417,17 @@ skip_consent = true
     assert_ne!(before.keys, broker.up.state.keys().jwks().keys);
     let claims = sign_in_with(&crate::support::browser(), &broker, "corp").await;
     assert_eq!(claims["sub"], corp_sub);
+
+    // A provider that cannot be reached: a page that says so (502), not a crash.
+    let (page, _) = login_page(&fresh, down).await;
+    let response = submit(&fresh, &page, "/login/dead", "", &[]).await;
+    let page = settle(&fresh, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        page.html.contains("Dead IdP cannot be reached right now"),
+        "{}",
+        page.html
+    );
 
     // An unknown connector, or a callback without state, is a page, not a crash.
     let page = open(

@@ -295,6 +295,7 @@ async fn access_token(
 }
 
 /// The account and scopes behind the request's token, or GitHub's 401.
+#[allow(clippy::result_large_err)]
 fn caller(fake: &Fake, headers: &HeaderMap) -> Result<(FakeUser, String), Response> {
     let unauthorized = || {
         (

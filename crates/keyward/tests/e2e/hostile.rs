@@ -269,8 +269,20 @@ impl Lcg {
 
 #[tokio::test]
 async fn fuzzed_requests_never_yield_a_server_error() {
-    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    // With an emailed-link connector (links to the log) and a GitHub connector whose
+    // server is not there: no input reaches either without a valid login in progress.
+    let app = spawn_app(
+        Db::Sqlite,
+        "[[connectors]]\nid = \"email\"\ntype = \"email\"\n\n[[connectors]]\nid = \"github\"\ntype = \"github\"\nclient_id = \"x\"\nclient_secret = \"y\"\nbase_url = \"http://127.0.0.1:9\"\napi_url = \"http://127.0.0.1:9\"\n",
+    )
+    .await
+    .unwrap();
     let browser = browser();
+    // The browser is signed in, so that the account forms see their input.
+    let (url, _) = authorize_url(&app.issuer, "demo-app", "openid", "");
+    drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
     let mut rng = Lcg(0x5eed);
     let posts = [
         "/token",
@@ -281,6 +293,15 @@ async fn fuzzed_requests_never_yield_a_server_error() {
         "/consent",
         "/logout",
         "/authorize",
+        "/login/email",
+        "/login/github",
+        "/login/nope",
+        "/callback/email",
+        "/account/link/email",
+        "/account/link/github",
+        "/account/unlink",
+        "/account/sessions/end",
+        "/account/apps/revoke",
     ];
     let gets = [
         "/authorize",
@@ -290,6 +311,9 @@ async fn fuzzed_requests_never_yield_a_server_error() {
         "/userinfo",
         "/jwks",
         "/.well-known/openid-configuration",
+        "/callback/github",
+        "/callback/email",
+        "/account",
     ];
     for round in 0..300 {
         let input = rng.input();
