@@ -352,7 +352,7 @@ async fn link_start(
         let back = format!("{}/account", state.config().base_path());
         let response = match &connector.provider {
             Provider::Oidc(_) | Provider::Github(_) => {
-                to_provider(&state, &connector, purpose, browser_hash).await?
+                to_provider(&state, &connector, purpose, browser_hash, false).await?
             }
             Provider::Email(_) => {
                 let Some(address) = form.email.as_deref().and_then(normalize_address) else {

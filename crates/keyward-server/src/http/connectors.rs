@@ -122,7 +122,20 @@ async fn start(
                 Ok(email_sent_page(&state, &address, Some(&back)))
             }
             Provider::Oidc(_) | Provider::Github(_) => {
-                to_provider(&state, &connector, purpose, request.browser_hash.clone()).await
+                // A fresh sign-in asked of keyward is asked of the provider too.
+                let fresh = request
+                    .prompt
+                    .as_deref()
+                    .is_some_and(|p| p.split(' ').any(|v| v == "login"))
+                    || request.max_age == Some(0);
+                to_provider(
+                    &state,
+                    &connector,
+                    purpose,
+                    request.browser_hash.clone(),
+                    fresh,
+                )
+                .await
             }
             Provider::Password => Err(not_found()),
         }
@@ -132,12 +145,14 @@ async fn start(
 }
 
 /// Starts a sign-in at an upstream provider: stores what the way back needs and sends
-/// the browser to the provider.
+/// the browser to the provider; with `fresh`, an OpenID provider is asked to
+/// authenticate the person again (`prompt=login`) rather than reuse its session.
 pub(super) async fn to_provider(
     state: &AppState,
     connector: &Connector,
     purpose: ConnectorPurpose,
     browser_hash: TokenHash,
+    fresh: bool,
 ) -> Result<Response, PageError> {
     let token = OpaqueToken::generate();
     let nonce = keyward_proto::secret::random_urlsafe(24);
@@ -145,7 +160,7 @@ pub(super) async fn to_provider(
     let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
     let url = match &connector.provider {
         Provider::Oidc(provider) => provider
-            .authorization_url(&redirect_uri, token.secret(), &nonce, &verifier)
+            .authorization_url(&redirect_uri, token.secret(), &nonce, &verifier, fresh)
             .await
             .map_err(|e| provider_unavailable(connector, e))?,
         Provider::Github(provider) => {

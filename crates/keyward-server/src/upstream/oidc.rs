@@ -18,8 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keyward_proto::pkce::CodeVerifier;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim, CoreJsonWebKeySet,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim,
+    CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -210,13 +210,14 @@ impl OidcProvider {
     }
 
     /// Where to send the browser: the provider's authorization endpoint with `state`,
-    /// `nonce` and the PKCE challenge of `verifier`.
+    /// `nonce` and the PKCE challenge of `verifier`; `prompt=login` when `fresh`.
     pub async fn authorization_url(
         &self,
         redirect_uri: &str,
         state: &str,
         nonce: &str,
         verifier: &CodeVerifier,
+        fresh: bool,
     ) -> Result<Url, UpstreamError> {
         let found = self.discovered().await?;
         let client = self.client(&found.metadata, redirect_uri)?;
@@ -233,6 +234,9 @@ impl OidcProvider {
             .set_pkce_challenge(challenge);
         for scope in self.settings.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if fresh {
+            request = request.add_prompt(CoreAuthPrompt::Login);
         }
         let (url, _, _) = request.url();
         Ok(url)

@@ -322,6 +322,14 @@ type = "oidc"
 name = "Dead IdP"
 issuer = "http://127.0.0.1:9"
 client_id = "x"
+
+[[connectors]]
+id = "retired"
+type = "oidc"
+name = "Retired IdP"
+issuer = "http://127.0.0.1:9"
+client_id = "x"
+enabled = false
 "#
     );
     let Some(broker) = broker(Db::Sqlite, &team_app).await else {
@@ -407,8 +415,24 @@ client_id = "x"
 
     // The upstream rotates its signing keys after down fetched them: the next ID token
     // names a key id down has not seen, and down fetches the keys again.
-    let claims = sign_in_with(&crate::support::browser(), &broker, "corp").await;
+    let corp_browser = crate::support::browser();
+    let claims = sign_in_with(&corp_browser, &broker, "corp").await;
     let corp_sub = claims["sub"].clone();
+
+    // A fresh sign-in asked of down (prompt=login) is asked of the upstream too: its
+    // login page shows although the browser is signed in there.
+    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "&prompt=login");
+    let page = open(&corp_browser, &url).await;
+    let response = submit(&corp_browser, &page, "/login/corp", "", &[]).await;
+    assert!(
+        location(&response)
+            .query_pairs()
+            .any(|(k, v)| k == "prompt" && v == "login")
+    );
+    let page = settle(&corp_browser, response).await.unwrap();
+    assert_eq!(page.url.host_str(), Some("localhost"), "at the upstream");
+    assert!(page.html.contains("name=\"password\""), "{}", page.html);
+
     let before = broker.up.state.keys().jwks();
     keyward_server::keys::rotate(broker.up.state.store())
         .await
@@ -428,6 +452,20 @@ client_id = "x"
         "{}",
         page.html
     );
+
+    // A disabled connector is not offered and answers nothing.
+    let (page, _) = login_page(&fresh, down).await;
+    assert!(page.html.contains("Dead IdP") && !page.html.contains("Retired IdP"));
+    let response = fresh
+        .post(format!("{}/login/retired", down.issuer))
+        .form(&[
+            ("req", hidden(&page.html, "req")),
+            ("csrf", hidden(&page.html, "csrf")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // An unknown connector, or a callback without state, is a page, not a crash.
     let page = open(
