@@ -1,8 +1,9 @@
 // keyward as a broker, in a real browser (Debian's Chromium driven by playwright-core):
-// the login page with its provider buttons, a round trip to oidc-provider (the
-// upstream started by the test), the consent page, the account page (link GitHub and a
-// second provider, unlink, end another browser's session, revoke an application), and
-// a popup that returns the authorization response with `response_mode=web_message`.
+// the login page with its provider buttons, the email-sent page, a round trip to
+// oidc-provider (the upstream started by the test), the consent page, the account page
+// (link GitHub and a second provider, unlink, end another browser's session, revoke an
+// application), and a popup that returns the authorization response with
+// `response_mode=web_message`.
 // Usage:
 //   node broker.mjs <issuer> <authorization_url> <popup_authorization_url> <redirect_uri> <artifacts_dir>
 // Prints one JSON line {"code", "state", "web_message": {…}}; keeps a screenshot of
@@ -57,6 +58,16 @@ try {
     await page.getByLabel(label, { exact: true }).waitFor();
   }
   await shot(page, '11-login-providers');
+
+  // Ask for an emailed link (the test's server writes it to its log), see the page that
+  // answers every address alike, and come back to choose another way.
+  await page.getByLabel('Email address', { exact: true }).fill('ada@npm.example');
+  await page.getByRole('button', { name: 'Email me a sign-in link' }).click();
+  await page.getByRole('heading', { name: 'Check your email' }).waitFor();
+  assert.match(await page.locator('main').innerText(), /ada@npm\.example/);
+  await shot(page, '11b-email-sent');
+  await page.getByRole('link', { name: 'Use another way to sign in' }).click();
+  await page.getByRole('button', { name: 'Continue with npm (EdDSA)' }).waitFor();
 
   // A round trip to oidc-provider, then keyward's consent page for a third-party app.
   await page.getByRole('button', { name: 'Continue with npm (EdDSA)' }).click();
