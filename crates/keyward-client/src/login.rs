@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use keyward_proto::discovery::ProviderEndpoints;
+use keyward_proto::error::error_chain;
 use keyward_proto::token::TokenResponse;
 use url::Url;
 
@@ -525,18 +526,6 @@ fn jwt_claims(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// An error with its causes, `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

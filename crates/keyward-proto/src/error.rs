@@ -6,6 +6,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An error with its causes on one line, `a: b: c`, for messages and logs (server and
+/// client alike print errors this way).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// An OAuth 2.0 / OpenID Connect error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use super::authorize::{Browser, current_session, respond, secs, see_other};
 use super::connectors::{email_sent_page, send_email_link, to_account, to_provider};
 use super::error::OAuthError;
-use super::extract::{Body, ClientAddr, parse_form};
-use super::pages::PageError;
+use super::extract::{Body, ClientAddr};
+use super::pages::{PageError, page_form};
 use crate::config::SigningAlg;
 use crate::domain::{
     AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, now,
@@ -317,11 +317,6 @@ async fn session_for_form(
     Ok((session, user))
 }
 
-fn form<T: serde::de::DeserializeOwned>(body: Result<Body, OAuthError>) -> Result<T, PageError> {
-    body.and_then(|Body(bytes)| parse_form(&bytes))
-        .map_err(|e| PageError::bad_request("Invalid request", e.description))
-}
-
 #[derive(Deserialize)]
 struct LinkForm {
     csrf: String,
@@ -337,7 +332,7 @@ async fn link_start(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: LinkForm = form(body)?;
+        let form: LinkForm = page_form(body)?;
         let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
         let connector = state.connectors().enabled(&id).ok_or_else(|| {
             PageError::new(
@@ -386,7 +381,7 @@ async fn unlink(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: UnlinkForm = form(body)?;
+        let form: UnlinkForm = page_form(body)?;
         let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
         let password_counts = state.config().password_login().is_some();
         let outcome = state
@@ -422,7 +417,7 @@ async fn end_session(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: EndSessionForm = form(body)?;
+        let form: EndSessionForm = page_form(body)?;
         let (session, user) = session_for_form(&state, &headers, &form.csrf).await?;
         let valid_hash =
             form.session.len() == 64 && form.session.bytes().all(|b| b.is_ascii_hexdigit());
@@ -456,7 +451,7 @@ async fn revoke_app(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: RevokeForm = form(body)?;
+        let form: RevokeForm = page_form(body)?;
         let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
         let revoked = state
             .store()

@@ -20,7 +20,7 @@ use url::Url;
 
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, cookie, parse_form, set_cookie};
-use super::pages::{PageError, Pages};
+use super::pages::{PageError, Pages, page_form};
 use crate::domain::{
     AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
 };
@@ -739,9 +739,7 @@ async fn login_submit(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: LoginForm = body
-            .and_then(|Body(bytes)| parse_form(&bytes))
-            .map_err(|e| error_page("Invalid request", e.description))?;
+        let form: LoginForm = page_form(body)?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
         let Some(password_login) = state.config().password_login() else {
@@ -948,9 +946,7 @@ async fn consent_submit(
     body: Result<Body, OAuthError>,
 ) -> Response {
     let result = async {
-        let form: ConsentForm = body
-            .and_then(|Body(bytes)| parse_form(&bytes))
-            .map_err(|e| error_page("Invalid request", e.description))?;
+        let form: ConsentForm = page_form(body)?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
         let user = consenting_user(&state, &request).await?;

@@ -27,7 +27,7 @@ use super::authorize::{
 };
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, cookie, parse_form};
-use super::pages::PageError;
+use super::pages::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
 use crate::state::AppState;
@@ -87,9 +87,7 @@ async fn start(
 ) -> Response {
     let result = async {
         let connector = connector(&state, &id)?;
-        let form: StartForm = body
-            .and_then(|Body(bytes)| parse_form(&bytes))
-            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+        let form: StartForm = page_form(body)?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
         let purpose = ConnectorPurpose::Login(request.id.clone());
@@ -370,9 +368,7 @@ async fn email_confirmed(
         if !matches!(connector.provider, Provider::Email(_)) {
             return Err(not_found());
         }
-        let form: ConfirmForm = body
-            .and_then(|Body(bytes)| parse_form(&bytes))
-            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+        let form: ConfirmForm = page_form(body)?;
         let login = take_login(&state, &headers, &connector, &form.token).await?;
         let address = login.email.clone().ok_or_else(expired)?;
         let identity = UpstreamIdentity {

@@ -22,7 +22,7 @@ use super::authorize::{Browser, advance, attach_session, error_page, secs};
 use super::client_auth::authenticate;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, parse_form};
-use super::pages::PageError;
+use super::pages::{PageError, page_form};
 use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, LoginKind, ResponseMode, now};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -184,9 +184,7 @@ async fn entry_submit(
 ) -> Response {
     let browser = Browser::of(&headers);
     let result = async {
-        let form: EntryForm = body
-            .and_then(|Body(bytes)| parse_form(&bytes))
-            .map_err(|e| error_page("Invalid request", e.description))?;
+        let form: EntryForm = page_form(body)?;
         let expected = entry_csrf(&browser);
         // A form posted without the binding cookie cannot carry a valid CSRF token.
         if browser.is_new()

@@ -142,7 +142,7 @@ internal_from!(
 
 /// Logs an internal failure with its whole source chain.
 pub fn log_internal(error: &(dyn std::error::Error + 'static)) {
-    let chain = crate::upstream::error_chain(error);
+    let chain = keyward_proto::error::error_chain(error);
     tracing::error!(error = %chain, "internal error");
 }
 

@@ -84,6 +84,14 @@ impl PageError {
     }
 }
 
+/// Parses a form posted from one of keyward's pages; bad input becomes a 400 page.
+pub fn page_form<T: serde::de::DeserializeOwned>(
+    body: Result<super::extract::Body, super::error::OAuthError>,
+) -> Result<T, PageError> {
+    body.and_then(|super::extract::Body(bytes)| super::extract::parse_form(&bytes))
+        .map_err(|e| PageError::bad_request("Invalid request", e.description))
+}
+
 impl<E: Into<super::error::ApiError>> From<E> for PageError {
     fn from(error: E) -> Self {
         match error.into() {

@@ -13,7 +13,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
-use super::{UpstreamError, error_chain};
+use keyward_proto::error::error_chain;
+
+use super::UpstreamError;
 use crate::config::Config;
 use crate::config::connectors::{EmailSettings, SmtpTls};
 

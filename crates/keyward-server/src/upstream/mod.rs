@@ -198,15 +198,3 @@ fn http_client() -> Result<reqwest::Client, UpstreamError> {
             source,
         })
 }
-
-/// An error and its sources on one line, for messages and logs.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

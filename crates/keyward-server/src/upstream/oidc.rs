@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyward_proto::error::error_chain;
 use keyward_proto::pkce::CodeVerifier;
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim,
@@ -29,7 +30,7 @@ use openidconnect::{
 use tokio::sync::RwLock;
 use url::Url;
 
-use super::{UpstreamError, UpstreamIdentity, error_chain};
+use super::{UpstreamError, UpstreamIdentity};
 use crate::config::connectors::OidcSettings;
 
 /// How long a discovery document is used before it is fetched again.

@@ -120,16 +120,12 @@ async fn redeem(
         Some("st"),
         "{params:?}"
     );
-    let (status, body) = token_request(
+    let (status, body) = redeem_code(
         down,
         "demo-app",
         Some(SECRET),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &params["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ],
+        &params["code"],
+        verifier.secret(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -369,16 +365,12 @@ enabled = false
     // GitHub's organisations and teams are bob's groups, for a client granted `groups`.
     let (url, verifier) = authorize_url(&down.issuer, "team-app", "openid groups", "");
     let params = drive(&other, &url, "-", "-", "approve").await.callback();
-    let (status, body) = token_request(
+    let (status, body) = redeem_code(
         down,
         "team-app",
         Some("team-app-secret-0123456789abcdef"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &params["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ],
+        &params["code"],
+        verifier.secret(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");

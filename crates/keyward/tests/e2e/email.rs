@@ -2,50 +2,33 @@
 //! sink (`smtp-server` from npm, tests/js/smtp-sink.mjs), reads the delivered message
 //! and follows its link. Without SMTP, in development, the link goes to the log.
 
-use std::process::Stdio;
-
 use reqwest::StatusCode;
-use tokio::io::AsyncBufReadExt as _;
 
 use crate::support::*;
 
 /// The SMTP sink: every message it accepts arrives here as JSON.
 struct SmtpSink {
-    _child: tokio::process::Child,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    server: crate::js::NodeServer,
     port: u16,
 }
 
 impl SmtpSink {
     async fn start() -> Self {
-        let mut child = tokio::process::Command::new("node")
-            .arg("smtp-sink.mjs")
-            .current_dir(crate::js::js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the SMTP sink");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().expect("the sink's port");
-        let port = serde_json::from_str::<serde_json::Value>(&first).unwrap()["port"]
-            .as_u64()
-            .unwrap() as u16;
-        Self {
-            _child: child,
-            lines,
-            port,
-        }
+        let server = crate::js::NodeServer::start(&["smtp-sink.mjs"]).await;
+        let port = u16::try_from(server.started["port"].as_u64().unwrap()).unwrap();
+        Self { server, port }
     }
 
     /// The next message delivered (waiting at most 30 s).
     async fn next_message(&mut self) -> serde_json::Value {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), self.lines.next_line())
-            .await
-            .expect("a message within 30 s")
-            .unwrap()
-            .expect("the sink is running");
+        let line = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.server.lines.next_line(),
+        )
+        .await
+        .expect("a message within 30 s")
+        .unwrap()
+        .expect("the sink is running");
         serde_json::from_str(&line).unwrap()
     }
 }
@@ -158,16 +141,12 @@ async fn emailed_links_sign_in_once_in_the_browser_that_asked() {
     );
     let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
     let params = settle(&browser, response).await.unwrap_err();
-    let (status, body) = token_request(
+    let (status, body) = redeem_code(
         &app,
         "demo-app",
         Some(SECRET),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &params["code"]),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.secret()),
-        ],
+        &params["code"],
+        verifier.secret(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");

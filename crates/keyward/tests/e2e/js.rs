@@ -61,6 +61,43 @@ async fn node(args: Vec<String>) -> Output {
     .unwrap()
 }
 
+/// A server run by a Node.js script of tests/js that prints one JSON line when it
+/// listens and runs until its standard input closes (or it is dropped).
+pub(crate) struct NodeServer {
+    _child: tokio::process::Child,
+    /// The first line it printed.
+    pub(crate) started: serde_json::Value,
+    /// What it prints after that, line by line.
+    pub(crate) lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl NodeServer {
+    /// Runs `node <args>` in tests/js and waits (at most 30 s) for its first line.
+    pub(crate) async fn start(args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new("node")
+            .args(args)
+            .current_dir(js_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run node");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} printed nothing within 30 s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{args:?} ended before it listened"));
+        Self {
+            _child: child,
+            started: serde_json::from_str(&first).unwrap(),
+            lines,
+        }
+    }
+}
+
 fn check(output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -138,7 +175,7 @@ async fn pages_work_in_chromium() {
     let (status, body) = token_request(
         &app,
         "third-party",
-        Some("third-party-secret-0123456789abcdef"),
+        Some(THIRD_PARTY_SECRET),
         &[
             ("grant_type", "authorization_code"),
             ("code", response["code"].as_str().unwrap()),
@@ -168,30 +205,14 @@ async fn pages_work_in_chromium() {
 /// revocation — nothing keyward-specific.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_login_against_oidc_provider_from_npm() {
-    use tokio::io::AsyncBufReadExt as _;
     if !available(
         &["oidc-provider", "playwright-core"],
         &["/usr/bin/chromium"],
     ) {
         return;
     }
-    let mut provider = tokio::process::Command::new("node")
-        .args(["oidc-provider.mjs", "keyward-cli"])
-        .current_dir(js_dir())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(provider.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), stdout.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("oidc-provider prints its issuer");
-    let started: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let issuer = started["issuer"].as_str().unwrap().to_owned();
+    let provider = NodeServer::start(&["oidc-provider.mjs", "keyward-cli"]).await;
+    let issuer = provider.started["issuer"].as_str().unwrap().to_owned();
     let home = temp_dir();
 
     let mut login = Watched::spawn(keyward_cli(
@@ -284,7 +305,6 @@ async fn keyward_login_against_oidc_provider_from_npm() {
 /// redeemed here, for the same account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_pages_in_chromium_through_oidc_provider() {
-    use tokio::io::AsyncBufReadExt as _;
     if !available(
         &["oidc-provider", "playwright-core"],
         &["/usr/bin/chromium"],
@@ -295,30 +315,14 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
     let listener = bind().await;
     let port = listener.local_addr().unwrap().port();
     let callback = |id: &str| format!("http://127.0.0.1:{port}/callback/{id}");
-    let mut upstream = tokio::process::Command::new("node")
-        .args([
-            "oidc-upstream.mjs",
-            UPSTREAM_SECRET,
-            &callback("npm-rs"),
-            &callback("npm-ed"),
-        ])
-        .current_dir(js_dir())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(upstream.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("oidc-provider prints its issuer");
-    let npm = serde_json::from_str::<serde_json::Value>(&first).unwrap()["issuer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let upstream = NodeServer::start(&[
+        "oidc-upstream.mjs",
+        UPSTREAM_SECRET,
+        &callback("npm-rs"),
+        &callback("npm-ed"),
+    ])
+    .await;
+    let npm = upstream.started["issuer"].as_str().unwrap().to_owned();
     let github = crate::fake_github::FakeGithub::start(
         "gh-client",
         "github-secret-0123456789abcdef",
@@ -386,8 +390,14 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
     // the account page: it is refused. The popup's (web_message), issued after a new
     // consent, works: ada, as oidc-provider describes her.
     assert_eq!(result["state"], "st");
-    let (status, body) =
-        redeem_third_party(&app, result["code"].as_str().unwrap(), verifier.secret()).await;
+    let (status, body) = redeem_code(
+        &app,
+        "third-party",
+        Some(THIRD_PARTY_SECRET),
+        result["code"].as_str().unwrap(),
+        verifier.secret(),
+    )
+    .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
@@ -396,8 +406,10 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
     let message = &result["web_message"];
     assert_eq!(message["state"], "st");
     assert_eq!(message["iss"], app.issuer.as_str());
-    let (status, body) = redeem_third_party(
+    let (status, body) = redeem_code(
         &app,
+        "third-party",
+        Some(THIRD_PARTY_SECRET),
         message["code"].as_str().unwrap(),
         popup_verifier.secret(),
     )
@@ -425,24 +437,4 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         store.get_user(&sub).await.unwrap().unwrap().name.as_deref(),
         Some("ada at npm")
     );
-}
-
-/// Redeems a code as the `third-party` client.
-async fn redeem_third_party(
-    app: &TestApp,
-    code: &str,
-    verifier: &str,
-) -> (StatusCode, serde_json::Value) {
-    token_request(
-        app,
-        "third-party",
-        Some("third-party-secret-0123456789abcdef"),
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier),
-        ],
-    )
-    .await
 }

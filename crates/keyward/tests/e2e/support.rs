@@ -58,6 +58,7 @@ pub fn temp_dir() -> std::path::PathBuf {
 }
 
 pub const SECRET: &str = "demo-app-secret-0123456789abcdef";
+pub const THIRD_PARTY_SECRET: &str = "third-party-secret-0123456789abcdef";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const REDIRECT: &str = "http://127.0.0.1:5555/callback";
 
@@ -86,7 +87,7 @@ skip_consent = true
 [[clients]]
 client_id = "third-party"
 name = "Third Party App"
-client_secret = "third-party-secret-0123456789abcdef"
+client_secret = "{THIRD_PARTY_SECRET}"
 redirect_uris = ["{REDIRECT}"]
 scopes = ["openid", "profile", "email"]
 id_token_signed_response_alg = "RS256"
@@ -329,6 +330,29 @@ pub async fn token_request(
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Redeems an authorization code sent to [`REDIRECT`] (Basic client authentication when
+/// `secret` is given).
+pub async fn redeem_code(
+    app: &TestApp,
+    client_id: &str,
+    secret: Option<&str>,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, serde_json::Value) {
+    token_request(
+        app,
+        client_id,
+        secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
 }
 
 /// Introspects `token` as demo-app; returns `active`.
