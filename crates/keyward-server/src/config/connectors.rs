@@ -269,16 +269,49 @@ pub(super) fn validate(
             ));
         }
         let kind = file.kind;
-        let not_for = |field: &str, present: bool| {
-            if present {
-                Err(invalid(
+        // The keys each type takes besides id, type, name and enabled.
+        let takes: &[&str] = match kind {
+            ConnectorType::Oidc => &[
+                "issuer",
+                "client_id",
+                "client_secret",
+                "scopes",
+                "trust_email",
+                "create_accounts",
+            ],
+            ConnectorType::Github => &[
+                "client_id",
+                "client_secret",
+                "scopes",
+                "base_url",
+                "api_url",
+                "orgs",
+                "trust_email",
+                "create_accounts",
+            ],
+            ConnectorType::Email => &["smtp", "from", "trust_email", "create_accounts"],
+            ConnectorType::Password => &[],
+        };
+        for (field, present) in [
+            ("issuer", file.issuer.is_some()),
+            ("client_id", file.client_id.is_some()),
+            ("client_secret", file.client_secret.is_some()),
+            ("scopes", file.scopes.is_some()),
+            ("base_url", file.base_url.is_some()),
+            ("api_url", file.api_url.is_some()),
+            ("orgs", file.orgs.is_some()),
+            ("smtp", file.smtp.is_some()),
+            ("from", file.from.is_some()),
+            ("trust_email", file.trust_email),
+            ("create_accounts", file.create_accounts.is_some()),
+        ] {
+            if present && !takes.contains(&field) {
+                return Err(invalid(
                     key(field),
                     format!("does not apply to type = {:?}", kind.as_str()),
-                ))
-            } else {
-                Ok(())
+                ));
             }
-        };
+        }
         let required = |field: &str, value: Option<String>| {
             value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                 invalid(
@@ -289,11 +322,6 @@ pub(super) fn validate(
         };
         let (default_name, settings) = match kind {
             ConnectorType::Oidc => {
-                not_for("base_url", file.base_url.is_some())?;
-                not_for("api_url", file.api_url.is_some())?;
-                not_for("orgs", file.orgs.is_some())?;
-                not_for("smtp", file.smtp.is_some())?;
-                not_for("from", file.from.is_some())?;
                 let issuer_text = required("issuer", file.issuer)?;
                 let issuer = provider_url(&key("issuer"), &issuer_text)?;
                 let scopes = file
@@ -314,9 +342,6 @@ pub(super) fn validate(
                 )
             }
             ConnectorType::Github => {
-                not_for("issuer", file.issuer.is_some())?;
-                not_for("smtp", file.smtp.is_some())?;
-                not_for("from", file.from.is_some())?;
                 let client_secret = file.client_secret.ok_or_else(|| {
                     invalid(key("client_secret"), "is required for type = \"github\"")
                 })?;
@@ -349,17 +374,6 @@ pub(super) fn validate(
                 )
             }
             ConnectorType::Email => {
-                for (field, present) in [
-                    ("issuer", file.issuer.is_some()),
-                    ("client_id", file.client_id.is_some()),
-                    ("client_secret", file.client_secret.is_some()),
-                    ("scopes", file.scopes.is_some()),
-                    ("base_url", file.base_url.is_some()),
-                    ("api_url", file.api_url.is_some()),
-                    ("orgs", file.orgs.is_some()),
-                ] {
-                    not_for(field, present)?;
-                }
                 let smtp = match file.smtp {
                     Some(smtp) => Some(smtp_settings(&key("smtp"), smtp)?),
                     None if is_loopback_host(issuer.host_str()) => None,
@@ -384,24 +398,7 @@ pub(super) fn validate(
                     ConnectorKind::Email(EmailSettings { smtp, from }),
                 )
             }
-            ConnectorType::Password => {
-                for (field, present) in [
-                    ("issuer", file.issuer.is_some()),
-                    ("client_id", file.client_id.is_some()),
-                    ("client_secret", file.client_secret.is_some()),
-                    ("scopes", file.scopes.is_some()),
-                    ("base_url", file.base_url.is_some()),
-                    ("api_url", file.api_url.is_some()),
-                    ("orgs", file.orgs.is_some()),
-                    ("smtp", file.smtp.is_some()),
-                    ("from", file.from.is_some()),
-                    ("trust_email", file.trust_email),
-                    ("create_accounts", file.create_accounts.is_some()),
-                ] {
-                    not_for(field, present)?;
-                }
-                ("Password".to_owned(), ConnectorKind::Password)
-            }
+            ConnectorType::Password => ("Password".to_owned(), ConnectorKind::Password),
         };
         let name = file.name.unwrap_or(default_name);
         if name.trim().is_empty() || name.chars().count() > 64 {
