@@ -123,7 +123,7 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users.
+    /// List users, with how each signs in (password, linked identities).
     List,
     /// Set a user's password (ends their sessions).
     Passwd {
@@ -453,15 +453,33 @@ async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result
             println!("created user {} (sub {})", user.username, user.id);
         }
         UserCommand::List => {
-            println!("{:<24} {:<32} {:<9} SUB", "USERNAME", "EMAIL", "STATUS");
+            println!(
+                "{:<24} {:<32} {:<9} {:<24} SIGN-IN",
+                "USERNAME", "EMAIL", "STATUS", "SUB"
+            );
             for user in store.list_users().await? {
                 let status = if user.disabled { "disabled" } else { "active" };
+                // How the account signs in: a password, and each linked identity.
+                let mut ways: Vec<String> = user
+                    .password_hash
+                    .as_ref()
+                    .map(|_| "password".to_owned())
+                    .into_iter()
+                    .collect();
+                ways.extend(
+                    store
+                        .list_identities(&user.id)
+                        .await?
+                        .into_iter()
+                        .map(|i| format!("{}:{}", i.connector_id, i.username.unwrap_or(i.subject))),
+                );
                 println!(
-                    "{:<24} {:<32} {:<9} {}",
+                    "{:<24} {:<32} {:<9} {:<24} {}",
                     user.username,
                     user.email.as_deref().unwrap_or("-"),
                     status,
-                    user.id
+                    user.id,
+                    ways.join(" ")
                 );
             }
         }

@@ -421,6 +421,13 @@ async fn failed(
     error: &UpstreamError,
 ) -> Result<Response, PageError> {
     let name = &connector.config.name;
+    let result = if error.is_user_facing() {
+        "refused"
+    } else {
+        "failed"
+    };
+    metrics::counter!("keyward_upstream_logins_total", "connector" => connector.config.id.clone(), "result" => result)
+        .increment(1);
     let message = match error {
         UpstreamError::Refused { error, .. } if error == "access_denied" => {
             format!("Signing in with {name} was cancelled.")
@@ -478,6 +485,8 @@ async fn complete(
             {
                 Ok((user, outcome)) => {
                     tracing::info!(user_id = %user.id, connector = %connector.config.id, ?outcome, "upstream sign-in");
+                    metrics::counter!("keyward_upstream_logins_total", "connector" => connector.config.id.clone(), "result" => "ok")
+                        .increment(1);
                     return sign_in(
                         state,
                         headers,

@@ -78,7 +78,9 @@ async fn admin_commands_manage_the_database_the_server_uses() {
         Some("a long password\n"),
     ));
     assert!(stdout(&keyward(&dir, &["client", "list"], None)).contains("reports"));
-    assert!(stdout(&keyward(&dir, &["user", "list"], None)).contains("carol@example.com"));
+    let users = stdout(&keyward(&dir, &["user", "list"], None));
+    assert!(users.contains("carol@example.com"), "{users}");
+    assert!(users.contains("password"), "how carol signs in: {users}");
 
     // Duplicate names, bad URIs and weak passwords are refused with a message.
     let again = keyward(

@@ -647,5 +647,29 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
     for secret in &crossed {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
     }
+
+    // The admin commands see the same: connectors with their redirect URIs, and how
+    // each account signs in.
+    let admin = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&dir)
+            .env("KEYWARD_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let connectors = admin(&["connector", "list"]);
+    assert!(
+        connectors.contains(&format!("{base}/callback/github")),
+        "{connectors}"
+    );
+    let users = admin(&["user", "list"]);
+    for expected in ["corp:alice", "github:octocat", "email:dev@example.com"] {
+        assert!(users.contains(expected), "{expected}: {users}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
