@@ -228,8 +228,9 @@ async fn authorize(
     if auth_request.user_id.is_none() && prompts.contains(&"none") {
         return Ok(responder.error(ErrorCode::LoginRequired, "the user is not signed in"));
     }
-    state.store().insert_auth_request(&auth_request).await?;
-    let response = advance(state, auth_request, &client).await?;
+    // Not stored yet: a signed-in browser that needs no consent page gets its code at
+    // once, and the store sees one write (the grant and its code) instead of three.
+    let response = advance(state, auth_request, &client, Stored::No).await?;
     Ok(browser.set_if_new(state, response))
 }
 
@@ -441,13 +442,27 @@ pub async fn current_session(
     }
 }
 
-/// Moves a login forward: to the login page, the consent page, or the client.
+/// Whether a login in progress is in the store yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// Loaded from (or written to) the store: finishing it takes it out.
+    Yes,
+    /// Only in memory: stored only if a page must be shown before it can finish.
+    No,
+}
+
+/// Moves a login forward: to the login page, the consent page, or the client. A
+/// login not stored yet is stored before the browser is sent to a page.
 pub(super) async fn advance(
     state: &AppState,
     request: AuthRequest,
     client: &Client,
+    stored: Stored,
 ) -> Result<Response, PageError> {
     let Some(user_id) = &request.user_id else {
+        if stored == Stored::No {
+            state.store().insert_auth_request(&request).await?;
+        }
         return Ok(see_other(&format!(
             "{}/login?req={}",
             state.config().base_path(),
@@ -484,13 +499,16 @@ pub(super) async fn advance(
             let description = "the user has not approved this application";
             return reject(state, &request, ErrorCode::ConsentRequired, description).await;
         }
+        if stored == Stored::No {
+            state.store().insert_auth_request(&request).await?;
+        }
         return Ok(see_other(&format!(
             "{}/consent?req={}",
             state.config().base_path(),
             request.id
         )));
     }
-    finish(state, request, client, &user).await
+    finish(state, request, client, &user, stored).await
 }
 
 /// Ends a login with an error: sent to the client, or, for a device authorization,
@@ -537,8 +555,9 @@ pub(super) async fn finish(
     request: AuthRequest,
     client: &Client,
     user: &User,
+    stored: Stored,
 ) -> Result<Response, PageError> {
-    if !state.store().take_auth_request(&request.id).await? {
+    if stored == Stored::Yes && !state.store().take_auth_request(&request.id).await? {
         return Err(error_page(
             "Sign-in already completed",
             "This sign-in was already completed or has expired.",
@@ -860,7 +879,7 @@ pub(super) async fn sign_in(
         auth_time: Some(at),
         ..request
     };
-    let mut response = advance(state, request, client).await?;
+    let mut response = advance(state, request, client, Stored::Yes).await?;
     let cookie = set_cookie(
         SESSION_COOKIE,
         token.secret(),
@@ -961,7 +980,7 @@ async fn consent_submit(
                 store
                     .put_consent(&user.id, &client.client_id, &approved, now())
                     .await?;
-                finish(&state, request, &client, &user).await
+                finish(&state, request, &client, &user, Stored::Yes).await
             }
             "deny" => {
                 if !matches!(request.kind, LoginKind::Device(_)) {

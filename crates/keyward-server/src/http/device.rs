@@ -18,7 +18,7 @@ use keyward_proto::token::{ClientCredentialsInBody, DEVICE_CODE_GRANT};
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, advance, attach_session, error_page, secs};
+use super::authorize::{Browser, Stored, advance, attach_session, error_page, secs};
 use super::client_auth::authenticate;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, parse_form};
@@ -271,8 +271,7 @@ pub(super) async fn start_login(
         response_mode: ResponseMode::Query,
     };
     attach_session(state, headers, &mut request).await?;
-    store.insert_auth_request(&request).await?;
-    let response = advance(state, request, &client).await?;
+    let response = advance(state, request, &client, Stored::No).await?;
     Ok(browser.set_if_new(state, response))
 }
 
