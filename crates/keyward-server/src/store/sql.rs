@@ -5,6 +5,13 @@
 //! parameters). The [`sql_store!`] macro writes the `Store` impl once for each driver, so
 //! the two cannot drift apart; what differs (connecting, locking for migrations) is
 //! written per driver below it.
+//!
+//! Each store has a `pool` for reads and a `writer` for statements that write. On
+//! SQLite the writer is one connection: SQLite lets one writer in at a time, and
+//! writers queuing for the pool wait without cost, where writers racing for the file
+//! lock would sleep in SQLite's busy handler (milliseconds each time, the latency
+//! tail under load). Readers use their own read-only connections and, in WAL mode,
+//! never wait for the writer. On PostgreSQL both are the same pool.
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -35,13 +42,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Read-only connections.
     pool: SqlitePool,
+    /// The one connection that writes.
+    writer: SqlitePool,
 }
 
 /// The PostgreSQL store.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL takes concurrent writers.
+    writer: PgPool,
 }
 
 impl SqliteStore {
@@ -60,17 +72,29 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+        // An embedded database cannot drop a connection: a ping before every query would
+        // only add a round trip to its worker thread.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            pool: writer.clone(),
+            writer,
+        };
         store.migrate().await?;
-        Ok(store)
+        // Readers connect once the schema exists.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { pool, ..store })
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         // BEGIN IMMEDIATE takes the write lock, so two processes cannot both migrate.
         sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = apply_migrations_sqlite(&mut conn).await;
@@ -109,13 +133,16 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        let store = Self { pool };
+        let store = Self {
+            writer: pool.clone(),
+            pool,
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // A transaction-scoped advisory lock: replicas starting together migrate one by one.
         sqlx::query("SELECT pg_advisory_xact_lock(7389120412)")
             .execute(&mut *tx)
@@ -402,7 +429,7 @@ macro_rules! sql_store {
                     .bind(to.as_str())
                     .bind(hash.as_str())
                     .bind(from.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -450,7 +477,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut deleted = 0;
                 let day_ago = now - 86_400;
                 for (sql, cutoff) in [
@@ -479,14 +506,14 @@ macro_rules! sql_store {
                      grant_types = excluded.grant_types, scopes = excluded.scopes, skip_consent = excluded.skip_consent,
                      id_token_alg = excluded.id_token_alg"
                 );
-                Self::client_query(&sql, client).execute(&self.pool).await?;
+                Self::client_query(&sql, client).execute(&self.writer).await?;
                 Ok(())
             }
 
             async fn insert_client(&self, client: &Client) -> StoreResult<()> {
                 let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
                 Self::client_query(&sql, client)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| unique_violation(e, format!("client {:?}", client.client_id)))?;
                 Ok(())
@@ -505,7 +532,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for sql in [
                     "DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE client_id = $1)",
                     "DELETE FROM grants WHERE client_id = $1",
@@ -528,7 +555,7 @@ macro_rules! sql_store {
             async fn insert_user(&self, user: &User) -> StoreResult<()> {
                 let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
                 Self::user_query(&sql, user)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| unique_violation(e, format!("user {:?}", user.username)))?;
                 Ok(())
@@ -542,7 +569,7 @@ macro_rules! sql_store {
                      RETURNING {USER_COLUMNS}"
                 );
                 let row = Self::user_query(&sql, user)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await?;
                 Self::user(&row)
             }
@@ -569,7 +596,7 @@ macro_rules! sql_store {
                 let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(hash)
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -578,7 +605,7 @@ macro_rules! sql_store {
                 let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
                     .bind(disabled)
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -613,7 +640,7 @@ macro_rules! sql_store {
                         LoginKind::Account => "account",
                     })
                     .bind(r.response_mode.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -629,13 +656,13 @@ macro_rules! sql_store {
                     .bind(user_id)
                     .bind(auth_time)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
 
             async fn take_auth_request(&self, id: &str) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(id).execute(&self.pool).await?;
+                let done = sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(id).execute(&self.writer).await?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -651,7 +678,7 @@ macro_rules! sql_store {
                 .bind(&s.method)
                 .bind(&s.user_agent)
                 .bind(&s.ip)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -663,12 +690,12 @@ macro_rules! sql_store {
             }
 
             async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()> {
-                sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash.as_str()).execute(&self.pool).await?;
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash.as_str()).execute(&self.writer).await?;
                 Ok(())
             }
 
             async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
-                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.pool).await?;
+                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(user_id).execute(&self.writer).await?;
                 Ok(done.rows_affected())
             }
 
@@ -690,13 +717,13 @@ macro_rules! sql_store {
                 .bind(client_id)
                 .bind(granted.to_string())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
 
             async fn insert_grant_with_code(&self, g: &Grant, c: &AuthCode) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
                 Self::grant_query(&sql, g).execute(&mut *tx).await?;
                 let sql = format!("INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
@@ -722,7 +749,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_grant(&self, id: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2").bind(true).bind(id).execute(&self.pool).await?;
+                sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2").bind(true).bind(id).execute(&self.writer).await?;
                 Ok(())
             }
 
@@ -731,18 +758,18 @@ macro_rules! sql_store {
                     .bind(true)
                     .bind(user_id)
                     .bind(false)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
 
             async fn redeem_code(&self, code_hash: &TokenHash, now: i64) -> StoreResult<CodeRedemption> {
                 let sql = format!("UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING {CODE_COLUMNS}");
-                if let Some(row) = sqlx::query(&sql).bind(now).bind(code_hash.as_str()).fetch_optional(&self.pool).await? {
+                if let Some(row) = sqlx::query(&sql).bind(now).bind(code_hash.as_str()).fetch_optional(&self.writer).await? {
                     return Ok(CodeRedemption::Redeemed(Self::code(&row)?));
                 }
                 let sql = format!("SELECT {CODE_COLUMNS} FROM auth_codes WHERE code_hash = $1");
-                match sqlx::query(&sql).bind(code_hash.as_str()).fetch_optional(&self.pool).await? {
+                match sqlx::query(&sql).bind(code_hash.as_str()).fetch_optional(&self.writer).await? {
                     Some(row) => Ok(CodeRedemption::AlreadyUsed(Self::code(&row)?)),
                     None => Ok(CodeRedemption::NotFound),
                 }
@@ -757,7 +784,7 @@ macro_rules! sql_store {
                 .bind(t.created_at)
                 .bind(t.expires_at)
                 .bind(t.rotated_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -773,7 +800,7 @@ macro_rules! sql_store {
             }
 
             async fn rotate_refresh_token(&self, old: &TokenHash, new: &RefreshToken, now: i64) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let done = sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL")
                     .bind(now)
                     .bind(old.as_str())
@@ -811,7 +838,7 @@ macro_rules! sql_store {
                     .bind(d.status.as_str())
                     .bind(&d.grant_id)
                     .bind(d.challenge_hash.as_ref().map(TokenHash::as_str))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| unique_violation(e, "user code"))?;
                 Ok(())
@@ -841,13 +868,13 @@ macro_rules! sql_store {
                     .bind(now)
                     .bind(interval)
                     .bind(hash.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
 
             async fn approve_device_code(&self, hash: &TokenHash, g: &Grant) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let done = sqlx::query(
                     "UPDATE device_codes SET status = $1, grant_id = $2 WHERE device_code_hash = $3 AND status = $4",
                 )
@@ -879,7 +906,7 @@ macro_rules! sql_store {
                 sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
                     .bind(jti)
                     .bind(expires_at)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -900,7 +927,7 @@ macro_rules! sql_store {
                 .bind(key)
                 .bind(now)
                 .bind(window_start)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 Ok(row.try_get("count")?)
             }
@@ -918,7 +945,7 @@ macro_rules! sql_store {
             }
 
             async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
-                sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool).await?;
+                sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.writer).await?;
                 Ok(())
             }
 
@@ -929,7 +956,7 @@ macro_rules! sql_store {
             }
 
             async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE alg = $2 AND retired_at IS NULL")
                     .bind(now)
                     .bind(key.alg.as_str())
@@ -952,7 +979,7 @@ macro_rules! sql_store {
             async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -967,7 +994,7 @@ macro_rules! sql_store {
                 let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash = $2")
                     .bind(user_id)
                     .bind(id_hash.as_str())
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
@@ -997,7 +1024,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let revoked = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND client_id = $3 AND revoked = $4")
                     .bind(true)
                     .bind(user_id)
@@ -1030,14 +1057,14 @@ macro_rules! sql_store {
             async fn insert_identity(&self, identity: &Identity) -> StoreResult<()> {
                 let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
                 Self::identity_query(&sql, identity)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| unique_violation(e, "identity"))?;
                 Ok(())
             }
 
             async fn insert_user_with_identity(&self, user: &User, identity: &Identity) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
                 Self::user_query(&sql, user)
                     .execute(&mut *tx)
@@ -1065,13 +1092,13 @@ macro_rules! sql_store {
                 .bind(identity.last_login_at)
                 .bind(&identity.connector_id)
                 .bind(&identity.subject)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() > 0)
             }
 
             async fn delete_identity(&self, user_id: &str, connector_id: &str, subject: &str, password_counts: bool) -> StoreResult<Unlink> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Writing the account row first locks it (a row lock on PostgreSQL, the
                 // write lock on SQLite): two unlinks racing cannot both leave it empty.
                 let Some(row) = sqlx::query("UPDATE users SET disabled = disabled WHERE id = $1 RETURNING password_hash")
@@ -1135,14 +1162,14 @@ macro_rules! sql_store {
                     .bind(&login.email)
                     .bind(login.created_at)
                     .bind(login.expires_at)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
 
             async fn take_connector_login(&self, state_hash: &TokenHash, now: i64) -> StoreResult<Option<ConnectorLogin>> {
                 let sql = format!("DELETE FROM connector_logins WHERE state_hash = $1 RETURNING {CONNECTOR_LOGIN_COLUMNS}");
-                let row = sqlx::query(&sql).bind(state_hash.as_str()).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(state_hash.as_str()).fetch_optional(&self.writer).await?;
                 let login = row.as_ref().map(Self::connector_login).transpose()?;
                 Ok(login.filter(|l| l.expires_at > now))
             }
