@@ -11,12 +11,15 @@
 //! - [`introspect`]: introspection and revocation (RFC 7662, RFC 7009).
 //! - [`discovery`]: provider metadata (OpenID Connect Discovery 1.0, RFC 8414) and JWKS.
 //! - [`claims`]: the claims of keyward's access tokens (RFC 9068) and ID tokens.
+//! - [`jws`]: checking a JWT against a JWK Set (RFC 7515, 7517, 7519, 9068): the same
+//!   code for the server's own tokens and a resource server's.
 
 pub mod claims;
 pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod introspect;
+pub mod jws;
 pub mod pkce;
 pub mod scope;
 pub mod secret;

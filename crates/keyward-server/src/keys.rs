@@ -6,10 +6,11 @@
 //! [`RELOAD_INTERVAL`], and at once when it meets a `kid` it does not know (a key
 //! another replica or `keyward key rotate` just added).
 //!
-//! JWS compact serialisation (RFC 7515 §7.1) is done here, with `ring` for the
-//! signatures: signing is on the path of every token issued, verification on every
-//! introspection and userinfo call, and ring's P-256 is several times faster than the
-//! pure-Rust implementations (see BENCHMARKS.md).
+//! Tokens are signed here in JWS compact serialisation (RFC 7515 §7.1) and checked with
+//! [`keyward_proto::jws`], the code a resource server uses too; both with `ring`:
+//! signing is on the path of every token issued, verification on every introspection
+//! and userinfo call, and ring's P-256 is several times faster than the pure-Rust
+//! implementations (see BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -18,10 +19,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use keyward_proto::discovery::Jwks;
+use keyward_proto::jws::{self, JwtError, KeySet, PublicKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::SigningAlg;
@@ -89,6 +91,19 @@ pub enum Rejection {
     WrongIssuer,
     /// A required claim (`exp`, `iss`, `sub`) is missing.
     MissingClaim(&'static str),
+}
+
+impl From<JwtError> for VerifyError {
+    fn from(error: JwtError) -> Self {
+        match error {
+            JwtError::Malformed | JwtError::WrongType => Self::Malformed,
+            JwtError::UnknownKey(_) => Self::UnknownKey,
+            JwtError::BadSignature => Self::Rejected(Rejection::BadSignature),
+            JwtError::Expired => Self::Rejected(Rejection::Expired),
+            JwtError::WrongIssuer => Self::Rejected(Rejection::WrongIssuer),
+            JwtError::MissingClaim(claim) => Self::Rejected(Rejection::MissingClaim(claim)),
+        }
+    }
 }
 
 /// Generates a new key pair for `alg` (slow for RSA: call from a blocking context).
@@ -238,77 +253,17 @@ impl SigningKey {
     }
 }
 
-/// A public key, ready to verify.
-enum Verifier {
-    /// An uncompressed P-256 point.
-    Ec(Vec<u8>),
-    /// RSA modulus and exponent, big-endian.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-}
-
-struct VerifyingKey {
-    alg: SigningAlg,
-    verifier: Verifier,
-}
-
-impl VerifyingKey {
-    /// Reads the public JWK keyward stored beside the private key.
-    fn from_jwk(alg: SigningAlg, jwk: &serde_json::Value) -> Result<Self, String> {
-        let field = |name: &str| {
-            jwk.get(name)
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| format!("JWK has no {name}"))
-                .and_then(|v| {
-                    URL_SAFE_NO_PAD
-                        .decode(v)
-                        .map_err(|_| format!("JWK {name} is not base64url"))
-                })
-        };
-        let verifier = match alg {
-            SigningAlg::ES256 => {
-                let (x, y) = (field("x")?, field("y")?);
-                if x.len() != 32 || y.len() != 32 {
-                    return Err("JWK is not a P-256 point".into());
-                }
-                let mut point = Vec::with_capacity(65);
-                point.push(4);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                Verifier::Ec(point)
-            }
-            SigningAlg::RS256 => Verifier::Rsa {
-                n: field("n")?,
-                e: field("e")?,
-            },
-        };
-        Ok(Self { alg, verifier })
-    }
-
-    fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        match &self.verifier {
-            Verifier::Ec(point) => {
-                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, sig)
-                    .is_ok()
-            }
-            Verifier::Rsa { n, e } => signature::RsaPublicKeyComponents { n, e }
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
-                .is_ok(),
-        }
-    }
-}
-
 /// The keys in force at one moment.
 struct KeyRing {
     signing: HashMap<SigningAlg, SigningKey>,
-    verifying: HashMap<String, VerifyingKey>,
+    verifying: KeySet,
     jwks: Arc<Jwks>,
     loaded_at: Instant,
 }
 
 fn load_ring(stored: &[StoredKey], publish_for: i64, at: i64) -> Result<KeyRing, KeyError> {
     let mut signing = HashMap::new();
-    let mut verifying = HashMap::new();
+    let mut verifying = KeySet::default();
     let mut published = Vec::new();
     // `stored` is newest first: the first active key of an algorithm signs.
     for key in stored {
@@ -324,8 +279,14 @@ fn load_ring(stored: &[StoredKey], publish_for: i64, at: i64) -> Result<KeyRing,
         };
         let jwk: serde_json::Value =
             serde_json::from_str(&key.public_jwk).map_err(|e| load_err(e.to_string()))?;
-        let verifying_key = VerifyingKey::from_jwk(key.alg, &jwk).map_err(load_err)?;
-        verifying.insert(key.kid.clone(), verifying_key);
+        let public = PublicKey::from_jwk(&jwk).map_err(|e| load_err(e.to_string()))?;
+        if public.algorithm().as_str() != key.alg.as_str() {
+            return Err(load_err(format!(
+                "its public key is not an {} key",
+                key.alg.as_str()
+            )));
+        }
+        verifying.insert(key.kid.clone(), public);
         published.push(jwk);
         if key.retired_at.is_none() && !signing.contains_key(&key.alg) {
             let der = STANDARD
@@ -410,8 +371,10 @@ impl Keys {
         key.sign(typ, claims)
     }
 
-    /// Verifies a JWT signed by one of keyward's keys: signature, `typ`, `iss`, and
-    /// `exp` unless `allow_expired`. The audience is checked by the caller.
+    /// Verifies a JWT signed by one of keyward's keys: signature, `typ`, `iss`, `sub`,
+    /// and `exp` unless `allow_expired` ([`keyward_proto::jws::verify`]). A key id not in
+    /// the ring makes it reload the keys from the store once (another replica, or
+    /// `keyward key rotate`, may have added it). The audience is checked by the caller.
     pub async fn verify<T: DeserializeOwned>(
         &self,
         token: &str,
@@ -419,62 +382,19 @@ impl Keys {
         issuer: &str,
         allow_expired: bool,
     ) -> Result<T, VerifyError> {
-        #[derive(Deserialize)]
-        struct Header {
-            alg: String,
-            typ: Option<String>,
-            kid: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct Registered {
-            exp: Option<i64>,
-            iss: Option<String>,
-            sub: Option<String>,
-        }
-        let decode = |part: &str| {
-            URL_SAFE_NO_PAD
-                .decode(part)
-                .map_err(|_| VerifyError::Malformed)
+        let expect = jws::Expect {
+            typ,
+            issuer,
+            now: (!allow_expired).then(now),
         };
-        let mut parts = token.split('.');
-        let (Some(header_part), Some(payload_part), Some(sig_part), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(VerifyError::Malformed);
-        };
-        let header: Header =
-            serde_json::from_slice(&decode(header_part)?).map_err(|_| VerifyError::Malformed)?;
-        let kid = header.kid.ok_or(VerifyError::Malformed)?;
-        if !header.typ.is_some_and(|t| t.eq_ignore_ascii_case(typ)) {
-            return Err(VerifyError::Malformed);
+        let ring = self.current();
+        match jws::verify(token, &ring.verifying, &expect) {
+            Err(JwtError::UnknownKey(_)) if ring.loaded_at.elapsed() > MIN_RELOAD_GAP => {
+                self.reload().await?;
+                Ok(jws::verify(token, &self.current().verifying, &expect)?)
+            }
+            result => Ok(result?),
         }
-        let mut ring = self.current();
-        if !ring.verifying.contains_key(&kid) && ring.loaded_at.elapsed() > MIN_RELOAD_GAP {
-            self.reload().await?;
-            ring = self.current();
-        }
-        let key = ring.verifying.get(&kid).ok_or(VerifyError::UnknownKey)?;
-        if key.alg.as_str() != header.alg {
-            return Err(VerifyError::Malformed);
-        }
-        let signed = &token[..header_part.len() + 1 + payload_part.len()];
-        if !key.verify(signed.as_bytes(), &decode(sig_part)?) {
-            return Err(VerifyError::Rejected(Rejection::BadSignature));
-        }
-        let payload = decode(payload_part)?;
-        let registered: Registered =
-            serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
-        let missing = |claim| VerifyError::Rejected(Rejection::MissingClaim(claim));
-        let exp = registered.exp.ok_or(missing("exp"))?;
-        let iss = registered.iss.ok_or(missing("iss"))?;
-        registered.sub.ok_or(missing("sub"))?;
-        if iss != issuer {
-            return Err(VerifyError::Rejected(Rejection::WrongIssuer));
-        }
-        if !allow_expired && exp < now() {
-            return Err(VerifyError::Rejected(Rejection::Expired));
-        }
-        serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)
     }
 }
 
@@ -600,7 +520,7 @@ mod tests {
             active.kid,
             "the active key signs"
         );
-        assert!(!ring.verifying.contains_key(&old.kid));
+        assert!(!ring.verifying.contains(&old.kid));
         assert!(
             ring.jwks.keys.iter().all(|k| k.get("d").is_none()),
             "no private part"

@@ -80,7 +80,9 @@ async fn checkpointer(options: &SqliteConnectOptions) -> StoreResult<Checkpointe
                 }
             }
         }
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await;
         let _ = conn.close().await;
     });
     Ok(Checkpointer { _alive: alive })
