@@ -889,6 +889,30 @@ async fn sqlite_reopens_an_existing_database() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Under steady writes the write-ahead log starts over instead of growing without
+/// end: 12,000 writes would leave well over 100 MiB of log otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_stays_bounded_under_steady_writes() {
+    let (store, dir) = sqlite_store().await;
+    let (g, c, _) = grant("g-log");
+    store.insert_grant_with_code(&g, &c).await.unwrap();
+    for i in 0..12_000 {
+        let token = RefreshToken {
+            token_hash: TokenHash::of(&format!("token-{i}")),
+            grant_id: "g-log".into(),
+            created_at: 100,
+            expires_at: 10_000,
+            rotated_at: None,
+        };
+        store.insert_refresh_token(&token).await.unwrap();
+    }
+    let wal = dir.join("nested/keyward.db-wal");
+    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(size < 48 << 20, "the log is {} MiB", size >> 20);
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn postgres_meets_the_contract() {
     if let Some(store) = postgres_store().await {
