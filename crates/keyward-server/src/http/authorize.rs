@@ -401,7 +401,8 @@ fn validate(
     })
 }
 
-fn prompt_values(prompt: Option<&str>) -> Vec<&str> {
+/// The values of a space-separated `prompt`.
+pub(super) fn prompt_values(prompt: Option<&str>) -> Vec<&str> {
     prompt
         .map(|p| p.split(' ').filter(|v| !v.is_empty()).collect())
         .unwrap_or_default()

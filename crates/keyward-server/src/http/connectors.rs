@@ -22,8 +22,8 @@ use keyward_proto::{OpaqueToken, TokenHash};
 use serde::Deserialize;
 
 use super::authorize::{
-    BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, render_login, respond,
-    secs, see_other, sign_in,
+    BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, prompt_values,
+    render_login, respond, secs, see_other, sign_in,
 };
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, cookie, parse_form};
@@ -121,10 +121,7 @@ async fn start(
             }
             Provider::Oidc(_) | Provider::Github(_) => {
                 // A fresh sign-in asked of keyward is asked of the provider too.
-                let fresh = request
-                    .prompt
-                    .as_deref()
-                    .is_some_and(|p| p.split(' ').any(|v| v == "login"))
+                let fresh = prompt_values(request.prompt.as_deref()).contains(&"login")
                     || request.max_age == Some(0);
                 to_provider(
                     &state,
