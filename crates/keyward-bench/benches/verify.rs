@@ -1,7 +1,8 @@
 //! How long a resource server takes to check one of keyward's access tokens: the
 //! published JWKS read once into a key set (as a resource server caches it), then, per
 //! request, `keyward_proto::jws::verify`: header, key by `kid`, signature, `typ`,
-//! `iss`, `sub`, `exp`, and the claims into `AccessTokenClaims`. The token and the JWKS
+//! `iss`, `sub`, `exp`, and the claims into `AccessTokenClaims`; and the same token
+//! seen again with a `jws::SignatureCache` (`verify_cached`). The token and the JWKS
 //! come from keyward's own key ring (keys generated and stored as `keyward serve` does).
 //!
 //! `cargo bench -p keyward-bench --bench verify`
@@ -70,6 +71,16 @@ fn verification(c: &mut Criterion) {
     });
     group.bench_function("verify_access_token_rs256", |b| {
         b.iter(|| jws::verify::<AccessTokenClaims>(black_box(&rs256), &keys, &expect).unwrap())
+    });
+    // A token seen before (the client calls again with the token it holds): the
+    // signature is found in the cache, the claims are checked again.
+    let cache = jws::SignatureCache::new(1024);
+    jws::verify_cached::<AccessTokenClaims>(&es256, &keys, &expect, &cache).unwrap();
+    group.bench_function("verify_access_token_es256_seen_before", |b| {
+        b.iter(|| {
+            jws::verify_cached::<AccessTokenClaims>(black_box(&es256), &keys, &expect, &cache)
+                .unwrap()
+        })
     });
     group.bench_function("read_jwks", |b| {
         b.iter(|| KeySet::from_jwks(black_box(&jwks)))

@@ -192,6 +192,8 @@ pub struct Stats {
     pub p50: Duration,
     /// 99th percentile latency of an iteration.
     pub p99: Duration,
+    /// When the counted part of a timed run began and ended (the warm-up excluded).
+    pub window: Option<(Instant, Instant)>,
 }
 
 /// Runs `iteration` on `connections` workers until `stop`, at `pace`. Each worker
@@ -307,6 +309,7 @@ where
         None => start.elapsed(),
     };
     stats.rate = stats.ok as f64 / elapsed.as_secs_f64().max(1e-9);
+    stats.window = deadline.map(|end| (measure_from, end));
     latencies.sort_unstable();
     let at = |q: f64| {
         if latencies.is_empty() {

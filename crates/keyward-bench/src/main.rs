@@ -9,8 +9,10 @@
 //! one scenario, on a fresh PostgreSQL database), installs and starts the peer
 //! (oidc-provider 9 from npm, `bench/peer/`) with the same client, user and scopes,
 //! runs every scenario against both in the same run, one server at a time, and prints
-//! a Markdown table: rate, p50 and p99 latency, errors, peak RSS and the ratio
-//! keyward/peer. Results are ratios on purpose: the machines are shared and noisy.
+//! a Markdown table: rate, p50 and p99 latency, errors, peak RSS, the server's CPU
+//! time per iteration, the load generator's share of the cores, and the ratios
+//! keyward/peer of rate and of CPU per iteration. Results are ratios on purpose: the
+//! machines are shared and noisy.
 //! Everything listens on 127.0.0.1 and every run stops by itself.
 
 mod load;
@@ -30,7 +32,7 @@ use sqlx::Connection as _;
 
 use crate::load::{Conn, Pace, Stats, Stop};
 use crate::scenario::{Load, Scenario};
-use crate::target::{Credentials, Server, Site, rss_of};
+use crate::target::{Credentials, Server, Site, cpu_of, rss_of};
 
 /// Benchmark keyward against oidc-provider from npm, scenario by scenario.
 #[derive(Parser)]
@@ -94,6 +96,22 @@ struct Row {
     peak_rss: Option<u64>,
     /// Rate ratio keyward/peer, on keyward's rows.
     ratio: Option<f64>,
+    /// The server's CPU time (all threads) per completed iteration.
+    cpu: Option<Duration>,
+    /// The peer's CPU per iteration over keyward's, on keyward's rows.
+    cpu_ratio: Option<f64>,
+    /// The share of the cores the load generator used meanwhile.
+    load_cores: Option<f64>,
+}
+
+/// What one measured run saw besides its [`Stats`].
+struct Usage {
+    /// The server's peak RSS.
+    peak_rss: Option<u64>,
+    /// The server's CPU time per completed iteration.
+    cpu: Option<Duration>,
+    /// The share of the machine's cores the load generator (this process) used.
+    load_cores: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -210,7 +228,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         None => None,
     };
     for &scenario in &scenarios {
-        let (stats, peak) = measured(&server, scenario, load).await?;
+        let (stats, usage) = measured(&server, scenario, load).await?;
         if matches!(
             scenario,
             Scenario::ClientCredentials
@@ -226,7 +244,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             let (at_half, _) = measured(&server, scenario, half).await?;
             half_rate.push((scenario.name().into(), at_half));
         }
-        rows.push(row(scenario, &server.site, stats, peak));
+        rows.push(row(scenario, &server.site, stats, usage));
     }
     drop(server);
 
@@ -237,8 +255,8 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         idle_peer = peer.rss();
         for &scenario in &scenarios {
-            let (stats, peak) = measured(&peer, scenario, load).await?;
-            rows.push(row(scenario, &peer.site, stats, peak));
+            let (stats, usage) = measured(&peer, scenario, load).await?;
+            rows.push(row(scenario, &peer.site, stats, usage));
         }
     }
 
@@ -247,14 +265,14 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         match PostgresDb::create(&args.postgres).await {
             Ok(db) => {
                 let server = Server::keyward(&exe, Some(&db.url), &credentials).await?;
-                let (stats, peak) = measured(&server, Scenario::ClientCredentials, load).await?;
+                let (stats, usage) = measured(&server, Scenario::ClientCredentials, load).await?;
                 let half = Load {
                     pace: Pace::Rate(stats.rate / 2.0),
                     ..load
                 };
                 let (at_half, _) = measured(&server, Scenario::ClientCredentials, half).await?;
                 half_rate.push(("client_credentials (PostgreSQL)".into(), at_half));
-                rows.push(row(Scenario::ClientCredentials, &server.site, stats, peak));
+                rows.push(row(Scenario::ClientCredentials, &server.site, stats, usage));
                 drop(server);
                 db.drop().await;
             }
@@ -264,17 +282,24 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
 
     // Ratios keyward/peer.
     for scenario in &scenarios {
-        let peer_rate = rows
+        let Some((peer_rate, peer_cpu)) = rows
             .iter()
             .find(|r| r.scenario == scenario.name() && r.server.starts_with("oidc-provider"))
-            .map(|r| r.stats.rate);
-        if let Some(peer_rate) = peer_rate.filter(|r| *r > 0.0) {
-            for r in rows
-                .iter_mut()
-                .filter(|r| r.scenario == scenario.name() && r.server.starts_with("keyward"))
-            {
-                r.ratio = Some(r.stats.rate / peer_rate);
-            }
+            .map(|r| (r.stats.rate, r.cpu))
+        else {
+            continue;
+        };
+        for r in rows
+            .iter_mut()
+            .filter(|r| r.scenario == scenario.name() && r.server.starts_with("keyward"))
+        {
+            r.ratio = (peer_rate > 0.0).then(|| r.stats.rate / peer_rate);
+            r.cpu_ratio = match (peer_cpu, r.cpu) {
+                (Some(peer), Some(own)) if !own.is_zero() => {
+                    Some(peer.as_secs_f64() / own.as_secs_f64())
+                }
+                _ => None,
+            };
         }
     }
 
@@ -314,23 +339,27 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     Ok(failed.is_empty())
 }
 
-fn row(scenario: Scenario, site: &Site, stats: Stats, peak_rss: Option<u64>) -> Row {
+fn row(scenario: Scenario, site: &Site, stats: Stats, usage: Usage) -> Row {
     Row {
         scenario: scenario.name().into(),
         server: site.label.clone(),
         stats,
-        peak_rss,
+        peak_rss: usage.peak_rss,
         ratio: None,
+        cpu: usage.cpu,
+        cpu_ratio: None,
+        load_cores: usage.load_cores,
     }
 }
 
-/// Runs a scenario while sampling the server's RSS every 50 ms; returns the stats and
-/// the peak.
+/// Runs a scenario while sampling the server's RSS and the CPU time of the server and
+/// of this process every 50 ms; returns the stats and what the samples show over the
+/// counted part of the run.
 async fn measured(
     server: &Server,
     scenario: Scenario,
     load: Load,
-) -> anyhow::Result<(Stats, Option<u64>)> {
+) -> anyhow::Result<(Stats, Usage)> {
     let what = match load.pace {
         Pace::Closed => "as fast as it answers".to_owned(),
         Pace::Rate(rate) => format!("at {rate:.0}/s"),
@@ -342,12 +371,24 @@ async fn measured(
     ));
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<CpuSample>::new()));
     let sampler = {
-        let (peak, stop, pid) = (peak.clone(), stop.clone(), server.pid());
+        let (peak, stop, samples, pid) =
+            (peak.clone(), stop.clone(), samples.clone(), server.pid());
         tokio::spawn(async move {
+            let me = std::process::id();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(rss) = rss_of(pid) {
                     peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                if let (Some(server), Some(load)) = (cpu_of(pid), cpu_of(me))
+                    && let Ok(mut samples) = samples.lock()
+                {
+                    samples.push(CpuSample {
+                        at: Instant::now(),
+                        server,
+                        load,
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -357,12 +398,26 @@ async fn measured(
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let stats = stats?;
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let (cpu, load_cores) = match stats.window {
+        Some((from, to)) if stats.ok > 0 => {
+            let server = cpu_between(&samples, from, to, |s| s.server);
+            let load = cpu_between(&samples, from, to, |s| s.load);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            (
+                server.map(|cpu| cpu / u32::try_from(stats.ok).unwrap_or(u32::MAX)),
+                load.map(|cpu| cpu.as_secs_f64() / (to - from).as_secs_f64() / cores),
+            )
+        }
+        _ => (None, None),
+    };
     eprintln!(
-        "  {:.0}/s, p50 {}, p99 {}, {} errors{}",
+        "  {:.0}/s, p50 {}, p99 {}, {} errors, {} µs of server CPU each{}",
         stats.rate,
         ms(stats.p50),
         ms(stats.p99),
         stats.errors,
+        cpu.map_or("?".into(), |c| format!("{:.0}", c.as_secs_f64() * 1e6)),
         stats
             .first_error
             .as_deref()
@@ -370,7 +425,40 @@ async fn measured(
             .unwrap_or_default()
     );
     let peak = peak.load(Ordering::Relaxed);
-    Ok((stats, (peak > 0).then_some(peak)))
+    Ok((
+        stats,
+        Usage {
+            peak_rss: (peak > 0).then_some(peak),
+            cpu,
+            load_cores,
+        },
+    ))
+}
+
+/// The CPU time of the server and of the load generator at one instant.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    server: Duration,
+    load: Duration,
+}
+
+/// The CPU time `of` a process used between `from` and `to`, from the samples taken
+/// nearest inside that window (so slightly less than the window; scaled up to it).
+fn cpu_between(
+    samples: &[CpuSample],
+    from: Instant,
+    to: Instant,
+    of: impl Fn(&CpuSample) -> Duration,
+) -> Option<Duration> {
+    let first = samples.iter().find(|s| s.at >= from)?;
+    let last = samples.iter().rev().find(|s| s.at <= to)?;
+    let span = last.at.checked_duration_since(first.at)?;
+    if span.is_zero() {
+        return None;
+    }
+    let used = of(last).checked_sub(of(first))?;
+    Some(used.mul_f64((to - from).as_secs_f64() / span.as_secs_f64()))
 }
 
 /// Builds keyward in release mode next to this binary and returns its path.
@@ -595,18 +683,21 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "| scenario | server | requests/s | p50 | p99 | errors | peak RSS | keyward/peer |"
+            "| scenario | server | requests/s | p50 | p99 | errors | peak RSS | server CPU per iteration | load generator | keyward/peer | CPU, peer/keyward |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in self.rows {
-            let ratio = match (r.ratio, r.scenario.as_str()) {
+            let times = |ratio: Option<f64>| match (ratio, r.scenario.as_str()) {
                 (Some(ratio), "password_login") => format!("({ratio:.1}×, not compared)"),
                 (Some(ratio), _) => format!("{ratio:.1}×"),
                 (None, _) => "".into(),
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.server,
                 r.stats.rate,
@@ -614,7 +705,12 @@ impl Report<'_> {
                 ms(r.stats.p99),
                 r.stats.errors,
                 mib(r.peak_rss),
-                ratio
+                r.cpu
+                    .map_or("-".into(), |c| format!("{:.0} µs", c.as_secs_f64() * 1e6)),
+                r.load_cores
+                    .map_or("-".into(), |c| format!("{:.0} %", c * 100.0)),
+                times(r.ratio),
+                times(r.cpu_ratio),
             );
         }
         if !self.half_rate.is_empty() {

@@ -310,7 +310,13 @@ pub struct Keys {
     ring: RwLock<Arc<KeyRing>>,
     /// How long a retired key stays published: the longest token lifetime.
     publish_for: i64,
+    /// Signatures of tokens already verified (introspection and userinfo see the same
+    /// access token again and again).
+    verified: jws::SignatureCache,
 }
+
+/// How many verified signatures [`Keys`] remembers (about 200 bytes each).
+const VERIFIED_SIGNATURES: usize = 8192;
 
 impl Keys {
     /// Loads the keys, generating the first ones when the store has none.
@@ -333,6 +339,7 @@ impl Keys {
             store,
             ring: RwLock::new(Arc::new(ring)),
             publish_for,
+            verified: jws::SignatureCache::new(VERIFIED_SIGNATURES),
         })
     }
 
@@ -372,7 +379,8 @@ impl Keys {
     }
 
     /// Verifies a JWT signed by one of keyward's keys: signature, `typ`, `iss`, `sub`,
-    /// and `exp` unless `allow_expired` ([`keyward_proto::jws::verify`]). A key id not in
+    /// and `exp` unless `allow_expired` ([`keyward_proto::jws::verify_cached`]: a token
+    /// seen before has its claims checked again, not its signature). A key id not in
     /// the ring makes it reload the keys from the store once (another replica, or
     /// `keyward key rotate`, may have added it). The audience is checked by the caller.
     pub async fn verify<T: DeserializeOwned>(
@@ -388,10 +396,16 @@ impl Keys {
             now: (!allow_expired).then(now),
         };
         let ring = self.current();
-        match jws::verify(token, &ring.verifying, &expect) {
+        match jws::verify_cached(token, &ring.verifying, &expect, &self.verified) {
             Err(JwtError::UnknownKey(_)) if ring.loaded_at.elapsed() > MIN_RELOAD_GAP => {
                 self.reload().await?;
-                Ok(jws::verify(token, &self.current().verifying, &expect)?)
+                let ring = self.current();
+                Ok(jws::verify_cached(
+                    token,
+                    &ring.verifying,
+                    &expect,
+                    &self.verified,
+                )?)
             }
             result => Ok(result?),
         }

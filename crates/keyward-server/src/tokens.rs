@@ -174,18 +174,11 @@ pub async fn validate_access_token(
     }
     let user = match &claims.gid {
         Some(gid) => {
-            let grant = store
-                .get_grant(gid)
+            let (grant, user) = store
+                .get_grant_with_user(gid)
                 .await?
                 .ok_or(AccessTokenError::Revoked)?;
-            if grant.revoked || grant.user_id != claims.sub {
-                return Err(AccessTokenError::Revoked);
-            }
-            let user = store
-                .get_user(&grant.user_id)
-                .await?
-                .ok_or(AccessTokenError::Revoked)?;
-            if user.disabled {
+            if grant.revoked || grant.user_id != claims.sub || user.disabled {
                 return Err(AccessTokenError::Revoked);
             }
             Some(user)

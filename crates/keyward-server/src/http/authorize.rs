@@ -430,17 +430,11 @@ pub async fn current_session(
     let Some(value) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(session) = state
+    let found = state
         .store()
-        .get_session(&TokenHash::of(value), now())
-        .await?
-    else {
-        return Ok(None);
-    };
-    match state.store().get_user(&session.user_id).await? {
-        Some(user) if !user.disabled => Ok(Some((session, user))),
-        _ => Ok(None),
-    }
+        .get_session_with_user(&TokenHash::of(value), now())
+        .await?;
+    Ok(found.filter(|(_, user)| !user.disabled))
 }
 
 /// Whether a login in progress is in the store yet.
@@ -470,8 +464,12 @@ pub(super) async fn advance(
             request.id
         )));
     };
-    let user = match state.store().get_user(user_id).await? {
-        Some(user) if !user.disabled => user,
+    let (user, approved) = match state
+        .store()
+        .get_user_with_consent(user_id, &client.client_id)
+        .await?
+    {
+        Some((user, approved)) if !user.disabled => (user, approved),
         _ => {
             return reject(
                 state,
@@ -487,14 +485,7 @@ pub(super) async fn advance(
     // never asks and others ask for what the user has not approved yet.
     let needs_consent = prompts.contains(&"consent")
         || (!client.skip_consent
-            && match state
-                .store()
-                .get_consent(&user.id, &client.client_id)
-                .await?
-            {
-                Some(approved) => !request.scope.is_subset(&approved),
-                None => true,
-            });
+            && !approved.is_some_and(|approved| request.scope.is_subset(&approved)));
     if needs_consent {
         if prompts.contains(&"none") {
             let description = "the user has not approved this application";

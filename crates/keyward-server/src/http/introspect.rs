@@ -89,19 +89,12 @@ async fn refresh_token_info(
     else {
         return Ok(None);
     };
-    let Some(grant) = store.get_grant(&record.grant_id).await? else {
+    let Some((grant, user)) = store.get_grant_with_user(&record.grant_id).await? else {
         return Ok(None);
     };
-    if grant.revoked || record.rotated_at.is_some() || record.expires_at < now() {
+    if grant.revoked || user.disabled || record.rotated_at.is_some() || record.expires_at < now() {
         return Ok(None);
     }
-    let Some(user) = store
-        .get_user(&grant.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-    else {
-        return Ok(None);
-    };
     Ok(Some(IntrospectionResponse {
         active: true,
         scope: Some(grant.scope.to_string()),

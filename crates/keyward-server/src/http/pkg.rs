@@ -122,16 +122,11 @@ async fn token_file(
         let message = "the package client must be allowed openid, offline_access and refresh_token";
         ApiError::OAuth(OAuthError::new(ErrorCode::ServerError, message))
     };
-    let grant = state
+    let (_, user) = state
         .store()
-        .get_grant(grant_id)
+        .get_grant_with_user(grant_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
-    let user = state
-        .store()
-        .get_user(&grant.user_id)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_grant("the user is gone"))?;
     let expires_in = state.config().access_token_ttl.as_secs();
     let expires_at = now() + i64::try_from(expires_in).unwrap_or(0);
     Ok(PkgToken {

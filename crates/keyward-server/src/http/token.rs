@@ -128,12 +128,22 @@ async fn authorization_code(
             OAuthError::invalid_grant("code_verifier does not match the code_challenge").into(),
         );
     }
-    let grant = store
-        .get_grant(&record.grant_id)
+    let (grant, user) = live_grant(state, &record.grant_id).await?;
+    first_tokens(state, client, &grant, &user, grant.nonce.clone()).await
+}
+
+/// A grant that is not revoked, and its user, who is not disabled.
+async fn live_grant(state: &AppState, grant_id: &str) -> Result<(Grant, User), ApiError> {
+    let (grant, user) = state
+        .store()
+        .get_grant_with_user(grant_id)
         .await?
-        .filter(|g| !g.revoked)
+        .filter(|(g, _)| !g.revoked)
         .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
-    first_tokens(state, client, &grant, grant.nonce.clone()).await
+    if user.disabled {
+        return Err(OAuthError::invalid_grant("the user is disabled").into());
+    }
+    Ok((grant, user))
 }
 
 /// The first tokens of a new grant: an access token, an ID token when `openid` was
@@ -142,9 +152,9 @@ async fn first_tokens(
     state: &AppState,
     client: &Client,
     grant: &Grant,
+    user: &User,
     nonce: Option<String>,
 ) -> Result<TokenResponse, ApiError> {
-    let user = active_user(state, &grant.user_id).await?;
     let refresh = if grant.scope.contains("offline_access") && client.allows_grant("refresh_token")
     {
         let (token, record) = tokens::new_refresh_token(grant);
@@ -154,7 +164,7 @@ async fn first_tokens(
         None
     };
     let scope = grant.scope.clone();
-    Ok(tokens::user_grant_response(state, client, &user, grant, &scope, nonce, refresh).await?)
+    Ok(tokens::user_grant_response(state, client, user, grant, &scope, nonce, refresh).await?)
 }
 
 /// RFC 8628 §3.4–3.5: a device polling for the outcome of its authorization.
@@ -213,20 +223,9 @@ pub(super) async fn collect_device(
     if !store.consume_device_code(&record.device_code_hash).await? {
         return Err(OAuthError::invalid_grant("the device code was already used").into());
     }
-    let grant_id = record.grant_id.clone().unwrap_or_default();
-    let grant = store
-        .get_grant(&grant_id)
-        .await?
-        .filter(|g| !g.revoked)
-        .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
-    first_tokens(state, client, &grant, None).await
-}
-
-async fn active_user(state: &AppState, user_id: &str) -> Result<User, ApiError> {
-    match state.store().get_user(user_id).await? {
-        Some(user) if !user.disabled => Ok(user),
-        _ => Err(OAuthError::invalid_grant("the user is disabled").into()),
-    }
+    let grant_id = record.grant_id.as_deref().unwrap_or_default();
+    let (grant, user) = live_grant(state, grant_id).await?;
+    first_tokens(state, client, &grant, &user, None).await
 }
 
 pub(super) async fn refresh(
@@ -240,8 +239,8 @@ pub(super) async fn refresh(
     let hash = token.hash();
     let unknown = || OAuthError::invalid_grant("unknown, expired or revoked refresh token");
     let record = store.get_refresh_token(&hash).await?.ok_or_else(unknown)?;
-    let grant = store
-        .get_grant(&record.grant_id)
+    let (grant, user) = store
+        .get_grant_with_user(&record.grant_id)
         .await?
         .ok_or_else(unknown)?;
     if grant.client_id != client.client_id {
@@ -261,7 +260,9 @@ pub(super) async fn refresh(
             OAuthError::invalid_grant("refresh token already used; the grant is revoked").into(),
         );
     }
-    let user = active_user(state, &grant.user_id).await?;
+    if user.disabled {
+        return Err(OAuthError::invalid_grant("the user is disabled").into());
+    }
     let scope = match scope {
         Some(requested) if !requested.is_subset(&grant.scope) => {
             return Err(OAuthError::new(

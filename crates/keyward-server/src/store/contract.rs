@@ -252,17 +252,27 @@ async fn contract(store: Arc<dyn Store>) {
         ip: Some("127.0.0.1".into()),
     };
     store.insert_session(&session).await.unwrap();
+    let alice = store.get_user("id-alice").await.unwrap().unwrap();
     assert_eq!(
-        store.get_session(&session.id_hash, 200).await.unwrap(),
-        Some(session.clone())
+        store
+            .get_session_with_user(&session.id_hash, 200)
+            .await
+            .unwrap(),
+        Some((session.clone(), alice.clone()))
     );
     assert_eq!(
-        store.get_session(&session.id_hash, 600).await.unwrap(),
+        store
+            .get_session_with_user(&session.id_hash, 600)
+            .await
+            .unwrap(),
         None
     );
     store.delete_session(&session.id_hash).await.unwrap();
     assert_eq!(
-        store.get_session(&session.id_hash, 200).await.unwrap(),
+        store
+            .get_session_with_user(&session.id_hash, 200)
+            .await
+            .unwrap(),
         None
     );
     store.insert_session(&session).await.unwrap();
@@ -270,6 +280,20 @@ async fn contract(store: Arc<dyn Store>) {
 
     // Consent.
     assert_eq!(store.get_consent("id-alice", "app").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_user_with_consent("id-alice", "app")
+            .await
+            .unwrap(),
+        Some((alice.clone(), None))
+    );
+    assert_eq!(
+        store
+            .get_user_with_consent("id-nobody", "app")
+            .await
+            .unwrap(),
+        None
+    );
     let scopes = ScopeSet::parse("openid email").unwrap();
     store
         .put_consent("id-alice", "app", &scopes, 1)
@@ -281,13 +305,36 @@ async fn contract(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store.get_consent("id-alice", "app").await.unwrap(),
-        Some(scopes)
+        Some(scopes.clone())
+    );
+    assert_eq!(
+        store
+            .get_user_with_consent("id-alice", "app")
+            .await
+            .unwrap(),
+        Some((alice.clone(), Some(scopes.clone())))
+    );
+    assert_eq!(
+        store
+            .get_user_with_consent("id-alice", "other-app")
+            .await
+            .unwrap(),
+        Some((alice.clone(), None)),
+        "consent is per client"
     );
 
     // Grants and codes: exactly one of many concurrent redemptions wins.
     let (g, c, code) = grant("g1");
     store.insert_grant_with_code(&g, &c).await.unwrap();
     assert_eq!(store.get_grant("g1").await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        store.get_grant_with_user("g1").await.unwrap(),
+        Some((
+            g.clone(),
+            store.get_user(&g.user_id).await.unwrap().unwrap()
+        ))
+    );
+    assert_eq!(store.get_grant_with_user("nope").await.unwrap(), None);
     let attempts = (0..8).map(|_| {
         let store = store.clone();
         let hash = code.hash();
@@ -305,6 +352,24 @@ async fn contract(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(redeemed, 1);
+
+    // A grant and its code are stored together or not at all, and a failed write
+    // leaves nothing open behind it: the next write lands and is seen.
+    let (clash, mut clash_code, _) = grant("g-clash");
+    clash_code.code_hash = c.code_hash.clone();
+    assert!(
+        store
+            .insert_grant_with_code(&clash, &clash_code)
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_grant("g-clash").await.unwrap(), None);
+    let (after, after_code, _) = grant("g-after");
+    store
+        .insert_grant_with_code(&after, &after_code)
+        .await
+        .unwrap();
+    assert_eq!(store.get_grant("g-after").await.unwrap(), Some(after));
     assert_eq!(
         store
             .redeem_code(&TokenHash::of("nope"), 120)
@@ -322,6 +387,17 @@ async fn contract(store: Arc<dyn Store>) {
         rotated_at: None,
     };
     store.insert_refresh_token(&first).await.unwrap();
+    assert_eq!(
+        store.get_refresh_token(&first.token_hash).await.unwrap(),
+        Some(first.clone())
+    );
+    // A rotation that cannot store its new token leaves the old one unrotated.
+    assert!(
+        store
+            .rotate_refresh_token(&first.token_hash, &first, 120)
+            .await
+            .is_err()
+    );
     assert_eq!(
         store.get_refresh_token(&first.token_hash).await.unwrap(),
         Some(first.clone())
@@ -344,6 +420,12 @@ async fn contract(store: Arc<dyn Store>) {
         rotated += usize::from(rotation.await.unwrap());
     }
     assert_eq!(rotated, 1);
+    let mut successors = 0;
+    for i in 0..8 {
+        let hash = TokenHash::of(&format!("r2-{i}"));
+        successors += usize::from(store.get_refresh_token(&hash).await.unwrap().is_some());
+    }
+    assert_eq!(successors, 1, "only the rotation that won stores its token");
     assert_eq!(
         store
             .get_refresh_token(&first.token_hash)
@@ -358,7 +440,8 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
     let (g2, c2, _) = grant("g2");
     store.insert_grant_with_code(&g2, &c2).await.unwrap();
-    assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 1);
+    // g2 and g-after.
+    assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 2);
 
     // Device authorization: user codes are unique; approval and collection happen once.
     let device = DeviceCode {

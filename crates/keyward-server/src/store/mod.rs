@@ -39,6 +39,10 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// A write's task ended before the write did (a panic, or the runtime shutting
+    /// down); what it wrote was rolled back.
+    #[error("a database write was interrupted")]
+    Interrupted,
     /// The database URL is not one keyward can use.
     #[error("unsupported database URL (use sqlite:… or postgres://…)")]
     UnsupportedUrl,
@@ -112,8 +116,12 @@ pub trait Store: Send + Sync + 'static {
     // Sessions.
     /// Stores a session.
     async fn insert_session(&self, session: &Session) -> StoreResult<()>;
-    /// A session by cookie hash, if not expired at `now`.
-    async fn get_session(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<Session>>;
+    /// A session by cookie hash, if not expired at `now`, with its user, in one read.
+    async fn get_session_with_user(
+        &self,
+        id_hash: &TokenHash,
+        now: i64,
+    ) -> StoreResult<Option<(Session, User)>>;
     /// Ends a session.
     async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()>;
     /// Ends every session of a user.
@@ -122,6 +130,13 @@ pub trait Store: Send + Sync + 'static {
     // Consent.
     /// The scopes a user has approved for a client.
     async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>>;
+    /// A user and the scopes they have approved for a client, in one read; `None` when
+    /// there is no such user.
+    async fn get_user_with_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<(User, Option<ScopeSet>)>>;
     /// Records approved scopes (replacing earlier ones).
     async fn put_consent(
         &self,
@@ -136,6 +151,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_grant_with_code(&self, grant: &Grant, code: &AuthCode) -> StoreResult<()>;
     /// A grant by id.
     async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>>;
+    /// A grant by id with its user, in one read.
+    async fn get_grant_with_user(&self, id: &str) -> StoreResult<Option<(Grant, User)>>;
     /// Revokes a grant: its refresh tokens and access tokens stop working.
     async fn revoke_grant(&self, id: &str) -> StoreResult<()>;
     /// Revokes every grant of a user.

@@ -3,8 +3,9 @@
 //! Both run the same statements: the schema in `migrations/` uses only types and syntax
 //! the two share (`BIGINT`, `BOOLEAN`, `TEXT`, `ON CONFLICT`, `RETURNING`, `$n`
 //! parameters). The [`sql_store!`] macro writes the `Store` impl once for each driver, so
-//! the two cannot drift apart; what differs (connecting, locking for migrations) is
-//! written per driver below it.
+//! the two cannot drift apart; what differs (connecting, locking for migrations, and
+//! the two writes of two statements each that [`OneTrip`] sends as one) is written per
+//! driver beside it.
 //!
 //! Each store has a `pool` for reads and a `writer` for statements that write. On
 //! SQLite the writer is one connection: SQLite lets one writer in at a time, and
@@ -238,6 +239,92 @@ impl PostgresStore {
     }
 }
 
+/// The writes that take two statements, each made one trip to the database: on SQLite,
+/// several statements in one transaction sent together (`$n` numbers the parameters
+/// across them); on PostgreSQL, one statement with a data-modifying `WITH`. Either way
+/// all of it happens or none of it does.
+trait OneTrip {
+    /// Whether a failed write may leave a transaction open on its connection.
+    const OPEN_TRANSACTION_ON_ERROR: bool;
+    /// Inserts a grant (`$1`–`$9`, [`GRANT_COLUMNS`]) and its code (`$10`–`$17`,
+    /// [`CODE_COLUMNS`]).
+    fn grant_with_code() -> &'static str;
+    /// Marks refresh token `$2` rotated at `$1` unless it already was, and only then
+    /// inserts the new token (`$3`–`$7`); answers one row when it rotated, none when
+    /// not.
+    fn rotate_refresh() -> &'static str;
+}
+
+/// The new refresh token's columns, in the order of `$3`–`$7` of
+/// [`OneTrip::rotate_refresh`].
+const REFRESH_COLUMNS: &str = "token_hash, grant_id, created_at, expires_at, rotated_at";
+
+impl OneTrip for SqliteStore {
+    const OPEN_TRANSACTION_ON_ERROR: bool = true;
+
+    fn grant_with_code() -> &'static str {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+                 INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($10, $11, $12, $13, $14, $15, $16, $17);
+                 COMMIT"
+            )
+        });
+        &SQL
+    }
+
+    fn rotate_refresh() -> &'static str {
+        // changes() counts the rows of the last INSERT, UPDATE or DELETE: first the
+        // UPDATE's, then the INSERT's. (The row counts sqlx adds up are no use here:
+        // SQLite reports BEGIN and COMMIT with the count of the statement before.)
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "BEGIN IMMEDIATE;
+                 UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL;
+                 INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) SELECT $3, $4, $5, $6, $7 WHERE changes() = 1;
+                 SELECT 1 WHERE changes() = 1;
+                 COMMIT"
+            )
+        });
+        &SQL
+    }
+}
+
+impl OneTrip for PostgresStore {
+    const OPEN_TRANSACTION_ON_ERROR: bool = false;
+
+    fn grant_with_code() -> &'static str {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH g AS (INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))
+                 INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($10, $11, $12, $13, $14, $15, $16, $17)"
+            )
+        });
+        &SQL
+    }
+
+    fn rotate_refresh() -> &'static str {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH old AS (UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL RETURNING token_hash)
+                 INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) SELECT $3, $4, $5, $6, $7 FROM old RETURNING 1"
+            )
+        });
+        &SQL
+    }
+}
+
+/// Runs a write of several statements in a task of its own, so that a caller that
+/// stops waiting (a client that hung up) cannot stop it between two statements.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = StoreResult<T>> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|_| StoreError::Interrupted)?
+}
+
 fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what,
@@ -281,6 +368,33 @@ const GRANT_COLUMNS: &str =
     "id, client_id, user_id, scope, auth_time, nonce, created_at, expires_at, revoked";
 const CODE_COLUMNS: &str = "code_hash, grant_id, client_id, redirect_uri, redirect_uri_given, code_challenge, created_at, expires_at";
 const KEY_COLUMNS: &str = "kid, alg, private_der, public_jwk, created_at, retired_at";
+// How many columns the lists name, for reads that join two tables and decode each by
+// position.
+const USER_COLUMN_COUNT: usize = column_count(USER_COLUMNS);
+const SESSION_COLUMN_COUNT: usize = column_count(SESSION_COLUMNS);
+const GRANT_COLUMN_COUNT: usize = column_count(GRANT_COLUMNS);
+
+/// How many columns a comma-separated list names.
+const fn column_count(columns: &str) -> usize {
+    let bytes = columns.as_bytes();
+    let (mut i, mut count) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+}
+
+/// `columns` (a list above) prefixed with the table alias `alias`, for a join.
+fn qualified(alias: &str, columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|column| format!("{alias}.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Writes the `Store` impl and the row decoders for one sqlx driver.
 macro_rules! sql_store {
@@ -305,15 +419,20 @@ macro_rules! sql_store {
             }
 
             fn user(row: &$row) -> StoreResult<User> {
+                Self::user_at(row, 0)
+            }
+
+            /// A user from the [`USER_COLUMNS`] that start at column `at`.
+            fn user_at(row: &$row, at: usize) -> StoreResult<User> {
                 Ok(User {
-                    id: row.try_get("id")?,
-                    username: row.try_get("username")?,
-                    email: row.try_get("email")?,
-                    email_verified: row.try_get("email_verified")?,
-                    name: row.try_get("name")?,
-                    password_hash: row.try_get("password_hash")?,
-                    disabled: row.try_get("disabled")?,
-                    created_at: row.try_get("created_at")?,
+                    id: row.try_get(at)?,
+                    username: row.try_get(at + 1)?,
+                    email: row.try_get(at + 2)?,
+                    email_verified: row.try_get(at + 3)?,
+                    name: row.try_get(at + 4)?,
+                    password_hash: row.try_get(at + 5)?,
+                    disabled: row.try_get(at + 6)?,
+                    created_at: row.try_get(at + 7)?,
                 })
             }
 
@@ -349,17 +468,18 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A session from the [`SESSION_COLUMNS`] that start at column 0.
             fn session(row: &$row) -> StoreResult<Session> {
                 Ok(Session {
-                    id_hash: TokenHash::from_stored(row.try_get("id_hash")?),
-                    user_id: row.try_get("user_id")?,
-                    auth_time: row.try_get("auth_time")?,
-                    created_at: row.try_get("created_at")?,
-                    expires_at: row.try_get("expires_at")?,
-                    csrf: row.try_get("csrf")?,
-                    method: row.try_get("method")?,
-                    user_agent: row.try_get("user_agent")?,
-                    ip: row.try_get("ip")?,
+                    id_hash: TokenHash::from_stored(row.try_get(0)?),
+                    user_id: row.try_get(1)?,
+                    auth_time: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                    expires_at: row.try_get(4)?,
+                    csrf: row.try_get(5)?,
+                    method: row.try_get(6)?,
+                    user_agent: row.try_get(7)?,
+                    ip: row.try_get(8)?,
                 })
             }
 
@@ -445,17 +565,18 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A grant from the [`GRANT_COLUMNS`] that start at column 0.
             fn grant(row: &$row) -> StoreResult<Grant> {
                 Ok(Grant {
-                    id: row.try_get("id")?,
-                    client_id: row.try_get("client_id")?,
-                    user_id: row.try_get("user_id")?,
-                    scope: scope("grant scope", &row.try_get::<String, _>("scope")?)?,
-                    auth_time: row.try_get("auth_time")?,
-                    nonce: row.try_get("nonce")?,
-                    created_at: row.try_get("created_at")?,
-                    expires_at: row.try_get("expires_at")?,
-                    revoked: row.try_get("revoked")?,
+                    id: row.try_get(0)?,
+                    client_id: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    scope: scope("grant scope", &row.try_get::<String, _>(3)?)?,
+                    auth_time: row.try_get(4)?,
+                    nonce: row.try_get(5)?,
+                    created_at: row.try_get(6)?,
+                    expires_at: row.try_get(7)?,
+                    revoked: row.try_get(8)?,
                 })
             }
 
@@ -501,6 +622,20 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            /// The outcome of a write of several statements ([`OneTrip`]); when it
+            /// failed, the transaction it may have left open on `conn` is rolled back
+            /// (on PostgreSQL, where it is one statement, there is none).
+            async fn rolled_back_on_error<T>(
+                conn: &mut <<$row as sqlx::Row>::Database as sqlx::Database>::Connection,
+                done: Result<T, sqlx::Error>,
+            ) -> Result<T, sqlx::Error> {
+                if done.is_err() && <$store>::OPEN_TRANSACTION_ON_ERROR {
+                    // Nothing to roll back is fine (SQLite rolled back already).
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                }
+                done
             }
 
             fn grant_query<'q>(
@@ -752,10 +887,14 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn get_session(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<Session>> {
-                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id_hash = $1 AND expires_at > $2");
-                let row = sqlx::query(&sql).bind(id_hash.as_str()).bind(now).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::session).transpose()
+            async fn get_session_with_user(&self, id_hash: &TokenHash, now: i64) -> StoreResult<Option<(Session, User)>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
+                    "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2",
+                    qualified("s", SESSION_COLUMNS),
+                    qualified("u", USER_COLUMNS),
+                ));
+                let row = sqlx::query(&SQL).bind(id_hash.as_str()).bind(now).fetch_optional(&self.pool).await?;
+                row.map(|row| Ok((Self::session(&row)?, Self::user_at(&row, SESSION_COLUMN_COUNT)?))).transpose()
             }
 
             async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()> {
@@ -777,6 +916,21 @@ macro_rules! sql_store {
                 row.map(|row| scope("consent scope", &row.try_get::<String, _>("scope")?)).transpose()
             }
 
+            async fn get_user_with_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<(User, Option<ScopeSet>)>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
+                    "SELECT {}, c.scope FROM users u LEFT JOIN consents c ON c.user_id = u.id AND c.client_id = $2 WHERE u.id = $1",
+                    qualified("u", USER_COLUMNS),
+                ));
+                let Some(row) = sqlx::query(&SQL).bind(user_id).bind(client_id).fetch_optional(&self.pool).await? else {
+                    return Ok(None);
+                };
+                let consent = row
+                    .try_get::<Option<String>, _>(USER_COLUMN_COUNT)?
+                    .map(|text| scope("consent scope", &text))
+                    .transpose()?;
+                Ok(Some((Self::user(&row)?, consent)))
+            }
+
             async fn put_consent(&self, user_id: &str, client_id: &str, granted: &ScopeSet, now: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)
@@ -792,29 +946,40 @@ macro_rules! sql_store {
             }
 
             async fn insert_grant_with_code(&self, g: &Grant, c: &AuthCode) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
-                let sql = format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-                Self::grant_query(&sql, g).execute(&mut *tx).await?;
-                let sql = format!("INSERT INTO auth_codes ({CODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
-                sqlx::query(&sql)
-                    .bind(c.code_hash.as_str())
-                    .bind(&c.grant_id)
-                    .bind(&c.client_id)
-                    .bind(&c.redirect_uri)
-                    .bind(c.redirect_uri_given)
-                    .bind(&c.code_challenge)
-                    .bind(c.created_at)
-                    .bind(c.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                let (writer, g, c) = (self.writer.clone(), g.clone(), c.clone());
+                to_completion(async move {
+                    let mut conn = writer.acquire().await?;
+                    let done = Self::grant_query(Self::grant_with_code(), &g)
+                        .bind(c.code_hash.as_str())
+                        .bind(&c.grant_id)
+                        .bind(&c.client_id)
+                        .bind(&c.redirect_uri)
+                        .bind(c.redirect_uri_given)
+                        .bind(&c.code_challenge)
+                        .bind(c.created_at)
+                        .bind(c.expires_at)
+                        .execute(&mut *conn)
+                        .await;
+                    Self::rolled_back_on_error(&mut conn, done).await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>> {
                 let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::grant).transpose()
+            }
+
+            async fn get_grant_with_user(&self, id: &str) -> StoreResult<Option<(Grant, User)>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
+                    "SELECT {}, {} FROM grants g JOIN users u ON u.id = g.user_id WHERE g.id = $1",
+                    qualified("g", GRANT_COLUMNS),
+                    qualified("u", USER_COLUMNS),
+                ));
+                let row = sqlx::query(&SQL).bind(id).fetch_optional(&self.pool).await?;
+                row.map(|row| Ok((Self::grant(&row)?, Self::user_at(&row, GRANT_COLUMN_COUNT)?))).transpose()
             }
 
             async fn revoke_grant(&self, id: &str) -> StoreResult<()> {
@@ -869,28 +1034,22 @@ macro_rules! sql_store {
             }
 
             async fn rotate_refresh_token(&self, old: &TokenHash, new: &RefreshToken, now: i64) -> StoreResult<bool> {
-                let mut tx = self.writer.begin().await?;
-                let done = sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL")
-                    .bind(now)
-                    .bind(old.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(new.token_hash.as_str())
-                .bind(&new.grant_id)
-                .bind(new.created_at)
-                .bind(new.expires_at)
-                .bind(new.rotated_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(true)
+                let (writer, old, new) = (self.writer.clone(), old.clone(), new.clone());
+                to_completion(async move {
+                    let mut conn = writer.acquire().await?;
+                    let done = sqlx::query(Self::rotate_refresh())
+                        .bind(now)
+                        .bind(old.as_str())
+                        .bind(new.token_hash.as_str())
+                        .bind(&new.grant_id)
+                        .bind(new.created_at)
+                        .bind(new.expires_at)
+                        .bind(new.rotated_at)
+                        .fetch_all(&mut *conn)
+                        .await;
+                    Ok(!Self::rolled_back_on_error(&mut conn, done).await?.is_empty())
+                })
+                .await
             }
 
             async fn insert_device_code(&self, d: &DeviceCode) -> StoreResult<()> {
