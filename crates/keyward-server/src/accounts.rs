@@ -3,13 +3,19 @@
 //!
 //! 1. An identity someone already holds signs in to that account (or, when linking,
 //!    must already be the linking account's).
-//! 2. A new identity while someone is signed in (or linking from the account page) is
-//!    linked to the signed-in account.
+//! 2. A new identity is linked to an existing account only by that account's explicit
+//!    "link" action on the account page ([`Intent::Link`]). An ordinary sign-in never
+//!    links, whoever else is signed in in the browser: two people on one browser must
+//!    not merge their accounts by signing in one after the other.
 //! 3. A new identity whose provider vouches for its address (`email_verified`) is linked
 //!    to the one account with that verified address, but only when the connector is
 //!    configured with `trust_email = true`: addresses are never matched otherwise.
 //! 4. Anything else creates an account, unless the connector has
-//!    `create_accounts = false`.
+//!    `create_accounts = false`. The new account's address counts as verified only
+//!    when the connector vouches for addresses
+//!    ([`ConnectorConfig::vouches_for_email`]); otherwise a provider claiming
+//!    `email_verified` for someone else's address would make that claim keyward's
+//!    own, in ID tokens and in the matching of rule 3.
 //!
 //! The account id is the `sub` every client sees, whichever identity was used.
 
@@ -39,12 +45,10 @@ pub enum AccountError {
 /// What the sign-in is for.
 #[derive(Clone, Copy, Debug)]
 pub enum Intent<'a> {
-    /// Signing in; `signed_in` is the account already signed in in this browser, if any.
-    SignIn {
-        /// The browser's current account.
-        signed_in: Option<&'a User>,
-    },
-    /// Linking another identity to this account (from the account page).
+    /// Signing in: to the account holding the identity, the one with its trusted
+    /// verified address, or a new one. Never to whoever is signed in already.
+    SignIn,
+    /// Linking another identity to this account (the account page's "link" action).
     Link(&'a User),
 }
 
@@ -98,12 +102,7 @@ pub async fn resolve(
 
         let target = match intent {
             Intent::Link(user) => Some(user.clone()),
-            Intent::SignIn {
-                signed_in: Some(user),
-            } => Some(user.clone()),
-            Intent::SignIn { signed_in: None } => {
-                trusted_email_owner(store, connector, upstream).await?
-            }
+            Intent::SignIn => trusted_email_owner(store, connector, upstream).await?,
         };
         if let Some(user) = target {
             let user = enabled(Some(user))?;
@@ -120,7 +119,7 @@ pub async fn resolve(
         if !connector.create_accounts {
             return Err(AccountError::NoAccount);
         }
-        match create_account(store, upstream, |id| record(id, now), now).await {
+        match create_account(store, connector, upstream, |id| record(id, now), now).await {
             Ok(user) => {
                 tracing::info!(user_id = %user.id, connector = %connector.id, "account created");
                 return Ok((user, Outcome::Created));
@@ -181,9 +180,11 @@ async fn trusted_email_owner(
 }
 
 /// Creates an account for `upstream`, with a username derived from its login name or
-/// address and made unique.
+/// address and made unique. Its address is verified only when `connector` vouches for
+/// addresses.
 async fn create_account(
     store: &dyn Store,
+    connector: &ConnectorConfig,
     upstream: &UpstreamIdentity,
     identity_for: impl Fn(&str) -> Identity,
     now: i64,
@@ -205,7 +206,9 @@ async fn create_account(
             id: new_user_id(),
             username,
             email: upstream.email.clone(),
-            email_verified: upstream.email_verified && upstream.email.is_some(),
+            email_verified: connector.vouches_for_email()
+                && upstream.email_verified
+                && upstream.email.is_some(),
             name: upstream.name.clone(),
             password_hash: None,
             disabled: false,

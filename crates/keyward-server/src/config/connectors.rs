@@ -108,6 +108,17 @@ pub struct ConnectorConfig {
     pub kind: ConnectorKind,
 }
 
+impl ConnectorConfig {
+    /// Whether an address this connector reports as verified may be stored as verified
+    /// (and so be told to applications in `email_verified`): only when the connector
+    /// is trusted to verify addresses (`trust_email`), or proves the address itself
+    /// (the emailed-link connector). Anything else is what a provider claims, which a
+    /// hostile or careless provider can claim about anyone's address.
+    pub fn vouches_for_email(&self) -> bool {
+        self.trust_email || matches!(self.kind, ConnectorKind::Email(_))
+    }
+}
+
 /// The provider behind a connector.
 #[derive(Clone, Debug)]
 pub enum ConnectorKind {

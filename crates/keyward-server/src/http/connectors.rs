@@ -464,18 +464,16 @@ async fn complete(
     identity: UpstreamIdentity,
 ) -> Result<Response, PageError> {
     let at = now();
-    let signed_in = current_session(state, headers).await?;
     match login.purpose {
         ConnectorPurpose::Login(request_id) => {
             let (request, client) = load_request(state, headers, &request_id).await?;
-            let intent = Intent::SignIn {
-                signed_in: signed_in.as_ref().map(|(_, user)| user),
-            };
+            // An ordinary sign-in never links to whoever is signed in here; signing in
+            // ends that session (sign_in), so the browser holds only the new account.
             let message = match accounts::resolve(
                 state.store(),
                 &connector.config,
                 &identity,
-                intent,
+                Intent::SignIn,
                 at,
             )
             .await
@@ -518,6 +516,7 @@ async fn complete(
         }
         ConnectorPurpose::Link(user_id) => {
             // Linking needs the same account still signed in here.
+            let signed_in = current_session(state, headers).await?;
             let Some((_, user)) = signed_in.filter(|(_, u)| u.id == user_id) else {
                 return Err(PageError::bad_request(
                     "Signed out",

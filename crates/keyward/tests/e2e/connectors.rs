@@ -135,13 +135,28 @@ async fn redeem(
 /// Signs in at `down` through connector `id`, as alice when up asks for a password
 /// (the fake GitHub asks nothing).
 async fn sign_in_with(browser: &reqwest::Client, broker: &Broker, id: &str) -> serde_json::Value {
-    let (page, verifier) = login_page(browser, &broker.down).await;
+    sign_in_as(browser, &broker.down, id, "alice", "").await
+}
+
+/// Signs in at `down` through connector `id` (`extra` appended to the authorization
+/// request), as `user` when the upstream asks for a password; returns the ID token's
+/// claims.
+async fn sign_in_as(
+    browser: &reqwest::Client,
+    down: &TestApp,
+    id: &str,
+    user: &str,
+    extra: &str,
+) -> serde_json::Value {
+    let (url, verifier) = authorize_url(&down.issuer, "demo-app", "openid profile email", extra);
+    let page = open(browser, &url).await;
+    assert_eq!(page.url.path(), "/login", "{}", page.html);
     let response = submit(browser, &page, &format!("/login/{id}"), "", &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let params = drive_from(browser, response, "alice", PASSWORD, "approve")
+    let params = drive_from(browser, response, user, PASSWORD, "approve")
         .await
         .callback();
-    redeem(&broker.down, &params, &verifier).await
+    redeem(down, &params, &verifier).await
 }
 
 async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
@@ -182,7 +197,9 @@ async fn linking_keeps_one_account(db: Db) {
         .unwrap();
     assert_ne!(sub, upstream_alice.id, "down has its own subjects");
     assert_eq!(first["email"], "alice@example.com");
-    assert_eq!(first["email_verified"], true);
+    // corp is not trusted to verify addresses (no trust_email): what it claims is not
+    // passed on as verified.
+    assert_eq!(first["email_verified"], false);
     let user = store.get_user(&sub).await.unwrap().unwrap();
     assert_eq!(user.username, "alice-2", "down's own alice keeps her name");
     assert!(user.password_hash.is_none());
@@ -287,6 +304,152 @@ async fn linking_keeps_one_account(db: Db) {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Attack: account pre-hijacking through a provider that is not trusted to verify
+/// addresses. mallory, at an upstream keyward keyward does not trust (`corp`), claims
+/// carol's address with `email_verified = true`. That must not make the account
+/// verified (nor say so to applications), and carol's later sign-in through a trusted
+/// provider (`trust_email = true`) must not land in mallory's account. Before the fix
+/// the provider's flag was copied into the account, and carol signed in to mallory's.
+#[tokio::test]
+async fn an_untrusted_provider_cannot_vouch_for_an_address() {
+    let down_listener = bind().await;
+    let down_port = down_listener.local_addr().unwrap().port();
+    let callback = |id: &str| format!("http://127.0.0.1:{down_port}/callback/{id}");
+    let up = spawn_app_on(
+        bind().await,
+        "localhost",
+        Db::Sqlite,
+        &base_config(&format!(
+            r#"
+[[clients]]
+client_id = "downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+redirect_uris = ["{}", "{}"]
+scopes = ["openid", "profile", "email"]
+skip_consent = true
+
+[[users]]
+username = "mallory"
+email = "carol@example.com"
+password = "{PASSWORD}"
+
+[[users]]
+username = "carol"
+email = "carol@example.com"
+password = "{PASSWORD}"
+"#,
+            callback("corp"),
+            callback("trusted")
+        )),
+    )
+    .await
+    .expect("upstream keyward");
+    let connector = |id: &str, trust: bool| {
+        format!(
+            r#"
+[[connectors]]
+id = "{id}"
+type = "oidc"
+issuer = "{}"
+client_id = "downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+trust_email = {trust}
+"#,
+            up.issuer
+        )
+    };
+    let config = base_config(&format!(
+        "{}{}",
+        connector("corp", false),
+        connector("trusted", true)
+    ));
+    let down = spawn_app_on(down_listener, "127.0.0.1", Db::Sqlite, &config)
+        .await
+        .expect("downstream keyward");
+    let store = down.state.store();
+
+    // mallory, through the untrusted provider, claims carol's verified address.
+    let mallory = sign_in_as(&browser(), &down, "corp", "mallory", "").await;
+    assert_eq!(mallory["email"], "carol@example.com");
+    assert_eq!(mallory["email_verified"], false, "{mallory}");
+    let account = store
+        .get_user(mallory["sub"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!account.email_verified, "stored unverified");
+    assert!(
+        store
+            .find_users_by_verified_email("carol@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // carol, through the trusted provider, gets an account of her own, verified.
+    let carol = sign_in_as(&browser(), &down, "trusted", "carol", "").await;
+    assert_ne!(carol["sub"], mallory["sub"], "carol landed in mallory's account");
+    assert_eq!(carol["email_verified"], true);
+    let carol_identities = store
+        .list_identities(carol["sub"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(carol_identities.len(), 1);
+    assert_eq!(carol_identities[0].connector_id, "trusted");
+}
+
+/// Attack: two people on one browser. alice is signed in; bob, at the same browser,
+/// signs in through a provider with an identity keyward has not seen. Before the fix,
+/// that identity was linked to alice's account without asking (even with
+/// prompt=login), and bob was signed in as alice from then on, with any of his
+/// sign-ins. Now bob gets his own account, alice's account is untouched, and her
+/// session in that browser is over.
+async fn two_people_on_one_browser_never_merge_accounts(db: Db) {
+    let Some(broker) = broker(db, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    let store = down.state.store();
+    let alice = store.get_user_by_username("alice").await.unwrap().unwrap();
+
+    let browser = browser();
+    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
+    drive(&browser, &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    let page = account(&browser, down).await;
+    assert!(page.html.contains(">alice<"), "{}", page.html);
+
+    let bob = sign_in_as(&browser, down, "corp", "bob", "&prompt=login").await;
+    assert_ne!(bob["sub"], alice.id.as_str(), "bob was signed in as alice");
+    assert!(store.list_identities(&alice.id).await.unwrap().is_empty());
+    let bob_identities = store
+        .list_identities(bob["sub"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bob_identities.len(), 1);
+    // The browser now holds bob's session only; alice's is gone from the store.
+    let page = account(&browser, down).await;
+    assert!(!page.html.contains(">alice<"), "{}", page.html);
+    assert!(
+        store
+            .list_user_sessions(&alice.id, keyward_server::domain::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn two_people_on_one_browser_never_merge_accounts_on_sqlite() {
+    two_people_on_one_browser_never_merge_accounts(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn two_people_on_one_browser_never_merge_accounts_on_postgres() {
+    two_people_on_one_browser_never_merge_accounts(Db::Postgres).await;
+}
+
 #[tokio::test]
 async fn linking_keeps_one_account_on_sqlite() {
     linking_keeps_one_account(Db::Sqlite).await;
@@ -297,12 +460,11 @@ async fn linking_keeps_one_account_on_postgres() {
     linking_keeps_one_account(Db::Postgres).await;
 }
 
-/// Signed in with a password, a provider identity used on the login page is linked to
-/// the signed-in account (the metacpan rule); an identity someone holds signs in to its
-/// holder; a denied or failed provider sign-in says so on the login page; a provider
-/// that rotates its keys is followed.
+/// Linking is the account page's explicit action: bob links GitHub there, and then an
+/// identity someone holds signs in to its holder; a denied or failed provider sign-in
+/// says so on the login page; a provider that rotates its keys is followed.
 #[tokio::test]
-async fn signed_in_identities_link_and_provider_failures_are_explained() {
+async fn linked_identities_sign_in_and_provider_failures_are_explained() {
     let team_app = format!(
         r#"
 [[clients]]
@@ -335,18 +497,16 @@ enabled = false
     let store = down.state.store();
     let bob = store.get_user_by_username("bob").await.unwrap().unwrap();
 
-    // bob signs in with his password, then (prompt=login) with GitHub: linked to bob.
+    // bob signs in with his password and links GitHub from his account page.
     let browser = browser();
     let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
     drive(&browser, &url, "bob", PASSWORD, "approve")
         .await
         .callback();
-    let (url, verifier) = authorize_url(&down.issuer, "demo-app", "openid", "&prompt=login");
-    let page = open(&browser, &url).await;
-    let response = submit(&browser, &page, "/login/github", "", &[]).await;
-    let params = settle(&browser, response).await.unwrap_err();
-    let claims = redeem(down, &params, &verifier).await;
-    assert_eq!(claims["sub"], bob.id.as_str());
+    let page = account(&browser, down).await;
+    let response = submit(&browser, &page, "/account/link/github", "", &[]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert!(page.html.contains("Linked."), "{}", page.html);
     assert_eq!(
         store
             .get_identity("github", "583231")
