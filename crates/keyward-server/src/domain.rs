@@ -261,6 +261,17 @@ pub struct DeviceCode {
     pub challenge_hash: Option<TokenHash>,
 }
 
+impl DeviceCode {
+    /// Whether this is a Julia classic-flow login (made by `/auth/challenge`). Its
+    /// "device code" is the `response` that travels in the browser's URL
+    /// (`/auth/response?…`), so it may be redeemed only through `/auth/claimtoken`
+    /// together with the challenge, which never leaves the Julia client; never at
+    /// `/token`, and its user code is never typed on `/device`.
+    pub fn needs_challenge(&self) -> bool {
+        self.challenge_hash.is_some()
+    }
+}
+
 /// A browser session: a logged-in user, by the hash of the session cookie.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {

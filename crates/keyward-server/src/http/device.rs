@@ -209,7 +209,10 @@ async fn entry_submit(
             ));
         }
         let found = match UserCode::parse(&form.user_code) {
-            Some(code) => store.find_pending_device_code(code.as_str(), at).await?,
+            Some(code) => store
+                .find_pending_device_code(code.as_str(), at)
+                .await?
+                .filter(|device| !device.needs_challenge()),
             None => None,
         };
         let Some(device) = found else {

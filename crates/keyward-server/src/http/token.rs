@@ -176,9 +176,12 @@ async fn device_code_grant(
     let store = state.store();
     let at = now();
     let hash = device_code.hash();
+    // A Julia classic-flow login is claimed with its challenge at /auth/claimtoken
+    // only: whoever saw its URL must not take the login by polling here.
     let record = store
         .get_device_code(&hash)
         .await?
+        .filter(|record| !record.needs_challenge())
         .ok_or_else(|| OAuthError::invalid_grant("unknown device code"))?;
     if record.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("device code was issued to another client").into());

@@ -190,6 +190,85 @@ async fn julia_classic_flow_and_toml_refresh() {
     );
 }
 
+/// Attack: skipping the classic flow's challenge. The `response` travels in the
+/// browser's URL (`/auth/response?<response>`: history, proxy logs, a shared screen);
+/// the challenge never leaves the Julia client. Before the fix the response was also a
+/// device code that `/token` redeemed for the public client, so whoever saw the URL
+/// took the login once the user approved it. Now only `/auth/claimtoken` with the
+/// challenge hands out the tokens, and the user code behind it cannot be typed on
+/// `/device` either.
+#[tokio::test]
+async fn the_julia_response_is_useless_without_its_challenge() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let client = http();
+    let challenge = "Abc123Def456Ghi789Jkl012Mno345Pq";
+    let response = client
+        .post(format!("{}/auth/challenge", app.issuer))
+        .body(challenge)
+        .send()
+        .await
+        .unwrap();
+    let answer = response.text().await.unwrap();
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", answer.as_str()),
+        ("client_id", "device"),
+    ];
+    let steal = || token_request(&app, "device", None, &form);
+    let (status, body) = steal().await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+
+    // The user code behind the response is not accepted on /device.
+    let record = app
+        .state
+        .store()
+        .get_device_code(&keyward_proto::TokenHash::of(&answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let browser = browser();
+    let page = open(&browser, &format!("{}/device", app.issuer)).await;
+    let response = submit(&browser, &page, "/device", "", &[("user_code", &record.user_code)]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.html.contains("not valid or has expired"), "{}", page.html);
+
+    // The user approves; the thief polling /token still gets nothing.
+    let outcome = drive(
+        &browser,
+        &format!("{}/auth/response?{answer}", app.issuer),
+        "alice",
+        PASSWORD,
+        "approve",
+    )
+    .await;
+    let (status, html) = outcome.page();
+    assert!(status == StatusCode::OK && html.contains("Device connected"), "{html}");
+    let (status, body) = steal().await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(body.get("access_token").is_none());
+
+    // The Julia client, with its challenge, still gets its login.
+    let claim = serde_json::json!({ "challenge": challenge, "response": answer }).to_string();
+    let response = client
+        .post(format!("{}/auth/claimtoken", app.issuer))
+        .body(claim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["token"]["user_name"], "alice", "{body}");
+}
+
 #[tokio::test]
 async fn julia_device_flow() {
     let app = spawn_app(Db::Sqlite, "device_poll_interval = \"1s\"")
