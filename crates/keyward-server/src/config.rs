@@ -17,6 +17,8 @@ pub mod connectors;
 
 pub use connectors::{ConnectorConfig, ConnectorKind};
 
+use crate::net::IpNet;
+
 /// The default issuer and listen address of a zero-config start.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default database: an embedded SQLite file.
@@ -107,6 +109,8 @@ pub struct FileConfig {
     login_ttl: Option<String>,
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     pkg_auth: PkgAuthConfig,
     #[serde(default)]
@@ -219,6 +223,9 @@ pub struct Config {
     pub device_code_ttl: Duration,
     /// The polling interval told to devices.
     pub device_poll_interval: Duration,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
+    /// (for throttling and the account page); nobody else's are read.
+    pub trusted_proxies: Vec<IpNet>,
     /// The Julia package-server protocol.
     pub pkg_auth: PkgAuthConfig,
     /// Static clients.
@@ -313,6 +320,15 @@ impl Config {
             login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
+            trusted_proxies: file
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse()
+                        .map_err(|m| invalid(format!("trusted_proxies[{i}]"), m))
+                })
+                .collect::<Result<_, _>>()?,
             pkg_auth: file.pkg_auth,
             clients: file.clients,
             users: file.users,
@@ -593,6 +609,7 @@ mod tests {
                 "clients[0].grant_types",
             ),
             ("[[users]]\nusername = \"bob\"", "users[0].password"),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(text, &env(&[])).unwrap_err().to_string();

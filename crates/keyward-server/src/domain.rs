@@ -438,6 +438,52 @@ pub enum Unlink {
     NotFound,
 }
 
+/// How a throttle slows down repeated attempts of one kind (passwords for an account,
+/// user codes from an address, …): the first `free - 1` attempts pass at once; the
+/// `free`-th and every later one make the next attempt wait, `first_delay` seconds and
+/// then twice as long each time, up to `max_delay`. After `forget_after` seconds
+/// without an attempt the count starts over. There is no hard lock-out: whoever waits
+/// out the delay may try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Attempts that do not make the next one wait, plus one.
+    pub free: i64,
+    /// The first wait, in seconds.
+    pub first_delay: i64,
+    /// The longest wait, in seconds.
+    pub max_delay: i64,
+    /// Seconds without an attempt after which the count starts over; longer than
+    /// `max_delay`.
+    pub forget_after: i64,
+}
+
+impl ThrottlePolicy {
+    /// The wait the `attempts`-th attempt in a row imposes on the next one, when the
+    /// previous attempt imposed `previous` (0 for the first attempt). The store computes
+    /// the same in SQL, in one atomic step.
+    pub fn next_delay(&self, attempts: i64, previous: i64) -> i64 {
+        if attempts < self.free {
+            0
+        } else if previous == 0 {
+            self.first_delay
+        } else {
+            previous.saturating_mul(2).min(self.max_delay)
+        }
+    }
+}
+
+/// What a throttle said to an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleAttempt {
+    /// Counted; go ahead.
+    Allowed,
+    /// Not counted: wait this many seconds (the `Retry-After` of the answer).
+    Refused {
+        /// Seconds until the next attempt is allowed.
+        retry_after: i64,
+    },
+}
+
 /// A signing key pair, kept in the store so that every replica signs with the same key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {

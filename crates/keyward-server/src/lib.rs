@@ -10,6 +10,9 @@
 //! - [`store`]: the storage trait, its SQLite and PostgreSQL implementations.
 //! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
 //! - [`password`]: Argon2id password hashing.
+//! - [`mac`]: the server's MAC key, for values it hands out and must recognise.
+//! - [`throttle`]: what slows down guessing (passwords, user codes, emailed links).
+//! - [`net`]: client addresses behind trusted proxies; address groups for throttles.
 //! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
 //! - [`serve`]: start-up, housekeeping and serving.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
@@ -22,9 +25,12 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod keys;
+pub mod mac;
+pub mod net;
 pub mod password;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 pub mod upstream;

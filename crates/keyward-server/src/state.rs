@@ -1,5 +1,5 @@
-//! The state shared by every HTTP handler: configuration, store, keys, connectors, page
-//! templates and the metrics handle. Cheap to clone.
+//! The state shared by every HTTP handler: configuration, store, signing keys, the MAC
+//! key, connectors, page templates and the metrics handle. Cheap to clone.
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::http::pages::Pages;
 use crate::keys::{KeyError, Keys};
-use crate::store::Store;
+use crate::mac::MacKey;
+use crate::store::{Store, StoreError};
 use crate::upstream::{Connectors, UpstreamError};
 
 /// Why the server's state could not be built.
@@ -20,6 +21,9 @@ pub enum StateError {
     /// A connector could not be set up.
     #[error("cannot set up the connectors")]
     Connectors(#[from] UpstreamError),
+    /// The MAC key could not be loaded or stored.
+    #[error("cannot load the MAC key")]
+    MacKey(#[from] StoreError),
 }
 
 /// Shared state of the server.
@@ -32,6 +36,7 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     keys: Keys,
+    mac: MacKey,
     connectors: Connectors,
     pages: Pages,
     metrics: PrometheusHandle,
@@ -44,6 +49,7 @@ impl AppState {
         let connectors = Connectors::new(&config)?;
         let publish_for = config.access_token_ttl.max(config.id_token_ttl);
         let keys = Keys::load(store.clone(), publish_for).await?;
+        let mac = MacKey::load(store.as_ref()).await?;
         let pages = Pages::new(&config);
         let metrics = crate::http::health::metrics_handle();
         Ok(Self {
@@ -51,6 +57,7 @@ impl AppState {
                 config,
                 store,
                 keys,
+                mac,
                 connectors,
                 pages,
                 metrics,
@@ -76,6 +83,11 @@ impl AppState {
     /// The signing keys.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// The server's MAC key.
+    pub fn mac(&self) -> &MacKey {
+        &self.inner.mac
     }
 
     /// The connectors (upstream providers, emailed links, the local password).

@@ -356,7 +356,7 @@ async fn link_start(
                         "Enter a valid email address.",
                     ));
                 };
-                send_email_link(&state, &connector, &address, purpose, browser_hash, &addr).await?;
+                send_email_link(&state, &connector, &address, purpose, browser_hash, addr).await?;
                 email_sent_page(&state, &address, Some(&back))
             }
             Provider::Password => to_account(&state, "link-failed"),

@@ -18,25 +18,21 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 use serde::Deserialize;
 use url::Url;
 
-use super::error::OAuthError;
+use super::error::{OAuthError, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, cookie, parse_form, set_cookie};
 use super::pages::{PageError, Pages, page_form};
 use crate::domain::{
     AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
 };
+use crate::mac::Purpose;
 use crate::state::AppState;
+use crate::throttle;
 
 /// Cookie binding a login in progress to the browser that started it.
 pub const BROWSER_COOKIE: &str = "keyward_browser";
 /// The browser session cookie.
 pub const SESSION_COOKIE: &str = "keyward_session";
 
-/// Failed logins per account before it is locked for the rest of the window.
-const ACCOUNT_FAILURE_LIMIT: i64 = 5;
-/// Failed logins per client address before it is locked for the rest of the window.
-const ADDRESS_FAILURE_LIMIT: i64 = 50;
-/// The throttling window.
-const FAILURE_WINDOW: i64 = 15 * 60;
 /// Longest accepted `state`, `nonce` or `login_hint`.
 const MAX_PARAM_LEN: usize = 2048;
 
@@ -761,30 +757,35 @@ async fn login_submit(
         };
         let username = form.username.trim();
         let store = state.store();
-        let at = now();
-        let window = at - FAILURE_WINDOW;
-        let account_key = format!("account:{}", username.to_lowercase());
-        let address_key = format!("address:{addr}");
+        let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
         let notice = |error, status| LoginNotice {
             username,
             error: Some(error),
             status: Some(status),
             ..LoginNotice::default()
         };
-        if store.login_failures(&account_key, window).await? >= ACCOUNT_FAILURE_LIMIT
-            || store.login_failures(&address_key, window).await? >= ADDRESS_FAILURE_LIMIT
-        {
-            metrics::counter!("keyward_login_failures_total", "reason" => "throttled").increment(1);
-            return Ok(render_login(
-                &state,
-                &request,
-                &client,
-                notice(
-                    "Too many failed sign-in attempts. Wait 15 minutes and try again.",
-                    StatusCode::TOO_MANY_REQUESTS,
-                ),
-            ));
-        }
+        // Counted before the password is checked, so parallel guesses are counted too.
+        let known = known_browser(&state, &headers, username);
+        let attempt =
+            match throttle::password_attempt(store, username, addr, known, now()).await? {
+                Ok(attempt) => attempt,
+                Err(retry_after) => {
+                    metrics::counter!("keyward_login_failures_total", "reason" => "throttled")
+                        .increment(1);
+                    tracing::warn!(username = ?username, client = %client_addr, retry_after, "password sign-in throttled");
+                    let message = format!(
+                        "Too many failed sign-in attempts. Try again in {}.",
+                        wait_text(retry_after)
+                    );
+                    let page = render_login(
+                        &state,
+                        &request,
+                        &client,
+                        notice(&message, StatusCode::TOO_MANY_REQUESTS),
+                    );
+                    return Ok(with_retry_after(page, retry_after));
+                }
+            };
         let user = if username.is_empty() || username.len() > 256 {
             None
         } else {
@@ -798,11 +799,10 @@ async fn login_submit(
         let user = match user {
             Some(user) if password_ok => user,
             _ => {
-                store.record_login_failure(&account_key, at, window).await?;
-                store.record_login_failure(&address_key, at, window).await?;
+                attempt.failed();
                 metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
                     .increment(1);
-                tracing::info!(client_id = %client.client_id, "failed password login");
+                tracing::warn!(username = ?username, client = %client_addr, client_id = %client.client_id, "failed password sign-in");
                 return Ok(render_login(
                     &state,
                     &request,
@@ -811,8 +811,10 @@ async fn login_submit(
                 ));
             }
         };
+        attempt.succeeded(store).await?;
         if user.disabled {
             metrics::counter!("keyward_login_failures_total", "reason" => "disabled").increment(1);
+            tracing::warn!(user_id = %user.id, client = %client_addr, "sign-in to a disabled account");
             return Ok(render_login(
                 &state,
                 &request,
@@ -820,13 +822,48 @@ async fn login_submit(
                 notice("This account is disabled.", StatusCode::FORBIDDEN),
             ));
         }
-        store.clear_login_failures(&account_key).await?;
-        tracing::info!(user_id = %user.id, client_id = %client.client_id, "password login");
+        tracing::info!(user_id = %user.id, client = %client_addr, client_id = %client.client_id, "password sign-in");
         let method = password_login.id.clone();
-        sign_in(&state, &headers, &addr, request, &client, &user, &method).await
+        let mut response = sign_in(&state, &headers, addr, request, &client, &user, &method).await?;
+        remember_browser(&state, &mut response, username);
+        Ok(response)
     }
     .await;
     respond(&state, result)
+}
+
+/// Cookie naming the account this browser last signed in to with a password: the MAC
+/// of its name under the server's key, which nobody else can compute (nor learn the
+/// name from). Such a browser is exempt from the account-wide password throttle, so
+/// that guessers elsewhere cannot keep the owner out.
+pub const KNOWN_BROWSER_COOKIE: &str = "keyward_known";
+
+/// Whether this browser signed in to `username` with a password before.
+fn known_browser(state: &AppState, headers: &HeaderMap, username: &str) -> bool {
+    cookie(headers, KNOWN_BROWSER_COOKIE).is_some_and(|tag| {
+        state.mac().verify(
+            Purpose::KnownBrowser,
+            username.to_lowercase().as_bytes(),
+            tag,
+        )
+    })
+}
+
+/// Sets [`KNOWN_BROWSER_COOKIE`] for `username` (a year).
+fn remember_browser(state: &AppState, response: &mut Response, username: &str) {
+    let tag = state
+        .mac()
+        .tag(Purpose::KnownBrowser, username.to_lowercase().as_bytes());
+    let cookie = set_cookie(
+        KNOWN_BROWSER_COOKIE,
+        &tag,
+        &cookie_path(state),
+        Some(365 * 86_400),
+        state.config().secure_cookies(),
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// Ends a successful sign-in: starts a browser session for `user` (a new session id at
@@ -835,7 +872,7 @@ async fn login_submit(
 pub(super) async fn sign_in(
     state: &AppState,
     headers: &HeaderMap,
-    addr: &str,
+    addr: Option<std::net::IpAddr>,
     request: AuthRequest,
     client: &Client,
     user: &User,
@@ -860,7 +897,7 @@ pub(super) async fn sign_in(
         csrf: keyward_proto::secret::random_urlsafe(24),
         method: method.to_owned(),
         user_agent,
-        ip: Some(addr.to_owned()).filter(|a| a != "unknown"),
+        ip: addr.map(|a| a.to_string()),
     };
     store.insert_session(&session).await?;
     store

@@ -12,6 +12,8 @@
 //! by the browser cookie: a `state` or link carried to another browser is refused.
 //! [`crate::accounts::resolve`] then decides which account it is.
 
+use std::net::IpAddr;
+
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -31,15 +33,10 @@ use super::pages::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
 use crate::state::AppState;
+use crate::throttle;
 use crate::upstream::email::{LINK_TTL, normalize_address};
 use crate::upstream::{Connector, Provider, UpstreamError, UpstreamIdentity};
 
-/// Links asked for one address before more are refused (silently) for the window.
-const LINKS_PER_ADDRESS: i64 = 5;
-/// Links asked for from one client address before more are refused for the window.
-const LINKS_PER_CLIENT: i64 = 30;
-/// The window of those limits.
-const LINK_WINDOW: i64 = 15 * 60;
 /// How long a sign-in at a provider may take.
 const PROVIDER_LOGIN_TTL: i64 = 15 * 60;
 
@@ -114,7 +111,7 @@ async fn start(
                     &address,
                     purpose,
                     request.browser_hash.clone(),
-                    &addr,
+                    addr,
                 )
                 .await?;
                 Ok(email_sent_page(&state, &address, Some(&back)))
@@ -191,21 +188,14 @@ pub(super) async fn send_email_link(
     address: &str,
     purpose: ConnectorPurpose,
     browser_hash: TokenHash,
-    client_addr: &str,
+    client_addr: Option<IpAddr>,
 ) -> Result<(), PageError> {
     let store = state.store();
     let at = now();
-    let window = at - LINK_WINDOW;
-    let per_address = store
-        .record_login_failure(&format!("email-link:{address}"), at, window)
-        .await?;
-    let per_client = store
-        .record_login_failure(&format!("email-link-from:{client_addr}"), at, window)
-        .await?;
-    if per_address > LINKS_PER_ADDRESS || per_client > LINKS_PER_CLIENT {
+    if !throttle::email_link_allowed(store, address, client_addr, at).await? {
         metrics::counter!("keyward_login_failures_total", "reason" => "email_throttled")
             .increment(1);
-        tracing::info!(connector = %connector.config.id, "sign-in link not sent: too many asked for");
+        tracing::warn!(connector = %connector.config.id, client = %client_addr.map(|a| a.to_string()).unwrap_or_default(), "sign-in link not sent: too many asked for");
         return Ok(());
     }
     let may_use = matches!(purpose, ConnectorPurpose::Link(_))
@@ -335,7 +325,7 @@ async fn callback(
                 };
                 match identity {
                     Ok(identity) => {
-                        complete(&state, &headers, &addr, &connector, login, identity).await
+                        complete(&state, &headers, addr, &connector, login, identity).await
                     }
                     Err(e) => failed(&state, &headers, &connector, &login, &e).await,
                 }
@@ -374,7 +364,7 @@ async fn email_confirmed(
             email_verified: true,
             ..UpstreamIdentity::default()
         };
-        complete(&state, &headers, &addr, &connector, login, identity).await
+        complete(&state, &headers, addr, &connector, login, identity).await
     }
     .await;
     respond(&state, result)
@@ -458,7 +448,7 @@ async fn failed(
 async fn complete(
     state: &AppState,
     headers: &HeaderMap,
-    addr: &str,
+    addr: Option<IpAddr>,
     connector: &Connector,
     login: ConnectorLogin,
     identity: UpstreamIdentity,

@@ -4,8 +4,9 @@
 //! After the code is entered the login continues exactly as the code flow does (login
 //! page, single sign-on, consent, always shown for a device so that nobody approves a
 //! stranger's code unawares); the last step approves the device code instead of
-//! redirecting, and the device collects its tokens by polling `/token`. Wrong codes are
-//! counted per client address and throttled.
+//! redirecting, and the device collects its tokens by polling `/token`. Typed codes are
+//! counted per client address before they are looked up, and throttled with back-off
+//! ([`crate::throttle::USER_CODE_PER_ADDRESS`]).
 
 use axum::Json;
 use axum::Router;
@@ -20,17 +21,13 @@ use serde::Deserialize;
 
 use super::authorize::{Browser, Stored, advance, attach_session, error_page, secs};
 use super::client_auth::authenticate;
-use super::error::{ApiError, OAuthError, no_store};
+use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::pages::{PageError, page_form};
 use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, LoginKind, ResponseMode, now};
 use crate::state::AppState;
 use crate::store::StoreError;
-
-/// Wrong user codes per client address before it is locked for the window.
-const CODE_FAILURE_LIMIT: i64 = 10;
-/// The throttling window.
-const FAILURE_WINDOW: i64 = 15 * 60;
+use crate::throttle;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -197,17 +194,28 @@ async fn entry_submit(
         }
         let store = state.store();
         let at = now();
-        let key = format!("device-code:{addr}");
-        if store.login_failures(&key, at - FAILURE_WINDOW).await? >= CODE_FAILURE_LIMIT {
-            let message = "Too many wrong codes. Wait 15 minutes and try again.";
-            return Ok(render_entry(
-                &state,
-                &browser,
-                "",
-                Some(message),
-                StatusCode::TOO_MANY_REQUESTS,
-            ));
-        }
+        let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
+        // Counted before the code is looked up, so parallel guesses are counted too.
+        let attempt = match throttle::user_code_attempt(store, addr, at).await? {
+            Ok(attempt) => attempt,
+            Err(retry_after) => {
+                metrics::counter!("keyward_login_failures_total", "reason" => "user_code_throttled")
+                    .increment(1);
+                tracing::warn!(client = %client_addr, retry_after, "user code entry throttled");
+                let message = format!(
+                    "Too many wrong codes. Try again in {}.",
+                    wait_text(retry_after)
+                );
+                let page = render_entry(
+                    &state,
+                    &browser,
+                    "",
+                    Some(&message),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+                return Ok(with_retry_after(page, retry_after));
+            }
+        };
         let found = match UserCode::parse(&form.user_code) {
             Some(code) => store
                 .find_pending_device_code(code.as_str(), at)
@@ -216,11 +224,9 @@ async fn entry_submit(
             None => None,
         };
         let Some(device) = found else {
-            store
-                .record_login_failure(&key, at, at - FAILURE_WINDOW)
-                .await?;
             metrics::counter!("keyward_login_failures_total", "reason" => "bad_user_code")
                 .increment(1);
+            tracing::warn!(client = %client_addr, "wrong user code");
             let message = "That code is not valid or has expired. Check your device and try again.";
             return Ok(render_entry(
                 &state,
@@ -230,6 +236,7 @@ async fn entry_submit(
                 StatusCode::BAD_REQUEST,
             ));
         };
+        attempt.succeeded(store).await?;
         start_login(&state, &headers, &browser, device).await
     }
     .await;

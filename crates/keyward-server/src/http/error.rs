@@ -158,3 +158,20 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// Adds `Retry-After` (RFC 9110 §10.2.3) to a 429 answer.
+pub fn with_retry_after(mut response: Response, seconds: i64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// How long to wait, in words, for a page.
+pub fn wait_text(seconds: i64) -> String {
+    match seconds.max(1) {
+        1 => "a second".to_owned(),
+        s @ 2..=90 => format!("{s} seconds"),
+        s => format!("{} minutes", (s + 59) / 60),
+    }
+}

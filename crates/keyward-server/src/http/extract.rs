@@ -3,7 +3,7 @@
 //! credentials in the `Authorization` header, and the peer address.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::OAuthError;
+use crate::state::AppState;
 
 /// The largest request body any endpoint accepts.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -140,22 +141,35 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The peer's IP address as a string, for throttling (`unknown` when the server was
-/// not started with connect info, as in router tests).
-pub struct ClientAddr(pub String);
+/// The client's IP address, for throttling and the account page: the peer of the
+/// connection, or, when the peer is one of `trusted_proxies`, the client the proxies
+/// name ([`crate::net::client_ip`]). `None` when the server was not started with connect
+/// info (router tests).
+pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(
-                || "unknown".to_owned(),
-                |ConnectInfo(addr)| addr.ip().to_string(),
-            );
-        Ok(Self(addr))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(Self(None));
+        };
+        let values = |name: &str| {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+        };
+        Ok(Self(Some(crate::net::client_ip(
+            peer.ip(),
+            values(header::FORWARDED.as_str()),
+            values("x-forwarded-for"),
+            &state.config().trusted_proxies,
+        ))))
     }
 }
 

@@ -572,33 +572,6 @@ async fn contract(store: Arc<dyn Store>) {
     store.revoke_jti("j1", 1000).await.unwrap();
     assert!(store.is_jti_revoked("j1").await.unwrap());
 
-    // Login throttling: a window restarts once older than window_start.
-    assert_eq!(
-        store
-            .record_login_failure("acct:alice", 100, 0)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .record_login_failure("acct:alice", 101, 0)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(store.login_failures("acct:alice", 0).await.unwrap(), 2);
-    assert_eq!(store.login_failures("acct:alice", 150).await.unwrap(), 0);
-    assert_eq!(
-        store
-            .record_login_failure("acct:alice", 1000, 500)
-            .await
-            .unwrap(),
-        1
-    );
-    store.clear_login_failures("acct:alice").await.unwrap();
-    assert_eq!(store.login_failures("acct:alice", 0).await.unwrap(), 0);
-
     // Signing keys: adding one retires the previous key of the same algorithm.
     let key = |kid: &str, alg, created_at| StoredKey {
         kid: kid.into(),
@@ -640,6 +613,94 @@ async fn contract(store: Arc<dyn Store>) {
 }
 
 /// Identities, sign-ins at providers, and what the account page reads and changes.
+/// Throttles: back-off doubles up to its cap, is forgotten after a quiet spell, and
+/// gates parallel attempts atomically; server secrets are stored once.
+async fn throttle_contract(store: Arc<dyn Store>) {
+    use crate::domain::{ThrottleAttempt, ThrottlePolicy};
+    let policy = ThrottlePolicy {
+        free: 3,
+        first_delay: 2,
+        max_delay: 8,
+        forget_after: 100,
+    };
+    let key = TokenHash::of("throttle-test");
+    let attempt = |at: i64| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.throttle_attempt(&key, &policy, at).await.unwrap() }
+    };
+    use ThrottleAttempt::{Allowed, Refused};
+    for _ in 0..3 {
+        assert_eq!(attempt(1000).await, Allowed);
+    }
+    // The third attempt made the next one wait 2 s; a refused attempt changes nothing.
+    assert_eq!(attempt(1000).await, Refused { retry_after: 2 });
+    assert_eq!(attempt(1001).await, Refused { retry_after: 1 });
+    assert_eq!(attempt(1002).await, Allowed);
+    assert_eq!(attempt(1005).await, Refused { retry_after: 1 });
+    assert_eq!(attempt(1006).await, Allowed);
+    assert_eq!(attempt(1013).await, Refused { retry_after: 1 });
+    assert_eq!(attempt(1014).await, Allowed);
+    assert_eq!(
+        attempt(1021).await,
+        Refused { retry_after: 1 },
+        "capped at 8 s"
+    );
+    // After a quiet spell longer than forget_after, the count starts over.
+    for _ in 0..3 {
+        assert_eq!(attempt(1200).await, Allowed);
+    }
+    assert_eq!(attempt(1200).await, Refused { retry_after: 2 });
+    // Taking attempts back, and forgetting a key.
+    store.throttle_clear(&key).await.unwrap();
+    assert_eq!(attempt(1200).await, Allowed);
+    assert_eq!(attempt(1200).await, Allowed);
+    store.throttle_undo(&key).await.unwrap();
+    assert_eq!(
+        attempt(1200).await,
+        Allowed,
+        "the undone attempt is free again"
+    );
+    assert_eq!(attempt(1200).await, Allowed);
+    assert_eq!(attempt(1200).await, Refused { retry_after: 2 });
+
+    // 50 parallel attempts on a fresh key: exactly `free` pass.
+    let racing = TokenHash::of("throttle-race");
+    let policy = ThrottlePolicy {
+        free: 5,
+        first_delay: 60,
+        max_delay: 600,
+        forget_after: 3600,
+    };
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, key) = (store.clone(), racing.clone());
+            tokio::spawn(async move { store.throttle_attempt(&key, &policy, 5000).await })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() == Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5);
+
+    // Throttles quiet for a day are purged.
+    store.purge_expired(5000 + 86_401).await.unwrap();
+    assert_eq!(
+        store
+            .throttle_attempt(&racing, &policy, 5000 + 86_401)
+            .await
+            .unwrap(),
+        Allowed
+    );
+
+    // A secret is stored once; later candidates are ignored.
+    let first = store.get_or_insert_secret("s", "one", 1).await.unwrap();
+    let second = store.get_or_insert_secret("s", "two", 2).await.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+}
+
 async fn accounts_contract(store: Arc<dyn Store>) {
     let mut alice = user("alice");
     alice.password_hash = None;
@@ -955,6 +1016,13 @@ async fn sqlite_meets_the_contract() {
 }
 
 #[tokio::test]
+async fn sqlite_meets_the_throttle_contract() {
+    let (store, dir) = sqlite_store().await;
+    throttle_contract(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn sqlite_meets_the_accounts_contract() {
     let (store, dir) = sqlite_store().await;
     accounts_contract(store).await;
@@ -1000,6 +1068,13 @@ async fn sqlite_log_stays_bounded_under_steady_writes() {
 async fn postgres_meets_the_contract() {
     if let Some(store) = postgres_store().await {
         contract(store).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_meets_the_throttle_contract() {
+    if let Some(store) = postgres_store().await {
+        throttle_contract(store).await;
     }
 }
 

@@ -15,7 +15,7 @@ use keyward_proto::{ScopeSet, TokenHash};
 
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
-    RefreshToken, Session, StoredKey, Unlink, User,
+    RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 #[cfg(test)]
@@ -65,8 +65,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
-    /// Deletes what has expired: logins in progress, sessions, codes, grants, refresh
-    /// tokens, revocation entries, old login-failure windows. Returns rows deleted.
+    /// Deletes what has expired: logins in progress, sessions, codes, device codes,
+    /// grants, refresh tokens, revocation entries, throttles quiet for a day. Returns
+    /// rows deleted.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 
     // Clients.
@@ -204,19 +205,30 @@ pub trait Store: Send + Sync + 'static {
     /// Whether an access token id was revoked.
     async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
 
-    // Login throttling.
-    /// Counts a failed login against `key`; a window older than `window_start` restarts
-    /// at one. Returns the count in the current window.
-    async fn record_login_failure(
+    // Throttles (passwords, user codes, emailed links).
+    /// Counts an attempt against `key` under `policy`, unless the key is waiting out a
+    /// delay: one atomic step, so parallel attempts cannot all slip past the check.
+    /// Keys are hashes, so what a caller typed cannot grow a row.
+    async fn throttle_attempt(
         &self,
-        key: &str,
+        key: &TokenHash,
+        policy: &ThrottlePolicy,
         now: i64,
-        window_start: i64,
-    ) -> StoreResult<i64>;
-    /// Failures against `key` since `window_start`.
-    async fn login_failures(&self, key: &str, window_start: i64) -> StoreResult<i64>;
-    /// Forgets failures against `key` (after a successful login).
-    async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
+    ) -> StoreResult<ThrottleAttempt>;
+    /// Takes one counted attempt back (it turned out to be right).
+    async fn throttle_undo(&self, key: &TokenHash) -> StoreResult<()>;
+    /// Forgets every attempt against `key`.
+    async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()>;
+
+    // Server secrets.
+    /// The secret stored under `name`, storing `candidate` first when there is none, so
+    /// that every replica ends up with the same one.
+    async fn get_or_insert_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+        now: i64,
+    ) -> StoreResult<String>;
 
     // Signing keys.
     /// Every stored key, newest first.

@@ -30,7 +30,7 @@ use crate::config::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
     DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,
-    Unlink, User,
+    ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_device.sql")),
     (3, include_str!("../../migrations/0003_pkg_challenge.sql")),
     (4, include_str!("../../migrations/0004_connectors.sql")),
+    (5, include_str!("../../migrations/0005_throttles.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -254,6 +255,24 @@ trait OneTrip {
     /// not.
     fn rotate_refresh() -> &'static str;
 }
+
+/// Counts an attempt against a throttle that is not waiting out a delay (`$1` key,
+/// `$2` forget attempts before this time, `$3` now, `$4`–`$6` the policy's `free`,
+/// `first_delay`, `max_delay`); answers a row when it counted. SET expressions see the
+/// row as it was, so the new count and delay are spelled out where they are used; the
+/// same rule as [`ThrottlePolicy::next_delay`].
+static THROTTLE_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let forgotten = "throttles.last_at < $2";
+    let attempts = format!("(CASE WHEN {forgotten} THEN 1 ELSE throttles.failures + 1 END)");
+    let delay = format!(
+        "(CASE WHEN {attempts} < $4 THEN 0 WHEN {forgotten} OR throttles.delay = 0 THEN $5
+          WHEN throttles.delay * 2 > $6 THEN $6 ELSE throttles.delay * 2 END)"
+    );
+    format!(
+        "UPDATE throttles SET failures = {attempts}, delay = {delay}, blocked_until = $3 + {delay}, last_at = $3
+         WHERE key = $1 AND blocked_until <= $3 RETURNING failures"
+    )
+});
 
 /// The new refresh token's columns, in the order of `$3`–`$7` of
 /// [`OneTrip::rotate_refresh`].
@@ -694,7 +713,7 @@ macro_rules! sql_store {
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
                     ("DELETE FROM device_codes WHERE expires_at < $1", now),
                     ("DELETE FROM connector_logins WHERE expires_at < $1", now),
-                    ("DELETE FROM login_failures WHERE window_start < $1", day_ago),
+                    ("DELETE FROM throttles WHERE last_at < $1", day_ago),
                 ] {
                     deleted += sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
                 }
@@ -1144,37 +1163,79 @@ macro_rules! sql_store {
                 Ok(row.is_some())
             }
 
-            async fn record_login_failure(&self, key: &str, now: i64, window_start: i64) -> StoreResult<i64> {
-                let row = sqlx::query(
-                    "INSERT INTO login_failures (key, count, window_start) VALUES ($1, 1, $2)
-                     ON CONFLICT (key) DO UPDATE SET
-                       count = CASE WHEN login_failures.window_start < $3 THEN 1 ELSE login_failures.count + 1 END,
-                       window_start = CASE WHEN login_failures.window_start < $3 THEN $2 ELSE login_failures.window_start END
-                     RETURNING count",
-                )
-                .bind(key)
-                .bind(now)
-                .bind(window_start)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok(row.try_get("count")?)
-            }
-
-            async fn login_failures(&self, key: &str, window_start: i64) -> StoreResult<i64> {
-                let row = sqlx::query("SELECT count FROM login_failures WHERE key = $1 AND window_start >= $2")
-                    .bind(key)
-                    .bind(window_start)
-                    .fetch_optional(&self.pool)
+            async fn throttle_attempt(&self, key: &TokenHash, policy: &ThrottlePolicy, now: i64) -> StoreResult<ThrottleAttempt> {
+                let forget_before = now - policy.forget_after;
+                for _ in 0..3 {
+                    // The common case: the key exists and is not waiting out a delay.
+                    let counted = sqlx::query(&THROTTLE_UPDATE)
+                        .bind(key.as_str())
+                        .bind(forget_before)
+                        .bind(now)
+                        .bind(policy.free)
+                        .bind(policy.first_delay)
+                        .bind(policy.max_delay)
+                        .fetch_optional(&self.writer)
+                        .await?;
+                    if counted.is_some() {
+                        return Ok(ThrottleAttempt::Allowed);
+                    }
+                    // A first attempt.
+                    let delay = policy.next_delay(1, 0);
+                    let inserted = sqlx::query(
+                        "INSERT INTO throttles (key, failures, delay, last_at, blocked_until) VALUES ($1, 1, $2, $3, $4)
+                         ON CONFLICT (key) DO NOTHING RETURNING failures",
+                    )
+                    .bind(key.as_str())
+                    .bind(delay)
+                    .bind(now)
+                    .bind(now + delay)
+                    .fetch_optional(&self.writer)
                     .await?;
-                Ok(match row {
-                    Some(row) => row.try_get("count")?,
-                    None => 0,
-                })
+                    if inserted.is_some() {
+                        return Ok(ThrottleAttempt::Allowed);
+                    }
+                    // Waiting out a delay, unless the key changed between the two
+                    // statements (then try again).
+                    let row = sqlx::query("SELECT blocked_until FROM throttles WHERE key = $1")
+                        .bind(key.as_str())
+                        .fetch_optional(&self.writer)
+                        .await?;
+                    if let Some(row) = row {
+                        let blocked_until: i64 = row.try_get("blocked_until")?;
+                        if blocked_until > now {
+                            return Ok(ThrottleAttempt::Refused { retry_after: blocked_until - now });
+                        }
+                    }
+                }
+                // Three races lost in a row: refuse this once rather than count blindly.
+                Ok(ThrottleAttempt::Refused { retry_after: 1 })
             }
 
-            async fn clear_login_failures(&self, key: &str) -> StoreResult<()> {
-                sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.writer).await?;
+            async fn throttle_undo(&self, key: &TokenHash) -> StoreResult<()> {
+                sqlx::query("UPDATE throttles SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+                    .bind(key.as_str())
+                    .execute(&self.writer)
+                    .await?;
                 Ok(())
+            }
+
+            async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()> {
+                sqlx::query("DELETE FROM throttles WHERE key = $1").bind(key.as_str()).execute(&self.writer).await?;
+                Ok(())
+            }
+
+            async fn get_or_insert_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+                sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(candidate)
+                    .bind(now)
+                    .execute(&self.writer)
+                    .await?;
+                let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.writer)
+                    .await?;
+                Ok(row.try_get("value")?)
             }
 
             async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {

@@ -388,7 +388,10 @@ trust_email = {trust}
 
     // carol, through the trusted provider, gets an account of her own, verified.
     let carol = sign_in_as(&browser(), &down, "trusted", "carol", "").await;
-    assert_ne!(carol["sub"], mallory["sub"], "carol landed in mallory's account");
+    assert_ne!(
+        carol["sub"], mallory["sub"],
+        "carol landed in mallory's account"
+    );
     assert_eq!(carol["email_verified"], true);
     let carol_identities = store
         .list_identities(carol["sub"].as_str().unwrap())

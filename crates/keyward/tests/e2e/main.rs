@@ -17,3 +17,4 @@ mod hostile;
 mod js;
 mod pkg;
 mod replicas;
+mod throttles;

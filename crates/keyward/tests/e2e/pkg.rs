@@ -232,10 +232,21 @@ async fn the_julia_response_is_useless_without_its_challenge() {
         .unwrap();
     let browser = browser();
     let page = open(&browser, &format!("{}/device", app.issuer)).await;
-    let response = submit(&browser, &page, "/device", "", &[("user_code", &record.user_code)]).await;
+    let response = submit(
+        &browser,
+        &page,
+        "/device",
+        "",
+        &[("user_code", &record.user_code)],
+    )
+    .await;
     let page = settle(&browser, response).await.unwrap();
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    assert!(page.html.contains("not valid or has expired"), "{}", page.html);
+    assert!(
+        page.html.contains("not valid or has expired"),
+        "{}",
+        page.html
+    );
 
     // The user approves; the thief polling /token still gets nothing.
     let outcome = drive(
@@ -247,7 +258,10 @@ async fn the_julia_response_is_useless_without_its_challenge() {
     )
     .await;
     let (status, html) = outcome.page();
-    assert!(status == StatusCode::OK && html.contains("Device connected"), "{html}");
+    assert!(
+        status == StatusCode::OK && html.contains("Device connected"),
+        "{html}"
+    );
     let (status, body) = steal().await;
     assert_eq!(
         (status, body["error"].as_str()),
