@@ -263,7 +263,7 @@ async fn logs_never_contain_secrets() {
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
-        log.contains("password login"),
+        log.contains("password sign-in"),
         "the log is at trace level: {log:.500}"
     );
     let secrets = [
