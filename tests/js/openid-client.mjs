@@ -81,6 +81,13 @@ assert.equal(userinfo.preferred_username, username);
 const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
 assert.notEqual(refreshed.refresh_token, tokens.refresh_token, 'refresh tokens rotate');
 assert.equal(refreshed.claims().sub, claims.sub);
-await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token), 'a rotated refresh token is refused');
+// Rotation is idempotent: the rotated token, presented again before its successor was
+// used, gets the same successor (a retry after a lost answer).
+const retried = await client.refreshTokenGrant(config, tokens.refresh_token);
+assert.equal(retried.refresh_token, refreshed.refresh_token, 'a retried rotation gets the same successor');
+// Once the successor was used, the rotated token is reuse and is refused.
+const next = await client.refreshTokenGrant(config, refreshed.refresh_token);
+assert.ok(next.refresh_token);
+await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token), 'a rotated refresh token is refused once its successor was used');
 
 console.log('interop ok');

@@ -104,6 +104,8 @@ pub struct FileConfig {
     id_token_ttl: Option<String>,
     refresh_token_ttl: Option<String>,
     session_ttl: Option<String>,
+    /// No longer used (refresh rotation is idempotent); accepted so that old files
+    /// still load, with a warning.
     refresh_reuse_grace: Option<String>,
     authorization_code_ttl: Option<String>,
     login_ttl: Option<String>,
@@ -212,9 +214,6 @@ pub struct Config {
     pub refresh_token_ttl: Duration,
     /// Browser session lifetime.
     pub session_ttl: Duration,
-    /// How long a just-rotated refresh token may still be redeemed by the client's own
-    /// concurrent retry before reuse counts as theft.
-    pub refresh_reuse_grace: Duration,
     /// Authorization code lifetime.
     pub code_ttl: Duration,
     /// How long a started login may take.
@@ -235,6 +234,9 @@ pub struct Config {
     /// The ways to sign in: upstream providers, emailed links and the local password
     /// (always present, perhaps disabled), in the order the login page shows them.
     pub connectors: Vec<ConnectorConfig>,
+    /// Keys of the file that are accepted but no longer do anything, with why; logged
+    /// as warnings at start.
+    pub obsolete: Vec<String>,
 }
 
 impl Config {
@@ -315,7 +317,6 @@ impl Config {
                 30 * 24 * 3600,
             )?,
             session_ttl: duration("session_ttl", file.session_ttl, 24 * 3600)?,
-            refresh_reuse_grace: duration("refresh_reuse_grace", file.refresh_reuse_grace, 5)?,
             code_ttl: duration("authorization_code_ttl", file.authorization_code_ttl, 60)?,
             login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
@@ -333,6 +334,16 @@ impl Config {
             clients: file.clients,
             users: file.users,
             connectors,
+            obsolete: file
+                .refresh_reuse_grace
+                .map(|_| {
+                    "refresh_reuse_grace is no longer used: refresh-token rotation is \
+                     idempotent (a retried rotation gets the same successor), so no \
+                     grace window is needed; remove the key"
+                        .to_owned()
+                })
+                .into_iter()
+                .collect(),
         };
         config.validate()?;
         Ok(config)
@@ -364,9 +375,6 @@ impl Config {
                 "device_poll_interval",
                 "must be between 1s and 60s",
             ));
-        }
-        if self.refresh_reuse_grace.as_secs() > 60 {
-            return Err(invalid("refresh_reuse_grace", "must be at most 60s"));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, client) in self.clients.iter().enumerate() {
@@ -632,7 +640,6 @@ mod tests {
             (example.session_ttl, defaults.session_ttl),
             (example.code_ttl, defaults.code_ttl),
             (example.login_ttl, defaults.login_ttl),
-            (example.refresh_reuse_grace, defaults.refresh_reuse_grace),
             (example.device_code_ttl, defaults.device_code_ttl),
             (example.device_poll_interval, defaults.device_poll_interval),
         ] {

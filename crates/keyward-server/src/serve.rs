@@ -31,6 +31,9 @@ pub enum ServeError {
 
 /// Opens the store, applies the configured clients and users, and loads the keys.
 pub async fn build(config: Config) -> Result<AppState, ServeError> {
+    for notice in &config.obsolete {
+        tracing::warn!("{notice}");
+    }
     let store = store::open(&config.database_url).await?;
     admin::sync_config(store.as_ref(), &config).await?;
     Ok(AppState::new(config, store).await?)

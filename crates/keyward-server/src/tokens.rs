@@ -9,6 +9,7 @@ use keyward_proto::{OpaqueToken, ScopeSet};
 use crate::config::SigningAlg;
 use crate::domain::{Client, Grant, RefreshToken, User, now};
 use crate::keys::{KeyError, VerifyError, at_hash};
+use crate::mac::{MacKey, Purpose};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -121,6 +122,28 @@ pub async fn user_grant_response(
         id_token,
         scope: scope.clone(),
     })
+}
+
+/// The successor of refresh token `token` at rotation: derived from the token with
+/// the server's MAC key, so that presenting the same token again yields the same
+/// successor (a retry after a lost answer, or a race between two requests of one
+/// client, never forks the grant into two chains and never needs a time window), while
+/// nobody without the key can compute it. Only its hash is stored.
+pub fn refresh_successor(
+    mac: &MacKey,
+    token: &OpaqueToken,
+    grant: &Grant,
+    now: i64,
+) -> (OpaqueToken, RefreshToken) {
+    let successor = OpaqueToken::new(mac.tag(Purpose::RefreshSuccessor, token.secret().as_bytes()));
+    let record = RefreshToken {
+        token_hash: successor.hash(),
+        grant_id: grant.id.clone(),
+        created_at: now,
+        expires_at: grant.expires_at,
+        rotated_at: None,
+    };
+    (successor, record)
 }
 
 /// A new refresh token record for `grant`, expiring with the grant.

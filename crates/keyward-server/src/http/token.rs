@@ -1,5 +1,5 @@
 //! The token endpoint (RFC 6749 §3.2): the authorization code grant with PKCE, refresh
-//! with rotation and reuse detection, and client credentials.
+//! with idempotent rotation and reuse detection, client credentials and device codes.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -231,6 +231,12 @@ pub(super) async fn collect_device(
     first_tokens(state, client, &grant, &user, None).await
 }
 
+/// Refresh with rotation (RFC 9700 §4.14.2), idempotent: the successor of a token is
+/// derived from it ([`tokens::refresh_successor`]), so a rotated token presented again
+/// while its successor has never been used gets that same successor back, however
+/// late (a lost answer, a crash between commit and answer, two requests racing): one
+/// chain, never a fork, and no grant lost to an outage. Once the successor has been
+/// used, the old token coming back means it leaked: the whole grant is revoked.
 pub(super) async fn refresh(
     state: &AppState,
     client: &Client,
@@ -252,17 +258,6 @@ pub(super) async fn refresh(
     if grant.revoked || record.expires_at < at {
         return Err(unknown().into());
     }
-    let grace = i64::try_from(state.config().refresh_reuse_grace.as_secs()).unwrap_or(0);
-    if let Some(rotated_at) = record.rotated_at
-        && at - rotated_at >= grace
-    {
-        // RFC 9700 §4.14.2: reuse of a rotated token means it leaked; end the grant.
-        store.revoke_grant(&grant.id).await?;
-        tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "rotated refresh token reused; grant revoked");
-        return Err(
-            OAuthError::invalid_grant("refresh token already used; the grant is revoked").into(),
-        );
-    }
     if user.disabled {
         return Err(OAuthError::invalid_grant("the user is disabled").into());
     }
@@ -277,14 +272,29 @@ pub(super) async fn refresh(
         Some(requested) => requested,
         None => grant.scope.clone(),
     };
-    let (new_token, new_record) = tokens::new_refresh_token(&grant);
-    // Within the grace window (the client's own retry of a refresh whose answer it lost)
-    // the already-rotated token yields one more pair instead of revoking the grant.
-    if record.rotated_at.is_some() || !store.rotate_refresh_token(&hash, &new_record, at).await? {
-        store.insert_refresh_token(&new_record).await?;
+    let (successor, successor_record) = tokens::refresh_successor(state.mac(), &token, &grant, at);
+    // Not rotated yet: rotate. Exactly one request wins; the others (and every later
+    // retry) find the token rotated and check its successor below.
+    let rotated_now = record.rotated_at.is_none()
+        && store
+            .rotate_refresh_token(&hash, &successor_record, at)
+            .await?;
+    if !rotated_now {
+        let successor_unused = store
+            .get_refresh_token(&successor_record.token_hash)
+            .await?
+            .is_some_and(|s| s.rotated_at.is_none());
+        if !successor_unused {
+            store.revoke_grant(&grant.id).await?;
+            tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "a refresh token was used again after its successor; grant revoked");
+            return Err(OAuthError::invalid_grant(
+                "refresh token already used; the grant is revoked",
+            )
+            .into());
+        }
     }
     Ok(
-        tokens::user_grant_response(state, client, &user, &grant, &scope, None, Some(new_token))
+        tokens::user_grant_response(state, client, &user, &grant, &scope, None, Some(successor))
             .await?,
     )
 }

@@ -246,7 +246,7 @@ async fn logs_never_contain_secrets() {
         ("refresh_token", refresh.clone()),
     ])
     .await;
-    // A reuse (logged as a warning) and a replayed code (logged too).
+    // A retried rotation (the same successor again) and a replayed code (logged).
     token(vec![
         ("grant_type", "refresh_token".into()),
         ("refresh_token", refresh.clone()),

@@ -111,9 +111,19 @@ async fn the_login_machine_transition_by_transition() {
     assert_eq!(refreshed.user_name.as_deref(), Some("alice"));
     assert!(is_active(&app, &refreshed.access_token).await);
 
-    // NeedRefresh with the rotated-away refresh token: the server refuses (and, seeing
-    // reuse, revokes the grant) → NoAuthentication → Failure(LoginRequired) for a flow
-    // that may not log in.
+    // The same rotated-away token again, before its successor was used: the same
+    // successor (a retry after a lost answer). Then the successor is used.
+    let state = flow.step(State::NeedRefresh(token.clone())).await;
+    assert!(
+        matches!(&state, State::HasNewToken(t) if t.refresh_token == refreshed.refresh_token),
+        "{state:?}"
+    );
+    let state = flow.step(State::NeedRefresh(refreshed.clone())).await;
+    assert!(matches!(state, State::HasNewToken(_)), "{state:?}");
+
+    // NeedRefresh with the rotated-away refresh token, whose successor was used since:
+    // the server refuses (and, seeing reuse, revokes the grant) → NoAuthentication →
+    // Failure(LoginRequired) for a flow that may not log in.
     let state = flow.step(State::NeedRefresh(token)).await;
     assert!(matches!(state, State::NoAuthentication), "{state:?}");
     let mut no_login = self::flow(&app, &home, Options::default());

@@ -384,75 +384,157 @@ async fn code_failures() {
     );
 }
 
+/// Reuse detection (RFC 9700 §4.14.2): a rotated token coming back after its
+/// successor was used means it leaked, and the whole grant is revoked.
 #[tokio::test]
-async fn refresh_reuse_revokes_the_grant() {
+async fn refresh_reuse_after_the_successor_was_used_revokes_the_grant() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
     let (code, verifier) = code_for(&app, &browser(), "alice").await;
     let (_, first) = exchange(&app, &code, verifier.secret()).await;
-    let old = first["refresh_token"].as_str().unwrap();
-    let (status, second) = token_request(
-        &app,
-        "demo-app",
-        Some(SECRET),
-        &[("grant_type", "refresh_token"), ("refresh_token", old)],
-    )
-    .await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            token_request(
+                app,
+                "demo-app",
+                Some(SECRET),
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+            )
+            .await
+        }
+    };
+    let old = first["refresh_token"].as_str().unwrap().to_owned();
+    let (status, second) = refresh(old.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    let newer = second["refresh_token"].as_str().unwrap();
-    // The rotated token comes back (grace is 0 s here): theft is assumed.
-    let (status, body) = token_request(
-        &app,
-        "demo-app",
-        Some(SECRET),
-        &[("grant_type", "refresh_token"), ("refresh_token", old)],
-    )
-    .await;
+    let newer = second["refresh_token"].as_str().unwrap().to_owned();
+    // The successor is used…
+    let (status, third) = refresh(newer.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    // …so the old token coming back is theft.
+    let (status, body) = refresh(old).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
-    let (status, _) = token_request(
-        &app,
-        "demo-app",
-        Some(SECRET),
-        &[("grant_type", "refresh_token"), ("refresh_token", newer)],
-    )
-    .await;
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("grant is revoked"),
+        "{body}"
+    );
+    let (status, _) = refresh(third["refresh_token"].as_str().unwrap().to_owned()).await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
         "the whole grant is revoked"
     );
-    assert!(!is_active(&app, second["access_token"].as_str().unwrap()).await);
+    assert!(!is_active(&app, third["access_token"].as_str().unwrap()).await);
 }
 
+/// Attack (and accident): forking the grant. Before the fix a rotated token redeemed
+/// again within the grace window gave a new, independent successor each time (50
+/// concurrent reuses left 51 live chains, and a token stolen within the window kept
+/// working for good), and after the window the client's own retry revoked the grant.
+/// Now the successor is derived from the token: every one of 50 concurrent requests
+/// gets the same successor, the store holds one chain, and it keeps working.
 #[tokio::test]
-async fn a_retry_within_the_grace_window_keeps_the_grant() {
-    let app = spawn_app(Db::Sqlite, "refresh_reuse_grace = \"30s\"")
+async fn concurrent_refreshes_of_one_token_get_one_successor() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, first) = exchange(&app, &code, verifier.secret()).await;
+    let old = first["refresh_token"].as_str().unwrap().to_owned();
+    let base = app.issuer.clone();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (base, old) = (base.clone(), old.clone());
+            tokio::spawn(async move {
+                let response = http()
+                    .post(format!("{base}/token"))
+                    .basic_auth("demo-app", Some(SECRET))
+                    .form(&[("grant_type", "refresh_token"), ("refresh_token", &old)])
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    response.status(),
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut successors = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        successors.insert(body["refresh_token"].as_str().unwrap().to_owned());
+        assert!(is_active(&app, body["access_token"].as_str().unwrap()).await);
+    }
+    assert_eq!(
+        successors.len(),
+        1,
+        "one successor, not {}",
+        successors.len()
+    );
+    let successor = successors.pop_first().unwrap();
+    assert!(is_active(&app, &successor).await);
+    let db = app.dir.join("keyward.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let (rows, live): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(*) - COUNT(rotated_at) FROM refresh_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (rows, live),
+        (2, 1),
+        "one chain: the old token and its successor"
+    );
+    pool.close().await;
+    // And the chain goes on.
+    let (status, next) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &successor),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+}
+
+/// A rotation whose answer never reached the client (the server was killed between
+/// commit and answer, the network cut): after a restart, however much later, the
+/// client's retry with the old token gets the same successor and the grant lives.
+/// Before the fix the retry after the grace window revoked the grant.
+#[tokio::test]
+async fn a_rotation_whose_answer_was_lost_is_retried_after_a_restart() {
+    let listener = bind().await;
+    let mut app = spawn_app_on(listener, "127.0.0.1", Db::Sqlite, &base_config(""))
         .await
         .unwrap();
     let (code, verifier) = code_for(&app, &browser(), "alice").await;
     let (_, first) = exchange(&app, &code, verifier.secret()).await;
-    let old = first["refresh_token"].as_str().unwrap();
-    let form = [("grant_type", "refresh_token"), ("refresh_token", old)];
-    let (a, b) = tokio::join!(
-        token_request(&app, "demo-app", Some(SECRET), &form),
-        token_request(&app, "demo-app", Some(SECRET), &form)
-    );
-    assert_eq!(
-        (a.0, b.0),
-        (StatusCode::OK, StatusCode::OK),
-        "{} {}",
-        a.1,
-        b.1
-    );
-    // A third try, still within grace, also succeeds; every new token works.
-    let (status, c) = token_request(&app, "demo-app", Some(SECRET), &form).await;
+    let old = first["refresh_token"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", old.as_str()),
+    ];
+    let (status, lost) = token_request(&app, "demo-app", Some(SECRET), &form).await;
     assert_eq!(status, StatusCode::OK);
-    for body in [&a.1, &b.1, &c] {
-        assert!(is_active(&app, body["refresh_token"].as_str().unwrap()).await);
-        assert!(is_active(&app, body["access_token"].as_str().unwrap()).await);
-    }
+    // The server goes away with its answer; a new one starts on the same database.
+    app.stop();
+    let database_url = format!("sqlite://{}/keyward.db", app.dir.display());
+    let restarted = spawn_on_database(&database_url, &base_config("")).await;
+    let (status, retried) = token_request(&restarted, "demo-app", Some(SECRET), &form).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["refresh_token"], lost["refresh_token"]);
+    assert!(is_active(&restarted, retried["access_token"].as_str().unwrap()).await);
+    drop(app);
 }
 
 #[tokio::test]

@@ -173,7 +173,8 @@ async fn julia_classic_flow_and_toml_refresh() {
     assert!(saved.get("client_id").is_none(), "still a Julia file");
     let _ = std::fs::remove_dir_all(home);
 
-    // 7. The rotated token is refused (grace is 0 s in tests), and so is nothing.
+    // 7. The rotated token, whose successor keyward's client used in step 6, is reuse
+    //    and refused; and so is nothing.
     assert_ne!(
         client
             .get(refresh_url)

@@ -64,15 +64,8 @@ pub const REDIRECT: &str = "http://127.0.0.1:5555/callback";
 
 /// The configuration every test starts from: two clients and two users.
 pub fn base_config(extra: &str) -> String {
-    // Tests see reuse of a rotated refresh token at once unless they set a grace window.
-    let grace = if extra.contains("refresh_reuse_grace") {
-        ""
-    } else {
-        "refresh_reuse_grace = \"0s\""
-    };
     format!(
         r#"
-{grace}
 {extra}
 
 [[clients]]
@@ -122,6 +115,15 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl TestApp {
+    /// Stops serving (its database stays, for another server to open).
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -157,6 +159,29 @@ pub async fn spawn_app_on(
 ) -> Option<TestApp> {
     let dir = temp_dir();
     let database_url = database_url(db, &dir).await?;
+    Some(start_app(listener, host, dir, database_url, config_text).await)
+}
+
+/// Starts keyward on 127.0.0.1:0 on an existing database (another server's, as after
+/// a restart).
+pub async fn spawn_on_database(database_url: &str, config_text: &str) -> TestApp {
+    start_app(
+        bind().await,
+        "127.0.0.1",
+        temp_dir(),
+        database_url.to_owned(),
+        config_text,
+    )
+    .await
+}
+
+async fn start_app(
+    listener: tokio::net::TcpListener,
+    host: &str,
+    dir: std::path::PathBuf,
+    database_url: String,
+    config_text: &str,
+) -> TestApp {
     let addr = listener.local_addr().expect("addr");
     let issuer = format!("http://{host}:{}", addr.port());
     let env: BTreeMap<String, String> = [
@@ -175,12 +200,12 @@ pub async fn spawn_app_on(
             let _ = rx.await;
         },
     ));
-    Some(TestApp {
+    TestApp {
         issuer,
         state,
         dir,
         shutdown: Some(tx),
-    })
+    }
 }
 
 /// A browser: keeps cookies, does not follow redirects (the test follows them).
