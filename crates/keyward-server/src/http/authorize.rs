@@ -947,7 +947,7 @@ async fn consent_page(
             ));
         };
         let (request, client) = load_request(&state, &headers, &query.req).await?;
-        let user = consenting_user(&state, &request).await?;
+        let user = consenting_user(&state, &headers, &request).await?;
         let scopes: Vec<_> = request
             .scope
             .iter()
@@ -970,14 +970,24 @@ async fn consent_page(
     respond(&state, result)
 }
 
-async fn consenting_user(state: &AppState, request: &AuthRequest) -> Result<User, PageError> {
+/// The user who is asked to consent: the one the login in progress is for, and still
+/// the one signed in in this browser. A consent (or device approval) submitted after
+/// the browser signed out, or after someone else signed in there, is refused.
+async fn consenting_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &AuthRequest,
+) -> Result<User, PageError> {
     let user_id = request
         .user_id
         .as_deref()
         .ok_or_else(|| error_page("Not signed in", "Sign in first."))?;
-    match state.store().get_user(user_id).await? {
-        Some(user) if !user.disabled => Ok(user),
-        _ => Err(error_page("Account disabled", "This account is disabled.")),
+    match current_session(state, headers).await? {
+        Some((_, user)) if user.id == user_id => Ok(user),
+        _ => Err(error_page(
+            "Signed out",
+            "You are no longer signed in as the person this request was for. Go back to the application and start again.",
+        )),
     }
 }
 
@@ -997,7 +1007,7 @@ async fn consent_submit(
         let form: ConsentForm = page_form(body)?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
-        let user = consenting_user(&state, &request).await?;
+        let user = consenting_user(&state, &headers, &request).await?;
         match form.decision.as_str() {
             "approve" => {
                 let store = state.store();

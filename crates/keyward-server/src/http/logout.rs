@@ -11,13 +11,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use keyward_proto::TokenHash;
 use keyward_proto::claims::IdTokenClaims;
 use serde::Deserialize;
 use url::Url;
 
-use super::authorize::{SESSION_COOKIE, current_session};
+use super::authorize::{BROWSER_COOKIE, SESSION_COOKIE, current_session};
 use super::error::OAuthError;
-use super::extract::{Body, parse_form, set_cookie};
+use super::extract::{Body, cookie, parse_form, set_cookie};
 use super::pages::PageError;
 use crate::state::AppState;
 use crate::tokens::ID_TOKEN_TYP;
@@ -128,6 +129,13 @@ async fn logout(
             ));
         }
         state.store().delete_session(&session.id_hash).await?;
+        // Logins this browser had in progress (a consent page in another tab) end too.
+        if let Some(browser) = cookie(headers, BROWSER_COOKIE) {
+            state
+                .store()
+                .delete_browser_auth_requests(&TokenHash::of(browser))
+                .await?;
+        }
         tracing::info!(user_id = %user.id, "signed out");
     }
 

@@ -238,6 +238,22 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert!(store.take_auth_request("req1").await.unwrap());
     assert!(!store.take_auth_request("req1").await.unwrap());
+    // Sign-out ends what the browser had in progress (req2, req3), nobody else's.
+    let elsewhere = AuthRequest {
+        id: "req4".into(),
+        browser_hash: TokenHash::of("another browser"),
+        ..request.clone()
+    };
+    store.insert_auth_request(&elsewhere).await.unwrap();
+    assert_eq!(
+        store
+            .delete_browser_auth_requests(&TokenHash::of("browser"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.get_auth_request("req3", 150).await.unwrap(), None);
+    assert!(store.get_auth_request("req4", 150).await.unwrap().is_some());
 
     // Sessions.
     let session = Session {

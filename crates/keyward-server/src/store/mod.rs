@@ -113,6 +113,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Deletes an authorization request; true for the one caller that deleted it.
     async fn take_auth_request(&self, id: &str) -> StoreResult<bool>;
+    /// Deletes every login in progress started in the browser with this binding-cookie
+    /// hash (at sign-out: nothing that browser started may finish afterwards).
+    async fn delete_browser_auth_requests(&self, browser_hash: &TokenHash) -> StoreResult<u64>;
 
     // Sessions.
     /// Stores a session.

@@ -889,6 +889,14 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn delete_browser_auth_requests(&self, browser_hash: &TokenHash) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM auth_requests WHERE browser_hash = $1")
+                    .bind(browser_hash.as_str())
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn insert_session(&self, s: &Session) -> StoreResult<()> {
                 let sql = format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
                 sqlx::query(&sql)

@@ -703,6 +703,99 @@ async fn consent_is_asked_remembered_and_can_be_denied() {
     assert!(location(&response).path().ends_with("/consent"));
 }
 
+/// Attack: approving after signing out. alice leaves a consent page (or a device's
+/// consent page) open in a tab and signs out; whoever uses the browser next clicks
+/// "approve". Before the fix that still issued a code (and approved the device) for
+/// alice. Now consent needs the request's user still signed in here, and sign-out
+/// ends the logins the browser had in progress.
+#[tokio::test]
+async fn consent_after_signing_out_is_refused() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (url, _) = crate::support::authorize_url(&app.issuer, "third-party", "openid profile", "");
+    let page = open(&browser, &url).await;
+    let response = submit(
+        &browser,
+        &page,
+        "/login",
+        "",
+        &[("username", "alice"), ("password", PASSWORD)],
+    )
+    .await;
+    let consent = settle(&browser, response).await.unwrap();
+    assert!(
+        consent.html.contains("name=\"decision\""),
+        "{}",
+        consent.html
+    );
+
+    // A device consent page too.
+    let (status, started) = token_request_device(&app).await;
+    assert_eq!(status, StatusCode::OK);
+    let device_page = open(
+        &browser,
+        started["verification_uri_complete"].as_str().unwrap(),
+    )
+    .await;
+    let user_code = started["user_code"].as_str().unwrap();
+    let response = submit(
+        &browser,
+        &device_page,
+        "/device",
+        "",
+        &[("user_code", user_code)],
+    )
+    .await;
+    let device_consent = settle(&browser, response).await.unwrap();
+    assert!(
+        device_consent.html.contains("name=\"decision\""),
+        "{}",
+        device_consent.html
+    );
+
+    // Sign out in another tab.
+    let logout = open(&browser, &format!("{}/logout", app.issuer)).await;
+    let response = submit(&browser, &logout, "/logout", "", &[("decision", "logout")]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    for page in [&consent, &device_consent] {
+        let response = submit(&browser, page, "/consent", "", &[("decision", "approve")]).await;
+        let outcome = settle(&browser, response).await;
+        let page = outcome.expect("no code may reach the client");
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.html);
+        assert!(!page.html.contains("Device connected"), "{}", page.html);
+    }
+    // The device never gets tokens.
+    let (status, body) = token_request(
+        &app,
+        "cli",
+        None,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", started["device_code"].as_str().unwrap()),
+            ("client_id", "cli"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending")),
+        "{body}"
+    );
+}
+
+/// Starts a device authorization for the public client `cli`.
+async fn token_request_device(app: &TestApp) -> (StatusCode, serde_json::Value) {
+    let response = http()
+        .post(format!("{}/device/code", app.issuer))
+        .form(&[("client_id", "cli"), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn prompt_and_authorize_errors() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
