@@ -55,6 +55,8 @@ pub struct NewClient {
     pub scopes: Vec<String>,
     /// No consent page.
     pub skip_consent: bool,
+    /// A resource server: may introspect any token.
+    pub introspect: bool,
     /// ID token algorithm.
     pub id_token_alg: Option<SigningAlg>,
 }
@@ -114,6 +116,7 @@ impl NewClient {
             grant_types,
             scopes,
             skip_consent: self.skip_consent,
+            introspect: self.introspect,
             id_token_alg: self.id_token_alg.unwrap_or(SigningAlg::ES256),
             created_at: now(),
         };
@@ -133,6 +136,7 @@ impl From<&ClientConfig> for NewClient {
             grant_types: c.grant_types.clone().unwrap_or_default(),
             scopes: c.scopes.clone().unwrap_or_default(),
             skip_consent: c.skip_consent,
+            introspect: c.introspect,
             id_token_alg: c.id_token_signed_response_alg,
         }
     }

@@ -177,6 +177,9 @@ pub struct ClientConfig {
     /// A first-party app: no consent page.
     #[serde(default)]
     pub skip_consent: bool,
+    /// A resource server: may introspect any token (other clients only their own).
+    #[serde(default)]
+    pub introspect: bool,
     /// `ES256` (default) or `RS256`.
     pub id_token_signed_response_alg: Option<SigningAlg>,
 }

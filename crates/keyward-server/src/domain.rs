@@ -59,6 +59,8 @@ pub struct Client {
     pub scopes: ScopeSet,
     /// A first-party client: no consent page.
     pub skip_consent: bool,
+    /// A resource server: may introspect any token (others only their own).
+    pub introspect: bool,
     /// Algorithm of its ID tokens.
     pub id_token_alg: SigningAlg,
     /// When it was registered.

@@ -101,6 +101,9 @@ struct ClientAdd {
     /// A first-party application: skip the consent page.
     #[arg(long)]
     skip_consent: bool,
+    /// A resource server: may introspect any token (other clients only their own).
+    #[arg(long)]
+    introspect: bool,
     /// ID token signing algorithm.
     #[arg(long, value_parser = ["ES256", "RS256"], default_value = "ES256")]
     id_token_alg: String,
@@ -380,6 +383,7 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
                 grant_types: add.grant_types,
                 scopes: add.scopes,
                 skip_consent: add.skip_consent,
+                introspect: add.introspect,
                 id_token_alg: SigningAlg::parse(&add.id_token_alg),
             };
             let (client, secret) = admin::add_client(store, new).await?;
@@ -398,10 +402,10 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
                 "CLIENT ID", "TYPE", "GRANTS"
             );
             for client in store.list_clients().await? {
-                let kind = if client.is_public() {
-                    "public"
-                } else {
-                    "confidential"
+                let kind = match (client.is_public(), client.introspect) {
+                    (true, _) => "public",
+                    (false, true) => "resource",
+                    (false, false) => "confidential",
                 };
                 println!(
                     "{:<24} {:<13} {:<45} {}",

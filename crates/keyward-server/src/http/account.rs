@@ -54,6 +54,7 @@ pub fn console_client() -> Client {
         grant_types: Vec::new(),
         scopes: ScopeSet::default(),
         skip_consent: true,
+        introspect: false,
         id_token_alg: SigningAlg::ES256,
         created_at: 0,
     }

@@ -1,8 +1,9 @@
 //! Token introspection (RFC 7662) and revocation (RFC 7009).
 //!
-//! Introspection is for confidential clients (resource servers register as one). Either
-//! kind of token is recognised by its shape: access tokens are JWTs, refresh tokens are
-//! opaque. Revocation answers 200 whatever the token was (RFC 7009 §2.2); revoking a
+//! Introspection is for confidential clients: a resource server (registered with
+//! `introspect = true`) learns about any token, other clients only about their own (any
+//! other token is `{"active": false}` to them). Either kind of token is recognised by
+//! its shape: access tokens are JWTs, refresh tokens are opaque. Revocation answers 200 whatever the token was (RFC 7009 §2.2); revoking a
 //! refresh token revokes its whole grant, and with it the grant's access tokens.
 
 use axum::extract::State;
@@ -17,7 +18,7 @@ use keyward_proto::token::ClientCredentialsInBody;
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
-use crate::domain::now;
+use crate::domain::{Client, now};
 use crate::state::AppState;
 use crate::tokens::{ACCESS_TOKEN_TYP, AccessTokenError, validate_access_token};
 
@@ -26,6 +27,14 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
+}
+
+/// Whether `client` may learn what introspection says about a token: a resource
+/// server (`introspect = true`) may about any token, other clients only about their
+/// own. To anyone else a token is just inactive (RFC 7662 §2.2), so that a client
+/// cannot find out whose a stolen token is.
+fn may_see(client: &Client, info: &IntrospectionResponse) -> bool {
+    client.introspect || info.client_id.as_deref() == Some(client.client_id.as_str())
 }
 
 fn looks_like_jwt(token: &str) -> bool {
@@ -39,7 +48,7 @@ async fn introspect(
 ) -> Result<Response, ApiError> {
     let Body(body) = body?;
     let credentials: ClientCredentialsInBody = parse_form(&body)?;
-    let (_, auth) = authenticate(&state, &headers, credentials).await?;
+    let (client, auth) = authenticate(&state, &headers, credentials).await?;
     if auth != ClientAuth::Secret {
         return Err(OAuthError::invalid_client("introspection needs a confidential client").into());
     }
@@ -50,6 +59,7 @@ async fn introspect(
     } else {
         refresh_token_info(&state, token).await?
     };
+    let answer = answer.filter(|info| may_see(&client, info));
     Ok((no_store(), Json(answer.unwrap_or_default())).into_response())
 }
 

@@ -60,6 +60,7 @@ fn client(id: &str) -> Client {
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         scopes: ScopeSet::parse("openid profile").unwrap(),
         skip_consent: true,
+        introspect: true,
         id_token_alg: SigningAlg::RS256,
         created_at: 100,
     }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0003_pkg_challenge.sql")),
     (4, include_str!("../../migrations/0004_connectors.sql")),
     (5, include_str!("../../migrations/0005_throttles.sql")),
+    (6, include_str!("../../migrations/0006_introspect.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -374,7 +375,7 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
     }
 }
 
-const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at";
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at, introspect";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
 const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
@@ -434,6 +435,7 @@ macro_rules! sql_store {
                     skip_consent: row.try_get("skip_consent")?,
                     id_token_alg: alg(&row.try_get::<String, _>("id_token_alg")?)?,
                     created_at: row.try_get("created_at")?,
+                    introspect: row.try_get("introspect")?,
                 })
             }
 
@@ -689,6 +691,7 @@ macro_rules! sql_store {
                     .bind(client.skip_consent)
                     .bind(client.id_token_alg.as_str())
                     .bind(client.created_at)
+                    .bind(client.introspect)
             }
         }
 
@@ -723,18 +726,18 @@ macro_rules! sql_store {
 
             async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
                 let sql = format!(
-                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
                      redirect_uris = excluded.redirect_uris, post_logout_redirect_uris = excluded.post_logout_redirect_uris,
                      grant_types = excluded.grant_types, scopes = excluded.scopes, skip_consent = excluded.skip_consent,
-                     id_token_alg = excluded.id_token_alg"
+                     id_token_alg = excluded.id_token_alg, introspect = excluded.introspect"
                 );
                 Self::client_query(&sql, client).execute(&self.writer).await?;
                 Ok(())
             }
 
             async fn insert_client(&self, client: &Client) -> StoreResult<()> {
-                let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
                 Self::client_query(&sql, client)
                     .execute(&self.writer)
                     .await

@@ -796,6 +796,82 @@ async fn token_request_device(app: &TestApp) -> (StatusCode, serde_json::Value) 
     (status, response.json().await.unwrap())
 }
 
+/// Attack: learning whose a token is. Before the fix any confidential client could
+/// introspect any token and read its subject, scope and client. Now a client learns
+/// only about its own tokens; a resource server registered with `introspect = true`
+/// learns about all of them.
+#[tokio::test]
+async fn introspection_tells_a_client_only_about_its_own_tokens() {
+    let app = spawn_app(
+        Db::Sqlite,
+        r#"
+[[clients]]
+client_id = "gateway"
+client_secret = "gateway-secret-0123456789abcdef"
+grant_types = ["client_credentials"]
+scopes = ["api:read"]
+introspect = true
+
+[[clients]]
+client_id = "nosy"
+client_secret = "nosy-secret-0123456789abcdef"
+grant_types = ["client_credentials"]
+scopes = ["api:read"]
+"#,
+    )
+    .await
+    .unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, tokens) = exchange(&app, &code, verifier.secret()).await;
+    let introspect = |client: &'static str, secret: &'static str, token: String| {
+        let issuer = app.issuer.clone();
+        async move {
+            http()
+                .post(format!("{issuer}/introspect"))
+                .basic_auth(client, Some(secret))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let nosy = ("nosy", "nosy-secret-0123456789abcdef");
+    let gateway = ("gateway", "gateway-secret-0123456789abcdef");
+    for token in [&tokens["access_token"], &tokens["refresh_token"]] {
+        let token = token.as_str().unwrap().to_owned();
+        let answer = introspect(nosy.0, nosy.1, token.clone()).await;
+        assert_eq!(
+            answer,
+            serde_json::json!({"active": false}),
+            "told nosy: {answer}"
+        );
+        let answer = introspect(gateway.0, gateway.1, token).await;
+        assert_eq!(answer["active"], true, "{answer}");
+        assert_eq!(answer["client_id"], "demo-app");
+        assert!(answer["sub"].is_string());
+    }
+    // A client learns about its own tokens.
+    let (status, own) = token_request(
+        &app,
+        nosy.0,
+        Some(nosy.1),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = introspect(
+        nosy.0,
+        nosy.1,
+        own["access_token"].as_str().unwrap().to_owned(),
+    )
+    .await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["client_id"], "nosy");
+}
+
 #[tokio::test]
 async fn prompt_and_authorize_errors() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();

@@ -76,6 +76,7 @@ post_logout_redirect_uris = ["http://127.0.0.1:5555/bye"]
 grant_types = ["authorization_code", "refresh_token", "client_credentials"]
 scopes = ["openid", "profile", "email", "offline_access", "api:read"]
 skip_consent = true
+introspect = true
 
 [[clients]]
 client_id = "third-party"
@@ -380,7 +381,8 @@ pub async fn redeem_code(
     .await
 }
 
-/// Introspects `token` as demo-app; returns `active`.
+/// Introspects `token` as demo-app (registered as a resource server, so it may ask
+/// about anyone's tokens); returns `active`.
 pub async fn is_active(app: &TestApp, token: &str) -> bool {
     let response = http()
         .post(format!("{}/introspect", app.issuer))
