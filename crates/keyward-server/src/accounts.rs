@@ -82,6 +82,7 @@ pub async fn resolve(
         groups: upstream.groups.clone(),
         created_at,
         last_login_at: now,
+        groups_confirmed_at: now,
     };
 
     // Two attempts: a concurrent sign-in may link or create the identity between our
@@ -133,14 +134,30 @@ pub async fn resolve(
     )))
 }
 
-/// The groups an account's identities carry, sorted, each once: what the `groups`
-/// scope releases.
-pub async fn groups_of(store: &dyn Store, user_id: &str) -> Result<Vec<String>, StoreError> {
+/// The groups an account's identities carry, as the `groups` scope releases them:
+/// each prefixed with the id of the connector that said so (`github:acme`,
+/// `corp:sre`), so that one provider's group never passes for another's (a GitHub
+/// organisation named `sre` is `github:sre`, not the corporate `corp:sre`); only those
+/// confirmed by a sign-in through their identity within `max_age` of `now` (older
+/// ones may be stale: the person may have left the group since); sorted, each once.
+pub async fn groups_of(
+    store: &dyn Store,
+    user_id: &str,
+    now: i64,
+    max_age: std::time::Duration,
+) -> Result<Vec<String>, StoreError> {
+    let oldest = now.saturating_sub(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
     let mut groups: Vec<String> = store
         .list_identities(user_id)
         .await?
         .into_iter()
-        .flat_map(|i| i.groups)
+        .filter(|i| i.groups_confirmed_at >= oldest)
+        .flat_map(|i| {
+            let connector = i.connector_id;
+            i.groups
+                .into_iter()
+                .map(move |group| format!("{connector}:{group}"))
+        })
         .collect();
     groups.sort();
     groups.dedup();

@@ -111,6 +111,7 @@ pub struct FileConfig {
     login_ttl: Option<String>,
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
+    groups_max_age: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -225,6 +226,9 @@ pub struct Config {
     pub device_code_ttl: Duration,
     /// The polling interval told to devices.
     pub device_poll_interval: Duration,
+    /// How long groups an upstream provider reported are released after the last
+    /// sign-in through that provider (then they are dropped until the next one).
+    pub groups_max_age: Duration,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
     /// (for throttling and the account page); nobody else's are read.
     pub trusted_proxies: Vec<IpNet>,
@@ -324,6 +328,7 @@ impl Config {
             login_ttl: duration("login_ttl", file.login_ttl, 15 * 60)?,
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
+            groups_max_age: duration("groups_max_age", file.groups_max_age, 24 * 3600)?,
             trusted_proxies: file
                 .trusted_proxies
                 .iter()
@@ -645,6 +650,7 @@ mod tests {
             (example.login_ttl, defaults.login_ttl),
             (example.device_code_ttl, defaults.device_code_ttl),
             (example.device_poll_interval, defaults.device_poll_interval),
+            (example.groups_max_age, defaults.groups_max_age),
         ] {
             assert_eq!(a, b);
         }

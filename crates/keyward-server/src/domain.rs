@@ -394,6 +394,9 @@ pub struct Identity {
     pub created_at: i64,
     /// When it was last used to sign in.
     pub last_login_at: i64,
+    /// When the provider last told keyward the groups (at a sign-in through this
+    /// identity); groups older than `groups_max_age` are not released.
+    pub groups_confirmed_at: i64,
 }
 
 /// What a sign-in at a provider is for, once the provider answers.

@@ -46,7 +46,15 @@ pub async fn user_claims(
         claims.email_verified = user.email.as_ref().map(|_| user.email_verified);
     }
     if scope.contains("groups") {
-        claims.groups = Some(crate::accounts::groups_of(state.store(), &user.id).await?);
+        claims.groups = Some(
+            crate::accounts::groups_of(
+                state.store(),
+                &user.id,
+                now(),
+                state.config().groups_max_age,
+            )
+            .await?,
+        );
     }
     Ok(claims)
 }

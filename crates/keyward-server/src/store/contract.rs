@@ -733,6 +733,7 @@ async fn accounts_contract(store: Arc<dyn Store>) {
         groups: vec!["acme".into(), "acme:ops".into()],
         created_at: 10,
         last_login_at: 10,
+        groups_confirmed_at: 9,
     };
 
     // An account and its first identity arrive together, or not at all.
@@ -782,6 +783,7 @@ async fn accounts_contract(store: Arc<dyn Store>) {
     let mut updated = corp.clone();
     updated.groups = vec![];
     updated.last_login_at = 20;
+    updated.groups_confirmed_at = 20;
     updated.name = None;
     assert!(store.update_identity(&updated).await.unwrap());
     assert_eq!(

@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_connectors.sql")),
     (5, include_str!("../../migrations/0005_throttles.sql")),
     (6, include_str!("../../migrations/0006_introspect.sql")),
+    (
+        7,
+        include_str!("../../migrations/0007_groups_confirmed.sql"),
+    ),
 ];
 
 /// The embedded SQLite store.
@@ -381,7 +385,7 @@ const USER_COLUMNS: &str =
 const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
 const SESSION_COLUMNS: &str =
     "id_hash, user_id, auth_time, created_at, expires_at, csrf, method, user_agent, ip";
-const IDENTITY_COLUMNS: &str = "connector_id, subject, user_id, email, email_verified, name, username, group_names, created_at, last_login_at";
+const IDENTITY_COLUMNS: &str = "connector_id, subject, user_id, email, email_verified, name, username, group_names, created_at, last_login_at, groups_confirmed_at";
 const CONNECTOR_LOGIN_COLUMNS: &str = "state_hash, connector_id, auth_request_id, link_user_id, browser_hash, nonce, code_verifier, email, created_at, expires_at";
 const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, created_at, expires_at, poll_interval, last_poll_at, status, grant_id, challenge_hash";
 const GRANT_COLUMNS: &str =
@@ -516,6 +520,7 @@ macro_rules! sql_store {
                     groups: json_list("identity groups", &row.try_get::<String, _>("group_names")?)?,
                     created_at: row.try_get("created_at")?,
                     last_login_at: row.try_get("last_login_at")?,
+                    groups_confirmed_at: row.try_get("groups_confirmed_at")?,
                 })
             }
 
@@ -553,6 +558,7 @@ macro_rules! sql_store {
                     .bind(to_json(&i.groups))
                     .bind(i.created_at)
                     .bind(i.last_login_at)
+                    .bind(i.groups_confirmed_at)
             }
 
             fn user_query<'q>(sql: &'q str, user: &'q User) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
@@ -1355,7 +1361,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_identity(&self, identity: &Identity) -> StoreResult<()> {
-                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
                 Self::identity_query(&sql, identity)
                     .execute(&self.writer)
                     .await
@@ -1370,7 +1376,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| unique_violation(e, format!("user {:?}", user.username)))?;
-                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                let sql = format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
                 Self::identity_query(&sql, identity)
                     .execute(&mut *tx)
                     .await
@@ -1381,8 +1387,8 @@ macro_rules! sql_store {
 
             async fn update_identity(&self, identity: &Identity) -> StoreResult<bool> {
                 let done = sqlx::query(
-                    "UPDATE identities SET email = $1, email_verified = $2, name = $3, username = $4, group_names = $5, last_login_at = $6
-                     WHERE connector_id = $7 AND subject = $8",
+                    "UPDATE identities SET email = $1, email_verified = $2, name = $3, username = $4, group_names = $5, last_login_at = $6,
+                     groups_confirmed_at = $9 WHERE connector_id = $7 AND subject = $8",
                 )
                 .bind(&identity.email)
                 .bind(identity.email_verified)
@@ -1392,6 +1398,7 @@ macro_rules! sql_store {
                 .bind(identity.last_login_at)
                 .bind(&identity.connector_id)
                 .bind(&identity.subject)
+                .bind(identity.groups_confirmed_at)
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() > 0)

@@ -525,7 +525,10 @@ enabled = false
     let claims = sign_in_with(&other, &broker, "github").await;
     assert_eq!(claims["sub"], bob.id.as_str());
 
-    // GitHub's organisations and teams are bob's groups, for a client granted `groups`.
+    // GitHub's organisations and teams are bob's groups, for a client granted `groups`,
+    // named for the connector that reported them. (Attack: a GitHub organisation named
+    // like a corporate group. Before the fix the groups of every identity were merged
+    // verbatim, so `acme` from GitHub passed for anyone's `acme`.)
     let (url, verifier) = authorize_url(&down.issuer, "team-app", "openid groups", "");
     let params = drive(&other, &url, "-", "-", "approve").await.callback();
     let (status, body) = redeem_code(
@@ -537,7 +540,7 @@ enabled = false
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let groups = serde_json::json!(["acme", "acme:ops"]);
+    let groups = serde_json::json!(["github:acme", "github:acme:ops"]);
     assert_eq!(
         jwt_payload(body["id_token"].as_str().unwrap())["groups"],
         groups
@@ -554,6 +557,26 @@ enabled = false
     assert_eq!(userinfo["groups"], groups);
     assert_eq!(userinfo["sub"], bob.id.as_str());
     assert!(claims.get("groups").is_none(), "not without the scope");
+
+    // Groups go stale: a day after the last sign-in through GitHub (groups_max_age),
+    // they are no longer released, since bob may have left the organisation.
+    let mut identity = store
+        .get_identity("github", "583231")
+        .await
+        .unwrap()
+        .unwrap();
+    identity.groups_confirmed_at -= 24 * 3600 + 1;
+    assert!(store.update_identity(&identity).await.unwrap());
+    let userinfo: serde_json::Value = http()
+        .get(format!("{}/userinfo", down.issuer))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(userinfo["groups"], serde_json::json!([]), "{userinfo}");
 
     // The person declines at GitHub: the login page says so, nothing is created.
     broker.github.sign_in_as(None);
