@@ -201,8 +201,8 @@ impl GithubProvider {
                 url: url.clone(),
                 source,
             })?;
-        let next = next_page(response.headers())
-            .filter(|next| next.starts_with(self.settings.api_url.as_str().trim_end_matches('/')));
+        let next =
+            next_page(response.headers()).filter(|next| is_under(&self.settings.api_url, next));
         Ok((read_json(&url, response).await?, next))
     }
 
@@ -242,6 +242,25 @@ async fn read_json<T: DeserializeOwned>(
     })
 }
 
+/// Whether `candidate` is a URL under the API's: the same scheme, host and port, no
+/// user info, and a path under the API's path. Only then does the token go there: a
+/// provider (or whoever tampers with its answers) must not send keyward's bearer token
+/// to `https://api.github.com.evil.example/` or `https://api.github.com@evil.example/`,
+/// which a comparison of text prefixes lets through.
+fn is_under(api: &Url, candidate: &str) -> bool {
+    let Ok(url) = Url::parse(candidate) else {
+        return false;
+    };
+    let prefix = api.path().trim_end_matches('/');
+    let path = url.path();
+    url.scheme() == api.scheme()
+        && url.host() == api.host()
+        && url.port_or_known_default() == api.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && (path == prefix || path.starts_with(&format!("{prefix}/")))
+}
+
 /// The `rel="next"` URL of a `Link` header (RFC 8288).
 fn next_page(headers: &HeaderMap) -> Option<String> {
     let link = headers.get(LINK)?.to_str().ok()?;
@@ -264,6 +283,35 @@ fn next_page(headers: &HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// Attack: a `Link` header that sends the token elsewhere. Before the fix the next
+    /// page was followed when its text started with the API's URL, which all of these
+    /// do.
+    #[test]
+    fn next_pages_outside_the_api_are_not_followed() {
+        let github: Url = "https://api.github.com".parse().unwrap();
+        let enterprise: Url = "https://ghe.example.com/api/v3".parse().unwrap();
+        for (api, ok) in [
+            (&github, "https://api.github.com/user/teams?page=2"),
+            (&github, "https://API.GITHUB.COM:443/user/orgs"),
+            (&enterprise, "https://ghe.example.com/api/v3/user/teams?page=2"),
+        ] {
+            assert!(is_under(api, ok), "{ok}");
+        }
+        for (api, bad) in [
+            (&github, "https://api.github.com.evil.example/user/teams?page=2"),
+            (&github, "https://api.github.com@evil.example/user/teams"),
+            (&github, "https://api.github.com:8443/user/teams"),
+            (&github, "http://api.github.com/user/teams"),
+            (&github, "https://user:pw@api.github.com/user/teams"),
+            (&enterprise, "https://ghe.example.com/api/v3x/user/teams"),
+            (&enterprise, "https://ghe.example.com/other"),
+            (&enterprise, "https://ghe.example.com.evil.example/api/v3/user"),
+            (&github, "/user/teams"),
+        ] {
+            assert!(!is_under(api, bad), "{bad}");
+        }
+    }
 
     #[test]
     fn link_header_next_page() {
