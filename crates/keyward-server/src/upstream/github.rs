@@ -163,7 +163,7 @@ impl GithubProvider {
         {
             return Err(UpstreamError::NotAllowed(format!(
                 "The GitHub account {} is not a member of {}.",
-                user.login,
+                super::printable(&user.login),
                 self.settings.orgs.join(", ")
             )));
         }
@@ -236,7 +236,8 @@ async fn read_json<T: DeserializeOwned>(
             status: status.as_u16(),
         });
     }
-    response.json().await.map_err(|e| UpstreamError::Malformed {
+    let body = super::guard::read_capped(url, response).await?;
+    serde_json::from_slice(&body).map_err(|e| UpstreamError::Malformed {
         url: url.to_owned(),
         detail: e.to_string(),
     })
@@ -294,19 +295,28 @@ mod tests {
         for (api, ok) in [
             (&github, "https://api.github.com/user/teams?page=2"),
             (&github, "https://API.GITHUB.COM:443/user/orgs"),
-            (&enterprise, "https://ghe.example.com/api/v3/user/teams?page=2"),
+            (
+                &enterprise,
+                "https://ghe.example.com/api/v3/user/teams?page=2",
+            ),
         ] {
             assert!(is_under(api, ok), "{ok}");
         }
         for (api, bad) in [
-            (&github, "https://api.github.com.evil.example/user/teams?page=2"),
+            (
+                &github,
+                "https://api.github.com.evil.example/user/teams?page=2",
+            ),
             (&github, "https://api.github.com@evil.example/user/teams"),
             (&github, "https://api.github.com:8443/user/teams"),
             (&github, "http://api.github.com/user/teams"),
             (&github, "https://user:pw@api.github.com/user/teams"),
             (&enterprise, "https://ghe.example.com/api/v3x/user/teams"),
             (&enterprise, "https://ghe.example.com/other"),
-            (&enterprise, "https://ghe.example.com.evil.example/api/v3/user"),
+            (
+                &enterprise,
+                "https://ghe.example.com.evil.example/api/v3/user",
+            ),
             (&github, "/user/teams"),
         ] {
             assert!(!is_under(api, bad), "{bad}");

@@ -11,6 +11,11 @@
 //! Sign-ins in progress live in the store ([`crate::domain::ConnectorLogin`]), so any
 //! replica can finish what another started; what is cached here (discovery documents,
 //! JWKS, SMTP connections) each replica fetches for itself.
+//!
+//! A provider is not trusted with keyward's resources: [`guard`] caps every answer at
+//! 1 MiB and keeps keyward off plain http (but to this machine) and off link-local and
+//! metadata addresses, whatever a discovery document or DNS says; text from a provider
+//! reaches logs and pages only through [`printable`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +24,7 @@ use crate::config::{Config, ConnectorConfig, ConnectorKind};
 
 pub mod email;
 pub mod github;
+pub mod guard;
 pub mod oidc;
 
 /// How long keyward waits for a provider.
@@ -43,7 +49,8 @@ pub struct UpstreamIdentity {
 }
 
 /// Why a sign-in at a provider failed. The messages name the provider's endpoint and
-/// what went wrong, never a token or a secret.
+/// what went wrong, never a token or a secret. Whatever text came from the provider is
+/// shown through [`printable`], so that it cannot forge log lines or page layout.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The provider could not be reached, or its answer could not be read.
@@ -64,7 +71,7 @@ pub enum UpstreamError {
         status: u16,
     },
     /// The provider's answer did not have the expected shape.
-    #[error("unexpected answer from {url}: {detail}")]
+    #[error("unexpected answer from {url}: {}", printable(.detail))]
     Malformed {
         /// The URL requested.
         url: String,
@@ -72,7 +79,7 @@ pub enum UpstreamError {
         detail: String,
     },
     /// The provider refused, with an OAuth error code (`access_denied`, `invalid_grant`, …).
-    #[error("the provider refused: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("the provider refused: {}{}", printable(.error), .description.as_deref().map(|d| format!(" ({})", printable(d))).unwrap_or_default())]
     Refused {
         /// The OAuth error code.
         error: String,
@@ -80,7 +87,7 @@ pub enum UpstreamError {
         description: Option<String>,
     },
     /// The OpenID Connect discovery document could not be used.
-    #[error("discovery of {issuer} failed: {detail}")]
+    #[error("discovery of {issuer} failed: {}", printable(.detail))]
     Discovery {
         /// The issuer.
         issuer: String,
@@ -88,15 +95,29 @@ pub enum UpstreamError {
         detail: String,
     },
     /// The ID token was not accepted (signature, issuer, audience, expiry, nonce).
-    #[error("the ID token was not accepted: {0}")]
+    #[error("the ID token was not accepted: {}", printable(.0))]
     IdToken(String),
     /// The provider vouched for the person, but keyward's rules do not let them in
     /// (not a member of an allowed GitHub organisation).
-    #[error("{0}")]
+    #[error("{}", printable(.0))]
     NotAllowed(String),
     /// A message could not be built or sent.
     #[error("cannot send mail: {0}")]
     Mail(String),
+}
+
+/// Text from a provider, fit for a log line or a page: control characters (line
+/// breaks included) escaped, at most 300 characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(300) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl UpstreamError {
@@ -186,10 +207,13 @@ impl Connectors {
 }
 
 /// The HTTP client for providers: no redirects followed (OpenID Connect endpoints must
-/// answer directly, and following them invites request forgery), bounded in time.
+/// answer directly, and following them invites request forgery), bounded in time, and
+/// never connecting to a metadata address whatever a name resolves to
+/// ([`guard::GuardedResolver`]).
 fn http_client() -> Result<reqwest::Client, UpstreamError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(guard::GuardedResolver))
         .timeout(PROVIDER_TIMEOUT)
         .user_agent(concat!("keyward/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -197,4 +221,27 @@ fn http_client() -> Result<reqwest::Client, UpstreamError> {
             url: "(HTTP client set-up)".into(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attack: forging log lines. A provider's error description with a line break
+    /// would have started a new, made-up line in keyward's log.
+    #[test]
+    fn provider_text_cannot_break_a_log_line() {
+        let refused = UpstreamError::Refused {
+            error: "access_denied\nlevel=INFO msg=\"admin signed in\"".into(),
+            description: Some("a\r\nb\u{1b}[31m".into()),
+        };
+        let text = refused.to_string();
+        assert!(
+            !text.contains('\n') && !text.contains('\r') && !text.contains('\u{1b}'),
+            "{text}"
+        );
+        assert!(text.contains("access_denied\\nlevel=INFO"), "{text}");
+        assert_eq!(printable(&"x".repeat(1000)).len(), 300);
+        assert_eq!(printable("Ünïcode ok"), "Ünïcode ok");
+    }
 }

@@ -30,6 +30,7 @@ use openidconnect::{
 use tokio::sync::RwLock;
 use url::Url;
 
+use super::guard::{ProviderHttp, endpoint_allowed};
 use super::{UpstreamError, UpstreamIdentity};
 use crate::config::connectors::OidcSettings;
 
@@ -48,7 +49,7 @@ const ACCEPTED_ALGS: [CoreJwsSigningAlgorithm; 3] = [
 /// An OpenID Connect provider and what keyward knows of it.
 pub struct OidcProvider {
     settings: OidcSettings,
-    http: reqwest::Client,
+    http: ProviderHttp,
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// Unknown key ids that made keyward fetch the JWKS again, and when.
     refetched_for: Mutex<HashMap<String, Instant>>,
@@ -74,7 +75,7 @@ impl OidcProvider {
     pub fn new(settings: OidcSettings, http: reqwest::Client) -> Self {
         Self {
             settings,
-            http,
+            http: ProviderHttp(http),
             discovered: RwLock::new(None),
             refetched_for: Mutex::new(HashMap::new()),
         }
@@ -107,6 +108,17 @@ impl OidcProvider {
         let metadata = CoreProviderMetadata::discover_async(issuer_url, &self.http)
             .await
             .map_err(|e| discovery_error(error_chain(&e)))?;
+        // The provider's document names where keyward sends browsers, codes and
+        // tokens: none of it may point off to plain http or a metadata address.
+        let endpoints = [
+            Some(metadata.authorization_endpoint().url()),
+            metadata.token_endpoint().map(|u| u.url()),
+            metadata.userinfo_endpoint().map(|u| u.url()),
+            Some(metadata.jwks_uri().url()),
+        ];
+        for endpoint in endpoints.into_iter().flatten() {
+            endpoint_allowed(endpoint).map_err(discovery_error)?;
+        }
         if !metadata
             .id_token_signing_alg_values_supported()
             .iter()

@@ -453,6 +453,93 @@ async fn two_people_on_one_browser_never_merge_accounts_on_postgres() {
     two_people_on_one_browser_never_merge_accounts(Db::Postgres).await;
 }
 
+/// A fake OpenID provider on 127.0.0.1 that answers discovery with `document(base)`
+/// (its own base URL in) and `{"keys": []}` at `/jwks`. Returns its base URL.
+async fn fake_provider(document: fn(&str) -> String) -> String {
+    let listener = bind().await;
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let doc = document(&base);
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { ([("content-type", "application/json")], doc) }
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(|| async {
+                ([("content-type", "application/json")], "{\"keys\":[]}")
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+fn discovery_document(base: &str, authorize: &str, token: &str) -> String {
+    serde_json::json!({
+        "issuer": base,
+        "authorization_endpoint": authorize,
+        "token_endpoint": token,
+        "jwks_uri": format!("{base}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+    .to_string()
+}
+
+/// Attack: a hostile (or hijacked) provider. One announces endpoints on the cloud
+/// metadata address, so that keyward would send browsers, codes and its client
+/// secret there; another answers with 2 MiB, to make keyward read without limit.
+/// Before the fix keyward took both documents and sent the browser on; now each is
+/// refused (the provider "cannot be reached", 502) before anything is sent anywhere.
+#[tokio::test]
+async fn a_hostile_provider_cannot_aim_keyward_at_metadata_or_flood_it() {
+    let metadata = fake_provider(|base| {
+        discovery_document(
+            base,
+            "http://169.254.169.254/authorize",
+            "http://169.254.169.254/latest/meta-data/token",
+        )
+    })
+    .await;
+    let flood = fake_provider(|base| {
+        let doc = discovery_document(base, &format!("{base}/authorize"), &format!("{base}/token"));
+        format!("{}{doc}", " ".repeat(2 << 20))
+    })
+    .await;
+    let connector = |id: &str, issuer: &str| {
+        format!(
+            "[[connectors]]\nid = \"{id}\"\ntype = \"oidc\"\nname = \"{id}\"\nissuer = \"{issuer}\"\nclient_id = \"keyward\"\n"
+        )
+    };
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!(
+            "{}\n{}",
+            connector("meta", &metadata),
+            connector("flood", &flood)
+        ),
+    )
+    .await
+    .unwrap();
+    for id in ["meta", "flood"] {
+        let browser = browser();
+        let (page, _) = login_page(&browser, &app).await;
+        let response = submit(&browser, &page, &format!("/login/{id}"), "", &[]).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_GATEWAY,
+            "{id}: {:?}",
+            response.headers().get("location")
+        );
+        let html = response.text().await.unwrap();
+        assert!(html.contains("cannot be reached right now"), "{html}");
+    }
+}
+
 #[tokio::test]
 async fn linking_keeps_one_account_on_sqlite() {
     linking_keeps_one_account(Db::Sqlite).await;
