@@ -80,8 +80,8 @@ impl Default for Options {
     }
 }
 
-/// A device login waiting for the user: what to show them and how to poll.
-#[derive(Debug)]
+/// A device login waiting for the user: what to show them and how to poll. Its
+/// `Debug` leaves out the device code, which is a credential until the login ends.
 pub struct PendingLogin {
     /// The code the user types.
     pub user_code: String,
@@ -98,12 +98,35 @@ pub struct PendingLogin {
     device_code: String,
 }
 
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("verification_uri_complete", &self.verification_uri_complete)
+            .field("poll", &self.poll)
+            .field("token_endpoint", &self.token_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PendingLogin {
-    /// The page to open: the complete URI when there is one.
-    pub fn url_to_open(&self) -> &str {
-        self.verification_uri_complete
-            .as_deref()
-            .unwrap_or(&self.verification_uri)
+    /// The page to show and open: the complete URI when there is one, if it is https
+    /// (or http to this machine). `None` when the server named neither safely: a
+    /// hostile server must not make `keyward login` open `file:`, `javascript:` or
+    /// a plain-http page elsewhere in the user's browser.
+    pub fn url_to_open(&self) -> Option<&str> {
+        [
+            self.verification_uri_complete.as_deref(),
+            Some(&self.verification_uri),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|uri| {
+            url::Url::parse(uri)
+                .ok()
+                .is_some_and(|url| crate::http::check_secure(&url).is_ok())
+        })
     }
 }
 
@@ -574,6 +597,48 @@ mod tests {
             client_id: Some("device".into()),
             ..TokenFile::default()
         }
+    }
+
+    fn pending(uri: &str, complete: Option<&str>) -> PendingLogin {
+        let started = Instant::now();
+        let poll = DevicePoll::new(5, 600, started);
+        PendingLogin {
+            user_code: "BCDF-GHJK".into(),
+            verification_uri: uri.into(),
+            verification_uri_complete: complete.map(str::to_owned),
+            next_poll: started,
+            poll,
+            token_endpoint: "https://id.example/token".into(),
+            device_code: "the-device-code-secret".into(),
+        }
+    }
+
+    /// Attack: a hostile server names the page `keyward login` opens. Only https (or
+    /// http to this machine) is opened; the device code never shows in `Debug`.
+    #[test]
+    fn only_safe_verification_pages_are_opened() {
+        let ok = pending(
+            "https://id.example/device",
+            Some("https://id.example/device?user_code=BCDF-GHJK"),
+        );
+        assert_eq!(
+            ok.url_to_open(),
+            Some("https://id.example/device?user_code=BCDF-GHJK")
+        );
+        let local = pending("http://127.0.0.1:8080/device", None);
+        assert_eq!(local.url_to_open(), Some("http://127.0.0.1:8080/device"));
+        // An unsafe complete URI falls back to a safe plain one.
+        let fallback = pending("https://id.example/device", Some("javascript:alert(1)"));
+        assert_eq!(fallback.url_to_open(), Some("https://id.example/device"));
+        for bad in [
+            "http://evil.example/device",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert_eq!(pending(bad, Some(bad)).url_to_open(), None, "{bad}");
+        }
+        assert!(!format!("{ok:?}").contains("the-device-code-secret"));
     }
 
     #[tokio::test]

@@ -37,6 +37,15 @@ pub enum TokenFileError {
         #[source]
         source: std::io::Error,
     },
+    /// The token directory is not this user's alone: another user could read, replace
+    /// or redirect the tokens in it.
+    #[error("refusing to keep tokens in {path}: {reason}")]
+    NotPrivate {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The lock stayed taken for longer than the timeout.
     #[error("timed out after {0:?} waiting for the lock on {1}")]
     LockTimeout(Duration, String),
@@ -316,7 +325,39 @@ fn create_private_dir(dir: &Path) -> Result<(), TokenFileError> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .map_err(io("cannot create directory", dir))
+        .map_err(io("cannot create directory", dir))?;
+    check_private_dir(dir)
+}
+
+/// Refuses a token directory that another user owns or may write to (one made in a
+/// shared place such as `/tmp` by someone else, or left open by `chmod`): whoever
+/// controls the directory can swap the files in it.
+#[cfg(unix)]
+fn check_private_dir(dir: &Path) -> Result<(), TokenFileError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |reason| {
+        Err(TokenFileError::NotPrivate {
+            path: dir.display().to_string(),
+            reason,
+        })
+    };
+    let meta = fs::metadata(dir).map_err(io("cannot inspect directory", dir))?;
+    // The owner of /proc/self is this process's user (Linux); elsewhere only the
+    // permission bits are checked.
+    if let Ok(me) = fs::metadata("/proc/self").map(|m| m.uid())
+        && meta.uid() != me
+    {
+        return refuse("it is owned by another user");
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse("other users may write to it (chmod go-w)");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private_dir(_dir: &Path) -> Result<(), TokenFileError> {
+    Ok(())
 }
 
 fn private_file(path: &Path) -> Result<File, TokenFileError> {
@@ -425,6 +466,34 @@ mod tests {
         }
         fs::write(store.path(), [0xff, 0xfe, 0x00]).unwrap();
         assert_eq!(store.load().unwrap(), None);
+        let _ = fs::remove_dir_all(home);
+    }
+
+    /// Attack: a local user prepares the token directory (in a shared place, or
+    /// opened up with chmod) to read or swap another user's tokens. keyward refuses
+    /// to write there.
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_control_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let home = temp_home();
+        let server = Url::parse("https://pkg.example.com/").unwrap();
+        let store = TokenStore::for_server(&home, &server).unwrap();
+        let dir = store.path().parent().unwrap().to_owned();
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = store.save(&token("a")).unwrap_err();
+        assert!(matches!(err, TokenFileError::NotPrivate { .. }), "{err}");
+        assert!(store.lock(Duration::from_millis(10)).is_err());
+        assert!(!store.path().exists());
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        store.save(&token("a")).unwrap();
+        // Owned by someone else (only root can arrange that for a test).
+        if fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+            std::os::unix::fs::chown(&dir, Some(4242), None).unwrap();
+            let err = store.save(&token("b")).unwrap_err();
+            assert!(err.to_string().contains("owned by another user"), "{err}");
+        }
         let _ = fs::remove_dir_all(home);
     }
 

@@ -396,13 +396,25 @@ pub fn hint(error: &anyhow::Error) -> Option<String> {
 /// Tells the user where to go, with a QR code of the page when stderr is a terminal,
 /// and opens the browser when asked and there is one.
 fn show_instructions(server: &Url, pending: &PendingLogin, open_browser: bool) {
-    let url = pending.url_to_open();
     let mut err = std::io::stderr().lock();
+    // Only an https page (or http on this machine) is shown, QR-coded or opened; and
+    // nothing the server sent reaches the terminal with its control characters.
+    let Some(url) = pending.url_to_open() else {
+        let _ = writeln!(
+            err,
+            "{} names no https page to log in at ({}); not opening it.",
+            server_name(server),
+            terminal_safe(&pending.verification_uri)
+        );
+        return;
+    };
+    let url = terminal_safe(url);
+    let url = url.as_str();
     let _ = writeln!(
         err,
         "To log in to {}, open this page in a browser:\n\n    {url}\n\nand check that it shows the code {}\n",
         server_name(server),
-        pending.user_code
+        terminal_safe(&pending.user_code)
     );
     if std::io::stderr().is_terminal()
         && let Ok(code) = qrcode::QrCode::new(url.as_bytes())
@@ -419,6 +431,22 @@ fn show_instructions(server: &Url, pending: &PendingLogin, open_browser: bool) {
     if open_browser && open_in_browser(url) {
         eprintln!("(opened in your browser)");
     }
+}
+
+/// Text from the server for the terminal: control characters (escape sequences that
+/// could rewrite the screen) escaped, at most 300 characters.
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .take(300)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Opens `url` with `$BROWSER`, or the desktop's opener when there is a desktop.

@@ -55,7 +55,7 @@ async fn the_login_machine_transition_by_transition() {
     assert!(matches!(state, State::RequestLogin), "{state:?}");
     let pending = request_login(&mut flow).await;
     assert_eq!(pending.user_code.len(), 9);
-    assert!(pending.url_to_open().ends_with(&pending.user_code));
+    assert!(pending.url_to_open().unwrap().ends_with(&pending.user_code));
     assert_eq!(pending.poll.interval, Duration::from_secs(1));
     assert_eq!(
         pending.token_endpoint,
@@ -72,7 +72,13 @@ async fn the_login_machine_transition_by_transition() {
 
     // The user approves; ClaimToken → HasNewToken → Success, and the file is written.
     assert_device_connected(
-        approve_device(&browser(), pending.url_to_open(), "alice", "approve").await,
+        approve_device(
+            &browser(),
+            pending.url_to_open().unwrap(),
+            "alice",
+            "approve",
+        )
+        .await,
     );
     let state = flow.step(State::ClaimToken(pending)).await;
     let State::HasNewToken(token) = state else {
@@ -160,7 +166,7 @@ async fn polling_slow_down_denial_expiry_and_refusal() {
 
     // The user denies: ClaimToken → Failure(AccessDenied).
     let pending = request_login(&mut flow).await;
-    let (status, _) = approve_device(&browser(), pending.url_to_open(), "alice", "deny")
+    let (status, _) = approve_device(&browser(), pending.url_to_open().unwrap(), "alice", "deny")
         .await
         .page();
     assert_eq!(status, StatusCode::OK);
