@@ -175,6 +175,8 @@ impl Server {
             r#"issuer = "http://127.0.0.1:{port}"
 listen = "127.0.0.1:{port}"
 database_url = "{database_url}"
+# The load generator is one address starting thousands of logins a minute.
+unauthenticated_writes_per_minute = 4000000000
 
 [[clients]]
 client_id = "{CLIENT_ID}"

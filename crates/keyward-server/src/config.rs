@@ -112,6 +112,7 @@ pub struct FileConfig {
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
     groups_max_age: Option<String>,
+    unauthenticated_writes_per_minute: Option<u32>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -229,6 +230,9 @@ pub struct Config {
     /// How long groups an upstream provider reported are released after the last
     /// sign-in through that provider (then they are dropped until the next one).
     pub groups_max_age: Duration,
+    /// Logins, device codes (of public clients) and Julia challenges one address may
+    /// make the server store per minute, without signing in.
+    pub unauthenticated_writes_per_minute: u32,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
     /// (for throttling and the account page); nobody else's are read.
     pub trusted_proxies: Vec<IpNet>,
@@ -329,6 +333,9 @@ impl Config {
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
             groups_max_age: duration("groups_max_age", file.groups_max_age, 24 * 3600)?,
+            unauthenticated_writes_per_minute: file
+                .unauthenticated_writes_per_minute
+                .unwrap_or(crate::throttle::DEFAULT_CREATIONS_PER_MINUTE),
             trusted_proxies: file
                 .trusted_proxies
                 .iter()
@@ -377,6 +384,12 @@ impl Config {
         }
         if self.device_code_ttl.as_secs() < 1 || self.device_code_ttl.as_secs() > 3600 {
             return Err(invalid("device_code_ttl", "must be between 1s and 1h"));
+        }
+        if self.unauthenticated_writes_per_minute == 0 {
+            return Err(invalid(
+                "unauthenticated_writes_per_minute",
+                "must be at least 1",
+            ));
         }
         if self.device_poll_interval.as_secs() < 1 || self.device_poll_interval.as_secs() > 60 {
             return Err(invalid(
@@ -654,6 +667,10 @@ mod tests {
         ] {
             assert_eq!(a, b);
         }
+        assert_eq!(
+            example.unauthenticated_writes_per_minute,
+            defaults.unauthenticated_writes_per_minute
+        );
         assert_eq!(example.clients.len(), 1);
         assert_eq!(example.users.len(), 1);
         let types: Vec<_> = example

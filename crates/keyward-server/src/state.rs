@@ -10,6 +10,7 @@ use crate::http::pages::Pages;
 use crate::keys::{KeyError, Keys};
 use crate::mac::MacKey;
 use crate::store::{Store, StoreError};
+use crate::throttle::CreationLimiter;
 use crate::upstream::{Connectors, UpstreamError};
 
 /// Why the server's state could not be built.
@@ -37,6 +38,7 @@ struct Inner {
     store: Arc<dyn Store>,
     keys: Keys,
     mac: MacKey,
+    creations: CreationLimiter,
     connectors: Connectors,
     pages: Pages,
     metrics: PrometheusHandle,
@@ -50,6 +52,7 @@ impl AppState {
         let publish_for = config.access_token_ttl.max(config.id_token_ttl);
         let keys = Keys::load(store.clone(), publish_for).await?;
         let mac = MacKey::load(store.as_ref()).await?;
+        let creations = CreationLimiter::new(config.unauthenticated_writes_per_minute);
         let pages = Pages::new(&config);
         let metrics = crate::http::health::metrics_handle();
         Ok(Self {
@@ -58,6 +61,7 @@ impl AppState {
                 store,
                 keys,
                 mac,
+                creations,
                 connectors,
                 pages,
                 metrics,
@@ -88,6 +92,11 @@ impl AppState {
     /// The server's MAC key.
     pub fn mac(&self) -> &MacKey {
         &self.inner.mac
+    }
+
+    /// The limiter of what unauthenticated callers make the server store.
+    pub fn creations(&self) -> &CreationLimiter {
+        &self.inner.creations
     }
 
     /// The connectors (upstream providers, emailed links, the local password).

@@ -81,15 +81,6 @@ pub const EMAIL_LINKS_PER_CLIENT: ThrottlePolicy = ThrottlePolicy {
     forget_after: DAY,
 };
 
-/// Logins, device codes and Julia challenges that an unauthenticated caller may make
-/// the server store, from one address: 100 at once, then 1 s, doubling, up to a minute.
-pub const UNAUTHENTICATED_WRITES_PER_ADDRESS: ThrottlePolicy = ThrottlePolicy {
-    free: 100,
-    first_delay: 1,
-    max_delay: 60,
-    forget_after: DAY,
-};
-
 /// A throttle key: the SHA-256 of what is counted, so its size is bounded whatever a
 /// caller typed.
 fn key(kind: &str, parts: &[&str]) -> TokenHash {
@@ -232,25 +223,78 @@ pub async fn email_link_allowed(
     Ok(per_address == ThrottleAttempt::Allowed && per_client == ThrottleAttempt::Allowed)
 }
 
-/// Counts something an unauthenticated caller at `addr` asks the server to store (a
-/// login in progress, a device code, a Julia challenge). `Err(retry_after)` when the
-/// address must wait.
-pub async fn unauthenticated_write(
-    store: &dyn Store,
-    what: &str,
-    addr: Option<IpAddr>,
-    now: i64,
-) -> StoreResult<Result<(), i64>> {
-    let key = key("unauthenticated-write", &[what, &address(addr)]);
-    Ok(
-        match store
-            .throttle_attempt(&key, &UNAUTHENTICATED_WRITES_PER_ADDRESS, now)
-            .await?
-        {
-            ThrottleAttempt::Allowed => Ok(()),
-            ThrottleAttempt::Refused { retry_after } => Err(retry_after),
-        },
-    )
+/// Limits what unauthenticated callers can make the server store (logins in progress,
+/// sign-ins at providers, device codes of public clients, Julia challenges): a token
+/// bucket per address group, `unauthenticated_writes_per_minute` a minute (default
+/// [`DEFAULT_CREATIONS_PER_MINUTE`]) with bursts of as many.
+/// Kept in memory (per replica): it sits on the first request of every login, where a
+/// write to the store would cost as much as what it guards. What it lets through
+/// expires within minutes and is purged by the housekeeping, so storage stays bounded.
+/// At most [`MAX_TRACKED`] address groups are tracked; past that, idle ones are
+/// forgotten first, then all (an address flood makes the limiter forget, never refuse
+/// everyone).
+#[derive(Debug)]
+pub struct CreationLimiter {
+    per_minute: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+/// Creations per minute per address group (and the burst), unless configured.
+pub const DEFAULT_CREATIONS_PER_MINUTE: u32 = 300;
+/// The most address groups tracked at once.
+pub const MAX_TRACKED: usize = 100_000;
+
+impl CreationLimiter {
+    /// A limiter of `per_minute` creations per address group.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes one creation for `addr`; `Err(retry_after)` when its bucket is empty.
+    pub fn allow(&self, addr: Option<IpAddr>) -> Result<(), i64> {
+        self.allow_at(addr, std::time::Instant::now())
+    }
+
+    fn allow_at(&self, addr: Option<IpAddr>, now: std::time::Instant) -> Result<(), i64> {
+        let capacity = self.per_minute;
+        let per_second = capacity / 60.0;
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_TRACKED {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < capacity
+            });
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(address(addr)).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * per_second;
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            // Seconds until one token is back, rounded up.
+            let wait = ((1.0 - bucket.tokens) / per_second).ceil();
+            Err(wait.max(1.0) as i64)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,13 +323,30 @@ mod tests {
             USER_CODE_PER_ADDRESS,
             EMAIL_LINKS_PER_ADDRESS,
             EMAIL_LINKS_PER_CLIENT,
-            UNAUTHENTICATED_WRITES_PER_ADDRESS,
         ] {
             assert!(policy.forget_after > policy.max_delay, "{policy:?}");
             assert!(policy.free >= 1 && policy.first_delay >= 1, "{policy:?}");
             // The store purges throttles quiet for a day.
             assert!(policy.forget_after <= DAY, "{policy:?}");
         }
+    }
+
+    #[test]
+    fn creations_are_limited_per_address_group_and_refill() {
+        let limiter = CreationLimiter::new(120);
+        let start = std::time::Instant::now();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
+        let b: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..120 {
+            assert!(limiter.allow_at(Some(a), start).is_ok());
+        }
+        assert_eq!(limiter.allow_at(Some(same_64), start), Err(1));
+        assert!(limiter.allow_at(Some(b), start).is_ok(), "another address");
+        let later = start + std::time::Duration::from_secs(1);
+        assert!(limiter.allow_at(Some(a), later).is_ok(), "refilled");
+        assert!(limiter.allow_at(Some(a), later).is_ok());
+        assert!(limiter.allow_at(Some(a), later).is_err());
     }
 
     #[test]

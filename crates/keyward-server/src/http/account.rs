@@ -9,6 +9,7 @@
 //! CSRF token and answers with a redirect to the page and a notice.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -18,7 +19,7 @@ use axum::routing::{get, post};
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, current_session, respond, secs, see_other};
+use super::authorize::{Browser, current_session, respond, secs, see_other, store_new_request};
 use super::connectors::{email_sent_page, send_email_link, to_account, to_provider};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr};
@@ -94,6 +95,7 @@ struct PageQuery {
 
 async fn account_page(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -101,7 +103,7 @@ async fn account_page(
     let result = async {
         match current_session(&state, &headers).await? {
             Some((session, user)) => render(&state, &session, &user, notice.as_deref()).await,
-            None => start_sign_in(&state, &headers).await,
+            None => start_sign_in(&state, addr, &headers).await,
         }
     }
     .await;
@@ -109,7 +111,11 @@ async fn account_page(
 }
 
 /// Not signed in: a login in progress that ends on this page.
-async fn start_sign_in(state: &AppState, headers: &HeaderMap) -> Result<Response, PageError> {
+async fn start_sign_in(
+    state: &AppState,
+    addr: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Response, PageError> {
     let browser = Browser::of(headers);
     let at = now();
     let request = AuthRequest {
@@ -133,7 +139,7 @@ async fn start_sign_in(state: &AppState, headers: &HeaderMap) -> Result<Response
         kind: LoginKind::Account,
         response_mode: ResponseMode::Query,
     };
-    state.store().insert_auth_request(&request).await?;
+    store_new_request(state, &request, addr).await?;
     let response = see_other(&format!(
         "{}/login?req={}",
         state.config().base_path(),

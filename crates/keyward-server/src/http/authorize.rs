@@ -9,6 +9,8 @@
 //! A valid request becomes an [`AuthRequest`] in the store (so any replica can finish
 //! it), bound to the browser that started it by a cookie and protected by a CSRF token.
 
+use std::net::IpAddr;
+
 use axum::Router;
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -65,20 +67,22 @@ struct AuthorizeParams {
 
 async fn authorize_get(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let params = parse_form(query.unwrap_or_default().as_bytes());
-    respond(&state, authorize(&state, &headers, params).await)
+    respond(&state, authorize(&state, addr, &headers, params).await)
 }
 
 async fn authorize_post(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
 ) -> Response {
     let params = body.and_then(|Body(bytes)| parse_form(&bytes));
-    respond(&state, authorize(&state, &headers, params).await)
+    respond(&state, authorize(&state, addr, &headers, params).await)
 }
 
 pub(super) fn respond(state: &AppState, result: Result<Response, PageError>) -> Response {
@@ -142,6 +146,7 @@ pub(super) fn error_page(title: &'static str, message: impl Into<String>) -> Pag
 
 async fn authorize(
     state: &AppState,
+    addr: Option<IpAddr>,
     headers: &HeaderMap,
     params: Result<AuthorizeParams, OAuthError>,
 ) -> Result<Response, PageError> {
@@ -226,7 +231,7 @@ async fn authorize(
     }
     // Not stored yet: a signed-in browser that needs no consent page gets its code at
     // once, and the store sees one write (the grant and its code) instead of three.
-    let response = advance(state, auth_request, &client, Stored::No).await?;
+    let response = advance(state, auth_request, &client, Stored::No { from: addr }).await?;
     Ok(browser.set_if_new(state, response))
 }
 
@@ -438,8 +443,24 @@ pub async fn current_session(
 pub(super) enum Stored {
     /// Loaded from (or written to) the store: finishing it takes it out.
     Yes,
-    /// Only in memory: stored only if a page must be shown before it can finish.
-    No,
+    /// Only in memory: stored only if a page must be shown before it can finish, and
+    /// then only within the creation limit of the address it came `from`.
+    No {
+        /// The client address.
+        from: Option<IpAddr>,
+    },
+}
+
+/// Stores a new login in progress that an unauthenticated caller at `from` started,
+/// unless that address started too many (a 429 page).
+pub(super) async fn store_new_request(
+    state: &AppState,
+    request: &AuthRequest,
+    from: Option<IpAddr>,
+) -> Result<(), PageError> {
+    state.creations().allow(from).map_err(PageError::too_many)?;
+    state.store().insert_auth_request(request).await?;
+    Ok(())
 }
 
 /// Moves a login forward: to the login page, the consent page, or the client. A
@@ -451,8 +472,8 @@ pub(super) async fn advance(
     stored: Stored,
 ) -> Result<Response, PageError> {
     let Some(user_id) = &request.user_id else {
-        if stored == Stored::No {
-            state.store().insert_auth_request(&request).await?;
+        if let Stored::No { from } = stored {
+            store_new_request(state, &request, from).await?;
         }
         return Ok(see_other(&format!(
             "{}/login?req={}",
@@ -487,8 +508,8 @@ pub(super) async fn advance(
             let description = "the user has not approved this application";
             return reject(state, &request, ErrorCode::ConsentRequired, description).await;
         }
-        if stored == Stored::No {
-            state.store().insert_auth_request(&request).await?;
+        if let Stored::No { from } = stored {
+            store_new_request(state, &request, from).await?;
         }
         return Ok(see_other(&format!(
             "{}/consent?req={}",

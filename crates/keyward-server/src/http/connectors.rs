@@ -87,6 +87,8 @@ async fn start(
         let form: StartForm = page_form(body)?;
         let (request, client) = load_request(&state, &headers, &form.req).await?;
         check_csrf(&request, &form.csrf)?;
+        // Each press stores a sign-in at the provider (or a link): limit them per address.
+        state.creations().allow(addr).map_err(PageError::too_many)?;
         let purpose = ConnectorPurpose::Login(request.id.clone());
         match &connector.provider {
             Provider::Email(_) => {

@@ -8,6 +8,8 @@
 //! counted per client address before they are looked up, and throttled with back-off
 //! ([`crate::throttle::USER_CODE_PER_ADDRESS`]).
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -20,7 +22,7 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 use serde::Deserialize;
 
 use super::authorize::{Browser, Stored, advance, attach_session, error_page, secs};
-use super::client_auth::authenticate;
+use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::pages::{PageError, page_form};
@@ -44,13 +46,20 @@ struct DeviceAuthorizationForm {
 /// RFC 8628 §3.1–3.2.
 async fn device_authorization(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
     let Body(body) = body?;
     let credentials: ClientCredentialsInBody = parse_form(&body)?;
     let form: DeviceAuthorizationForm = parse_form(&body)?;
-    let (client, _) = authenticate(&state, &headers, credentials).await?;
+    let (client, auth) = authenticate(&state, &headers, credentials).await?;
+    // Anyone may start a device login for a public client: limit how many per address.
+    if auth != ClientAuth::Secret
+        && let Err(retry_after) = state.creations().allow(addr)
+    {
+        return Err(ApiError::too_many(retry_after));
+    }
     if !client.allows_grant(DEVICE_CODE_GRANT) {
         let message = "this client may not use the device authorization grant";
         return Err(OAuthError::new(ErrorCode::UnauthorizedClient, message).into());
@@ -237,7 +246,7 @@ async fn entry_submit(
             ));
         };
         attempt.succeeded(store).await?;
-        start_login(&state, &headers, &browser, device).await
+        start_login(&state, addr, &headers, &browser, device).await
     }
     .await;
     result.unwrap_or_else(|error: PageError| state.pages().error(error))
@@ -247,6 +256,7 @@ async fn entry_submit(
 /// and consent pages, ending on [`outcome_page`].
 pub(super) async fn start_login(
     state: &AppState,
+    addr: Option<IpAddr>,
     headers: &HeaderMap,
     browser: &Browser,
     device: DeviceCode,
@@ -281,7 +291,7 @@ pub(super) async fn start_login(
         response_mode: ResponseMode::Query,
     };
     attach_session(state, headers, &mut request).await?;
-    let response = advance(state, request, &client, Stored::No).await?;
+    let response = advance(state, request, &client, Stored::No { from: addr }).await?;
     Ok(browser.set_if_new(state, response))
 }
 

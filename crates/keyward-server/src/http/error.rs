@@ -21,6 +21,8 @@ pub struct OAuthError {
     pub description: Cow<'static, str>,
     /// A status other than the code's usual one (413 for an oversized body).
     pub status: Option<StatusCode>,
+    /// For a 429: seconds until trying again makes sense (`Retry-After`).
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -30,6 +32,7 @@ impl OAuthError {
             code,
             description: description.into(),
             status: None,
+            retry_after: None,
         }
     }
 
@@ -75,6 +78,7 @@ fn quoted(value: &str) -> String {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = self.retry_after;
         let challenge = match self.code {
             ErrorCode::InvalidClient => Some("Basic realm=\"keyward\"".to_owned()),
             ErrorCode::InvalidToken | ErrorCode::InsufficientScope => Some(format!(
@@ -94,7 +98,10 @@ impl IntoResponse for OAuthError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
-        response
+        match retry_after {
+            Some(seconds) => with_retry_after(response, seconds),
+            None => response,
+        }
     }
 }
 
@@ -115,6 +122,20 @@ pub enum ApiError {
     OAuth(OAuthError),
     /// A failure of keyward itself.
     Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// 429 `temporarily_unavailable` with `Retry-After`: this address asked for too
+    /// much.
+    pub fn too_many(retry_after: i64) -> Self {
+        let mut error = OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "too many requests from this address; retry later",
+        );
+        error.status = Some(StatusCode::TOO_MANY_REQUESTS);
+        error.retry_after = Some(retry_after);
+        Self::OAuth(error)
+    }
 }
 
 impl From<OAuthError> for ApiError {

@@ -65,6 +65,8 @@ pub struct PageError {
     pub message: String,
     /// The internal cause, logged and never shown.
     pub internal: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// For a 429: seconds until trying again makes sense (`Retry-After`).
+    pub retry_after: Option<i64>,
 }
 
 impl PageError {
@@ -80,6 +82,22 @@ impl PageError {
             title,
             message: message.into(),
             internal: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 429 page: this address asked for too much; try again in `retry_after` s.
+    pub fn too_many(retry_after: i64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                format!(
+                    "Too many sign-ins were started from your network. Try again in {}.",
+                    super::error::wait_text(retry_after)
+                ),
+            )
         }
     }
 }
@@ -102,6 +120,7 @@ impl<E: Into<super::error::ApiError>> From<E> for PageError {
                 message: "keyward could not complete this request. Please try again in a moment."
                     .into(),
                 internal: Some(e),
+                retry_after: None,
             },
         }
     }
@@ -202,11 +221,15 @@ impl Pages {
         if let Some(cause) = &error.internal {
             super::error::log_internal(cause.as_ref());
         }
-        self.render(
+        let page = self.render(
             error.status,
             "error.html",
             minijinja::context! { title => error.title, message => error.message },
-        )
+        );
+        match error.retry_after {
+            Some(seconds) => super::error::with_retry_after(page, seconds),
+            None => page,
+        }
     }
 }
 

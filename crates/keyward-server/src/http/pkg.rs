@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::authorize::{Browser, error_page};
 use super::device::{self, start_login};
 use super::error::{ApiError, OAuthError, no_store};
-use super::extract::{Body, bearer_token};
+use super::extract::{Body, ClientAddr, bearer_token};
 use super::pages::PageError;
 use super::token::{collect_device, refresh};
 use crate::domain::{Client, DeviceStatus, now};
@@ -147,9 +147,12 @@ const MAX_CHALLENGE: usize = 256;
 
 async fn challenge(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
     let Body(body) = body?;
+    // Anyone may start a Julia login: limit how many per address.
+    state.creations().allow(addr).map_err(ApiError::too_many)?;
     let challenge = std::str::from_utf8(&body)
         .map(str::trim)
         .unwrap_or_default();
@@ -186,6 +189,7 @@ async fn challenge(
 /// `GET /auth/response?<response>`: the whole query string is the response.
 async fn response_page(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -212,7 +216,7 @@ async fn response_page(
         {
             return Err(expired());
         }
-        start_login(&state, &headers, &browser, device).await
+        start_login(&state, addr, &headers, &browser, device).await
     }
     .await;
     result.unwrap_or_else(|e| state.pages().error(e))

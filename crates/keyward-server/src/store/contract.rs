@@ -702,6 +702,35 @@ async fn throttle_contract(store: Arc<dyn Store>) {
     }
     assert_eq!(allowed, 5);
 
+    // 10,000 device codes nobody finished (what anyone can make the server store)
+    // are gone after one housekeeping pass.
+    for i in 0..10_000 {
+        let code = crate::domain::DeviceCode {
+            device_code_hash: TokenHash::of(&format!("flood-{i}")),
+            user_code: format!("FLOOD{i:05}"),
+            client_id: "cli".into(),
+            scope: ScopeSet::default(),
+            created_at: 100,
+            expires_at: 700,
+            interval: 5,
+            last_poll_at: None,
+            status: crate::domain::DeviceStatus::Pending,
+            grant_id: None,
+            challenge_hash: None,
+        };
+        store.insert_device_code(&code).await.unwrap();
+    }
+    store.purge_expired(701).await.unwrap();
+    for i in [0, 4_999, 9_999] {
+        assert_eq!(
+            store
+                .get_device_code(&TokenHash::of(&format!("flood-{i}")))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
     // Throttles quiet for a day are purged.
     store.purge_expired(5000 + 86_401).await.unwrap();
     assert_eq!(

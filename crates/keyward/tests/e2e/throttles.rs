@@ -306,3 +306,57 @@ async fn parallel_user_code_guesses_get_through_at_most_the_limit() {
     }
     assert!(looked_up <= 10, "{looked_up} codes were looked up");
 }
+
+/// Attack: filling the database without signing in. Before the fix anyone could make
+/// keyward store a device code (public client), a Julia challenge or a login in
+/// progress with every request, without limit. Now each address gets a burst
+/// (`unauthenticated_writes_per_minute`, 300 by default) and then 5 a second, answered
+/// 429 with Retry-After (JSON for the APIs, a page for browsers); what was stored
+/// expires and is purged.
+#[tokio::test]
+async fn unauthenticated_callers_cannot_grow_the_store_without_bound() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let limit = keyward_server::throttle::DEFAULT_CREATIONS_PER_MINUTE as usize;
+    let client = http();
+    let mut statuses = Vec::new();
+    for _ in 0..limit + 5 {
+        let response = client
+            .post(format!("{}/device/code", app.issuer))
+            .form(&[("client_id", "cli"), ("scope", "openid")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+        }
+    }
+    let created = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(created <= limit + 1, "{created} device codes stored");
+    assert!(statuses.ends_with(&[StatusCode::TOO_MANY_REQUESTS; 3]));
+
+    // The same address has spent its allowance on Julia challenges and logins too.
+    let response = client
+        .post(format!("{}/auth/challenge", app.issuer))
+        .body("Abc123Def456Ghi789Jkl012Mno345Pq")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let (url, _) = authorize_url(&app.issuer, "demo-app", "openid", "");
+    let response = browser().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+
+    // A confidential client (authenticated) is not limited this way.
+    let response = client
+        .post(format!("{}/token", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
