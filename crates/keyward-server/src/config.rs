@@ -116,6 +116,10 @@ pub struct FileConfig {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
+    insecure_http: bool,
+    metrics_allowed: Option<Vec<String>>,
+    metrics_token: Option<ClientSecret>,
+    #[serde(default)]
     pkg_auth: PkgAuthConfig,
     #[serde(default)]
     clients: Vec<ClientConfig>,
@@ -245,9 +249,13 @@ pub struct Config {
     /// The ways to sign in: upstream providers, emailed links and the local password
     /// (always present, perhaps disabled), in the order the login page shows them.
     pub connectors: Vec<ConnectorConfig>,
-    /// Keys of the file that are accepted but no longer do anything, with why; logged
-    /// as warnings at start.
-    pub obsolete: Vec<String>,
+    /// What the operator must hear at start (obsolete keys, an insecure issuer);
+    /// logged as warnings.
+    pub warnings: Vec<String>,
+    /// Addresses `/metrics` answers to without a token.
+    pub metrics_allowed: Vec<IpNet>,
+    /// A bearer token that opens `/metrics` from anywhere.
+    pub metrics_token: Option<ClientSecret>,
 }
 
 impl Config {
@@ -295,6 +303,47 @@ impl Config {
         let issuer_text =
             pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = parse_issuer(&issuer_text)?;
+        let mut warnings = Vec::new();
+        if issuer.scheme() == "http" && !connectors::is_loopback_host(issuer.host_str()) {
+            if !file.insecure_http {
+                return Err(invalid(
+                    "issuer",
+                    format!(
+                        "{issuer_text:?} is plain http on another machine: passwords, codes and \
+                         tokens would cross the network in clear. Use https (behind a TLS \
+                         proxy), or set insecure_http = true for a closed test network"
+                    ),
+                ));
+            }
+            warnings.push(format!(
+                "INSECURE: the issuer {issuer_text} is plain http and insecure_http = true: \
+                 passwords, codes and tokens cross the network in clear"
+            ));
+        }
+        if file.refresh_reuse_grace.is_some() {
+            warnings.push(
+                "refresh_reuse_grace is no longer used: refresh-token rotation is idempotent \
+                 (a retried rotation gets the same successor), so no grace window is needed; \
+                 remove the key"
+                    .to_owned(),
+            );
+        }
+        let metrics_allowed = match &file.metrics_allowed {
+            None => vec![
+                "127.0.0.0/8"
+                    .parse()
+                    .map_err(|m| invalid("metrics_allowed", m))?,
+                "::1".parse().map_err(|m| invalid("metrics_allowed", m))?,
+            ],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    text.parse()
+                        .map_err(|m| invalid(format!("metrics_allowed[{i}]"), m))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let connectors = connectors::validate(file.connectors, &issuer)?;
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
@@ -349,16 +398,9 @@ impl Config {
             clients: file.clients,
             users: file.users,
             connectors,
-            obsolete: file
-                .refresh_reuse_grace
-                .map(|_| {
-                    "refresh_reuse_grace is no longer used: refresh-token rotation is \
-                     idempotent (a retried rotation gets the same successor), so no \
-                     grace window is needed; remove the key"
-                        .to_owned()
-                })
-                .into_iter()
-                .collect(),
+            warnings,
+            metrics_allowed,
+            metrics_token: file.metrics_token,
         };
         config.validate()?;
         Ok(config)
@@ -384,6 +426,13 @@ impl Config {
         }
         if self.device_code_ttl.as_secs() < 1 || self.device_code_ttl.as_secs() > 3600 {
             return Err(invalid("device_code_ttl", "must be between 1s and 1h"));
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.secret().len() < 16)
+        {
+            return Err(invalid("metrics_token", "must be at least 16 characters"));
         }
         if self.unauthenticated_writes_per_minute == 0 {
             return Err(invalid(
@@ -505,6 +554,17 @@ impl Config {
     /// Whether cookies must carry `Secure`.
     pub fn secure_cookies(&self) -> bool {
         self.issuer.scheme() == "https"
+    }
+
+    /// The name of keyward's cookie `base`: `__Host-<base>` when the issuer is https at
+    /// the root path, so that the browser refuses it from any other host (a sibling
+    /// subdomain) or path, and keyward's own is the only one it sends.
+    pub fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies() && self.base_path().is_empty() {
+            format!("__Host-{base}")
+        } else {
+            base.to_owned()
+        }
     }
 
     /// The issuer as a string without a trailing slash, as it appears in `iss`.
@@ -680,6 +740,48 @@ mod tests {
             .collect();
         assert_eq!(types, ["oidc", "github", "email", "password"]);
         assert_eq!(defaults.connectors.len(), 1, "the password connector");
+    }
+
+    /// Attack: listening in. A plain-http issuer on another machine sends passwords,
+    /// codes and tokens across the network in clear; it needs an explicit, loudly
+    /// logged `insecure_http = true`.
+    #[test]
+    fn plain_http_elsewhere_needs_insecure_http_and_is_logged() {
+        let err = Config::from_toml("issuer = \"http://id.example.com\"", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("insecure_http") && err.contains("issuer"),
+            "{err}"
+        );
+        let config = Config::from_toml(
+            "issuer = \"http://id.example.com\"\ninsecure_http = true",
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(config.warnings.iter().any(|w| w.starts_with("INSECURE")));
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:9",
+            "https://id.example.com",
+        ] {
+            let config = Config::from_toml(&format!("issuer = \"{ok}\""), &env(&[])).unwrap();
+            assert!(config.warnings.is_empty(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_host_prefixed_under_https_at_the_root() {
+        let name = |issuer: &str| {
+            Config::from_toml(&format!("issuer = \"{issuer}\""), &env(&[]))
+                .unwrap()
+                .cookie_name("keyward_session")
+        };
+        assert_eq!(name("https://id.example.com"), "__Host-keyward_session");
+        assert_eq!(name("https://id.example.com/"), "__Host-keyward_session");
+        // A path (cookies scoped to it) or plain http: no prefix is possible.
+        assert_eq!(name("https://example.com/id"), "keyward_session");
+        assert_eq!(name("http://127.0.0.1:8080"), "keyward_session");
     }
 
     #[test]

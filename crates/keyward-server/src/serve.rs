@@ -31,7 +31,7 @@ pub enum ServeError {
 
 /// Opens the store, applies the configured clients and users, and loads the keys.
 pub async fn build(config: Config) -> Result<AppState, ServeError> {
-    for notice in &config.obsolete {
+    for notice in &config.warnings {
         tracing::warn!("{notice}");
     }
     let store = store::open(&config.database_url).await?;

@@ -116,7 +116,7 @@ async fn start_sign_in(
     addr: Option<IpAddr>,
     headers: &HeaderMap,
 ) -> Result<Response, PageError> {
-    let browser = Browser::of(headers);
+    let browser = Browser::of(state, headers);
     let at = now();
     let request = AuthRequest {
         id: keyward_proto::secret::random_urlsafe(24),
@@ -348,7 +348,7 @@ async fn link_start(
                 "This way of signing in does not exist or is turned off.",
             )
         })?;
-        let browser = Browser::of(&headers);
+        let browser = Browser::of(&state, &headers);
         let browser_hash = TokenHash::of(&browser.value);
         let purpose = ConnectorPurpose::Link(user.id.clone());
         let back = format!("{}/account", state.config().base_path());

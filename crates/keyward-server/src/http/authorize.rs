@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use axum::Router;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
@@ -21,7 +21,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::error::{OAuthError, wait_text, with_retry_after};
-use super::extract::{Body, ClientAddr, cookie, parse_form, set_cookie};
+use super::extract::{Body, ClientAddr, append_our_cookie, our_cookie, parse_form};
 use super::pages::{PageError, Pages, page_form};
 use crate::domain::{
     AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
@@ -200,7 +200,7 @@ async fn authorize(
         Err((code, description)) => return Ok(responder.error(code, &description)),
     };
 
-    let browser = Browser::of(headers);
+    let browser = Browser::of(state, headers);
     let created = now();
     let mut auth_request = AuthRequest {
         id: keyward_proto::secret::random_urlsafe(24),
@@ -243,15 +243,26 @@ pub(super) struct Browser {
 }
 
 impl Browser {
-    /// The request's binding cookie, or a fresh value when it has none.
-    pub(super) fn of(headers: &HeaderMap) -> Self {
-        match cookie(headers, BROWSER_COOKIE) {
-            Some(value) if value.len() >= 32 && value.len() <= 64 => Self {
-                value: value.to_owned(),
-                is_new: false,
-            },
+    /// The request's binding cookie, or a fresh value when it has none. The value is
+    /// sealed with the server's MAC key: one keyward did not make (planted by another
+    /// site or a script, to tie someone's browser to a login the planter knows) is
+    /// ignored, and the browser gets a new one.
+    pub(super) fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        match our_cookie(state, headers, BROWSER_COOKIE) {
+            Some(value)
+                if value.len() <= 128
+                    && state.mac().open(Purpose::BrowserCookie, value).is_some() =>
+            {
+                Self {
+                    value: value.to_owned(),
+                    is_new: false,
+                }
+            }
             _ => Self {
-                value: keyward_proto::secret::random_urlsafe(32),
+                value: state.mac().seal(
+                    Purpose::BrowserCookie,
+                    &keyward_proto::secret::random_urlsafe(32),
+                ),
                 is_new: true,
             },
         }
@@ -265,16 +276,7 @@ impl Browser {
     /// Adds `Set-Cookie` to `response` when the value is new.
     pub(super) fn set_if_new(&self, state: &AppState, mut response: Response) -> Response {
         if self.is_new {
-            let cookie = set_cookie(
-                BROWSER_COOKIE,
-                &self.value,
-                &cookie_path(state),
-                None,
-                state.config().secure_cookies(),
-            );
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
+            append_our_cookie(state, &mut response, BROWSER_COOKIE, &self.value, None);
         }
         response
     }
@@ -413,22 +415,13 @@ pub(super) fn secs(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
-pub(super) fn cookie_path(state: &AppState) -> String {
-    let base = state.config().base_path();
-    if base.is_empty() {
-        "/".to_owned()
-    } else {
-        base.to_owned()
-    }
-}
-
 /// The browser's session and user, when the session cookie is valid and the user
 /// enabled.
 pub async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, PageError> {
-    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+    let Some(value) = our_cookie(state, headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     let found = state
@@ -641,8 +634,8 @@ pub(super) async fn load_request(
         .get_auth_request(id, now())
         .await?
         .ok_or_else(expired)?;
-    let bound =
-        cookie(headers, BROWSER_COOKIE).is_some_and(|value| request.browser_hash.matches(value));
+    let bound = our_cookie(state, headers, BROWSER_COOKIE)
+        .is_some_and(|value| request.browser_hash.matches(value));
     if !bound {
         return Err(error_page(
             "Sign-in interrupted",
@@ -861,7 +854,7 @@ pub const KNOWN_BROWSER_COOKIE: &str = "keyward_known";
 
 /// Whether this browser signed in to `username` with a password before.
 fn known_browser(state: &AppState, headers: &HeaderMap, username: &str) -> bool {
-    cookie(headers, KNOWN_BROWSER_COOKIE).is_some_and(|tag| {
+    our_cookie(state, headers, KNOWN_BROWSER_COOKIE).is_some_and(|tag| {
         state.mac().verify(
             Purpose::KnownBrowser,
             username.to_lowercase().as_bytes(),
@@ -875,16 +868,13 @@ fn remember_browser(state: &AppState, response: &mut Response, username: &str) {
     let tag = state
         .mac()
         .tag(Purpose::KnownBrowser, username.to_lowercase().as_bytes());
-    let cookie = set_cookie(
+    append_our_cookie(
+        state,
+        response,
         KNOWN_BROWSER_COOKIE,
         &tag,
-        &cookie_path(state),
         Some(365 * 86_400),
-        state.config().secure_cookies(),
     );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
 }
 
 /// Ends a successful sign-in: starts a browser session for `user` (a new session id at
@@ -901,7 +891,7 @@ pub(super) async fn sign_in(
 ) -> Result<Response, PageError> {
     let store = state.store();
     let at = now();
-    if let Some(old) = cookie(headers, SESSION_COOKIE) {
+    if let Some(old) = our_cookie(state, headers, SESSION_COOKIE) {
         store.delete_session(&TokenHash::of(old)).await?;
     }
     let token = OpaqueToken::generate();
@@ -930,16 +920,13 @@ pub(super) async fn sign_in(
         ..request
     };
     let mut response = advance(state, request, client, Stored::Yes).await?;
-    let cookie = set_cookie(
+    append_our_cookie(
+        state,
+        &mut response,
         SESSION_COOKIE,
         token.secret(),
-        &cookie_path(state),
         Some(state.config().session_ttl.as_secs()),
-        state.config().secure_cookies(),
     );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
     Ok(response)
 }
 

@@ -28,7 +28,7 @@ use super::authorize::{
     render_login, respond, secs, see_other, sign_in,
 };
 use super::error::OAuthError;
-use super::extract::{Body, ClientAddr, cookie, parse_form};
+use super::extract::{Body, ClientAddr, our_cookie, parse_form};
 use super::pages::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
@@ -389,8 +389,8 @@ async fn take_login(
         .await?
         .filter(|l| l.connector_id == connector.config.id)
         .ok_or_else(expired)?;
-    let same_browser =
-        cookie(headers, BROWSER_COOKIE).is_some_and(|value| login.browser_hash.matches(value));
+    let same_browser = our_cookie(state, headers, BROWSER_COOKIE)
+        .is_some_and(|value| login.browser_hash.matches(value));
     if !same_browser {
         return Err(PageError::bad_request(
             "Open this in the browser you started in",

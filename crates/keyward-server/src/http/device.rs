@@ -150,7 +150,7 @@ async fn entry_page(
     headers: HeaderMap,
     query: Result<Query<EntryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let browser = Browser::of(&headers);
+    let browser = Browser::of(&state, &headers);
     let prefill = query
         .ok()
         .and_then(|Query(q)| q.user_code)
@@ -188,7 +188,7 @@ async fn entry_submit(
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
 ) -> Response {
-    let browser = Browser::of(&headers);
+    let browser = Browser::of(&state, &headers);
     let result = async {
         let form: EntryForm = page_form(body)?;
         let expected = entry_csrf(&browser);

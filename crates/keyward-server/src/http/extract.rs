@@ -78,6 +78,39 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// keyward's cookie `base` in the request (named as [`crate::config::Config::cookie_name`]
+/// says).
+pub fn our_cookie<'h>(state: &AppState, headers: &'h HeaderMap, base: &str) -> Option<&'h str> {
+    cookie(headers, &state.config().cookie_name(base))
+}
+
+/// Adds keyward's cookie `base` to `response`: at the issuer's path, HttpOnly,
+/// SameSite=Lax, `Secure` (and `__Host-` named) under https; `max_age` in seconds, or a
+/// browser-session cookie.
+pub fn append_our_cookie(
+    state: &AppState,
+    response: &mut axum::response::Response,
+    base: &str,
+    value: &str,
+    max_age: Option<u64>,
+) {
+    let config = state.config();
+    let path = match config.base_path() {
+        "" => "/",
+        path => path,
+    };
+    let cookie = set_cookie(
+        &config.cookie_name(base),
+        value,
+        path,
+        max_age,
+        config.secure_cookies(),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` when `secure`.
 pub fn set_cookie(
     name: &str,

@@ -5,12 +5,13 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use super::extract::{ClientAddr, bearer_token};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -51,7 +52,30 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// `/metrics`: for the addresses in `metrics_allowed` (loopback by default), or with
+/// `Authorization: Bearer <metrics_token>`. The counters tell who signs in how often
+/// and which clients are busy: not for everyone.
+async fn metrics_text(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let config = state.config();
+    let allowed_address =
+        addr.is_some_and(|ip| config.metrics_allowed.iter().any(|net| net.contains(ip)));
+    let token_ok = match (&config.metrics_token, bearer_token(&headers)) {
+        (Some(expected), Some(given)) => {
+            keyward_proto::secret::constant_time_eq(expected.secret().as_bytes(), given.as_bytes())
+        }
+        _ => false,
+    };
+    if !(allowed_address || token_ok) {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics are served to the addresses in metrics_allowed, or with the metrics_token",
+        )
+            .into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics().render(),

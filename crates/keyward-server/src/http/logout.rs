@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use keyward_proto::TokenHash;
@@ -18,7 +18,7 @@ use url::Url;
 
 use super::authorize::{BROWSER_COOKIE, SESSION_COOKIE, current_session};
 use super::error::OAuthError;
-use super::extract::{Body, cookie, parse_form, set_cookie};
+use super::extract::{Body, append_our_cookie, our_cookie, parse_form};
 use super::pages::PageError;
 use crate::state::AppState;
 use crate::tokens::ID_TOKEN_TYP;
@@ -130,7 +130,7 @@ async fn logout(
         }
         state.store().delete_session(&session.id_hash).await?;
         // Logins this browser had in progress (a consent page in another tab) end too.
-        if let Some(browser) = cookie(headers, BROWSER_COOKIE) {
+        if let Some(browser) = our_cookie(state, headers, BROWSER_COOKIE) {
             state
                 .store()
                 .delete_browser_auth_requests(&TokenHash::of(browser))
@@ -151,20 +151,6 @@ async fn logout(
             .pages()
             .render(StatusCode::OK, "signed_out.html", minijinja::context! {}),
     };
-    let path = if state.config().base_path().is_empty() {
-        "/"
-    } else {
-        state.config().base_path()
-    };
-    let expired = set_cookie(
-        SESSION_COOKIE,
-        "",
-        path,
-        Some(0),
-        state.config().secure_cookies(),
-    );
-    if let Ok(value) = HeaderValue::from_str(&expired) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    append_our_cookie(state, &mut response, SESSION_COOKIE, "", Some(0));
     Ok(response)
 }

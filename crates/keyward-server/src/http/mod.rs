@@ -55,11 +55,23 @@ pub fn app(state: AppState) -> Router {
         .merge(logout::router())
         .merge(health::router());
     let base = state.config().base_path().to_owned();
-    let routes = if base.is_empty() {
+    let mut routes = if base.is_empty() {
         routes
     } else {
         Router::new().nest(&base, routes)
     };
+    // Under https, browsers are told to use nothing else for a year (RFC 6797).
+    if state.config().secure_cookies() {
+        routes = routes.layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+                response
+            },
+        ));
+    }
     routes
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .method_not_allowed_fallback(|| async {

@@ -193,7 +193,7 @@ async fn response_page(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let browser = Browser::of(&headers);
+    let browser = Browser::of(&state, &headers);
     let result: Result<Response, PageError> = async {
         let expired = || {
             error_page(

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_cli;
+mod browser_security;
 mod client;
 mod connectors;
 mod device;

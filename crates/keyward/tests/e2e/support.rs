@@ -183,10 +183,41 @@ async fn start_app(
     database_url: String,
     config_text: &str,
 ) -> TestApp {
+    start_app_as(listener, "http", host, dir, database_url, config_text).await
+}
+
+/// Starts keyward on 127.0.0.1:0 with `base_config(extra)`, its issuer named
+/// `https://127.0.0.1:<port>` (as behind a TLS proxy) while the test talks plain http
+/// to it: to check what keyward does under https (cookies, HSTS).
+pub async fn spawn_https_app(extra: &str) -> TestApp {
+    let dir = temp_dir();
+    let database_url = database_url(Db::Sqlite, &dir).await.expect("sqlite");
+    start_app_as(
+        bind().await,
+        "https",
+        "127.0.0.1",
+        dir,
+        database_url,
+        &base_config(extra),
+    )
+    .await
+}
+
+async fn start_app_as(
+    listener: tokio::net::TcpListener,
+    scheme: &str,
+    host: &str,
+    dir: std::path::PathBuf,
+    database_url: String,
+    config_text: &str,
+) -> TestApp {
     let addr = listener.local_addr().expect("addr");
     let issuer = format!("http://{host}:{}", addr.port());
     let env: BTreeMap<String, String> = [
-        ("KEYWARD_ISSUER".to_owned(), issuer.clone()),
+        (
+            "KEYWARD_ISSUER".to_owned(),
+            format!("{scheme}://{host}:{}", addr.port()),
+        ),
         ("KEYWARD_LISTEN".to_owned(), addr.to_string()),
         ("KEYWARD_DATABASE_URL".to_owned(), database_url),
     ]
