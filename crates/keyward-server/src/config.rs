@@ -112,6 +112,8 @@ pub struct FileConfig {
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
     groups_max_age: Option<String>,
+    http_read_timeout: Option<String>,
+    max_connections: Option<usize>,
     unauthenticated_writes_per_minute: Option<u32>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -234,6 +236,11 @@ pub struct Config {
     /// How long groups an upstream provider reported are released after the last
     /// sign-in through that provider (then they are dropped until the next one).
     pub groups_max_age: Duration,
+    /// How long a connection may take to send a request's head, or its body, and how
+    /// long an idle keep-alive connection waits for its next request.
+    pub http_read_timeout: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
     /// Logins, device codes (of public clients) and Julia challenges one address may
     /// make the server store per minute, without signing in.
     pub unauthenticated_writes_per_minute: u32,
@@ -382,6 +389,8 @@ impl Config {
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
             groups_max_age: duration("groups_max_age", file.groups_max_age, 24 * 3600)?,
+            http_read_timeout: duration("http_read_timeout", file.http_read_timeout, 10)?,
+            max_connections: file.max_connections.unwrap_or(4096),
             unauthenticated_writes_per_minute: file
                 .unauthenticated_writes_per_minute
                 .unwrap_or(crate::throttle::DEFAULT_CREATIONS_PER_MINUTE),
@@ -433,6 +442,12 @@ impl Config {
             .is_some_and(|t| t.secret().len() < 16)
         {
             return Err(invalid("metrics_token", "must be at least 16 characters"));
+        }
+        if self.http_read_timeout.as_secs() < 1 || self.http_read_timeout.as_secs() > 300 {
+            return Err(invalid("http_read_timeout", "must be between 1s and 5m"));
+        }
+        if self.max_connections < 16 {
+            return Err(invalid("max_connections", "must be at least 16"));
         }
         if self.unauthenticated_writes_per_minute == 0 {
             return Err(invalid(
@@ -724,6 +739,7 @@ mod tests {
             (example.device_code_ttl, defaults.device_code_ttl),
             (example.device_poll_interval, defaults.device_poll_interval),
             (example.groups_max_age, defaults.groups_max_age),
+            (example.http_read_timeout, defaults.http_read_timeout),
         ] {
             assert_eq!(a, b);
         }
@@ -731,6 +747,7 @@ mod tests {
             example.unauthenticated_writes_per_minute,
             defaults.unauthenticated_writes_per_minute
         );
+        assert_eq!(example.max_connections, defaults.max_connections);
         assert_eq!(example.clients.len(), 1);
         assert_eq!(example.users.len(), 1);
         let types: Vec<_> = example

@@ -1,10 +1,16 @@
 //! Running the server: start-up (store, config sync, keys), the background
-//! housekeeping task, and serving HTTP until shutdown.
+//! housekeeping task, and serving HTTP until shutdown, with the limits that keep slow,
+//! idle or oversized connections from starving everyone else ([`run`]).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::admin::{self, AdminError};
 use crate::config::Config;
@@ -39,20 +45,127 @@ pub async fn build(config: Config) -> Result<AppState, ServeError> {
     Ok(AppState::new(config, store).await?)
 }
 
+/// The most bytes of a request head (request line and headers) read: more is answered
+/// 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a request: more is answered 431.
+pub const MAX_HEADERS: usize = 100;
+/// File descriptors kept free of connections (the database, log and key files).
+const RESERVED_FDS: usize = 64;
+
 /// Serves `state` on `listener` until `shutdown` completes, with housekeeping running
 /// beside it.
+///
+/// Each connection is HTTP/1.1 and must send a whole request head within
+/// `http_read_timeout` (idle keep-alive connections wait for their next request under
+/// the same limit, then close), of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`]
+/// fields; the body then has as long again ([`crate::http::extract::Body`]). At most
+/// `max_connections` are served at once (fewer when the process may open fewer files):
+/// past that keyward stops accepting, logs it once, and the kernel's queue holds the
+/// rest, so that a flood of slow or idle connections cannot take the descriptors every
+/// other client needs. On shutdown, open connections finish their request in flight.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
-    let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let config = state.config();
+    let max_connections = connection_cap(config.max_connections);
+    let read_timeout = config.http_read_timeout;
+    let app = crate::http::app(state);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS);
+    let mut at_capacity = false;
+    loop {
+        if permits.available_permits() == 0 && !at_capacity {
+            at_capacity = true;
+            tracing::warn!(
+                max_connections,
+                "connection limit reached: new connections wait until others close"
+            );
+        }
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        if at_capacity && permits.available_permits() > max_connections / 10 {
+            at_capacity = false;
+            tracing::info!("connections below the limit again");
+        }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before it was taken:
+                    // wait a little rather than spin, and keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    let _ = stop.send(true);
+    // Wait (a while) for the connections to finish what they were answering.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
     housekeeping.abort();
-    Ok(result?)
+    Ok(())
+}
+
+/// How many connections to serve at once: the configured number, but no more than the
+/// process may open files for (on Linux, read from `/proc/self/limits`).
+fn connection_cap(configured: usize) -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|soft| soft.parse::<usize>().ok());
+    match soft_limit {
+        Some(limit) => configured.min(limit.saturating_sub(RESERVED_FDS).max(16)),
+        None => configured,
+    }
 }
 
 /// Reloads keys every [`RELOAD_INTERVAL`] and purges expired records every few minutes.

@@ -23,29 +23,61 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// some clients (the Julia package client) send forms without one.
 pub struct Body(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl FromRequest<AppState> for Body {
     type Rejection = OAuthError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|rejection| {
-                let status = rejection.status();
-                let mut error =
-                    OAuthError::invalid_request(if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        format!("request body larger than {MAX_BODY} bytes")
-                    } else {
-                        "unreadable request body".to_owned()
-                    });
-                error.status = Some(if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    status
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        // A body trickled in a byte at a time must not hold the connection for ever.
+        let timeout = state.config().http_read_timeout;
+        let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(req, state)).await else {
+            let mut error =
+                OAuthError::invalid_request("the request body was not received in time");
+            error.status = Some(StatusCode::REQUEST_TIMEOUT);
+            return Err(error);
+        };
+        read.map(Body).map_err(|rejection| {
+            let status = rejection.status();
+            let mut error =
+                OAuthError::invalid_request(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!("request body larger than {MAX_BODY} bytes")
                 } else {
-                    StatusCode::BAD_REQUEST
+                    "unreadable request body".to_owned()
                 });
-                error
-            })
+            error.status = Some(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                status
+            } else {
+                StatusCode::BAD_REQUEST
+            });
+            error
+        })
     }
+}
+
+/// The largest single header field value accepted: a larger one is answered 431.
+pub const MAX_HEADER_VALUE: usize = 16 * 1024;
+
+/// Middleware: answers 431 to a request with a header value over [`MAX_HEADER_VALUE`]
+/// bytes, or headers over [`crate::serve::MAX_HEAD`] bytes in all, before any handler
+/// parses them. (The connection stops reading a head at that size too, but a head that
+/// arrives in one read is parsed whole first.)
+pub async fn limit_header_sizes(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let headers = request.headers();
+    let total: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if total > crate::serve::MAX_HEAD || headers.values().any(|v| v.len() > MAX_HEADER_VALUE) {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers are limited to 16 KiB each and 64 KiB in all",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Parses an `application/x-www-form-urlencoded` body or query string into `T`,

@@ -80,6 +80,7 @@ pub fn app(state: AppState) -> Router {
             error.status = Some(StatusCode::METHOD_NOT_ALLOWED);
             error.into_response()
         })
+        .layer(axum::middleware::from_fn(extract::limit_header_sizes))
         .layer(axum::middleware::from_fn(health::count_requests))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .with_state(state)

@@ -504,3 +504,149 @@ async fn operations_endpoints() {
         "no private key material"
     );
 }
+
+/// Opens a raw TCP connection to `app`.
+async fn raw_connection(app: &TestApp) -> tokio::net::TcpStream {
+    let addr = app.issuer.trim_start_matches("http://").to_owned();
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads until the server closes the connection (or `limit` passes); returns what it
+/// sent and whether it closed.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (String::from_utf8_lossy(&received).into_owned(), true);
+            }
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            Err(_) => return (String::from_utf8_lossy(&received).into_owned(), false),
+        }
+    }
+}
+
+/// Attack: holding connections open (slowloris). Before the fix a connection that sent
+/// its head one byte a second, one that never finished its body, and an idle
+/// keep-alive connection all stayed open for good, and enough of them took every file
+/// descriptor. Now each is closed after `http_read_timeout` (here 2 s; the body gets
+/// 408).
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app(Db::Sqlite, "http_read_timeout = \"2s\"")
+        .await
+        .unwrap();
+    let limit = std::time::Duration::from_secs(8);
+
+    // A head trickled in, one byte every half second.
+    let mut trickle = raw_connection(&app).await;
+    let writer = tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: keyward\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for byte in head {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        false
+    });
+    let cut_off = tokio::time::timeout(limit, writer).await;
+    assert!(
+        matches!(cut_off, Ok(Ok(true))),
+        "a head trickled in was still being read after {limit:?}"
+    );
+
+    // An idle keep-alive connection after one request.
+    let mut idle = raw_connection(&app).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: keyward\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut idle, limit).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle keep-alive connection stayed open");
+
+    // A body that never comes.
+    let mut slow_body = raw_connection(&app).await;
+    slow_body
+        .write_all(
+            b"POST /token HTTP/1.1\r\nHost: keyward\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type",
+        )
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut slow_body, limit).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
+}
+
+/// Attack: oversized heads. Before the fix a single 420 KB header was read and handed
+/// on. Now a header value over 16 KiB, or a head over 64 KiB in all, is refused with 431
+/// before any handler sees it.
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let url = format!("{}/healthz", app.issuer);
+    let one_big = http()
+        .get(&url)
+        .header("x-big", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        one_big.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let mut many = http().get(&url);
+    for i in 0..8 {
+        many = many.header(format!("x-part-{i}"), "b".repeat(10 * 1024));
+    }
+    let response = many.send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    // Just under the limits is fine.
+    let ok = http()
+        .get(&url)
+        .header("x-fine", "c".repeat(15 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+/// At `max_connections`, keyward stops accepting instead of running out of file
+/// descriptors: a request waits until idle connections are closed, then is answered.
+#[tokio::test]
+async fn at_the_connection_limit_requests_wait_and_are_served() {
+    let app = spawn_app(
+        Db::Sqlite,
+        "http_read_timeout = \"2s\"\nmax_connections = 16",
+    )
+    .await
+    .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(raw_connection(&app).await);
+    }
+    let started = std::time::Instant::now();
+    let response = http()
+        .get(format!("{}/healthz", app.issuer))
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1500),
+        "answered at once: the limit did not hold ({:?})",
+        started.elapsed()
+    );
+    drop(idle);
+}
