@@ -242,9 +242,12 @@ pub async fn set_disabled(
     Ok(User { disabled, ..user })
 }
 
-/// Rotates the signing keys.
-pub async fn rotate_keys(store: &dyn Store) -> Result<Vec<StoredKey>, AdminError> {
-    Ok(keys::rotate(store).await?)
+/// Rotates the signing keys (sealing the new ones with `at_rest` when configured).
+pub async fn rotate_keys(
+    store: &dyn Store,
+    at_rest: Option<std::sync::Arc<crate::at_rest::AtRestKey>>,
+) -> Result<Vec<StoredKey>, AdminError> {
+    Ok(keys::rotate(store, at_rest).await?)
 }
 
 /// Writes the clients and users of the configuration file into the store, so that a

@@ -55,6 +55,33 @@ pub enum ConfigError {
     },
 }
 
+/// A secret given inline (`key = "…"`) or in a file (`key_file = "/run/secrets/…"`, its
+/// contents without the final line break), not both: secrets then need not sit in the
+/// configuration file itself (container and orchestrator secrets are files).
+pub(crate) fn secret_from(
+    key: &str,
+    inline: Option<ClientSecret>,
+    file: Option<&str>,
+) -> Result<Option<ClientSecret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            format!("{key}_file"),
+            format!("give {key} or {key}_file, not both"),
+        )),
+        (inline, None) => Ok(inline),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("{key}_file"), format!("cannot read {path}: {e}")))?;
+            let value = text.strip_suffix('\n').unwrap_or(&text);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            if value.is_empty() {
+                return Err(invalid(format!("{key}_file"), format!("{path} is empty")));
+            }
+            Ok(Some(ClientSecret::new(value)))
+        }
+    }
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -121,6 +148,7 @@ pub struct FileConfig {
     insecure_http: bool,
     metrics_allowed: Option<Vec<String>>,
     metrics_token: Option<ClientSecret>,
+    metrics_token_file: Option<String>,
     #[serde(default)]
     pkg_auth: PkgAuthConfig,
     #[serde(default)]
@@ -172,6 +200,9 @@ pub struct ClientConfig {
     pub name: Option<String>,
     /// The secret; absent for a public client.
     pub client_secret: Option<ClientSecret>,
+    /// A file holding the secret, instead of `client_secret`.
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
     /// Exact redirect URIs.
     #[serde(default)]
     pub redirect_uris: Vec<String>,
@@ -204,6 +235,9 @@ pub struct UserConfig {
     pub name: Option<String>,
     /// A plain password, hashed with Argon2id at start.
     pub password: Option<ClientSecret>,
+    /// A file holding the password, instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<String>,
     /// A PHC-format Argon2id hash.
     pub password_hash: Option<String>,
 }
@@ -259,6 +293,9 @@ pub struct Config {
     /// What the operator must hear at start (obsolete keys, an insecure issuer);
     /// logged as warnings.
     pub warnings: Vec<String>,
+    /// Seals the signing keys and the MAC key in the database, when
+    /// `KEYWARD_KEY_ENCRYPTION_KEY_FILE` names a key file.
+    pub at_rest_key: Option<std::sync::Arc<crate::at_rest::AtRestKey>>,
     /// Addresses `/metrics` answers to without a token.
     pub metrics_allowed: Vec<IpNet>,
     /// A bearer token that opens `/metrics` from anywhere.
@@ -404,12 +441,58 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
             pkg_auth: file.pkg_auth,
-            clients: file.clients,
-            users: file.users,
+            clients: file
+                .clients
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut client)| {
+                    client.client_secret = secret_from(
+                        &format!("clients[{i}].client_secret"),
+                        client.client_secret.take(),
+                        client.client_secret_file.take().as_deref(),
+                    )?;
+                    Ok(client)
+                })
+                .collect::<Result<_, ConfigError>>()?,
+            users: file
+                .users
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut user)| {
+                    user.password = secret_from(
+                        &format!("users[{i}].password"),
+                        user.password.take(),
+                        user.password_file.take().as_deref(),
+                    )?;
+                    Ok(user)
+                })
+                .collect::<Result<_, ConfigError>>()?,
             connectors,
             warnings,
+            at_rest_key: match env.get("KEYWARD_KEY_ENCRYPTION_KEY_FILE") {
+                None => None,
+                Some(path) => {
+                    let key = "KEYWARD_KEY_ENCRYPTION_KEY_FILE";
+                    let material = std::fs::read(path)
+                        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+                    let at_rest = crate::at_rest::AtRestKey::from_material(&material).ok_or_else(|| {
+                        invalid(
+                            key,
+                            format!(
+                                "{path} must hold at least {} random bytes (e.g. openssl rand -base64 48)",
+                                crate::at_rest::MIN_KEY_FILE_BYTES
+                            ),
+                        )
+                    })?;
+                    Some(std::sync::Arc::new(at_rest))
+                }
+            },
             metrics_allowed,
-            metrics_token: file.metrics_token,
+            metrics_token: secret_from(
+                "metrics_token",
+                file.metrics_token,
+                file.metrics_token_file.as_deref(),
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -799,6 +882,104 @@ mod tests {
         // A path (cookies scoped to it) or plain http: no prefix is possible.
         assert_eq!(name("https://example.com/id"), "keyward_session");
         assert_eq!(name("http://127.0.0.1:8080"), "keyward_session");
+    }
+
+    /// Secrets can come from files (`*_file`), so that they need not sit in the
+    /// configuration file: client secrets, user passwords, upstream secrets, the SMTP
+    /// password, the metrics token.
+    #[test]
+    fn secrets_can_be_read_from_files() {
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-secrets-{}",
+            keyward_proto::secret::random_urlsafe(6)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, value: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, value).unwrap();
+            path.display().to_string()
+        };
+        let client = write("client", "client-secret-from-a-file-0123\n");
+        let user = write("user", "user password from a file\n");
+        let upstream = write("upstream", "upstream-secret\n");
+        let smtp = write("smtp", "smtp-password");
+        let metrics = write("metrics", "metrics-token-from-a-file\n");
+        let text = format!(
+            r#"
+metrics_token_file = "{metrics}"
+
+[[clients]]
+client_id = "app"
+client_secret_file = "{client}"
+
+[[users]]
+username = "ann"
+password_file = "{user}"
+
+[[connectors]]
+id = "gh"
+type = "github"
+client_id = "x"
+client_secret_file = "{upstream}"
+
+[[connectors]]
+id = "mail"
+type = "email"
+smtp = {{ host = "smtp.example.com", username = "u", password_file = "{smtp}" }}
+"#
+        );
+        let config = Config::from_toml(&text, &env(&[])).unwrap();
+        assert_eq!(
+            config.clients[0].client_secret.as_ref().unwrap().secret(),
+            "client-secret-from-a-file-0123"
+        );
+        assert_eq!(
+            config.users[0].password.as_ref().unwrap().secret(),
+            "user password from a file"
+        );
+        assert_eq!(
+            config.metrics_token.as_ref().unwrap().secret(),
+            "metrics-token-from-a-file"
+        );
+        match &config.connectors[0].kind {
+            ConnectorKind::Github(gh) => assert_eq!(gh.client_secret.secret(), "upstream-secret"),
+            other => panic!("{other:?}"),
+        }
+        match &config.connectors[1].kind {
+            ConnectorKind::Email(mail) => assert_eq!(
+                mail.smtp
+                    .as_ref()
+                    .unwrap()
+                    .password
+                    .as_ref()
+                    .unwrap()
+                    .secret(),
+                "smtp-password"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Both, or a missing file: the key is named.
+        let both = format!(
+            "[[clients]]\nclient_id = \"a\"\nclient_secret = \"x\"\nclient_secret_file = \"{client}\""
+        );
+        let err = Config::from_toml(&both, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("clients[0].client_secret_file"), "{err}");
+        let missing = "[[users]]\nusername = \"a\"\npassword_file = \"/nonexistent/keyward\"";
+        let err = Config::from_toml(missing, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users[0].password_file"), "{err}");
+        // The key-encryption key file.
+        let short = write("short", "too short");
+        let err = Config::from_toml("", &env(&[("KEYWARD_KEY_ENCRYPTION_KEY_FILE", &short)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KEYWARD_KEY_ENCRYPTION_KEY_FILE"), "{err}");
+        let good = write("kek", &"k".repeat(48));
+        let config =
+            Config::from_toml("", &env(&[("KEYWARD_KEY_ENCRYPTION_KEY_FILE", &good)])).unwrap();
+        assert!(config.at_rest_key.is_some());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

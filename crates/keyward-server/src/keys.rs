@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keyward_proto::discovery::Jwks;
 use keyward_proto::jws::{self, JwtError, KeySet, PublicKey};
 use ring::rand::SystemRandom;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
+use crate::at_rest::{self, AtRestKey};
 use crate::config::SigningAlg;
 use crate::domain::{StoredKey, now};
 use crate::store::{Store, StoreError};
@@ -106,8 +107,9 @@ impl From<JwtError> for VerifyError {
     }
 }
 
-/// Generates a new key pair for `alg` (slow for RSA: call from a blocking context).
-pub fn generate(alg: SigningAlg) -> Result<StoredKey, KeyError> {
+/// Generates a new key pair for `alg` (slow for RSA: call from a blocking context); the
+/// private key is sealed with `at_rest` when there is one.
+pub fn generate(alg: SigningAlg, at_rest: Option<&AtRestKey>) -> Result<StoredKey, KeyError> {
     let kid = keyward_proto::secret::random_urlsafe(12);
     let (der, mut jwk) = match alg {
         SigningAlg::ES256 => {
@@ -155,7 +157,8 @@ pub fn generate(alg: SigningAlg) -> Result<StoredKey, KeyError> {
     Ok(StoredKey {
         kid,
         alg,
-        private_der: STANDARD.encode(der),
+        private_der: at_rest::store(at_rest, &der)
+            .map_err(|e| KeyError::Generate(e.to_string()))?,
         public_jwk: jwk.to_string(),
         created_at: now(),
         retired_at: None,
@@ -163,10 +166,14 @@ pub fn generate(alg: SigningAlg) -> Result<StoredKey, KeyError> {
 }
 
 /// Generates and stores a new key for every algorithm, retiring the previous ones.
-pub async fn rotate(store: &dyn Store) -> Result<Vec<StoredKey>, KeyError> {
+pub async fn rotate(
+    store: &dyn Store,
+    at_rest: Option<Arc<AtRestKey>>,
+) -> Result<Vec<StoredKey>, KeyError> {
     let mut added = Vec::new();
     for alg in SigningAlg::ALL {
-        let key = tokio::task::spawn_blocking(move || generate(alg)).await??;
+        let at_rest = at_rest.clone();
+        let key = tokio::task::spawn_blocking(move || generate(alg, at_rest.as_deref())).await??;
         store.add_key_retiring_others(&key, now()).await?;
         added.push(key);
     }
@@ -261,7 +268,12 @@ struct KeyRing {
     loaded_at: Instant,
 }
 
-fn load_ring(stored: &[StoredKey], publish_for: i64, at: i64) -> Result<KeyRing, KeyError> {
+fn load_ring(
+    stored: &[StoredKey],
+    publish_for: i64,
+    at: i64,
+    at_rest: Option<&AtRestKey>,
+) -> Result<KeyRing, KeyError> {
     let mut signing = HashMap::new();
     let mut verifying = KeySet::default();
     let mut published = Vec::new();
@@ -289,9 +301,8 @@ fn load_ring(stored: &[StoredKey], publish_for: i64, at: i64) -> Result<KeyRing,
         verifying.insert(key.kid.clone(), public);
         published.push(jwk);
         if key.retired_at.is_none() && !signing.contains_key(&key.alg) {
-            let der = STANDARD
-                .decode(&key.private_der)
-                .map_err(|e| load_err(e.to_string()))?;
+            let der =
+                at_rest::load(at_rest, &key.private_der).map_err(|e| load_err(e.to_string()))?;
             let signing_key = SigningKey::load(key.alg, &key.kid, &der).map_err(load_err)?;
             signing.insert(key.alg, signing_key);
         }
@@ -307,6 +318,8 @@ fn load_ring(stored: &[StoredKey], publish_for: i64, at: i64) -> Result<KeyRing,
 /// The key ring of one replica: signs, verifies and publishes.
 pub struct Keys {
     store: Arc<dyn Store>,
+    /// Seals private keys at rest, when configured.
+    at_rest: Option<Arc<AtRestKey>>,
     ring: RwLock<Arc<KeyRing>>,
     /// How long a retired key stays published: the longest token lifetime.
     publish_for: i64,
@@ -319,8 +332,13 @@ pub struct Keys {
 const VERIFIED_SIGNATURES: usize = 8192;
 
 impl Keys {
-    /// Loads the keys, generating the first ones when the store has none.
-    pub async fn load(store: Arc<dyn Store>, publish_for: Duration) -> Result<Self, KeyError> {
+    /// Loads the keys, generating the first ones when the store has none (sealed with
+    /// `at_rest` when there is one).
+    pub async fn load(
+        store: Arc<dyn Store>,
+        publish_for: Duration,
+        at_rest: Option<Arc<AtRestKey>>,
+    ) -> Result<Self, KeyError> {
         let publish_for = i64::try_from(publish_for.as_secs()).unwrap_or(i64::MAX);
         let mut stored = store.list_keys().await?;
         for alg in SigningAlg::ALL {
@@ -328,15 +346,18 @@ impl Keys {
                 .iter()
                 .any(|k| k.alg == alg && k.retired_at.is_none())
             {
-                let key = tokio::task::spawn_blocking(move || generate(alg)).await??;
+                let sealing = at_rest.clone();
+                let key = tokio::task::spawn_blocking(move || generate(alg, sealing.as_deref()))
+                    .await??;
                 store.add_key_retiring_others(&key, now()).await?;
                 tracing::info!(kid = %key.kid, alg = alg.as_str(), "generated signing key");
                 stored = store.list_keys().await?;
             }
         }
-        let ring = load_ring(&stored, publish_for, now())?;
+        let ring = load_ring(&stored, publish_for, now(), at_rest.as_deref())?;
         Ok(Self {
             store,
+            at_rest,
             ring: RwLock::new(Arc::new(ring)),
             publish_for,
             verified: jws::SignatureCache::new(VERIFIED_SIGNATURES),
@@ -353,7 +374,12 @@ impl Keys {
     /// Reloads the keys from the store.
     pub async fn reload(&self) -> Result<(), KeyError> {
         let stored = self.store.list_keys().await?;
-        let ring = Arc::new(load_ring(&stored, self.publish_for, now())?);
+        let ring = Arc::new(load_ring(
+            &stored,
+            self.publish_for,
+            now(),
+            self.at_rest.as_deref(),
+        )?);
         match self.ring.write() {
             Ok(mut slot) => *slot = ring,
             Err(poisoned) => *poisoned.into_inner() = ring,
@@ -423,10 +449,73 @@ pub fn at_hash(access_token: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Attack: a copy of the database (a backup, a stolen disk). With
+    /// `KEYWARD_KEY_ENCRYPTION_KEY_FILE` set, the private keys and the MAC key in it are
+    /// sealed: without the key file they are useless, and keyward says why.
+    #[tokio::test]
+    async fn keys_sealed_at_rest_need_their_key() {
+        let (store, dir) = crate::store::contract::sqlite_store().await;
+        let at_rest = Arc::new(AtRestKey::from_material(&[b'k'; 48]).unwrap());
+        let keys = Keys::load(
+            store.clone(),
+            Duration::from_secs(3600),
+            Some(at_rest.clone()),
+        )
+        .await
+        .unwrap();
+        let claims = serde_json::json!({"iss": "https://kw", "sub": "u", "exp": now() + 60});
+        let token = keys.sign(SigningAlg::ES256, "at+jwt", &claims).unwrap();
+        for key in store.list_keys().await.unwrap() {
+            assert!(key.private_der.starts_with("enc:v1:"), "{}", key.kid);
+        }
+        let err = Keys::load(store.clone(), Duration::from_secs(3600), None)
+            .await
+            .err()
+            .expect("the sealed keys load without the key file");
+        assert!(
+            keyward_proto::error::error_chain(&err).contains("KEYWARD_KEY_ENCRYPTION_KEY_FILE"),
+            "{err}"
+        );
+        let wrong = Arc::new(AtRestKey::from_material(&[b'w'; 48]).unwrap());
+        assert!(
+            Keys::load(store.clone(), Duration::from_secs(3600), Some(wrong))
+                .await
+                .is_err()
+        );
+        // The same key file opens them again: the token still verifies.
+        let again = Keys::load(
+            store.clone(),
+            Duration::from_secs(3600),
+            Some(at_rest.clone()),
+        )
+        .await
+        .unwrap();
+        let back: serde_json::Value = again
+            .verify(&token, "at+jwt", "https://kw", false)
+            .await
+            .unwrap();
+        assert_eq!(back["sub"], "u");
+        // The MAC key too.
+        let mac = crate::mac::MacKey::load(store.as_ref(), Some(&at_rest))
+            .await
+            .unwrap();
+        assert!(
+            crate::mac::MacKey::load(store.as_ref(), None)
+                .await
+                .is_err()
+        );
+        let reopened = crate::mac::MacKey::load(store.as_ref(), Some(&at_rest))
+            .await
+            .unwrap();
+        let tag = mac.tag(crate::mac::Purpose::BrowserCookie, b"x");
+        assert!(reopened.verify(crate::mac::Purpose::BrowserCookie, b"x", &tag));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test]
     async fn sign_verify_rotate() {
         let (store, dir) = crate::store::contract::sqlite_store().await;
-        let keys = Keys::load(store.clone(), Duration::from_secs(3600))
+        let keys = Keys::load(store.clone(), Duration::from_secs(3600), None)
             .await
             .unwrap();
         assert_eq!(keys.jwks().keys.len(), 2);
@@ -489,7 +578,7 @@ mod tests {
         ));
 
         // After rotation the old key still verifies and is still published.
-        rotate(store.as_ref()).await.unwrap();
+        rotate(store.as_ref(), None).await.unwrap();
         keys.reload().await.unwrap();
         assert_eq!(keys.jwks().keys.len(), 4);
         keys.verify::<serde_json::Value>(&es, "at+jwt", "https://kw", false)
@@ -505,7 +594,9 @@ mod tests {
         assert_ne!(kid(&newer), kid(&es));
 
         // A second replica sees the same keys.
-        let replica = Keys::load(store, Duration::from_secs(3600)).await.unwrap();
+        let replica = Keys::load(store, Duration::from_secs(3600), None)
+            .await
+            .unwrap();
         replica
             .verify::<serde_json::Value>(&newer, "at+jwt", "https://kw", false)
             .await
@@ -516,12 +607,18 @@ mod tests {
     #[test]
     fn a_retired_key_is_published_only_within_its_window() {
         let at = now();
-        let mut old = generate(SigningAlg::ES256).unwrap();
-        let mut recent = generate(SigningAlg::ES256).unwrap();
-        let active = generate(SigningAlg::ES256).unwrap();
+        let mut old = generate(SigningAlg::ES256, None).unwrap();
+        let mut recent = generate(SigningAlg::ES256, None).unwrap();
+        let active = generate(SigningAlg::ES256, None).unwrap();
         old.retired_at = Some(at - 7200);
         recent.retired_at = Some(at - 600);
-        let ring = load_ring(&[active.clone(), recent.clone(), old.clone()], 3600, at).unwrap();
+        let ring = load_ring(
+            &[active.clone(), recent.clone(), old.clone()],
+            3600,
+            at,
+            None,
+        )
+        .unwrap();
         let kids: Vec<_> = ring
             .jwks
             .keys

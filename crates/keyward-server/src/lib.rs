@@ -11,6 +11,8 @@
 //! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
 //! - [`password`]: Argon2id password hashing.
 //! - [`mac`]: the server's MAC key, for values it hands out and must recognise.
+//! - [`at_rest`]: encryption of the stored signing keys and MAC key
+//!   (`KEYWARD_KEY_ENCRYPTION_KEY_FILE`).
 //! - [`throttle`]: what slows down guessing (passwords, user codes, emailed links).
 //! - [`net`]: client addresses behind trusted proxies; address groups for throttles.
 //! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
@@ -21,6 +23,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod at_rest;
 pub mod config;
 pub mod domain;
 pub mod http;

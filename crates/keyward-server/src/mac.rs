@@ -11,7 +11,22 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 
+use crate::at_rest::{self, AtRestKey};
 use crate::store::{Store, StoreError};
+
+/// Why the MAC key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MacKeyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// It is sealed and cannot be opened.
+    #[error(transparent)]
+    AtRest(#[from] at_rest::AtRestError),
+    /// The system's random number generator failed.
+    #[error("the random number generator failed")]
+    Random,
+}
 
 /// The name of the secret in the store.
 const SECRET_NAME: &str = "mac-key";
@@ -51,20 +66,23 @@ impl std::fmt::Debug for MacKey {
 }
 
 impl MacKey {
-    /// Loads the key from the store, generating and storing it on first start.
-    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
-        let candidate = keyward_proto::secret::random_urlsafe(32);
+    /// Loads the key from the store, generating and storing it (sealed with `at_rest`
+    /// when there is one) on first start.
+    pub async fn load(store: &dyn Store, at_rest: Option<&AtRestKey>) -> Result<Self, MacKeyError> {
+        let mut fresh = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+            .map_err(|_| MacKeyError::Random)?;
+        let candidate = at_rest::store(at_rest, &fresh)?;
         let stored = store
             .get_or_insert_secret(SECRET_NAME, &candidate, crate::domain::now())
             .await?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(stored.as_bytes())
-            .ok()
-            .filter(|b| b.len() >= 32)
-            .ok_or_else(|| StoreError::Corrupt {
+        let bytes = at_rest::load(at_rest, &stored)?;
+        if bytes.len() < 32 {
+            return Err(MacKeyError::Store(StoreError::Corrupt {
                 what: "MAC key",
-                detail: "not 32 base64url bytes".into(),
-            })?;
+                detail: "shorter than 32 bytes".into(),
+            }));
+        }
         Ok(Self::from_bytes(&bytes))
     }
 

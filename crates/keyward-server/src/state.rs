@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::http::pages::Pages;
 use crate::keys::{KeyError, Keys};
 use crate::mac::MacKey;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::throttle::CreationLimiter;
 use crate::upstream::{Connectors, UpstreamError};
 
@@ -24,7 +24,7 @@ pub enum StateError {
     Connectors(#[from] UpstreamError),
     /// The MAC key could not be loaded or stored.
     #[error("cannot load the MAC key")]
-    MacKey(#[from] StoreError),
+    MacKey(#[from] crate::mac::MacKeyError),
 }
 
 /// Shared state of the server.
@@ -50,8 +50,9 @@ impl AppState {
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, StateError> {
         let connectors = Connectors::new(&config)?;
         let publish_for = config.access_token_ttl.max(config.id_token_ttl);
-        let keys = Keys::load(store.clone(), publish_for).await?;
-        let mac = MacKey::load(store.as_ref()).await?;
+        let at_rest = config.at_rest_key.clone();
+        let keys = Keys::load(store.clone(), publish_for, at_rest.clone()).await?;
+        let mac = MacKey::load(store.as_ref(), at_rest.as_deref()).await?;
         let creations = CreationLimiter::new(config.unauthenticated_writes_per_minute);
         let pages = Pages::new(&config);
         let metrics = crate::http::health::metrics_handle();

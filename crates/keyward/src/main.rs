@@ -226,7 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(load_config(config)?).await,
         Command::Client(command) => client_command(&*server_store(config).await?, command).await,
         Command::User(command) => user_command(&*server_store(config).await?, command).await,
-        Command::Key(command) => key_command(&*server_store(config).await?, command).await,
+        Command::Key(command) => {
+            let at_rest = load_config(config)?.at_rest_key;
+            key_command(&*server_store(config).await?, command, at_rest).await
+        }
         Command::Connector(ConnectorCommand::List) => {
             connector_list(&load_config(config)?);
             Ok(())
@@ -507,10 +510,14 @@ async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result
     Ok(())
 }
 
-async fn key_command(store: &dyn Store, command: KeyCommand) -> anyhow::Result<()> {
+async fn key_command(
+    store: &dyn Store,
+    command: KeyCommand,
+    at_rest: Option<std::sync::Arc<keyward_server::at_rest::AtRestKey>>,
+) -> anyhow::Result<()> {
     match command {
         KeyCommand::Rotate => {
-            for key in admin::rotate_keys(store).await? {
+            for key in admin::rotate_keys(store, at_rest).await? {
                 println!("new {} key {}", key.alg.as_str(), key.kid);
             }
             println!(

@@ -34,6 +34,7 @@ pub(super) struct ConnectorFile {
     issuer: Option<String>,
     client_id: Option<String>,
     client_secret: Option<ClientSecret>,
+    client_secret_file: Option<String>,
     scopes: Option<Vec<String>>,
     base_url: Option<String>,
     api_url: Option<String>,
@@ -72,6 +73,7 @@ struct SmtpFile {
     tls: SmtpTls,
     username: Option<String>,
     password: Option<ClientSecret>,
+    password_file: Option<String>,
 }
 
 /// How keyward talks to the SMTP server.
@@ -246,8 +248,21 @@ pub(super) fn validate(
     issuer: &Url,
 ) -> Result<Vec<ConnectorConfig>, ConfigError> {
     let mut connectors: Vec<ConnectorConfig> = Vec::with_capacity(files.len() + 1);
-    for (i, file) in files.into_iter().enumerate() {
+    for (i, mut file) in files.into_iter().enumerate() {
         let key = |field: &str| format!("connectors[{i}].{field}");
+        let secret_given = file.client_secret.is_some() || file.client_secret_file.is_some();
+        file.client_secret = super::secret_from(
+            &key("client_secret"),
+            file.client_secret.take(),
+            file.client_secret_file.take().as_deref(),
+        )?;
+        if let Some(smtp) = file.smtp.as_mut() {
+            smtp.password = super::secret_from(
+                &key("smtp.password"),
+                smtp.password.take(),
+                smtp.password_file.take().as_deref(),
+            )?;
+        }
         if file.id.is_empty()
             || file.id.len() > 32
             || !file
@@ -306,7 +321,7 @@ pub(super) fn validate(
         for (field, present) in [
             ("issuer", file.issuer.is_some()),
             ("client_id", file.client_id.is_some()),
-            ("client_secret", file.client_secret.is_some()),
+            ("client_secret", secret_given),
             ("scopes", file.scopes.is_some()),
             ("base_url", file.base_url.is_some()),
             ("api_url", file.api_url.is_some()),

@@ -1077,6 +1077,36 @@ async fn sqlite_meets_the_accounts_contract() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Attack: a local user reading the database (password hashes, signing keys). Before
+/// the fix its directory and files were made with the umask (0755, 0644): readable by
+/// everyone on the machine. Now the directory keyward creates is 0700 and the files
+/// 0600, and a database left readable by an older version is tightened at start.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_private_to_keywards_user() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (store, dir) = sqlite_store().await;
+    // A write, so that the log exists.
+    store.revoke_jti("j", 1).await.unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let db_dir = dir.join("nested");
+    assert_eq!(mode(&db_dir), 0o700, "the directory");
+    assert_eq!(mode(&db_dir.join("keyward.db")), 0o600);
+    assert_eq!(mode(&db_dir.join("keyward.db-wal")), 0o600);
+    drop(store);
+    // An older, world-readable database is made private when opened.
+    std::fs::set_permissions(
+        db_dir.join("keyward.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let url = format!("sqlite://{}/keyward.db", db_dir.display());
+    let _store = super::open(&url).await.unwrap();
+    assert_eq!(mode(&db_dir.join("keyward.db")), 0o600);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn sqlite_reopens_an_existing_database() {
     let (store, dir) = sqlite_store().await;

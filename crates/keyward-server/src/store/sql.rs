@@ -58,6 +58,43 @@ pub struct SqliteStore {
     _checkpoints: Arc<Checkpointer>,
 }
 
+/// Creates the database's directory, readable by keyward's user only (0700), when it
+/// does not exist; an existing directory is left as its owner made it.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the database file with mode 0600 when it does not exist, before SQLite
+/// creates it with the process's umask: it holds password hashes, and signing keys.
+fn create_private_file(file: &std::path::Path) {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // Exists already, or cannot be made: SQLite reports what matters when it opens it.
+    let _ = options.open(file);
+}
+
+/// Takes group and other permissions off `path`, if it exists.
+fn make_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot make the database file private");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Copies the write-ahead log into the database file every [`CHECKPOINT_EVERY`], on a
 /// connection of its own, so that no commit waits for a checkpoint's `fsync` (with
 /// SQLite's automatic checkpoints, every thousandth page written makes one commit
@@ -139,13 +176,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let file = options.get_filename();
+        let file = options.get_filename().to_owned();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            create_private_dir(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
+        create_private_file(&file);
         // An embedded database cannot drop a connection: a ping before every query would
         // only add a round trip to its worker thread.
         let writer = SqlitePoolOptions::new()
@@ -160,6 +198,13 @@ impl SqliteStore {
             _checkpoints: checkpoints,
         };
         store.migrate().await?;
+        // SQLite gives its -wal and -shm files the database file's mode; an older
+        // database made with a looser one is tightened (keyward owns these files).
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file.clone().into_os_string();
+            path.push(suffix);
+            make_private(std::path::Path::new(&path));
+        }
         // Readers connect once the schema exists.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -699,7 +699,7 @@ enabled = false
     assert!(page.html.contains("name=\"password\""), "{}", page.html);
 
     let before = broker.up.state.keys().jwks();
-    keyward_server::keys::rotate(broker.up.state.store())
+    keyward_server::keys::rotate(broker.up.state.store(), None)
         .await
         .unwrap();
     broker.up.state.keys().reload().await.unwrap();
