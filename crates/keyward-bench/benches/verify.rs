@@ -34,7 +34,9 @@ fn issued() -> (String, String, keyward_proto::discovery::Jwks) {
         let store = keyward_server::store::open(&format!("sqlite://{}/k.db", dir.display()))
             .await
             .unwrap();
-        let keys = Keys::load(store, Duration::from_secs(900)).await.unwrap();
+        let keys = Keys::load(store, Duration::from_secs(900), None)
+            .await
+            .unwrap();
         let now = keyward_server::domain::now();
         let claims = AccessTokenClaims {
             iss: ISSUER.into(),

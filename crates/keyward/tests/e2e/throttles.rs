@@ -119,11 +119,9 @@ async fn parallel_wrong_passwords_get_through_at_most_the_limit() {
 }
 
 /// Runs futures at once (a tiny `join_all`, to keep the dependency tree as it is).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
