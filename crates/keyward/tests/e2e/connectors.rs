@@ -159,6 +159,16 @@ async fn sign_in_as(
     redeem(down, &params, &verifier).await
 }
 
+/// A fresh browser in which `user` signed in at `down` with a password.
+async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
+    let browser = browser();
+    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
+    drive(&browser, &url, user, PASSWORD, "approve")
+        .await
+        .callback();
+    browser
+}
+
 async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
     let page = open(browser, &format!("{}/account", down.issuer)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
@@ -415,11 +425,7 @@ async fn two_people_on_one_browser_never_merge_accounts(db: Db) {
     let store = down.state.store();
     let alice = store.get_user_by_username("alice").await.unwrap().unwrap();
 
-    let browser = browser();
-    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
-    drive(&browser, &url, "alice", PASSWORD, "approve")
-        .await
-        .callback();
+    let browser = password_session(down, "alice").await;
     let page = account(&browser, down).await;
     assert!(page.html.contains(">alice<"), "{}", page.html);
 
@@ -588,11 +594,7 @@ enabled = false
     let bob = store.get_user_by_username("bob").await.unwrap().unwrap();
 
     // bob signs in with his password and links GitHub from his account page.
-    let browser = browser();
-    let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
-    drive(&browser, &url, "bob", PASSWORD, "approve")
-        .await
-        .callback();
+    let browser = password_session(down, "bob").await;
     let page = account(&browser, down).await;
     let response = submit(&browser, &page, "/account/link/github", "", &[]).await;
     let page = settle(&browser, response).await.unwrap();

@@ -20,6 +20,24 @@ fn julia_accepts(token: &toml::Table) -> bool {
             .is_some_and(|v| v.is_integer() || v.is_float())
 }
 
+/// Opens `/auth/response?<answer>` in `browser`, signs in as alice and approves, as the
+/// person at the Julia client does.
+async fn approve_response(app: &TestApp, browser: &reqwest::Client, answer: &str) {
+    let outcome = drive(
+        browser,
+        &format!("{}/auth/response?{answer}", app.issuer),
+        "alice",
+        PASSWORD,
+        "approve",
+    )
+    .await;
+    let (status, html) = outcome.page();
+    assert!(
+        status == StatusCode::OK && html.contains("Device connected"),
+        "{html}"
+    );
+}
+
 fn to_toml(json: &serde_json::Value) -> toml::Table {
     toml::Table::try_from(json).expect("a token object maps to TOML")
 }
@@ -87,22 +105,7 @@ async fn julia_classic_flow_and_toml_refresh() {
     assert_ne!(response.status(), StatusCode::OK);
 
     // 3. The browser opens S/auth/response?<response>, signs in and approves.
-    let browser = browser();
-    let page = drive(
-        &browser,
-        &format!("{}/auth/response?{answer}", app.issuer),
-        "alice",
-        PASSWORD,
-        "approve",
-    )
-    .await;
-    match page {
-        Outcome::Page(status, html) => assert!(
-            status == StatusCode::OK && html.contains("Device connected"),
-            "{html}"
-        ),
-        Outcome::Callback(p) => panic!("{p:?}"),
-    }
+    approve_response(&app, &browser(), &answer).await;
 
     // 4. The claim now returns the token file, once.
     let response = claim_once().await.unwrap();
@@ -250,19 +253,7 @@ async fn the_julia_response_is_useless_without_its_challenge() {
     );
 
     // The user approves; the thief polling /token still gets nothing.
-    let outcome = drive(
-        &browser,
-        &format!("{}/auth/response?{answer}", app.issuer),
-        "alice",
-        PASSWORD,
-        "approve",
-    )
-    .await;
-    let (status, html) = outcome.page();
-    assert!(
-        status == StatusCode::OK && html.contains("Device connected"),
-        "{html}"
-    );
+    approve_response(&app, &browser, &answer).await;
     let (status, body) = steal().await;
     assert_eq!(
         (status, body["error"].as_str()),
