@@ -883,7 +883,7 @@ fn remember_browser(state: &AppState, response: &mut Response, username: &str) {
 pub(super) async fn sign_in(
     state: &AppState,
     headers: &HeaderMap,
-    addr: Option<std::net::IpAddr>,
+    addr: Option<IpAddr>,
     request: AuthRequest,
     client: &Client,
     user: &User,
