@@ -21,6 +21,9 @@ use crate::net::IpNet;
 
 /// The default issuer and listen address of a zero-config start.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// What one client address may make keyward store per minute without signing in,
+/// unless configured (`unauthenticated_writes_per_minute`).
+pub const DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE: u32 = 300;
 /// The default database: an embedded SQLite file.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward-data/keyward.db";
 
@@ -430,7 +433,7 @@ impl Config {
             max_connections: file.max_connections.unwrap_or(4096),
             unauthenticated_writes_per_minute: file
                 .unauthenticated_writes_per_minute
-                .unwrap_or(crate::throttle::DEFAULT_CREATIONS_PER_MINUTE),
+                .unwrap_or(DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE),
             trusted_proxies: file
                 .trusted_proxies
                 .iter()

@@ -226,7 +226,8 @@ pub async fn email_link_allowed(
 /// Limits what unauthenticated callers can make the server store (logins in progress,
 /// sign-ins at providers, device codes of public clients, Julia challenges): a token
 /// bucket per address group, `unauthenticated_writes_per_minute` a minute (default
-/// [`DEFAULT_CREATIONS_PER_MINUTE`]) with bursts of as many.
+/// [`crate::config::DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE`]) with bursts of as
+/// many.
 /// Kept in memory (per replica): it sits on the first request of every login, where a
 /// write to the store would cost as much as what it guards. What it lets through
 /// expires within minutes and is purged by the housekeeping, so storage stays bounded.
@@ -245,8 +246,6 @@ struct Bucket {
     at: std::time::Instant,
 }
 
-/// Creations per minute per address group (and the burst), unless configured.
-pub const DEFAULT_CREATIONS_PER_MINUTE: u32 = 300;
 /// The most address groups tracked at once.
 pub const MAX_TRACKED: usize = 100_000;
 

@@ -314,7 +314,7 @@ async fn parallel_user_code_guesses_get_through_at_most_the_limit() {
 #[tokio::test]
 async fn unauthenticated_callers_cannot_grow_the_store_without_bound() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
-    let limit = keyward_server::throttle::DEFAULT_CREATIONS_PER_MINUTE as usize;
+    let limit = keyward_server::config::DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE as usize;
     let client = http();
     let mut statuses = Vec::new();
     for _ in 0..limit + 5 {
