@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keyward_proto::claims::AccessTokenClaims;
 use keyward_proto::jws::{self, Expect, KeySet};
-use keyward_server::config::SigningAlg;
+use keyward_server::domain::SigningAlg;
 use keyward_server::keys::Keys;
 
 const ISSUER: &str = "https://id.example.com";

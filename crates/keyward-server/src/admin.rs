@@ -3,7 +3,8 @@
 
 use keyward_proto::{ClientSecret, ScopeSet};
 
-use crate::config::{ClientConfig, Config, SigningAlg, UserConfig};
+use crate::config::{ClientConfig, Config, UserConfig};
+use crate::domain::SigningAlg;
 use crate::domain::{self, Client, StoredKey, User, now};
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};

@@ -7,7 +7,36 @@
 use keyward_proto::{ScopeSet, TokenHash};
 use url::Url;
 
-use crate::config::SigningAlg;
+/// A JWS algorithm keyward signs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 SHA-256: the default.
+    ES256,
+    /// RSASSA-PKCS1-v1_5 SHA-256: OpenID Connect's mandatory algorithm.
+    RS256,
+}
+
+impl SigningAlg {
+    /// The JOSE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    /// Parses a JOSE name.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+
+    /// Every algorithm keyward keeps a key for.
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::ES256, SigningAlg::RS256];
+}
 
 /// Seconds since the Unix epoch, now.
 pub fn now() -> i64 {

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
 use crate::at_rest::{self, AtRestKey};
-use crate::config::SigningAlg;
+use crate::domain::SigningAlg;
 use crate::domain::{StoredKey, now};
 use crate::store::{Store, StoreError};
 

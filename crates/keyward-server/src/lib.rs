@@ -18,7 +18,9 @@
 //! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
 //! - [`serve`]: start-up, housekeeping and serving.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
+//! - [`pages`]: the page renderer (templates compiled in).
 //! - [`state`]: the shared state of the HTTP handlers.
+//! - [`telemetry`]: the metrics recorder and the logging of internal failures.
 //! - [`http`]: the endpoints, one module per family.
 
 pub mod accounts;
@@ -30,10 +32,12 @@ pub mod http;
 pub mod keys;
 pub mod mac;
 pub mod net;
+pub mod pages;
 pub mod password;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod throttle;
 pub mod tokens;
 pub mod upstream;

@@ -177,14 +177,14 @@ async fn housekeeping(state: AppState) {
         interval.tick().await;
         ticks += 1;
         if let Err(e) = state.keys().reload().await {
-            crate::http::error::log_internal(&e);
+            crate::telemetry::log_internal(&e);
         }
         if ticks % 10 == 1 {
             let now = crate::domain::now();
             match state.store().purge_expired(now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "purged expired records"),
-                Err(e) => crate::http::error::log_internal(&e),
+                Err(e) => crate::telemetry::log_internal(&e),
             }
             let publish_for = state
                 .config()
@@ -193,7 +193,7 @@ async fn housekeeping(state: AppState) {
             // Retired keys are kept an hour past their publication window, then deleted.
             let cutoff = now - i64::try_from(publish_for.as_secs()).unwrap_or(0) - 3600;
             if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {
-                crate::http::error::log_internal(&e);
+                crate::telemetry::log_internal(&e);
             }
         }
     }

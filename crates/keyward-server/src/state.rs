@@ -6,9 +6,9 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
-use crate::http::pages::Pages;
 use crate::keys::{KeyError, Keys};
 use crate::mac::MacKey;
+use crate::pages::Pages;
 use crate::store::Store;
 use crate::throttle::CreationLimiter;
 use crate::upstream::{Connectors, UpstreamError};
@@ -55,7 +55,7 @@ impl AppState {
         let mac = MacKey::load(store.as_ref(), at_rest.as_deref()).await?;
         let creations = CreationLimiter::new(config.unauthenticated_writes_per_minute);
         let pages = Pages::new(&config);
-        let metrics = crate::http::health::metrics_handle();
+        let metrics = crate::telemetry::metrics_handle();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

@@ -6,7 +6,7 @@ use keyward_proto::claims::{AccessTokenClaims, IdTokenClaims, UserClaims};
 use keyward_proto::token::TokenResponse;
 use keyward_proto::{OpaqueToken, ScopeSet};
 
-use crate::config::SigningAlg;
+use crate::domain::SigningAlg;
 use crate::domain::{Client, Grant, RefreshToken, User, now};
 use crate::keys::{KeyError, VerifyError, at_hash};
 use crate::mac::{MacKey, Purpose};

@@ -13,7 +13,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use keyward_proto::ClientSecret;
 use keyward_server::admin::{self, NewClient};
-use keyward_server::config::{Config, ConnectorKind, SigningAlg};
+use keyward_server::config::{Config, ConnectorKind};
+use keyward_server::domain::SigningAlg;
 use keyward_server::domain::utc_text;
 use keyward_server::store::{self, Store};
 

@@ -19,12 +19,12 @@ use axum::routing::{get, post};
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, current_session, respond, secs, see_other, store_new_request};
+use super::authorize::{Browser, current_session, secs, see_other, store_new_request};
 use super::connectors::{email_sent_page, send_email_link, to_account, to_provider};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr};
-use super::pages::{PageError, page_form};
-use crate::config::SigningAlg;
+use super::page_error::{PageError, page_form};
+use crate::domain::SigningAlg;
 use crate::domain::{
     AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, now,
     utc_text,
@@ -98,16 +98,12 @@ async fn account_page(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, PageError> {
     let notice = query.ok().and_then(|Query(q)| q.notice);
-    let result = async {
-        match current_session(&state, &headers).await? {
-            Some((session, user)) => render(&state, &session, &user, notice.as_deref()).await,
-            None => start_sign_in(&state, addr, &headers).await,
-        }
+    match current_session(&state, &headers).await? {
+        Some((session, user)) => render(&state, &session, &user, notice.as_deref()).await,
+        None => start_sign_in(&state, addr, &headers).await,
     }
-    .await;
-    respond(&state, result)
 }
 
 /// Not signed in: a login in progress that ends on this page.
@@ -337,41 +333,37 @@ async fn link_start(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: LinkForm = page_form(body)?;
-        let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
-        let connector = state.connectors().enabled(&id).ok_or_else(|| {
-            PageError::new(
-                StatusCode::NOT_FOUND,
-                "Unknown sign-in method",
-                "This way of signing in does not exist or is turned off.",
-            )
-        })?;
-        let browser = Browser::of(&state, &headers);
-        let browser_hash = TokenHash::of(&browser.value);
-        let purpose = ConnectorPurpose::Link(user.id.clone());
-        let back = format!("{}/account", state.config().base_path());
-        let response = match &connector.provider {
-            Provider::Oidc(_) | Provider::Github(_) => {
-                to_provider(&state, &connector, purpose, browser_hash, false).await?
-            }
-            Provider::Email(_) => {
-                let Some(address) = form.email.as_deref().and_then(normalize_address) else {
-                    return Err(PageError::bad_request(
-                        "Invalid address",
-                        "Enter a valid email address.",
-                    ));
-                };
-                send_email_link(&state, &connector, &address, purpose, browser_hash, addr).await?;
-                email_sent_page(&state, &address, Some(&back))
-            }
-            Provider::Password => to_account(&state, "link-failed"),
-        };
-        Ok(browser.set_if_new(&state, response))
-    }
-    .await;
-    respond(&state, result)
+) -> Result<Response, PageError> {
+    let form: LinkForm = page_form(body)?;
+    let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
+    let connector = state.connectors().enabled(&id).ok_or_else(|| {
+        PageError::new(
+            StatusCode::NOT_FOUND,
+            "Unknown sign-in method",
+            "This way of signing in does not exist or is turned off.",
+        )
+    })?;
+    let browser = Browser::of(&state, &headers);
+    let browser_hash = TokenHash::of(&browser.value);
+    let purpose = ConnectorPurpose::Link(user.id.clone());
+    let back = format!("{}/account", state.config().base_path());
+    let response = match &connector.provider {
+        Provider::Oidc(_) | Provider::Github(_) => {
+            to_provider(&state, &connector, purpose, browser_hash, false).await?
+        }
+        Provider::Email(_) => {
+            let Some(address) = form.email.as_deref().and_then(normalize_address) else {
+                return Err(PageError::bad_request(
+                    "Invalid address",
+                    "Enter a valid email address.",
+                ));
+            };
+            send_email_link(&state, &connector, &address, purpose, browser_hash, addr).await?;
+            email_sent_page(&state, &address, Some(&back))
+        }
+        Provider::Password => to_account(&state, "link-failed"),
+    };
+    Ok(browser.set_if_new(&state, response))
 }
 
 #[derive(Deserialize)]
@@ -386,29 +378,25 @@ async fn unlink(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: UnlinkForm = page_form(body)?;
-        let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
-        let password_counts = state.config().password_login().is_some();
-        let outcome = state
-            .store()
-            .delete_identity(&user.id, &form.connector, &form.subject, password_counts)
-            .await?;
-        if outcome == Unlink::Done {
-            tracing::info!(user_id = %user.id, connector = %form.connector, "identity unlinked");
-        }
-        Ok(to_account(
-            &state,
-            match outcome {
-                Unlink::Done => "unlinked",
-                Unlink::LastSignInMethod => "last-method",
-                Unlink::NotFound => "unlink-missing",
-            },
-        ))
+) -> Result<Response, PageError> {
+    let form: UnlinkForm = page_form(body)?;
+    let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
+    let password_counts = state.config().password_login().is_some();
+    let outcome = state
+        .store()
+        .delete_identity(&user.id, &form.connector, &form.subject, password_counts)
+        .await?;
+    if outcome == Unlink::Done {
+        tracing::info!(user_id = %user.id, connector = %form.connector, "identity unlinked");
     }
-    .await;
-    respond(&state, result)
+    Ok(to_account(
+        &state,
+        match outcome {
+            Unlink::Done => "unlinked",
+            Unlink::LastSignInMethod => "last-method",
+            Unlink::NotFound => "unlink-missing",
+        },
+    ))
 }
 
 #[derive(Deserialize)]
@@ -422,26 +410,22 @@ async fn end_session(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: EndSessionForm = page_form(body)?;
-        let (session, user) = session_for_form(&state, &headers, &form.csrf).await?;
-        let valid_hash =
-            form.session.len() == 64 && form.session.bytes().all(|b| b.is_ascii_hexdigit());
-        if !valid_hash || form.session == session.id_hash.as_str() {
-            return Err(PageError::bad_request(
-                "Invalid request",
-                "Choose another browser's session; sign this one out with “Sign out”.",
-            ));
-        }
-        state
-            .store()
-            .delete_user_session(&user.id, &TokenHash::from_stored(form.session))
-            .await?;
-        Ok(to_account(&state, "session-ended"))
+) -> Result<Response, PageError> {
+    let form: EndSessionForm = page_form(body)?;
+    let (session, user) = session_for_form(&state, &headers, &form.csrf).await?;
+    let valid_hash =
+        form.session.len() == 64 && form.session.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid_hash || form.session == session.id_hash.as_str() {
+        return Err(PageError::bad_request(
+            "Invalid request",
+            "Choose another browser's session; sign this one out with “Sign out”.",
+        ));
     }
-    .await;
-    respond(&state, result)
+    state
+        .store()
+        .delete_user_session(&user.id, &TokenHash::from_stored(form.session))
+        .await?;
+    Ok(to_account(&state, "session-ended"))
 }
 
 #[derive(Deserialize)]
@@ -456,19 +440,15 @@ async fn revoke_app(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: RevokeForm = page_form(body)?;
-        let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
-        let revoked = state
-            .store()
-            .revoke_user_client(&user.id, &form.client_id)
-            .await?;
-        tracing::info!(user_id = %user.id, client_id = %form.client_id, grants = revoked, "application access revoked");
-        Ok(to_account(&state, "app-revoked"))
-    }
-    .await;
-    respond(&state, result)
+) -> Result<Response, PageError> {
+    let form: RevokeForm = page_form(body)?;
+    let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
+    let revoked = state
+        .store()
+        .revoke_user_client(&user.id, &form.client_id)
+        .await?;
+    tracing::info!(user_id = %user.id, client_id = %form.client_id, grants = revoked, "application access revoked");
+    Ok(to_account(&state, "app-revoked"))
 }
 
 #[cfg(test)]

@@ -22,11 +22,12 @@ use url::Url;
 
 use super::error::{OAuthError, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, append_our_cookie, our_cookie, parse_form};
-use super::pages::{PageError, Pages, page_form};
+use super::page_error::{PageError, page_form};
 use crate::domain::{
     AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
 };
 use crate::mac::Purpose;
+use crate::pages::Pages;
 use crate::state::AppState;
 use crate::throttle;
 
@@ -70,9 +71,9 @@ async fn authorize_get(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, PageError> {
     let params = parse_form(query.unwrap_or_default().as_bytes());
-    respond(&state, authorize(&state, addr, &headers, params).await)
+    authorize(&state, addr, &headers, params).await
 }
 
 async fn authorize_post(
@@ -80,13 +81,9 @@ async fn authorize_post(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
+) -> Result<Response, PageError> {
     let params = body.and_then(|Body(bytes)| parse_form(&bytes));
-    respond(&state, authorize(&state, addr, &headers, params).await)
-}
-
-pub(super) fn respond(state: &AppState, result: Result<Response, PageError>) -> Response {
-    result.unwrap_or_else(|error| state.pages().error(error))
+    authorize(&state, addr, &headers, params).await
 }
 
 /// Sends authorization responses and errors to the client's redirect URI, in the
@@ -668,27 +665,23 @@ async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        let Ok(Query(query)) = query else {
-            return Err(error_page(
-                "Invalid request",
-                "The sign-in link is incomplete.",
-            ));
-        };
-        let (request, client) = load_request(&state, &headers, &query.req).await?;
-        Ok(render_login(
-            &state,
-            &request,
-            &client,
-            LoginNotice {
-                username: request.login_hint.as_deref().unwrap_or(""),
-                ..LoginNotice::default()
-            },
-        ))
-    }
-    .await;
-    respond(&state, result)
+) -> Result<Response, PageError> {
+    let Ok(Query(query)) = query else {
+        return Err(error_page(
+            "Invalid request",
+            "The sign-in link is incomplete.",
+        ));
+    };
+    let (request, client) = load_request(&state, &headers, &query.req).await?;
+    Ok(render_login(
+        &state,
+        &request,
+        &client,
+        LoginNotice {
+            username: request.login_hint.as_deref().unwrap_or(""),
+            ..LoginNotice::default()
+        },
+    ))
 }
 
 /// What the login page says besides its forms.
@@ -758,92 +751,86 @@ async fn login_submit(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: LoginForm = page_form(body)?;
-        let (request, client) = load_request(&state, &headers, &form.req).await?;
-        check_csrf(&request, &form.csrf)?;
-        let Some(password_login) = state.config().password_login() else {
-            return Err(error_page(
-                "Password sign-in is off",
-                "This server does not accept passwords. Go back and choose another way to sign in.",
-            ));
-        };
-        let username = form.username.trim();
-        let store = state.store();
-        let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
-        let notice = |error, status| LoginNotice {
-            username,
-            error: Some(error),
-            status: Some(status),
-            ..LoginNotice::default()
-        };
-        // Counted before the password is checked, so parallel guesses are counted too.
-        let known = known_browser(&state, &headers, username);
-        let attempt =
-            match throttle::password_attempt(store, username, addr, known, now()).await? {
-                Ok(attempt) => attempt,
-                Err(retry_after) => {
-                    metrics::counter!("keyward_login_failures_total", "reason" => "throttled")
-                        .increment(1);
-                    tracing::warn!(username = ?username, client = %client_addr, retry_after, "password sign-in throttled");
-                    let message = format!(
-                        "Too many failed sign-in attempts. Try again in {}.",
-                        wait_text(retry_after)
-                    );
-                    let page = render_login(
-                        &state,
-                        &request,
-                        &client,
-                        notice(&message, StatusCode::TOO_MANY_REQUESTS),
-                    );
-                    return Ok(with_retry_after(page, retry_after));
-                }
-            };
-        let user = if username.is_empty() || username.len() > 256 {
-            None
-        } else {
-            store.get_user_by_username(username).await?
-        };
-        let password_ok = crate::password::verify(
-            form.password,
-            user.as_ref().and_then(|u| u.password_hash.clone()),
-        )
-        .await?;
-        let user = match user {
-            Some(user) if password_ok => user,
-            _ => {
-                attempt.failed();
-                metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
-                    .increment(1);
-                tracing::warn!(username = ?username, client = %client_addr, client_id = %client.client_id, "failed password sign-in");
-                return Ok(render_login(
-                    &state,
-                    &request,
-                    &client,
-                    notice("Invalid username or password.", StatusCode::UNAUTHORIZED),
-                ));
-            }
-        };
-        attempt.succeeded(store).await?;
-        if user.disabled {
-            metrics::counter!("keyward_login_failures_total", "reason" => "disabled").increment(1);
-            tracing::warn!(user_id = %user.id, client = %client_addr, "sign-in to a disabled account");
+) -> Result<Response, PageError> {
+    let form: LoginForm = page_form(body)?;
+    let (request, client) = load_request(&state, &headers, &form.req).await?;
+    check_csrf(&request, &form.csrf)?;
+    let Some(password_login) = state.config().password_login() else {
+        return Err(error_page(
+            "Password sign-in is off",
+            "This server does not accept passwords. Go back and choose another way to sign in.",
+        ));
+    };
+    let username = form.username.trim();
+    let store = state.store();
+    let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
+    let notice = |error, status| LoginNotice {
+        username,
+        error: Some(error),
+        status: Some(status),
+        ..LoginNotice::default()
+    };
+    // Counted before the password is checked, so parallel guesses are counted too.
+    let known = known_browser(&state, &headers, username);
+    let attempt = match throttle::password_attempt(store, username, addr, known, now()).await? {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            metrics::counter!("keyward_login_failures_total", "reason" => "throttled").increment(1);
+            tracing::warn!(username = ?username, client = %client_addr, retry_after, "password sign-in throttled");
+            let message = format!(
+                "Too many failed sign-in attempts. Try again in {}.",
+                wait_text(retry_after)
+            );
+            let page = render_login(
+                &state,
+                &request,
+                &client,
+                notice(&message, StatusCode::TOO_MANY_REQUESTS),
+            );
+            return Ok(with_retry_after(page, retry_after));
+        }
+    };
+    let user = if username.is_empty() || username.len() > 256 {
+        None
+    } else {
+        store.get_user_by_username(username).await?
+    };
+    let password_ok = crate::password::verify(
+        form.password,
+        user.as_ref().and_then(|u| u.password_hash.clone()),
+    )
+    .await?;
+    let user = match user {
+        Some(user) if password_ok => user,
+        _ => {
+            attempt.failed();
+            metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
+                .increment(1);
+            tracing::warn!(username = ?username, client = %client_addr, client_id = %client.client_id, "failed password sign-in");
             return Ok(render_login(
                 &state,
                 &request,
                 &client,
-                notice("This account is disabled.", StatusCode::FORBIDDEN),
+                notice("Invalid username or password.", StatusCode::UNAUTHORIZED),
             ));
         }
-        tracing::info!(user_id = %user.id, client = %client_addr, client_id = %client.client_id, "password sign-in");
-        let method = password_login.id.clone();
-        let mut response = sign_in(&state, &headers, addr, request, &client, &user, &method).await?;
-        remember_browser(&state, &mut response, username);
-        Ok(response)
+    };
+    attempt.succeeded(store).await?;
+    if user.disabled {
+        metrics::counter!("keyward_login_failures_total", "reason" => "disabled").increment(1);
+        tracing::warn!(user_id = %user.id, client = %client_addr, "sign-in to a disabled account");
+        return Ok(render_login(
+            &state,
+            &request,
+            &client,
+            notice("This account is disabled.", StatusCode::FORBIDDEN),
+        ));
     }
-    .await;
-    respond(&state, result)
+    tracing::info!(user_id = %user.id, client = %client_addr, client_id = %client.client_id, "password sign-in");
+    let method = password_login.id.clone();
+    let mut response = sign_in(&state, &headers, addr, request, &client, &user, &method).await?;
+    remember_browser(&state, &mut response, username);
+    Ok(response)
 }
 
 /// Cookie naming the account this browser last signed in to with a password: the MAC
@@ -946,36 +933,32 @@ async fn consent_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        let Ok(Query(query)) = query else {
-            return Err(error_page(
-                "Invalid request",
-                "The consent link is incomplete.",
-            ));
-        };
-        let (request, client) = load_request(&state, &headers, &query.req).await?;
-        let user = consenting_user(&state, &headers, &request).await?;
-        let scopes: Vec<_> = request
-            .scope
-            .iter()
-            .map(|s| minijinja::context! { name => s, description => describe_scope(s) })
-            .collect();
-        Ok(state.pages().render(
-            StatusCode::OK,
-            "consent.html",
-            minijinja::context! {
-                client_name => client.name,
-                username => user.username,
-                scopes => scopes,
-                req => request.id,
-                csrf => request.csrf,
-                device => matches!(request.kind, LoginKind::Device(_)),
-            },
-        ))
-    }
-    .await;
-    respond(&state, result)
+) -> Result<Response, PageError> {
+    let Ok(Query(query)) = query else {
+        return Err(error_page(
+            "Invalid request",
+            "The consent link is incomplete.",
+        ));
+    };
+    let (request, client) = load_request(&state, &headers, &query.req).await?;
+    let user = consenting_user(&state, &headers, &request).await?;
+    let scopes: Vec<_> = request
+        .scope
+        .iter()
+        .map(|s| minijinja::context! { name => s, description => describe_scope(s) })
+        .collect();
+    Ok(state.pages().render(
+        StatusCode::OK,
+        "consent.html",
+        minijinja::context! {
+            client_name => client.name,
+            username => user.username,
+            scopes => scopes,
+            req => request.id,
+            csrf => request.csrf,
+            device => matches!(request.kind, LoginKind::Device(_)),
+        },
+    ))
 }
 
 /// The user who is asked to consent: the one the login in progress is for, and still
@@ -1010,40 +993,36 @@ async fn consent_submit(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let form: ConsentForm = page_form(body)?;
-        let (request, client) = load_request(&state, &headers, &form.req).await?;
-        check_csrf(&request, &form.csrf)?;
-        let user = consenting_user(&state, &headers, &request).await?;
-        match form.decision.as_str() {
-            "approve" => {
-                let store = state.store();
-                let mut approved = store
-                    .get_consent(&user.id, &client.client_id)
-                    .await?
-                    .unwrap_or_default();
-                approved = approved.union(&request.scope);
-                store
-                    .put_consent(&user.id, &client.client_id, &approved, now())
-                    .await?;
-                finish(&state, request, &client, &user, Stored::Yes).await
-            }
-            "deny" => {
-                if !matches!(request.kind, LoginKind::Device(_)) {
-                    state.store().take_auth_request(&request.id).await?;
-                }
-                reject(
-                    &state,
-                    &request,
-                    ErrorCode::AccessDenied,
-                    "the user denied the request",
-                )
-                .await
-            }
-            _ => Err(error_page("Invalid request", "Unknown decision.")),
+) -> Result<Response, PageError> {
+    let form: ConsentForm = page_form(body)?;
+    let (request, client) = load_request(&state, &headers, &form.req).await?;
+    check_csrf(&request, &form.csrf)?;
+    let user = consenting_user(&state, &headers, &request).await?;
+    match form.decision.as_str() {
+        "approve" => {
+            let store = state.store();
+            let mut approved = store
+                .get_consent(&user.id, &client.client_id)
+                .await?
+                .unwrap_or_default();
+            approved = approved.union(&request.scope);
+            store
+                .put_consent(&user.id, &client.client_id, &approved, now())
+                .await?;
+            finish(&state, request, &client, &user, Stored::Yes).await
         }
+        "deny" => {
+            if !matches!(request.kind, LoginKind::Device(_)) {
+                state.store().take_auth_request(&request.id).await?;
+            }
+            reject(
+                &state,
+                &request,
+                ErrorCode::AccessDenied,
+                "the user denied the request",
+            )
+            .await
+        }
+        _ => Err(error_page("Invalid request", "Unknown decision.")),
     }
-    .await;
-    respond(&state, result)
 }

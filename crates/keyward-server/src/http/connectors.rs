@@ -25,11 +25,11 @@ use serde::Deserialize;
 
 use super::authorize::{
     BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, prompt_values,
-    render_login, respond, secs, see_other, sign_in,
+    render_login, secs, see_other, sign_in,
 };
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, our_cookie, parse_form};
-use super::pages::{PageError, page_form};
+use super::page_error::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
 use crate::state::AppState;
@@ -81,61 +81,57 @@ async fn start(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let connector = connector(&state, &id)?;
-        let form: StartForm = page_form(body)?;
-        let (request, client) = load_request(&state, &headers, &form.req).await?;
-        check_csrf(&request, &form.csrf)?;
-        // Each press stores a sign-in at the provider (or a link): limit them per address.
-        state.creations().allow(addr).map_err(PageError::too_many)?;
-        let purpose = ConnectorPurpose::Login(request.id.clone());
-        match &connector.provider {
-            Provider::Email(_) => {
-                let typed = form.email.as_deref().unwrap_or("");
-                let Some(address) = normalize_address(typed) else {
-                    return Ok(render_login(
-                        &state,
-                        &request,
-                        &client,
-                        LoginNotice {
-                            email: typed,
-                            error: Some("Enter a valid email address."),
-                            status: Some(StatusCode::BAD_REQUEST),
-                            ..LoginNotice::default()
-                        },
-                    ));
-                };
-                let back = format!("{}/login?req={}", state.config().base_path(), request.id);
-                send_email_link(
+) -> Result<Response, PageError> {
+    let connector = connector(&state, &id)?;
+    let form: StartForm = page_form(body)?;
+    let (request, client) = load_request(&state, &headers, &form.req).await?;
+    check_csrf(&request, &form.csrf)?;
+    // Each press stores a sign-in at the provider (or a link): limit them per address.
+    state.creations().allow(addr).map_err(PageError::too_many)?;
+    let purpose = ConnectorPurpose::Login(request.id.clone());
+    match &connector.provider {
+        Provider::Email(_) => {
+            let typed = form.email.as_deref().unwrap_or("");
+            let Some(address) = normalize_address(typed) else {
+                return Ok(render_login(
                     &state,
-                    &connector,
-                    &address,
-                    purpose,
-                    request.browser_hash.clone(),
-                    addr,
-                )
-                .await?;
-                Ok(email_sent_page(&state, &address, Some(&back)))
-            }
-            Provider::Oidc(_) | Provider::Github(_) => {
-                // A fresh sign-in asked of keyward is asked of the provider too.
-                let fresh = prompt_values(request.prompt.as_deref()).contains(&"login")
-                    || request.max_age == Some(0);
-                to_provider(
-                    &state,
-                    &connector,
-                    purpose,
-                    request.browser_hash.clone(),
-                    fresh,
-                )
-                .await
-            }
-            Provider::Password => Err(not_found()),
+                    &request,
+                    &client,
+                    LoginNotice {
+                        email: typed,
+                        error: Some("Enter a valid email address."),
+                        status: Some(StatusCode::BAD_REQUEST),
+                        ..LoginNotice::default()
+                    },
+                ));
+            };
+            let back = format!("{}/login?req={}", state.config().base_path(), request.id);
+            send_email_link(
+                &state,
+                &connector,
+                &address,
+                purpose,
+                request.browser_hash.clone(),
+                addr,
+            )
+            .await?;
+            Ok(email_sent_page(&state, &address, Some(&back)))
         }
+        Provider::Oidc(_) | Provider::Github(_) => {
+            // A fresh sign-in asked of keyward is asked of the provider too.
+            let fresh = prompt_values(request.prompt.as_deref()).contains(&"login")
+                || request.max_age == Some(0);
+            to_provider(
+                &state,
+                &connector,
+                purpose,
+                request.browser_hash.clone(),
+                fresh,
+            )
+            .await
+        }
+        Provider::Password => Err(not_found()),
     }
-    .await;
-    respond(&state, result)
 }
 
 /// Starts a sign-in at an upstream provider: stores what the way back needs and sends
@@ -276,67 +272,59 @@ async fn callback(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    let result = async {
-        let connector = connector(&state, &id)?;
-        let params: CallbackParams = parse_form(query.unwrap_or_default().as_bytes())
-            .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
-        match &connector.provider {
-            Provider::Email(_) => {
-                let token = params
-                    .token
-                    .filter(|t| t.len() <= 128)
-                    .ok_or_else(expired)?;
-                Ok(state.pages().render(
-                    StatusCode::OK,
-                    "email_confirm.html",
-                    minijinja::context! {
-                        connector => connector.config.id,
-                        token => token,
-                        name => state.config().issuer.host_str(),
-                    },
-                ))
-            }
-            Provider::Oidc(_) | Provider::Github(_) => {
-                let value = params.state.as_deref().ok_or_else(expired)?;
-                let login = take_login(&state, &headers, &connector, value).await?;
-                if let Some(error) = &params.error {
-                    let refused = UpstreamError::Refused {
-                        error: error.chars().take(64).collect(),
-                        description: params
-                            .error_description
-                            .as_ref()
-                            .map(|d| d.chars().take(200).collect()),
-                    };
-                    return failed(&state, &headers, &connector, &login, &refused).await;
-                }
-                let code = params.code.as_deref().ok_or_else(|| {
-                    PageError::bad_request("Invalid request", "The provider sent no code.")
-                })?;
-                let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
-                let verifier = login.code_verifier.as_deref().unwrap_or_default();
-                let identity = match &connector.provider {
-                    Provider::Oidc(provider) => {
-                        let nonce = login.nonce.as_deref().unwrap_or_default();
-                        provider.finish(&redirect_uri, code, nonce, verifier).await
-                    }
-                    Provider::Github(provider) => {
-                        provider.finish(&redirect_uri, code, verifier).await
-                    }
-                    Provider::Email(_) | Provider::Password => return Err(not_found()),
-                };
-                match identity {
-                    Ok(identity) => {
-                        complete(&state, &headers, addr, &connector, login, identity).await
-                    }
-                    Err(e) => failed(&state, &headers, &connector, &login, &e).await,
-                }
-            }
-            Provider::Password => Err(not_found()),
+) -> Result<Response, PageError> {
+    let connector = connector(&state, &id)?;
+    let params: CallbackParams = parse_form(query.unwrap_or_default().as_bytes())
+        .map_err(|e| PageError::bad_request("Invalid request", e.description))?;
+    match &connector.provider {
+        Provider::Email(_) => {
+            let token = params
+                .token
+                .filter(|t| t.len() <= 128)
+                .ok_or_else(expired)?;
+            Ok(state.pages().render(
+                StatusCode::OK,
+                "email_confirm.html",
+                minijinja::context! {
+                    connector => connector.config.id,
+                    token => token,
+                    name => state.config().issuer.host_str(),
+                },
+            ))
         }
+        Provider::Oidc(_) | Provider::Github(_) => {
+            let value = params.state.as_deref().ok_or_else(expired)?;
+            let login = take_login(&state, &headers, &connector, value).await?;
+            if let Some(error) = &params.error {
+                let refused = UpstreamError::Refused {
+                    error: error.chars().take(64).collect(),
+                    description: params
+                        .error_description
+                        .as_ref()
+                        .map(|d| d.chars().take(200).collect()),
+                };
+                return failed(&state, &headers, &connector, &login, &refused).await;
+            }
+            let code = params.code.as_deref().ok_or_else(|| {
+                PageError::bad_request("Invalid request", "The provider sent no code.")
+            })?;
+            let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
+            let verifier = login.code_verifier.as_deref().unwrap_or_default();
+            let identity = match &connector.provider {
+                Provider::Oidc(provider) => {
+                    let nonce = login.nonce.as_deref().unwrap_or_default();
+                    provider.finish(&redirect_uri, code, nonce, verifier).await
+                }
+                Provider::Github(provider) => provider.finish(&redirect_uri, code, verifier).await,
+                Provider::Email(_) | Provider::Password => return Err(not_found()),
+            };
+            match identity {
+                Ok(identity) => complete(&state, &headers, addr, &connector, login, identity).await,
+                Err(e) => failed(&state, &headers, &connector, &login, &e).await,
+            }
+        }
+        Provider::Password => Err(not_found()),
     }
-    .await;
-    respond(&state, result)
 }
 
 #[derive(Deserialize)]
@@ -351,25 +339,21 @@ async fn email_confirmed(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
-    let result = async {
-        let connector = connector(&state, &id)?;
-        if !matches!(connector.provider, Provider::Email(_)) {
-            return Err(not_found());
-        }
-        let form: ConfirmForm = page_form(body)?;
-        let login = take_login(&state, &headers, &connector, &form.token).await?;
-        let address = login.email.clone().ok_or_else(expired)?;
-        let identity = UpstreamIdentity {
-            subject: address.clone(),
-            email: Some(address),
-            email_verified: true,
-            ..UpstreamIdentity::default()
-        };
-        complete(&state, &headers, addr, &connector, login, identity).await
+) -> Result<Response, PageError> {
+    let connector = connector(&state, &id)?;
+    if !matches!(connector.provider, Provider::Email(_)) {
+        return Err(not_found());
     }
-    .await;
-    respond(&state, result)
+    let form: ConfirmForm = page_form(body)?;
+    let login = take_login(&state, &headers, &connector, &form.token).await?;
+    let address = login.email.clone().ok_or_else(expired)?;
+    let identity = UpstreamIdentity {
+        subject: address.clone(),
+        email: Some(address),
+        email_verified: true,
+        ..UpstreamIdentity::default()
+    };
+    complete(&state, &headers, addr, &connector, login, identity).await
 }
 
 /// Takes the sign-in `value` (a state or emailed token) names, if it belongs to this

@@ -25,7 +25,7 @@ use super::authorize::{Browser, Stored, advance, attach_session, error_page, sec
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
-use super::pages::{PageError, page_form};
+use super::page_error::{PageError, page_form};
 use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, LoginKind, ResponseMode, now};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -187,69 +187,64 @@ async fn entry_submit(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
+) -> Result<Response, PageError> {
     let browser = Browser::of(&state, &headers);
-    let result = async {
-        let form: EntryForm = page_form(body)?;
-        let expected = entry_csrf(&browser);
-        // A form posted without the binding cookie cannot carry a valid CSRF token.
-        if browser.is_new()
-            || !keyward_proto::secret::constant_time_eq(form.csrf.as_bytes(), expected.as_bytes())
-        {
-            return Err(error_page(
-                "Form expired",
-                "The form was stale or forged. Open the link from your device again.",
-            ));
-        }
-        let store = state.store();
-        let at = now();
-        let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
-        // Counted before the code is looked up, so parallel guesses are counted too.
-        let attempt = match throttle::user_code_attempt(store, addr, at).await? {
-            Ok(attempt) => attempt,
-            Err(retry_after) => {
-                metrics::counter!("keyward_login_failures_total", "reason" => "user_code_throttled")
-                    .increment(1);
-                tracing::warn!(client = %client_addr, retry_after, "user code entry throttled");
-                let message = format!(
-                    "Too many wrong codes. Try again in {}.",
-                    wait_text(retry_after)
-                );
-                let page = render_entry(
-                    &state,
-                    &browser,
-                    "",
-                    Some(&message),
-                    StatusCode::TOO_MANY_REQUESTS,
-                );
-                return Ok(with_retry_after(page, retry_after));
-            }
-        };
-        let found = match UserCode::parse(&form.user_code) {
-            Some(code) => store
-                .find_pending_device_code(code.as_str(), at)
-                .await?
-                .filter(|device| !device.needs_challenge()),
-            None => None,
-        };
-        let Some(device) = found else {
-            metrics::counter!("keyward_login_failures_total", "reason" => "bad_user_code")
+    let form: EntryForm = page_form(body)?;
+    let expected = entry_csrf(&browser);
+    // A form posted without the binding cookie cannot carry a valid CSRF token.
+    if browser.is_new()
+        || !keyward_proto::secret::constant_time_eq(form.csrf.as_bytes(), expected.as_bytes())
+    {
+        return Err(error_page(
+            "Form expired",
+            "The form was stale or forged. Open the link from your device again.",
+        ));
+    }
+    let store = state.store();
+    let at = now();
+    let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
+    // Counted before the code is looked up, so parallel guesses are counted too.
+    let attempt = match throttle::user_code_attempt(store, addr, at).await? {
+        Ok(attempt) => attempt,
+        Err(retry_after) => {
+            metrics::counter!("keyward_login_failures_total", "reason" => "user_code_throttled")
                 .increment(1);
-            tracing::warn!(client = %client_addr, "wrong user code");
-            let message = "That code is not valid or has expired. Check your device and try again.";
-            return Ok(render_entry(
+            tracing::warn!(client = %client_addr, retry_after, "user code entry throttled");
+            let message = format!(
+                "Too many wrong codes. Try again in {}.",
+                wait_text(retry_after)
+            );
+            let page = render_entry(
                 &state,
                 &browser,
                 "",
-                Some(message),
-                StatusCode::BAD_REQUEST,
-            ));
-        };
-        attempt.succeeded(store).await?;
-        start_login(&state, addr, &headers, &browser, device).await
-    }
-    .await;
-    result.unwrap_or_else(|error: PageError| state.pages().error(error))
+                Some(&message),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            return Ok(with_retry_after(page, retry_after));
+        }
+    };
+    let found = match UserCode::parse(&form.user_code) {
+        Some(code) => store
+            .find_pending_device_code(code.as_str(), at)
+            .await?
+            .filter(|device| !device.needs_challenge()),
+        None => None,
+    };
+    let Some(device) = found else {
+        metrics::counter!("keyward_login_failures_total", "reason" => "bad_user_code").increment(1);
+        tracing::warn!(client = %client_addr, "wrong user code");
+        let message = "That code is not valid or has expired. Check your device and try again.";
+        return Ok(render_entry(
+            &state,
+            &browser,
+            "",
+            Some(message),
+            StatusCode::BAD_REQUEST,
+        ));
+    };
+    attempt.succeeded(store).await?;
+    start_login(&state, addr, &headers, &browser, device).await
 }
 
 /// Starts the login that approves a pending device authorization: the code-flow login

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keyward_proto::discovery::ProviderMetadata;
 
-use crate::config::SigningAlg;
+use crate::domain::SigningAlg;
 use crate::state::AppState;
 
 /// Routes of this module.

@@ -161,18 +161,12 @@ internal_from!(
     crate::tokens::IssueError
 );
 
-/// Logs an internal failure with its whole source chain.
-pub fn log_internal(error: &(dyn std::error::Error + 'static)) {
-    let chain = keyward_proto::error::error_chain(error);
-    tracing::error!(error = %chain, "internal error");
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::OAuth(e) => e.into_response(),
             Self::Internal(e) => {
-                log_internal(e.as_ref());
+                crate::telemetry::log_internal(e.as_ref());
                 OAuthError::new(ErrorCode::ServerError, "internal error; see the server log")
                     .into_response()
             }

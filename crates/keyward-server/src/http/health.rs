@@ -1,15 +1,12 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the store
 //! answers), `/metrics` (Prometheus text), and the request-counting middleware.
 
-use std::sync::OnceLock;
-
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::extract::{ClientAddr, bearer_token};
 use crate::state::AppState;
@@ -22,22 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-/// The process-wide Prometheus recorder (the `metrics` facade is global by design),
-/// installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
-            }
-            handle
-        })
-        .clone()
-}
-
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -46,7 +27,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     match state.store().ping().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
-            super::error::log_internal(&e);
+            crate::telemetry::log_internal(&e);
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
         }
     }

@@ -19,7 +19,7 @@ use url::Url;
 use super::authorize::{BROWSER_COOKIE, SESSION_COOKIE, current_session};
 use super::error::OAuthError;
 use super::extract::{Body, append_our_cookie, our_cookie, parse_form};
-use super::pages::PageError;
+use super::page_error::PageError;
 use crate::state::AppState;
 use crate::tokens::ID_TOKEN_TYP;
 
@@ -42,20 +42,18 @@ async fn logout_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, PageError> {
     let params = parse_form(query.unwrap_or_default().as_bytes());
-    let result = logout(&state, &headers, params, false).await;
-    result.unwrap_or_else(|e| state.pages().error(e))
+    logout(&state, &headers, params, false).await
 }
 
 async fn logout_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
-) -> Response {
+) -> Result<Response, PageError> {
     let params = body.and_then(|Body(bytes)| parse_form(&bytes));
-    let result = logout(&state, &headers, params, true).await;
-    result.unwrap_or_else(|e| state.pages().error(e))
+    logout(&state, &headers, params, true).await
 }
 
 fn bad(message: &str) -> PageError {

@@ -35,7 +35,7 @@ pub mod extract;
 pub mod health;
 pub mod introspect;
 pub mod logout;
-pub mod pages;
+pub mod page_error;
 pub mod pkg;
 pub mod token;
 pub mod userinfo;
@@ -80,6 +80,10 @@ pub fn app(state: AppState) -> Router {
             error.status = Some(StatusCode::METHOD_NOT_ALLOWED);
             error.into_response()
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            page_error::render_page_errors,
+        ))
         .layer(axum::middleware::from_fn(extract::limit_header_sizes))
         .layer(axum::middleware::from_fn(health::count_requests))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))

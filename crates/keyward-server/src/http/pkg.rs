@@ -28,7 +28,7 @@ use super::authorize::{Browser, error_page};
 use super::device::{self, start_login};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
-use super::pages::PageError;
+use super::page_error::PageError;
 use super::token::{collect_device, refresh};
 use crate::domain::{Client, DeviceStatus, now};
 use crate::state::AppState;
@@ -192,34 +192,30 @@ async fn response_page(
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Result<Response, PageError> {
     let browser = Browser::of(&state, &headers);
-    let result: Result<Response, PageError> = async {
-        let expired = || {
-            error_page(
-                "Sign-in expired",
-                "This sign-in link has expired or was already used. Start again from Julia.",
-            )
-        };
-        let response = query.unwrap_or_default();
-        if response.is_empty() || response.len() > 128 {
-            return Err(expired());
-        }
-        let device = state
-            .store()
-            .get_device_code(&TokenHash::of(&response))
-            .await?
-            .ok_or_else(expired)?;
-        if device.challenge_hash.is_none()
-            || device.status != DeviceStatus::Pending
-            || device.expires_at <= now()
-        {
-            return Err(expired());
-        }
-        start_login(&state, addr, &headers, &browser, device).await
+    let expired = || {
+        error_page(
+            "Sign-in expired",
+            "This sign-in link has expired or was already used. Start again from Julia.",
+        )
+    };
+    let response = query.unwrap_or_default();
+    if response.is_empty() || response.len() > 128 {
+        return Err(expired());
     }
-    .await;
-    result.unwrap_or_else(|e| state.pages().error(e))
+    let device = state
+        .store()
+        .get_device_code(&TokenHash::of(&response))
+        .await?
+        .ok_or_else(expired)?;
+    if device.challenge_hash.is_none()
+        || device.status != DeviceStatus::Pending
+        || device.expires_at <= now()
+    {
+        return Err(expired());
+    }
+    start_login(&state, addr, &headers, &browser, device).await
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 
 use super::{Store, StoreError};
-use crate::config::SigningAlg;
+use crate::domain::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
     DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,

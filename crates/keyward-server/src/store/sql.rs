@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 
 use super::{Store, StoreError, StoreResult};
-use crate::config::SigningAlg;
+use crate::domain::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
     DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,

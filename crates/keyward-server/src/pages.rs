@@ -1,5 +1,6 @@
-//! Server-rendered pages (login with its provider buttons, email sent, consent, account,
-//! device entry, sign-out, errors, and the `form_post` and `web_message` responses):
+//! The page renderer: server-rendered pages (login with its provider buttons, email
+//! sent, consent, account, device entry, sign-out, errors, and the `form_post` and
+//! `web_message` responses):
 //! minijinja templates compiled into the binary, auto-escaped, usable without
 //! JavaScript, served with headers that forbid framing, caching and content sniffing.
 //! The two response pages run one inline script each, allowed by a per-response CSP
@@ -13,36 +14,36 @@ use serde::Serialize;
 use crate::config::Config;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../templates/base.html")),
-    ("login.html", include_str!("../../templates/login.html")),
-    ("consent.html", include_str!("../../templates/consent.html")),
-    ("error.html", include_str!("../../templates/error.html")),
-    ("logout.html", include_str!("../../templates/logout.html")),
+    ("base.html", include_str!("../templates/base.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("consent.html", include_str!("../templates/consent.html")),
+    ("error.html", include_str!("../templates/error.html")),
+    ("logout.html", include_str!("../templates/logout.html")),
     (
         "signed_out.html",
-        include_str!("../../templates/signed_out.html"),
+        include_str!("../templates/signed_out.html"),
     ),
-    ("device.html", include_str!("../../templates/device.html")),
+    ("device.html", include_str!("../templates/device.html")),
     (
         "device_done.html",
-        include_str!("../../templates/device_done.html"),
+        include_str!("../templates/device_done.html"),
     ),
     (
         "email_sent.html",
-        include_str!("../../templates/email_sent.html"),
+        include_str!("../templates/email_sent.html"),
     ),
     (
         "email_confirm.html",
-        include_str!("../../templates/email_confirm.html"),
+        include_str!("../templates/email_confirm.html"),
     ),
-    ("account.html", include_str!("../../templates/account.html")),
+    ("account.html", include_str!("../templates/account.html")),
     (
         "form_post.html",
-        include_str!("../../templates/form_post.html"),
+        include_str!("../templates/form_post.html"),
     ),
     (
         "web_message.html",
-        include_str!("../../templates/web_message.html"),
+        include_str!("../templates/web_message.html"),
     ),
 ];
 
@@ -50,80 +51,6 @@ const TEMPLATES: &[(&str, &str)] = &[
 pub struct Pages {
     env: Environment<'static>,
     base: String,
-}
-
-/// An error shown to a person as a page: a title, a message and a status. Never
-/// redirects; used when a redirect would be unsafe (unknown client, bad redirect URI)
-/// or there is nowhere to redirect to.
-#[derive(Debug)]
-pub struct PageError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Page title.
-    pub title: &'static str,
-    /// What went wrong and what to do.
-    pub message: String,
-    /// The internal cause, logged and never shown.
-    pub internal: Option<Box<dyn std::error::Error + Send + Sync>>,
-    /// For a 429: seconds until trying again makes sense (`Retry-After`).
-    pub retry_after: Option<i64>,
-}
-
-impl PageError {
-    /// A 400 page.
-    pub fn bad_request(title: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, title, message)
-    }
-
-    /// A page with another status.
-    pub fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            title,
-            message: message.into(),
-            internal: None,
-            retry_after: None,
-        }
-    }
-
-    /// A 429 page: this address asked for too much; try again in `retry_after` s.
-    pub fn too_many(retry_after: i64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many requests",
-                format!(
-                    "Too many sign-ins were started from your network. Try again in {}.",
-                    super::error::wait_text(retry_after)
-                ),
-            )
-        }
-    }
-}
-
-/// Parses a form posted from one of keyward's pages; bad input becomes a 400 page.
-pub fn page_form<T: serde::de::DeserializeOwned>(
-    body: Result<super::extract::Body, super::error::OAuthError>,
-) -> Result<T, PageError> {
-    body.and_then(|super::extract::Body(bytes)| super::extract::parse_form(&bytes))
-        .map_err(|e| PageError::bad_request("Invalid request", e.description))
-}
-
-impl<E: Into<super::error::ApiError>> From<E> for PageError {
-    fn from(error: E) -> Self {
-        match error.into() {
-            super::error::ApiError::OAuth(e) => Self::bad_request("Invalid request", e.description),
-            super::error::ApiError::Internal(e) => Self {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                title: "Something went wrong",
-                message: "keyward could not complete this request. Please try again in a moment."
-                    .into(),
-                internal: Some(e),
-                retry_after: None,
-            },
-        }
-    }
 }
 
 impl Pages {
@@ -143,6 +70,8 @@ impl Pages {
     }
 
     /// Renders `template` with `context` (plus `base`, the issuer's path prefix).
+    /// Errors meant for a person are [`crate::http::page_error::PageError`]s, rendered
+    /// through `error.html` by the HTTP layer.
     pub fn render<C: Serialize>(&self, status: StatusCode, template: &str, context: C) -> Response {
         self.render_scripted(status, template, context, None)
     }
@@ -214,22 +143,6 @@ impl Pages {
         self.env.get_template(template).and_then(|t| {
             t.render(minijinja::context! { base => self.base.clone(), ..minijinja::Value::from_serialize(&context) })
         })
-    }
-
-    /// Renders an error page (logging the internal cause, if any).
-    pub fn error(&self, error: PageError) -> Response {
-        if let Some(cause) = &error.internal {
-            super::error::log_internal(cause.as_ref());
-        }
-        let page = self.render(
-            error.status,
-            "error.html",
-            minijinja::context! { title => error.title, message => error.message },
-        );
-        match error.retry_after {
-            Some(seconds) => super::error::with_retry_after(page, seconds),
-            None => page,
-        }
     }
 }
 
