@@ -45,11 +45,7 @@ pub async fn build(config: Config) -> Result<AppState, ServeError> {
     Ok(AppState::new(config, store).await?)
 }
 
-/// The most bytes of a request head (request line and headers) read: more is answered
-/// 431.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header fields in a request: more is answered 431.
-pub const MAX_HEADERS: usize = 100;
+use crate::http::extract::{MAX_HEAD, MAX_HEADERS};
 /// File descriptors kept free of connections (the database, log and key files).
 const RESERVED_FDS: usize = 64;
 

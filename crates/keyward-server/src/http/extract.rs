@@ -53,11 +53,16 @@ impl FromRequest<AppState> for Body {
     }
 }
 
+/// The most bytes of a request head (request line and headers) read: more is answered
+/// 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a request: more is answered 431.
+pub const MAX_HEADERS: usize = 100;
 /// The largest single header field value accepted: a larger one is answered 431.
 pub const MAX_HEADER_VALUE: usize = 16 * 1024;
 
 /// Middleware: answers 431 to a request with a header value over [`MAX_HEADER_VALUE`]
-/// bytes, or headers over [`crate::serve::MAX_HEAD`] bytes in all, before any handler
+/// bytes, or headers over [`MAX_HEAD`] bytes in all, before any handler
 /// parses them. (The connection stops reading a head at that size too, but a head that
 /// arrives in one read is parsed whole first.)
 pub async fn limit_header_sizes(
@@ -70,7 +75,7 @@ pub async fn limit_header_sizes(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if total > crate::serve::MAX_HEAD || headers.values().any(|v| v.len() > MAX_HEADER_VALUE) {
+    if total > MAX_HEAD || headers.values().any(|v| v.len() > MAX_HEADER_VALUE) {
         return (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers are limited to 16 KiB each and 64 KiB in all",
