@@ -146,7 +146,7 @@ pub async fn groups_of(
     now: i64,
     max_age: std::time::Duration,
 ) -> Result<Vec<String>, StoreError> {
-    let oldest = now.saturating_sub(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+    let oldest = now.saturating_sub(crate::domain::secs(max_age));
     let mut groups: Vec<String> = store
         .list_identities(user_id)
         .await?

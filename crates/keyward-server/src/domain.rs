@@ -38,11 +38,17 @@ impl SigningAlg {
     pub const ALL: [SigningAlg; 2] = [SigningAlg::ES256, SigningAlg::RS256];
 }
 
+/// A duration in whole seconds, as stored times count them (saturating: a duration
+/// too long for `i64` is `i64::MAX`).
+pub fn secs(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map(secs)
         .unwrap_or(0)
 }
 
@@ -102,10 +108,27 @@ impl Client {
         self.secret_hash.is_none()
     }
 
+    /// The scope a request that names none gets: everything the client may have, but
+    /// `offline_access`, which is asked for explicitly.
+    pub fn default_scope(&self) -> ScopeSet {
+        let mut scope = self.scopes.clone();
+        scope.remove("offline_access");
+        scope
+    }
+
     /// Whether the client may use `grant_type`.
     pub fn allows_grant(&self, grant_type: &str) -> bool {
         self.grant_types.iter().any(|g| g == grant_type)
     }
+}
+
+/// How a client proved itself at an endpoint that authenticates clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// With its secret.
+    Secret,
+    /// A public client, identified by `client_id` alone.
+    Public,
 }
 
 /// A person who can log in.

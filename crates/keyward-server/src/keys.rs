@@ -339,7 +339,7 @@ impl Keys {
         publish_for: Duration,
         at_rest: Option<Arc<AtRestKey>>,
     ) -> Result<Self, KeyError> {
-        let publish_for = i64::try_from(publish_for.as_secs()).unwrap_or(i64::MAX);
+        let publish_for = crate::domain::secs(publish_for);
         let mut stored = store.list_keys().await?;
         for alg in SigningAlg::ALL {
             if !stored

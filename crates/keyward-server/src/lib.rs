@@ -16,6 +16,7 @@
 //! - [`throttle`]: what slows down guessing (passwords, user codes, emailed links).
 //! - [`net`]: client addresses behind trusted proxies; address groups for throttles.
 //! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
+//! - [`grants`]: the rules of each grant of the token endpoint, with no HTTP types.
 //! - [`serve`]: start-up, housekeeping and serving.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
 //! - [`pages`]: the page renderer (templates compiled in).
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod at_rest;
 pub mod config;
 pub mod domain;
+pub mod grants;
 pub mod http;
 pub mod keys;
 pub mod mac;

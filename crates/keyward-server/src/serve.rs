@@ -187,7 +187,7 @@ async fn housekeeping(state: AppState) {
                 .access_token_ttl
                 .max(state.config().id_token_ttl);
             // Retired keys are kept an hour past their publication window, then deleted.
-            let cutoff = now - i64::try_from(publish_for.as_secs()).unwrap_or(0) - 3600;
+            let cutoff = now - crate::domain::secs(publish_for) - 3600;
             if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {
                 crate::telemetry::log_internal(&e);
             }

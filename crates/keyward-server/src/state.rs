@@ -70,6 +70,16 @@ impl AppState {
         })
     }
 
+    /// What minting and checking tokens needs, borrowed from this state.
+    pub fn issuer(&self) -> crate::tokens::Issuer<'_> {
+        crate::tokens::Issuer {
+            config: self.config(),
+            keys: self.keys(),
+            store: self.store(),
+            mac: self.mac(),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config

@@ -6,17 +6,32 @@ use keyward_proto::claims::{AccessTokenClaims, IdTokenClaims, UserClaims};
 use keyward_proto::token::TokenResponse;
 use keyward_proto::{OpaqueToken, ScopeSet};
 
+use crate::config::Config;
 use crate::domain::SigningAlg;
-use crate::domain::{Client, Grant, RefreshToken, User, now};
-use crate::keys::{KeyError, VerifyError, at_hash};
+use crate::domain::{Client, Grant, RefreshToken, User, now, secs};
+use crate::keys::{KeyError, Keys, VerifyError, at_hash};
 use crate::mac::{MacKey, Purpose};
-use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// The `typ` header of ID tokens.
 pub const ID_TOKEN_TYP: &str = "JWT";
+
+/// What minting and checking keyward's tokens needs: the configuration (issuer,
+/// lifetimes), the signing keys, the store (users' groups, revocations) and the MAC key
+/// (refresh-token successors). Borrowed from the application state for one request.
+#[derive(Clone, Copy)]
+pub struct Issuer<'a> {
+    /// The configuration.
+    pub config: &'a Config,
+    /// The signing keys.
+    pub keys: &'a Keys,
+    /// The store.
+    pub store: &'a dyn Store,
+    /// The MAC key.
+    pub mac: &'a MacKey,
+}
 
 /// A failure while minting tokens.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +47,7 @@ pub enum IssueError {
 /// The profile, email and groups claims `scope` releases about `user` (the groups are
 /// read from the store only when `groups` is granted).
 pub async fn user_claims(
-    state: &AppState,
+    issuer: &Issuer<'_>,
     user: &User,
     scope: &ScopeSet,
 ) -> Result<UserClaims, StoreError> {
@@ -47,13 +62,8 @@ pub async fn user_claims(
     }
     if scope.contains("groups") {
         claims.groups = Some(
-            crate::accounts::groups_of(
-                state.store(),
-                &user.id,
-                now(),
-                state.config().groups_max_age,
-            )
-            .await?,
+            crate::accounts::groups_of(issuer.store, &user.id, now(), issuer.config.groups_max_age)
+                .await?,
         );
     }
     Ok(claims)
@@ -61,16 +71,16 @@ pub async fn user_claims(
 
 /// Signs an access token for `client`, about `user` (or the client itself).
 pub fn access_token(
-    state: &AppState,
+    issuer: &Issuer<'_>,
     client: &Client,
     subject: &str,
     scope: &ScopeSet,
     grant: Option<&Grant>,
 ) -> Result<(String, AccessTokenClaims), KeyError> {
     let issued = now();
-    let ttl = i64::try_from(state.config().access_token_ttl.as_secs()).unwrap_or(900);
+    let ttl = secs(issuer.config.access_token_ttl);
     let claims = AccessTokenClaims {
-        iss: state.config().issuer_str().to_owned(),
+        iss: issuer.config.issuer_str().to_owned(),
         sub: subject.to_owned(),
         aud: client.client_id.clone(),
         exp: issued + ttl,
@@ -81,8 +91,8 @@ pub fn access_token(
         auth_time: grant.map(|g| g.auth_time),
         gid: grant.map(|g| g.id.clone()),
     };
-    let token = state
-        .keys()
+    let token = issuer
+        .keys
         .sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, &claims)?;
     Ok((token, claims))
 }
@@ -91,7 +101,7 @@ pub fn access_token(
 /// granted, and a fresh refresh token when `with_refresh` (stored by the caller through
 /// `store_refresh`).
 pub async fn user_grant_response(
-    state: &AppState,
+    issuer: &Issuer<'_>,
     client: &Client,
     user: &User,
     grant: &Grant,
@@ -99,9 +109,9 @@ pub async fn user_grant_response(
     nonce: Option<String>,
     refresh: Option<OpaqueToken>,
 ) -> Result<TokenResponse, IssueError> {
-    let (access, claims) = access_token(state, client, &user.id, scope, Some(grant))?;
+    let (access, claims) = access_token(issuer, client, &user.id, scope, Some(grant))?;
     let id_token = if scope.contains("openid") {
-        let ttl = i64::try_from(state.config().id_token_ttl.as_secs()).unwrap_or(3600);
+        let ttl = secs(issuer.config.id_token_ttl);
         let id_claims = IdTokenClaims {
             iss: claims.iss.clone(),
             sub: user.id.clone(),
@@ -112,11 +122,11 @@ pub async fn user_grant_response(
             nonce,
             at_hash: Some(at_hash(&access)),
             azp: client.client_id.clone(),
-            user: user_claims(state, user, scope).await?,
+            user: user_claims(issuer, user, scope).await?,
         };
         Some(
-            state
-                .keys()
+            issuer
+                .keys
                 .sign(client.id_token_alg, ID_TOKEN_TYP, &id_claims)?,
         )
     } else {
@@ -125,7 +135,7 @@ pub async fn user_grant_response(
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer".into(),
-        expires_in: Some(state.config().access_token_ttl.as_secs()),
+        expires_in: Some(issuer.config.access_token_ttl.as_secs()),
         refresh_token: refresh.map(|t| t.secret().to_owned()),
         id_token,
         scope: scope.clone(),
@@ -192,14 +202,14 @@ pub struct ValidAccessToken {
 /// Checks an access token keyward issued: signature, expiry, issuer, and that neither
 /// it nor its grant was revoked and its user is still enabled.
 pub async fn validate_access_token(
-    state: &AppState,
+    issuer: &Issuer<'_>,
     token: &str,
 ) -> Result<ValidAccessToken, AccessTokenError> {
-    let claims: AccessTokenClaims = state
-        .keys()
-        .verify(token, ACCESS_TOKEN_TYP, state.config().issuer_str(), false)
+    let claims: AccessTokenClaims = issuer
+        .keys
+        .verify(token, ACCESS_TOKEN_TYP, issuer.config.issuer_str(), false)
         .await?;
-    let store = state.store();
+    let store = issuer.store;
     if store.is_jti_revoked(&claims.jti).await? {
         return Err(AccessTokenError::Revoked);
     }

@@ -19,12 +19,13 @@ use axum::routing::{get, post};
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, current_session, secs, see_other, store_new_request};
+use super::authorize::{Browser, current_session, see_other, store_new_request};
 use super::connectors::{email_sent_page, send_email_link, to_account, to_provider};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr};
 use super::page_error::{PageError, page_form};
 use crate::domain::SigningAlg;
+use crate::domain::secs;
 use crate::domain::{
     AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, now,
     utc_text,

@@ -24,7 +24,7 @@ use super::error::{OAuthError, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, append_our_cookie, our_cookie, parse_form};
 use super::page_error::{PageError, page_form};
 use crate::domain::{
-    AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now,
+    AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now, secs,
 };
 use crate::mac::Purpose;
 use crate::pages::Pages;
@@ -367,11 +367,7 @@ fn validate(
         Some(text) => {
             ScopeSet::parse(text).map_err(|e| (ErrorCode::InvalidScope, e.to_string()))?
         }
-        None => {
-            let mut default = client.scopes.clone();
-            default.remove("offline_access");
-            default
-        }
+        None => client.default_scope(),
     };
     let unknown = scope.difference(&client.scopes);
     if !unknown.is_empty() {
@@ -406,10 +402,6 @@ pub(super) fn prompt_values(prompt: Option<&str>) -> Vec<&str> {
     prompt
         .map(|p| p.split(' ').filter(|v| !v.is_empty()).collect())
         .unwrap_or_default()
-}
-
-pub(super) fn secs(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The browser's session and user, when the session cookie is valid and the user

@@ -9,16 +9,8 @@ use keyward_proto::token::ClientCredentialsInBody;
 use super::error::{ApiError, OAuthError};
 use super::extract::basic_credentials;
 use crate::domain::Client;
+pub use crate::domain::ClientAuth;
 use crate::state::AppState;
-
-/// How the client proved itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// With its secret.
-    Secret,
-    /// A public client, identified by `client_id` alone.
-    Public,
-}
 
 /// Authenticates the client of a request from its headers and body credentials.
 pub async fn authenticate(

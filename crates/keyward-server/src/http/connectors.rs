@@ -25,12 +25,13 @@ use serde::Deserialize;
 
 use super::authorize::{
     BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, prompt_values,
-    render_login, secs, see_other, sign_in,
+    render_login, see_other, sign_in,
 };
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, our_cookie, parse_form};
 use super::page_error::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
+use crate::domain::secs;
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
 use crate::state::AppState;
 use crate::throttle;

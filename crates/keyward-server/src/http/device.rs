@@ -21,14 +21,15 @@ use keyward_proto::token::{ClientCredentialsInBody, DEVICE_CODE_GRANT};
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, Stored, advance, attach_session, error_page, secs};
+use super::authorize::{Browser, Stored, advance, attach_session, error_page};
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::page_error::{PageError, page_form};
-use crate::domain::{AuthRequest, DeviceCode, DeviceStatus, LoginKind, ResponseMode, now};
+use crate::domain::secs;
+use crate::domain::{AuthRequest, DeviceCode, LoginKind, ResponseMode, now};
+use crate::grants;
 use crate::state::AppState;
-use crate::store::StoreError;
 use crate::throttle;
 
 /// Routes of this module.
@@ -64,23 +65,16 @@ async fn device_authorization(
         let message = "this client may not use the device authorization grant";
         return Err(OAuthError::new(ErrorCode::UnauthorizedClient, message).into());
     }
-    let scope = match form.scope {
-        Some(requested) => {
-            let refused = requested.difference(&client.scopes);
-            if !refused.is_empty() {
-                let message = format!("this client may not request: {refused}");
-                return Err(OAuthError::new(ErrorCode::InvalidScope, message).into());
-            }
-            requested
-        }
-        None => {
-            let mut default = client.scopes.clone();
-            default.remove("offline_access");
-            default
-        }
-    };
+    let scope = grants::device::requested_scope(&client, form.scope)?;
     let device_code = OpaqueToken::generate();
-    let user_code = create(&state, &client.client_id, scope, &device_code, None).await?;
+    let user_code = grants::device::start(
+        &state.issuer(),
+        &client.client_id,
+        scope,
+        &device_code,
+        None,
+    )
+    .await?;
     let config = state.config();
     let verification_uri = config.endpoint("/device");
     let response = DeviceAuthorizationResponse {
@@ -95,41 +89,6 @@ async fn device_authorization(
         interval: config.device_poll_interval.as_secs(),
     };
     Ok((no_store(), Json(response)).into_response())
-}
-
-/// Stores a pending device authorization for `device_code` and returns its new user
-/// code (drawing again on the rare clash with a live one).
-pub(super) async fn create(
-    state: &AppState,
-    client_id: &str,
-    scope: ScopeSet,
-    device_code: &OpaqueToken,
-    challenge_hash: Option<TokenHash>,
-) -> Result<UserCode, StoreError> {
-    let config = state.config();
-    let issued = now();
-    let mut attempts = 0;
-    loop {
-        let user_code = UserCode::generate();
-        let record = DeviceCode {
-            device_code_hash: device_code.hash(),
-            user_code: user_code.as_str().to_owned(),
-            client_id: client_id.to_owned(),
-            scope: scope.clone(),
-            created_at: issued,
-            expires_at: issued + secs(config.device_code_ttl),
-            interval: secs(config.device_poll_interval),
-            last_poll_at: None,
-            status: DeviceStatus::Pending,
-            grant_id: None,
-            challenge_hash: challenge_hash.clone(),
-        };
-        match state.store().insert_device_code(&record).await {
-            Ok(()) => return Ok(user_code),
-            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// The CSRF token of the code-entry form: derived from the browser-binding cookie, which

@@ -138,6 +138,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::grants::GrantError> for ApiError {
+    fn from(error: crate::grants::GrantError) -> Self {
+        use crate::grants::GrantError;
+        match error {
+            GrantError::Refused { code, description } => {
+                Self::OAuth(OAuthError::new(code, description))
+            }
+            GrantError::Store(e) => Self::Internal(Box::new(e)),
+            GrantError::Issue(e) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
 impl From<OAuthError> for ApiError {
     fn from(e: OAuthError) -> Self {
         Self::OAuth(e)

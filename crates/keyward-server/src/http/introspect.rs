@@ -67,7 +67,7 @@ async fn access_token_info(
     state: &AppState,
     token: &str,
 ) -> Result<Option<IntrospectionResponse>, ApiError> {
-    let valid = match validate_access_token(state, token).await {
+    let valid = match validate_access_token(&state.issuer(), token).await {
         Ok(valid) => valid,
         Err(AccessTokenError::Store(e)) => return Err(e.into()),
         Err(_) => return Ok(None),

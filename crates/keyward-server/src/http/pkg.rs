@@ -25,12 +25,12 @@ use keyward_proto::{ErrorCode, OpaqueToken, TokenHash};
 use serde::{Deserialize, Serialize};
 
 use super::authorize::{Browser, error_page};
-use super::device::{self, start_login};
+use super::device::start_login;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
 use super::page_error::PageError;
-use super::token::{collect_device, refresh};
 use crate::domain::{Client, DeviceStatus, now};
+use crate::grants;
 use crate::state::AppState;
 
 /// The scope a Julia login asks for: an ID token and a refresh token are required by
@@ -170,8 +170,8 @@ async fn challenge(
     let scope = keyward_proto::ScopeSet::parse(PKG_SCOPE)
         .unwrap_or_default()
         .intersection(&client.scopes);
-    device::create(
-        &state,
+    grants::device::start(
+        &state.issuer(),
         &client.client_id,
         scope,
         &response,
@@ -269,7 +269,7 @@ async fn claim_token(
         }
         DeviceStatus::Approved => {
             let client = pkg_client(&state).await?;
-            let tokens = collect_device(&state, &client, &device).await?;
+            let tokens = grants::device::collect(&state.issuer(), &client, &device).await?;
             let grant_id = device.grant_id.clone().unwrap_or_default();
             ClaimAnswer::Done {
                 token: token_file(&state, tokens, &grant_id).await?,
@@ -292,7 +292,7 @@ async fn refresh_token_file(
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("unknown, expired or revoked refresh token"))?;
     let client = pkg_client(&state).await?;
-    let tokens = refresh(&state, &client, token, None).await?;
+    let tokens = grants::refresh::refresh(&state.issuer(), &client, token, None).await?;
     let file = token_file(&state, tokens, &record.grant_id).await?;
     let text = toml::to_string(&file).map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok((

@@ -46,7 +46,7 @@ async fn userinfo_post(
 
 async fn userinfo(state: &AppState, token: Option<&str>) -> Result<Response, ApiError> {
     let token = token.ok_or_else(|| OAuthError::invalid_token("an access token is required"))?;
-    let valid = match validate_access_token(state, token).await {
+    let valid = match validate_access_token(&state.issuer(), token).await {
         Ok(valid) => valid,
         Err(AccessTokenError::Store(e)) => return Err(e.into()),
         Err(e) => return Err(OAuthError::invalid_token(e.to_string()).into()),
@@ -62,8 +62,8 @@ async fn userinfo(state: &AppState, token: Option<&str>) -> Result<Response, Api
             .into());
         }
     };
-    let mut body =
-        serde_json::to_value(user_claims(state, &user, &scope).await?).unwrap_or_default();
+    let mut body = serde_json::to_value(user_claims(&state.issuer(), &user, &scope).await?)
+        .unwrap_or_default();
     if let Some(object) = body.as_object_mut() {
         object.insert("sub".into(), user.id.into());
     }
