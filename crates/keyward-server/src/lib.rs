@@ -23,6 +23,7 @@
 //! - [`state`]: the shared state of the HTTP handlers.
 //! - [`telemetry`]: the metrics recorder and the logging of internal failures.
 //! - [`http`]: the endpoints, one module per family.
+//! - [`layers`]: which module may use which, and the test that keeps it so.
 
 pub mod accounts;
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod layers;
 pub mod mac;
 pub mod net;
 pub mod pages;
