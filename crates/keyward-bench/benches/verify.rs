@@ -34,9 +34,14 @@ fn issued() -> (String, String, keyward_proto::discovery::Jwks) {
         let store = keyward_server::store::open(&format!("sqlite://{}/k.db", dir.display()))
             .await
             .unwrap();
-        let keys = Keys::load(store, Duration::from_secs(900), None)
-            .await
-            .unwrap();
+        let keys = Keys::load(
+            store,
+            Duration::from_secs(900),
+            None,
+            std::sync::Arc::new(keyward_server::clock::SystemClock),
+        )
+        .await
+        .unwrap();
         let now = keyward_server::domain::now();
         let claims = AccessTokenClaims {
             iss: ISSUER.into(),

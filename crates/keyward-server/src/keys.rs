@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
 use crate::at_rest::{self, AtRestKey};
+use crate::clock::Clock;
 use crate::domain::SigningAlg;
 use crate::domain::{StoredKey, now};
 use crate::store::{Store, StoreError};
@@ -320,6 +321,8 @@ pub struct Keys {
     store: Arc<dyn Store>,
     /// Seals private keys at rest, when configured.
     at_rest: Option<Arc<AtRestKey>>,
+    /// The time tokens' expiry is checked against.
+    clock: Arc<dyn Clock>,
     ring: RwLock<Arc<KeyRing>>,
     /// How long a retired key stays published: the longest token lifetime.
     publish_for: i64,
@@ -338,6 +341,7 @@ impl Keys {
         store: Arc<dyn Store>,
         publish_for: Duration,
         at_rest: Option<Arc<AtRestKey>>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, KeyError> {
         let publish_for = crate::domain::secs(publish_for);
         let mut stored = store.list_keys().await?;
@@ -354,10 +358,11 @@ impl Keys {
                 stored = store.list_keys().await?;
             }
         }
-        let ring = load_ring(&stored, publish_for, now(), at_rest.as_deref())?;
+        let ring = load_ring(&stored, publish_for, clock.now(), at_rest.as_deref())?;
         Ok(Self {
             store,
             at_rest,
+            clock,
             ring: RwLock::new(Arc::new(ring)),
             publish_for,
             verified: jws::SignatureCache::new(VERIFIED_SIGNATURES),
@@ -377,7 +382,7 @@ impl Keys {
         let ring = Arc::new(load_ring(
             &stored,
             self.publish_for,
-            now(),
+            self.clock.now(),
             self.at_rest.as_deref(),
         )?);
         match self.ring.write() {
@@ -419,7 +424,7 @@ impl Keys {
         let expect = jws::Expect {
             typ,
             issuer,
-            now: (!allow_expired).then(now),
+            now: (!allow_expired).then(|| self.clock.now()),
         };
         let ring = self.current();
         match jws::verify_cached(token, &ring.verifying, &expect, &self.verified) {
@@ -460,6 +465,7 @@ mod tests {
             store.clone(),
             Duration::from_secs(3600),
             Some(at_rest.clone()),
+            Arc::new(crate::clock::SystemClock),
         )
         .await
         .unwrap();
@@ -468,25 +474,36 @@ mod tests {
         for key in store.list_keys().await.unwrap() {
             assert!(key.private_der.starts_with("enc:v1:"), "{}", key.kid);
         }
-        let err = Keys::load(store.clone(), Duration::from_secs(3600), None)
-            .await
-            .err()
-            .expect("the sealed keys load without the key file");
+        let err = Keys::load(
+            store.clone(),
+            Duration::from_secs(3600),
+            None,
+            Arc::new(crate::clock::SystemClock),
+        )
+        .await
+        .err()
+        .expect("the sealed keys load without the key file");
         assert!(
             keyward_proto::error::error_chain(&err).contains("KEYWARD_KEY_ENCRYPTION_KEY_FILE"),
             "{err}"
         );
         let wrong = Arc::new(AtRestKey::from_material(&[b'w'; 48]).unwrap());
         assert!(
-            Keys::load(store.clone(), Duration::from_secs(3600), Some(wrong))
-                .await
-                .is_err()
+            Keys::load(
+                store.clone(),
+                Duration::from_secs(3600),
+                Some(wrong),
+                Arc::new(crate::clock::SystemClock)
+            )
+            .await
+            .is_err()
         );
         // The same key file opens them again: the token still verifies.
         let again = Keys::load(
             store.clone(),
             Duration::from_secs(3600),
             Some(at_rest.clone()),
+            Arc::new(crate::clock::SystemClock),
         )
         .await
         .unwrap();
@@ -515,9 +532,14 @@ mod tests {
     #[tokio::test]
     async fn sign_verify_rotate() {
         let (store, dir) = crate::store::contract::sqlite_store().await;
-        let keys = Keys::load(store.clone(), Duration::from_secs(3600), None)
-            .await
-            .unwrap();
+        let keys = Keys::load(
+            store.clone(),
+            Duration::from_secs(3600),
+            None,
+            Arc::new(crate::clock::SystemClock),
+        )
+        .await
+        .unwrap();
         assert_eq!(keys.jwks().keys.len(), 2);
         let claims = serde_json::json!({"iss": "https://kw", "sub": "u", "exp": now() + 60});
         let es = keys.sign(SigningAlg::ES256, "at+jwt", &claims).unwrap();
@@ -594,9 +616,14 @@ mod tests {
         assert_ne!(kid(&newer), kid(&es));
 
         // A second replica sees the same keys.
-        let replica = Keys::load(store, Duration::from_secs(3600), None)
-            .await
-            .unwrap();
+        let replica = Keys::load(
+            store,
+            Duration::from_secs(3600),
+            None,
+            Arc::new(crate::clock::SystemClock),
+        )
+        .await
+        .unwrap();
         replica
             .verify::<serde_json::Value>(&newer, "at+jwt", "https://kw", false)
             .await

@@ -10,6 +10,7 @@
 //! - [`store`]: the storage trait, its SQLite and PostgreSQL implementations.
 //! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
 //! - [`password`]: Argon2id password hashing.
+//! - [`clock`]: the time keyward decides by (settable in tests).
 //! - [`mac`]: the server's MAC key, for values it hands out and must recognise.
 //! - [`at_rest`]: encryption of the stored signing keys and MAC key
 //!   (`KEYWARD_KEY_ENCRYPTION_KEY_FILE`).
@@ -28,6 +29,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod at_rest;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod grants;

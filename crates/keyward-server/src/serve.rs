@@ -37,12 +37,20 @@ pub enum ServeError {
 
 /// Opens the store, applies the configured clients and users, and loads the keys.
 pub async fn build(config: Config) -> Result<AppState, ServeError> {
+    build_with_clock(config, Arc::new(crate::clock::SystemClock)).await
+}
+
+/// [`build`], on `clock` (tests move time with a [`crate::clock::ShiftedClock`]).
+pub async fn build_with_clock(
+    config: Config,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<AppState, ServeError> {
     for notice in &config.warnings {
         tracing::warn!("{notice}");
     }
     let store = store::open(&config.database_url).await?;
     admin::sync_config(store.as_ref(), &config).await?;
-    Ok(AppState::new(config, store).await?)
+    Ok(AppState::with_clock(config, store, clock).await?)
 }
 
 use crate::http::extract::{MAX_HEAD, MAX_HEADERS};
@@ -176,7 +184,7 @@ async fn housekeeping(state: AppState) {
             crate::telemetry::log_internal(&e);
         }
         if ticks % 10 == 1 {
-            let now = crate::domain::now();
+            let now = state.now();
             match state.store().purge_expired(now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(rows = n, "purged expired records"),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::keys::{KeyError, Keys};
 use crate::mac::MacKey;
@@ -37,6 +38,7 @@ struct Inner {
     config: Config,
     store: Arc<dyn Store>,
     keys: Keys,
+    clock: Arc<dyn Clock>,
     mac: MacKey,
     creations: CreationLimiter,
     connectors: Connectors,
@@ -45,13 +47,22 @@ struct Inner {
 }
 
 impl AppState {
-    /// Builds the state: loads (or generates) the signing keys from the store and
-    /// prepares the connectors.
+    /// Builds the state on the system clock: loads (or generates) the signing keys from
+    /// the store and prepares the connectors.
     pub async fn new(config: Config, store: Arc<dyn Store>) -> Result<Self, StateError> {
+        Self::with_clock(config, store, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the state on `clock` (tests move time with a [`crate::clock::ShiftedClock`]).
+    pub async fn with_clock(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StateError> {
         let connectors = Connectors::new(&config)?;
         let publish_for = config.access_token_ttl.max(config.id_token_ttl);
         let at_rest = config.at_rest_key.clone();
-        let keys = Keys::load(store.clone(), publish_for, at_rest.clone()).await?;
+        let keys = Keys::load(store.clone(), publish_for, at_rest.clone(), clock.clone()).await?;
         let mac = MacKey::load(store.as_ref(), at_rest.as_deref()).await?;
         let creations = CreationLimiter::new(config.unauthenticated_writes_per_minute);
         let pages = Pages::new(&config);
@@ -61,6 +72,7 @@ impl AppState {
                 config,
                 store,
                 keys,
+                clock,
                 mac,
                 creations,
                 connectors,
@@ -77,7 +89,13 @@ impl AppState {
             keys: self.keys(),
             store: self.store(),
             mac: self.mac(),
+            clock: self.inner.clock.as_ref(),
         }
+    }
+
+    /// Seconds since the Unix epoch, now, by the state's clock.
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
     }
 
     /// The configuration.

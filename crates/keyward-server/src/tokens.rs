@@ -6,9 +6,10 @@ use keyward_proto::claims::{AccessTokenClaims, IdTokenClaims, UserClaims};
 use keyward_proto::token::TokenResponse;
 use keyward_proto::{OpaqueToken, ScopeSet};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::SigningAlg;
-use crate::domain::{Client, Grant, RefreshToken, User, now, secs};
+use crate::domain::{Client, Grant, RefreshToken, User, secs};
 use crate::keys::{KeyError, Keys, VerifyError, at_hash};
 use crate::mac::{MacKey, Purpose};
 use crate::store::{Store, StoreError};
@@ -31,6 +32,15 @@ pub struct Issuer<'a> {
     pub store: &'a dyn Store,
     /// The MAC key.
     pub mac: &'a MacKey,
+    /// The clock.
+    pub clock: &'a dyn Clock,
+}
+
+impl Issuer<'_> {
+    /// Seconds since the Unix epoch, now, by the issuer's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
 }
 
 /// A failure while minting tokens.
@@ -62,8 +72,13 @@ pub async fn user_claims(
     }
     if scope.contains("groups") {
         claims.groups = Some(
-            crate::accounts::groups_of(issuer.store, &user.id, now(), issuer.config.groups_max_age)
-                .await?,
+            crate::accounts::groups_of(
+                issuer.store,
+                &user.id,
+                issuer.now(),
+                issuer.config.groups_max_age,
+            )
+            .await?,
         );
     }
     Ok(claims)
@@ -77,7 +92,7 @@ pub fn access_token(
     scope: &ScopeSet,
     grant: Option<&Grant>,
 ) -> Result<(String, AccessTokenClaims), KeyError> {
-    let issued = now();
+    let issued = issuer.now();
     let ttl = secs(issuer.config.access_token_ttl);
     let claims = AccessTokenClaims {
         iss: issuer.config.issuer_str().to_owned(),
@@ -164,13 +179,13 @@ pub fn refresh_successor(
     (successor, record)
 }
 
-/// A new refresh token record for `grant`, expiring with the grant.
-pub fn new_refresh_token(grant: &Grant) -> (OpaqueToken, RefreshToken) {
+/// A new refresh token record for `grant`, made at `now`, expiring with the grant.
+pub fn new_refresh_token(grant: &Grant, now: i64) -> (OpaqueToken, RefreshToken) {
     let token = OpaqueToken::generate();
     let record = RefreshToken {
         token_hash: token.hash(),
         grant_id: grant.id.clone(),
-        created_at: now(),
+        created_at: now,
         expires_at: grant.expires_at,
         rotated_at: None,
     };

@@ -8,7 +8,7 @@ use keyward_proto::pkce::{CodeChallenge, CodeVerifier};
 use keyward_proto::token::TokenResponse;
 
 use super::{GrantError, first_tokens, live_grant};
-use crate::domain::{Client, CodeRedemption, now};
+use crate::domain::{Client, CodeRedemption};
 use crate::tokens::Issuer;
 
 /// Redeems `code` for `client`.
@@ -20,7 +20,7 @@ pub async fn redeem(
     verifier: Option<String>,
 ) -> Result<TokenResponse, GrantError> {
     let store = issuer.store;
-    let at = now();
+    let at = issuer.now();
     let record = match store.redeem_code(&code.hash(), at).await? {
         CodeRedemption::Redeemed(record) => record,
         CodeRedemption::AlreadyUsed(record) => {

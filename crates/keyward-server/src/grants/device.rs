@@ -9,7 +9,7 @@ use keyward_proto::token::TokenResponse;
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 
 use super::{GrantError, first_tokens, live_grant};
-use crate::domain::{Client, DeviceCode, DeviceStatus, now, secs};
+use crate::domain::{Client, DeviceCode, DeviceStatus, secs};
 use crate::store::StoreError;
 use crate::tokens::Issuer;
 
@@ -49,7 +49,7 @@ pub async fn start(
     challenge_hash: Option<TokenHash>,
 ) -> Result<UserCode, StoreError> {
     let config = issuer.config;
-    let issued = now();
+    let issued = issuer.now();
     let mut attempts = 0;
     loop {
         let user_code = UserCode::generate();
@@ -83,7 +83,7 @@ pub async fn poll(
     device_code: OpaqueToken,
 ) -> Result<TokenResponse, GrantError> {
     let store = issuer.store;
-    let at = now();
+    let at = issuer.now();
     let hash = device_code.hash();
     // A Julia classic-flow login is claimed with its challenge at /auth/claimtoken
     // only: whoever saw its URL must not take the login by polling here.

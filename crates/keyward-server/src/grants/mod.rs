@@ -89,7 +89,7 @@ async fn first_tokens(
 ) -> Result<TokenResponse, GrantError> {
     let refresh = if grant.scope.contains("offline_access") && client.allows_grant("refresh_token")
     {
-        let (token, record) = tokens::new_refresh_token(grant);
+        let (token, record) = tokens::new_refresh_token(grant, issuer.now());
         issuer.store.insert_refresh_token(&record).await?;
         Some(token)
     } else {

@@ -10,7 +10,7 @@ use keyward_proto::token::TokenResponse;
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet};
 
 use super::GrantError;
-use crate::domain::{Client, now};
+use crate::domain::Client;
 use crate::tokens::{self, Issuer};
 
 /// Exchanges refresh token `token` of `client` for new tokens, narrowed to `scope` when
@@ -22,7 +22,7 @@ pub async fn refresh(
     scope: Option<ScopeSet>,
 ) -> Result<TokenResponse, GrantError> {
     let store = issuer.store;
-    let at = now();
+    let at = issuer.now();
     let hash = token.hash();
     let unknown = || GrantError::invalid_grant("unknown, expired or revoked refresh token");
     let record = store.get_refresh_token(&hash).await?.ok_or_else(unknown)?;

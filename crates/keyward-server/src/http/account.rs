@@ -27,8 +27,7 @@ use super::page_error::{PageError, page_form};
 use crate::domain::SigningAlg;
 use crate::domain::secs;
 use crate::domain::{
-    AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, now,
-    utc_text,
+    AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, utc_text,
 };
 use crate::state::AppState;
 use crate::upstream::Provider;
@@ -114,7 +113,7 @@ async fn start_sign_in(
     headers: &HeaderMap,
 ) -> Result<Response, PageError> {
     let browser = Browser::of(state, headers);
-    let at = now();
+    let at = state.now();
     let request = AuthRequest {
         id: keyward_proto::secret::random_urlsafe(24),
         client_id: String::new(),
@@ -153,7 +152,7 @@ async fn render(
 ) -> Result<Response, PageError> {
     let store = state.store();
     let connectors = state.connectors();
-    let at = now();
+    let at = state.now();
     let identities = store.list_identities(&user.id).await?;
     let password = user.password_hash.is_some() && state.config().password_login().is_some();
     let can_unlink = identities.len() > 1 || password;

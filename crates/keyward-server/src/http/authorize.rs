@@ -24,7 +24,7 @@ use super::error::{OAuthError, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, append_our_cookie, our_cookie, parse_form};
 use super::page_error::{PageError, page_form};
 use crate::domain::{
-    AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, now, secs,
+    AuthCode, AuthRequest, Client, Grant, LoginKind, ResponseMode, Session, User, secs,
 };
 use crate::mac::Purpose;
 use crate::pages::Pages;
@@ -198,7 +198,7 @@ async fn authorize(
     };
 
     let browser = Browser::of(state, headers);
-    let created = now();
+    let created = state.now();
     let mut auth_request = AuthRequest {
         id: keyward_proto::secret::random_urlsafe(24),
         client_id: client.client_id.clone(),
@@ -415,7 +415,7 @@ pub async fn current_session(
     };
     let found = state
         .store()
-        .get_session_with_user(&TokenHash::of(value), now())
+        .get_session_with_user(&TokenHash::of(value), state.now())
         .await?;
     Ok(found.filter(|(_, user)| !user.disabled))
 }
@@ -560,7 +560,7 @@ pub(super) async fn finish(
             state.config().base_path()
         )));
     }
-    let issued = now();
+    let issued = state.now();
     let grant = Grant {
         id: keyward_proto::secret::random_urlsafe(16),
         client_id: client.client_id.clone(),
@@ -620,7 +620,7 @@ pub(super) async fn load_request(
     };
     let request = state
         .store()
-        .get_auth_request(id, now())
+        .get_auth_request(id, state.now())
         .await?
         .ok_or_else(expired)?;
     let bound = our_cookie(state, headers, BROWSER_COOKIE)
@@ -764,7 +764,9 @@ async fn login_submit(
     };
     // Counted before the password is checked, so parallel guesses are counted too.
     let known = known_browser(&state, &headers, username);
-    let attempt = match throttle::password_attempt(store, username, addr, known, now()).await? {
+    let attempt = match throttle::password_attempt(store, username, addr, known, state.now())
+        .await?
+    {
         Ok(attempt) => attempt,
         Err(retry_after) => {
             metrics::counter!("keyward_login_failures_total", "reason" => "throttled").increment(1);
@@ -869,7 +871,7 @@ pub(super) async fn sign_in(
     method: &str,
 ) -> Result<Response, PageError> {
     let store = state.store();
-    let at = now();
+    let at = state.now();
     if let Some(old) = our_cookie(state, headers, SESSION_COOKIE) {
         store.delete_session(&TokenHash::of(old)).await?;
     }
@@ -999,7 +1001,7 @@ async fn consent_submit(
                 .unwrap_or_default();
             approved = approved.union(&request.scope);
             store
-                .put_consent(&user.id, &client.client_id, &approved, now())
+                .put_consent(&user.id, &client.client_id, &approved, state.now())
                 .await?;
             finish(&state, request, &client, &user, Stored::Yes).await
         }

@@ -32,7 +32,7 @@ use super::extract::{Body, ClientAddr, our_cookie, parse_form};
 use super::page_error::{PageError, page_form};
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::secs;
-use crate::domain::{ConnectorLogin, ConnectorPurpose, User, now};
+use crate::domain::{ConnectorLogin, ConnectorPurpose, User};
 use crate::state::AppState;
 use crate::throttle;
 use crate::upstream::email::{LINK_TTL, normalize_address};
@@ -159,7 +159,7 @@ pub(super) async fn to_provider(
         }
         Provider::Email(_) | Provider::Password => return Err(not_found()),
     };
-    let at = now();
+    let at = state.now();
     state
         .store()
         .insert_connector_login(&ConnectorLogin {
@@ -190,7 +190,7 @@ pub(super) async fn send_email_link(
     client_addr: Option<IpAddr>,
 ) -> Result<(), PageError> {
     let store = state.store();
-    let at = now();
+    let at = state.now();
     if !throttle::email_link_allowed(store, address, client_addr, at).await? {
         metrics::counter!("keyward_login_failures_total", "reason" => "email_throttled")
             .increment(1);
@@ -370,7 +370,7 @@ async fn take_login(
     }
     let login = state
         .store()
-        .take_connector_login(&TokenHash::of(value), now())
+        .take_connector_login(&TokenHash::of(value), state.now())
         .await?
         .filter(|l| l.connector_id == connector.config.id)
         .ok_or_else(expired)?;
@@ -440,7 +440,7 @@ async fn complete(
     login: ConnectorLogin,
     identity: UpstreamIdentity,
 ) -> Result<Response, PageError> {
-    let at = now();
+    let at = state.now();
     match login.purpose {
         ConnectorPurpose::Login(request_id) => {
             let (request, client) = load_request(state, headers, &request_id).await?;

@@ -27,7 +27,7 @@ use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::page_error::{PageError, page_form};
 use crate::domain::secs;
-use crate::domain::{AuthRequest, DeviceCode, LoginKind, ResponseMode, now};
+use crate::domain::{AuthRequest, DeviceCode, LoginKind, ResponseMode};
 use crate::grants;
 use crate::state::AppState;
 use crate::throttle;
@@ -160,7 +160,7 @@ async fn entry_submit(
         ));
     }
     let store = state.store();
-    let at = now();
+    let at = state.now();
     let client_addr = addr.map(|a| a.to_string()).unwrap_or_default();
     // Counted before the code is looked up, so parallel guesses are counted too.
     let attempt = match throttle::user_code_attempt(store, addr, at).await? {
@@ -216,7 +216,7 @@ pub(super) async fn start_login(
     device: DeviceCode,
 ) -> Result<Response, PageError> {
     let store = state.store();
-    let at = now();
+    let at = state.now();
     let client = store.get_client(&device.client_id).await?.ok_or_else(|| {
         error_page(
             "Unknown application",

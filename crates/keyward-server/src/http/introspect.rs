@@ -18,7 +18,7 @@ use keyward_proto::token::ClientCredentialsInBody;
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
-use crate::domain::{Client, now};
+use crate::domain::Client;
 use crate::state::AppState;
 use crate::tokens::{ACCESS_TOKEN_TYP, AccessTokenError, validate_access_token};
 
@@ -102,7 +102,11 @@ async fn refresh_token_info(
     let Some((grant, user)) = store.get_grant_with_user(&record.grant_id).await? else {
         return Ok(None);
     };
-    if grant.revoked || user.disabled || record.rotated_at.is_some() || record.expires_at < now() {
+    if grant.revoked
+        || user.disabled
+        || record.rotated_at.is_some()
+        || record.expires_at < state.now()
+    {
         return Ok(None);
     }
     Ok(Some(IntrospectionResponse {

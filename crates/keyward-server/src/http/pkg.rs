@@ -29,7 +29,7 @@ use super::device::start_login;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
 use super::page_error::PageError;
-use crate::domain::{Client, DeviceStatus, now};
+use crate::domain::{Client, DeviceStatus};
 use crate::grants;
 use crate::state::AppState;
 
@@ -128,7 +128,7 @@ async fn token_file(
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the authorization was revoked"))?;
     let expires_in = state.config().access_token_ttl.as_secs();
-    let expires_at = now() + i64::try_from(expires_in).unwrap_or(0);
+    let expires_at = state.now() + i64::try_from(expires_in).unwrap_or(0);
     Ok(PkgToken {
         access_token: tokens.access_token,
         id_token: tokens.id_token.ok_or_else(misconfigured)?,
@@ -211,7 +211,7 @@ async fn response_page(
         .ok_or_else(expired)?;
     if device.challenge_hash.is_none()
         || device.status != DeviceStatus::Pending
-        || device.expires_at <= now()
+        || device.expires_at <= state.now()
     {
         return Err(expired());
     }
@@ -252,7 +252,7 @@ async fn claim_token(
     if !bound {
         return Err(unknown().into());
     }
-    if device.expires_at < now() {
+    if device.expires_at < state.now() {
         return Err(OAuthError::new(ErrorCode::ExpiredToken, "the login has expired").into());
     }
     let answer = match device.status {

@@ -720,7 +720,16 @@ async fn throttle_contract(store: Arc<dyn Store>) {
         };
         store.insert_device_code(&code).await.unwrap();
     }
+    // Kept an hour past expiry (a late poll hears expired_token), then gone.
     store.purge_expired(701).await.unwrap();
+    assert!(
+        store
+            .get_device_code(&TokenHash::of("flood-0"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.purge_expired(700 + 3601).await.unwrap();
     for i in [0, 4_999, 9_999] {
         assert_eq!(
             store

@@ -757,6 +757,9 @@ macro_rules! sql_store {
                 let mut tx = self.writer.begin().await?;
                 let mut deleted = 0;
                 let day_ago = now - 86_400;
+                // Expired device codes stay an hour, so that a device polling late hears
+                // expired_token (RFC 8628 §3.5) rather than that its code is unknown.
+                let hour_ago = now - 3600;
                 for (sql, cutoff) in [
                     ("DELETE FROM auth_requests WHERE expires_at < $1", now),
                     ("DELETE FROM sessions WHERE expires_at < $1", now),
@@ -765,7 +768,7 @@ macro_rules! sql_store {
                     ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
                     ("DELETE FROM grants WHERE expires_at < $1", now),
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
-                    ("DELETE FROM device_codes WHERE expires_at < $1", now),
+                    ("DELETE FROM device_codes WHERE expires_at < $1", hour_ago),
                     ("DELETE FROM connector_logins WHERE expires_at < $1", now),
                     ("DELETE FROM throttles WHERE last_at < $1", day_ago),
                 ] {

@@ -199,7 +199,7 @@ async fn polling_answers_follow_rfc8628() {
     let (status, tokens) = poll(&app, code).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
     assert!(tokens["refresh_token"].is_string());
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.advance(2);
     let (status, body) = poll(&app, code).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -260,11 +260,12 @@ async fn expired_device_codes_are_refused() {
         .await
         .unwrap();
     let started = start(&app, "openid").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.advance(2);
     let (status, body) = poll(&app, started["device_code"].as_str().unwrap()).await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("expired_token"))
+        (StatusCode::BAD_REQUEST, Some("expired_token")),
+        "{body}"
     );
     let (status, html) = enter_code(
         &app,

@@ -370,7 +370,7 @@ async fn code_failures() {
 
     // Expired code.
     let (code, verifier) = code_for(&app, &browser, "alice").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.advance(2);
     let (status, body) = exchange(&app, &code, verifier.secret()).await;
     assert_eq!(
         (status, body["error"].as_str()),

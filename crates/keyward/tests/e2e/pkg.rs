@@ -330,7 +330,7 @@ async fn julia_device_flow() {
         status == StatusCode::OK && html.contains("Device connected"),
         "{html}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.advance(2);
     let response = client
         .post(&token_endpoint)
         .body(poll_body)

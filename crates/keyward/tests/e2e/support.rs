@@ -112,11 +112,18 @@ password = "{PASSWORD}"
 pub struct TestApp {
     pub issuer: String,
     pub state: keyward_server::state::AppState,
+    /// The server's clock: tests move it forward instead of sleeping.
+    pub clock: std::sync::Arc<keyward_server::clock::ShiftedClock>,
     pub dir: std::path::PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestApp {
+    /// Moves the server's clock `seconds` forward (past an expiry, an interval).
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(seconds);
+    }
+
     /// Stops serving (its database stays, for another server to open).
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -223,7 +230,10 @@ async fn start_app_as(
     ]
     .into();
     let config = Config::from_toml(config_text, &env).expect("config");
-    let state = keyward_server::serve::build(config).await.expect("build");
+    let clock = std::sync::Arc::new(keyward_server::clock::ShiftedClock::default());
+    let state = keyward_server::serve::build_with_clock(config, clock.clone())
+        .await
+        .expect("build");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(keyward_server::serve::run(
         state.clone(),
@@ -235,6 +245,7 @@ async fn start_app_as(
     TestApp {
         issuer,
         state,
+        clock,
         dir,
         shutdown: Some(tx),
     }

@@ -150,6 +150,19 @@ async fn a_guesser_elsewhere_cannot_keep_the_owner_out() {
     let (status, retry_after) = try_password(&app, "alice", PASSWORD, Some("203.0.113.66")).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the guesser waits");
     assert!(retry_after.unwrap() <= 30);
+    // A back-off, not a lock-out: once the wait is over, the right password works
+    // from that address too.
+    app.advance(i64::try_from(retry_after.unwrap()).unwrap());
+    let (status, _) = try_password(&app, "alice", PASSWORD, Some("203.0.113.66")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "still locked after the wait");
+    for _ in 0..5 {
+        let (status, _) = try_password(&app, "alice", "wrong", Some("203.0.113.66")).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "a success starts the count over"
+        );
+    }
     // The owner, at another address behind the same proxy, is not affected.
     let (status, _) = try_password(&app, "alice", PASSWORD, Some("198.51.100.7")).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the owner signs in");

@@ -1,0 +1,57 @@
+//! The time keyward decides by: expiries, lifetimes, polling intervals, back-offs. One
+//! [`Clock`] in the application state, so that tests move time instead of sleeping
+//! through it: [`SystemClock`] in production, [`ShiftedClock`] (the system's time plus
+//! an offset a test moves forward) in tests. Times are seconds since the Unix epoch.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Where the time comes from.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch, now.
+    fn now(&self) -> i64;
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        crate::domain::now()
+    }
+}
+
+/// The system's clock shifted by an offset that only grows: for tests, which move time
+/// forward (past an expiry, a polling interval, a back-off) instead of sleeping.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset: AtomicI64,
+}
+
+impl ShiftedClock {
+    /// Moves this clock `seconds` forward.
+    pub fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds.max(0), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> i64 {
+        crate::domain::now() + self.offset.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shifted_clock_moves_forward_only() {
+        let clock = ShiftedClock::default();
+        let before = clock.now();
+        clock.advance(3600);
+        assert!(clock.now() >= before + 3600);
+        clock.advance(-100);
+        assert!(clock.now() >= before + 3600);
+    }
+}
