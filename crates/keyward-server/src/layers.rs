@@ -100,6 +100,25 @@ mod tests {
         ),
     ];
 
+    /// The endpoint modules of `http/`: none of them may use another (what they share
+    /// sits beside them: browser, login, provider, extract, error, page_error,
+    /// client_auth).
+    const ENDPOINTS: &[&str] = &[
+        "account",
+        "authorize",
+        "connectors",
+        "consent",
+        "device",
+        "discovery",
+        "health",
+        "introspect",
+        "logout",
+        "pkg",
+        "signin",
+        "token",
+        "userinfo",
+    ];
+
     /// Files allowed to name `crate::http` although outside it.
     const ABOVE_HTTP: &[&str] = &["lib.rs", "serve.rs", "layers.rs"];
 
@@ -123,6 +142,30 @@ mod tests {
                     });
                     if named {
                         broken.push(format!("{relative}:{number} uses {forbidden}: {why}"));
+                    }
+                }
+            }
+        }
+        // Endpoint modules use none of their siblings.
+        for (relative, text) in files {
+            let Some(module) = relative
+                .strip_prefix("http/")
+                .and_then(|m| m.strip_suffix(".rs"))
+                .filter(|m| ENDPOINTS.contains(m))
+            else {
+                continue;
+            };
+            for (number, line) in code_lines(text) {
+                for other in ENDPOINTS.iter().filter(|o| **o != module) {
+                    for path in [
+                        format!("super::{other}::"),
+                        format!("crate::http::{other}::"),
+                    ] {
+                        if line.contains(&path) {
+                            broken.push(format!(
+                                "{relative}:{number} uses {path}: endpoint modules share only browser, login and the like"
+                            ));
+                        }
                     }
                 }
             }
@@ -178,9 +221,14 @@ mod tests {
                 "serve.rs".to_owned(),
                 "use crate::http::extract;\n".to_owned(),
             ),
+            (
+                "http/pkg.rs".to_owned(),
+                "use super::device::start;\nuse super::login::x;\n".to_owned(),
+            ),
         ];
         let broken = violations(&files);
-        assert_eq!(broken.len(), 3, "{broken:?}");
+        assert_eq!(broken.len(), 4, "{broken:?}");
+        assert!(broken[3].starts_with("http/pkg.rs:1 uses super::device::"));
         assert!(broken[0].starts_with("grants/x.rs:1 uses axum"));
         assert!(broken[1].starts_with("store/y.rs:1 uses crate::tokens"));
         assert!(broken[2].starts_with("accounts.rs:1 uses crate::http"));

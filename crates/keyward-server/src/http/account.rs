@@ -19,15 +19,17 @@ use axum::routing::{get, post};
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, current_session, see_other, store_new_request};
-use super::connectors::{email_sent_page, send_email_link, to_account, to_provider};
+use super::browser::{Browser, csrf_matches, current_session, see_other};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr};
+use super::login::store_new_request;
 use super::page_error::{PageError, page_form};
-use crate::domain::SigningAlg;
+use super::provider::{
+    connector_buttons, email_sent_page, not_found, send_email_link, to_account, to_provider,
+};
 use crate::domain::secs;
 use crate::domain::{
-    AuthRequest, Client, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, utc_text,
+    AuthRequest, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, utc_text,
 };
 use crate::state::AppState;
 use crate::upstream::Provider;
@@ -41,24 +43,6 @@ pub fn router() -> Router<AppState> {
         .route("/account/unlink", post(unlink))
         .route("/account/sessions/end", post(end_session))
         .route("/account/apps/revoke", post(revoke_app))
-}
-
-/// The account page as the "client" of its own sign-in: first-party, no consent, no
-/// redirect URI (the login ends on the page itself).
-pub fn console_client() -> Client {
-    Client {
-        client_id: String::new(),
-        name: "your account".into(),
-        secret_hash: None,
-        redirect_uris: Vec::new(),
-        post_logout_redirect_uris: Vec::new(),
-        grant_types: Vec::new(),
-        scopes: ScopeSet::default(),
-        skip_consent: true,
-        introspect: false,
-        id_token_alg: SigningAlg::ES256,
-        created_at: 0,
-    }
 }
 
 /// What a notice code in `?notice=` says, and whether it is good news. Only these
@@ -175,21 +159,7 @@ async fn render(
         })
         .collect();
 
-    let mut link_providers = Vec::new();
-    let mut link_emails = Vec::new();
-    for connector in connectors.all_enabled() {
-        let item = minijinja::context! {
-            id => connector.config.id,
-            name => connector.config.name,
-            kind => connector.config.kind.type_name(),
-            initial => connector.config.name.chars().next().map(|c| c.to_uppercase().to_string()),
-        };
-        match connector.provider {
-            Provider::Oidc(_) | Provider::Github(_) => link_providers.push(item),
-            Provider::Email(_) => link_emails.push(item),
-            Provider::Password => {}
-        }
-    }
+    let (link_providers, link_emails) = connector_buttons(state);
 
     let sessions: Vec<_> = store
         .list_user_sessions(&user.id, at)
@@ -311,7 +281,7 @@ async fn session_for_form(
             "Your session has ended. Open your account page and sign in again.",
         )
     })?;
-    if !keyward_proto::secret::constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !csrf_matches(&session.csrf, csrf) {
         return Err(PageError::bad_request(
             "Form expired",
             "The form was stale or forged. Open your account page and try again.",
@@ -336,13 +306,7 @@ async fn link_start(
 ) -> Result<Response, PageError> {
     let form: LinkForm = page_form(body)?;
     let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
-    let connector = state.connectors().enabled(&id).ok_or_else(|| {
-        PageError::new(
-            StatusCode::NOT_FOUND,
-            "Unknown sign-in method",
-            "This way of signing in does not exist or is turned off.",
-        )
-    })?;
+    let connector = state.connectors().enabled(&id).ok_or_else(not_found)?;
     let browser = Browser::of(&state, &headers);
     let browser_hash = TokenHash::of(&browser.value);
     let purpose = ConnectorPurpose::Link(user.id.clone());

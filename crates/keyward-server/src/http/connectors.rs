@@ -19,41 +19,26 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use keyward_proto::pkce::CodeVerifier;
-use keyward_proto::{OpaqueToken, TokenHash};
+use keyward_proto::TokenHash;
 use serde::Deserialize;
 
-use super::authorize::{
-    BROWSER_COOKIE, LoginNotice, check_csrf, current_session, load_request, prompt_values,
-    render_login, see_other, sign_in,
-};
+use super::browser::{BROWSER_COOKIE, current_session};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr, our_cookie, parse_form};
+use super::login::{LoginNotice, check_csrf, load_request, prompt_values, render_login, sign_in};
 use super::page_error::{PageError, page_form};
+use super::provider::{email_sent_page, not_found, send_email_link, to_account, to_provider};
 use crate::accounts::{self, AccountError, Intent, Outcome};
-use crate::domain::secs;
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User};
 use crate::state::AppState;
-use crate::throttle;
-use crate::upstream::email::{LINK_TTL, normalize_address};
+use crate::upstream::email::normalize_address;
 use crate::upstream::{Connector, Provider, UpstreamError, UpstreamIdentity};
-
-/// How long a sign-in at a provider may take.
-const PROVIDER_LOGIN_TTL: i64 = 15 * 60;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login/{connector}", post(start))
         .route("/callback/{connector}", get(callback).post(email_confirmed))
-}
-
-fn not_found() -> PageError {
-    PageError::new(
-        StatusCode::NOT_FOUND,
-        "Unknown sign-in method",
-        "This way of signing in does not exist or is turned off.",
-    )
 }
 
 fn expired() -> PageError {
@@ -133,128 +118,6 @@ async fn start(
         }
         Provider::Password => Err(not_found()),
     }
-}
-
-/// Starts a sign-in at an upstream provider: stores what the way back needs and sends
-/// the browser to the provider; with `fresh`, an OpenID provider is asked to
-/// authenticate the person again (`prompt=login`) rather than reuse its session.
-pub(super) async fn to_provider(
-    state: &AppState,
-    connector: &Connector,
-    purpose: ConnectorPurpose,
-    browser_hash: TokenHash,
-    fresh: bool,
-) -> Result<Response, PageError> {
-    let token = OpaqueToken::generate();
-    let nonce = keyward_proto::secret::random_urlsafe(24);
-    let verifier = CodeVerifier::generate();
-    let redirect_uri = state.config().connector_redirect_uri(&connector.config.id);
-    let url = match &connector.provider {
-        Provider::Oidc(provider) => provider
-            .authorization_url(&redirect_uri, token.secret(), &nonce, &verifier, fresh)
-            .await
-            .map_err(|e| provider_unavailable(connector, e))?,
-        Provider::Github(provider) => {
-            provider.authorization_url(&redirect_uri, token.secret(), &verifier)
-        }
-        Provider::Email(_) | Provider::Password => return Err(not_found()),
-    };
-    let at = state.now();
-    state
-        .store()
-        .insert_connector_login(&ConnectorLogin {
-            state_hash: token.hash(),
-            connector_id: connector.config.id.clone(),
-            purpose,
-            browser_hash,
-            nonce: Some(nonce),
-            code_verifier: Some(verifier.secret().to_owned()),
-            email: None,
-            created_at: at,
-            expires_at: at + PROVIDER_LOGIN_TTL,
-        })
-        .await?;
-    Ok(see_other(url.as_str()))
-}
-
-/// Mails a sign-in link to `address`, unless that address cannot use one (nobody holds
-/// it and the connector creates no accounts) or asked too often. The caller answers the
-/// same in every case, and the message goes out in the background, so neither the page
-/// nor its timing tells whether an address is known.
-pub(super) async fn send_email_link(
-    state: &AppState,
-    connector: &std::sync::Arc<Connector>,
-    address: &str,
-    purpose: ConnectorPurpose,
-    browser_hash: TokenHash,
-    client_addr: Option<IpAddr>,
-) -> Result<(), PageError> {
-    let store = state.store();
-    let at = state.now();
-    if !throttle::email_link_allowed(store, address, client_addr, at).await? {
-        metrics::counter!("keyward_login_failures_total", "reason" => "email_throttled")
-            .increment(1);
-        tracing::warn!(connector = %connector.config.id, client = %client_addr.map(|a| a.to_string()).unwrap_or_default(), "sign-in link not sent: too many asked for");
-        return Ok(());
-    }
-    let may_use = matches!(purpose, ConnectorPurpose::Link(_))
-        || connector.config.create_accounts
-        || store
-            .get_identity(&connector.config.id, address)
-            .await?
-            .is_some()
-        || (connector.config.trust_email
-            && !store
-                .find_users_by_verified_email(address)
-                .await?
-                .is_empty());
-    if !may_use {
-        tracing::info!(connector = %connector.config.id, "sign-in link not sent: unknown address");
-        return Ok(());
-    }
-    let token = OpaqueToken::generate();
-    store
-        .insert_connector_login(&ConnectorLogin {
-            state_hash: token.hash(),
-            connector_id: connector.config.id.clone(),
-            purpose,
-            browser_hash,
-            nonce: None,
-            code_verifier: None,
-            email: Some(address.to_owned()),
-            created_at: at,
-            expires_at: at + secs(LINK_TTL),
-        })
-        .await?;
-    // The token is base64url: nothing in it needs escaping.
-    let link = format!(
-        "{}?token={}",
-        state.config().connector_redirect_uri(&connector.config.id),
-        token.secret()
-    );
-    let connector = connector.clone();
-    let address = address.to_owned();
-    tokio::spawn(async move {
-        if let Provider::Email(mailer) = &connector.provider
-            && let Err(e) = mailer.send_link(&address, &link).await
-        {
-            tracing::error!(connector = %connector.config.id, error = %e, "sign-in link not delivered");
-        }
-    });
-    Ok(())
-}
-
-/// The page after a link was asked for, the same whether or not one was sent.
-pub(super) fn email_sent_page(state: &AppState, address: &str, back: Option<&str>) -> Response {
-    state.pages().render(
-        StatusCode::OK,
-        "email_sent.html",
-        minijinja::context! {
-            email => address,
-            minutes => LINK_TTL.as_secs() / 60,
-            back => back,
-        },
-    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -530,25 +393,5 @@ async fn link(
             Err(AccountError::NoAccount) => "link-failed",
             Err(AccountError::Store(e)) => return Err(e.into()),
         },
-    )
-}
-
-/// A redirect to the account page with a notice.
-pub(super) fn to_account(state: &AppState, notice: &str) -> Response {
-    see_other(&format!(
-        "{}/account?notice={notice}",
-        state.config().base_path()
-    ))
-}
-
-fn provider_unavailable(connector: &Connector, error: UpstreamError) -> PageError {
-    tracing::warn!(connector = %connector.config.id, error = %error, "provider unavailable");
-    PageError::new(
-        StatusCode::BAD_GATEWAY,
-        "Provider unavailable",
-        format!(
-            "{} cannot be reached right now. Try again in a moment, or sign in another way.",
-            connector.config.name
-        ),
     )
 }

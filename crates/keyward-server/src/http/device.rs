@@ -8,8 +8,6 @@
 //! counted per client address before they are looked up, and throttled with back-off
 //! ([`crate::throttle::USER_CODE_PER_ADDRESS`]).
 
-use std::net::IpAddr;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -21,13 +19,12 @@ use keyward_proto::token::{ClientCredentialsInBody, DEVICE_CODE_GRANT};
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::authorize::{Browser, Stored, advance, attach_session, error_page};
+use super::browser::{Browser, csrf_matches};
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
+use super::login::{error_page, start_login};
 use super::page_error::{PageError, page_form};
-use crate::domain::secs;
-use crate::domain::{AuthRequest, DeviceCode, LoginKind, ResponseMode};
 use crate::grants;
 use crate::state::AppState;
 use crate::throttle;
@@ -151,9 +148,7 @@ async fn entry_submit(
     let form: EntryForm = page_form(body)?;
     let expected = entry_csrf(&browser);
     // A form posted without the binding cookie cannot carry a valid CSRF token.
-    if browser.is_new()
-        || !keyward_proto::secret::constant_time_eq(form.csrf.as_bytes(), expected.as_bytes())
-    {
+    if browser.is_new() || !csrf_matches(&expected, &form.csrf) {
         return Err(error_page(
             "Form expired",
             "The form was stale or forged. Open the link from your device again.",
@@ -204,56 +199,4 @@ async fn entry_submit(
     };
     attempt.succeeded(store).await?;
     start_login(&state, addr, &headers, &browser, device).await
-}
-
-/// Starts the login that approves a pending device authorization: the code-flow login
-/// and consent pages, ending on [`outcome_page`].
-pub(super) async fn start_login(
-    state: &AppState,
-    addr: Option<IpAddr>,
-    headers: &HeaderMap,
-    browser: &Browser,
-    device: DeviceCode,
-) -> Result<Response, PageError> {
-    let store = state.store();
-    let at = state.now();
-    let client = store.get_client(&device.client_id).await?.ok_or_else(|| {
-        error_page(
-            "Unknown application",
-            "The device's application is no longer registered.",
-        )
-    })?;
-    let mut request = AuthRequest {
-        id: keyward_proto::secret::random_urlsafe(24),
-        client_id: client.client_id.clone(),
-        redirect_uri: String::new(),
-        redirect_uri_given: false,
-        scope: device.scope.clone(),
-        state: None,
-        nonce: None,
-        code_challenge: String::new(),
-        prompt: Some("consent".into()),
-        max_age: None,
-        login_hint: None,
-        browser_hash: TokenHash::of(&browser.value),
-        csrf: keyward_proto::secret::random_urlsafe(24),
-        created_at: at,
-        expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
-        user_id: None,
-        auth_time: None,
-        kind: LoginKind::Device(device.device_code_hash),
-        response_mode: ResponseMode::Query,
-    };
-    attach_session(state, headers, &mut request).await?;
-    let response = advance(state, request, &client, Stored::No { from: addr }).await?;
-    Ok(browser.set_if_new(state, response))
-}
-
-/// The page that ends a device login.
-pub(super) fn outcome_page(state: &AppState, approved: bool) -> Response {
-    state.pages().render(
-        StatusCode::OK,
-        "device_done.html",
-        minijinja::context! { approved => approved },
-    )
 }

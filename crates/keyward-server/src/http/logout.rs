@@ -16,7 +16,7 @@ use keyward_proto::claims::IdTokenClaims;
 use serde::Deserialize;
 use url::Url;
 
-use super::authorize::{BROWSER_COOKIE, SESSION_COOKIE, current_session};
+use super::browser::{BROWSER_COOKIE, SESSION_COOKIE, csrf_matches, current_session};
 use super::error::OAuthError;
 use super::extract::{Body, append_our_cookie, our_cookie, parse_form};
 use super::page_error::PageError;
@@ -109,9 +109,10 @@ async fn logout(
     if let Some((session, user)) = current_session(state, headers).await? {
         let confirmed = is_post
             && params.decision.as_deref() == Some("logout")
-            && params.csrf.as_deref().is_some_and(|c| {
-                keyward_proto::secret::constant_time_eq(c.as_bytes(), session.csrf.as_bytes())
-            });
+            && params
+                .csrf
+                .as_deref()
+                .is_some_and(|c| csrf_matches(&session.csrf, c));
         let hinted = hint.as_ref().is_some_and(|h| h.sub == user.id);
         if !(confirmed || hinted) {
             return Ok(state.pages().render(

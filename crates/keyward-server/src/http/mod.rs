@@ -3,7 +3,9 @@
 //! | module | endpoints |
 //! |---|---|
 //! | [`discovery`] | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server`, `/jwks` |
-//! | [`authorize`] | `/authorize`, `/login`, `/consent` |
+//! | [`authorize`] | `/authorize` |
+//! | [`signin`] | `/login`: the login page and the password sign-in |
+//! | [`consent`] | `/consent` |
 //! | [`connectors`] | `/login/{connector}`, `/callback/{connector}`: sign-in at upstream providers and by emailed link |
 //! | [`account`] | `/account`: linked identities, sessions, authorised applications |
 //! | [`device`] | `/device/code` (RFC 8628 device authorization), `/device` (code entry) |
@@ -13,6 +15,12 @@
 //! | [`introspect`] | `/introspect`, `/revoke` |
 //! | [`logout`] | `/logout` (end session) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
+//!
+//! The endpoint modules above never use one another; what they share sits beside them:
+//! [`browser`] (cookies, the session, CSRF), [`login`] (the login-in-progress machine),
+//! [`provider`] (leaving for an upstream provider, mailing a link), [`client_auth`],
+//! [`extract`] (request parsing), [`error`] (protocol errors) and [`page_error`]
+//! (errors shown as pages).
 //!
 //! Every path is served under the issuer's path, so `issuer = "https://h/id"` serves
 //! `https://h/id/token`.
@@ -26,17 +34,22 @@ use crate::state::AppState;
 
 pub mod account;
 pub mod authorize;
+pub mod browser;
 pub mod client_auth;
 pub mod connectors;
+pub mod consent;
 pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod introspect;
+pub mod login;
 pub mod logout;
 pub mod page_error;
 pub mod pkg;
+pub mod provider;
+pub mod signin;
 pub mod token;
 pub mod userinfo;
 
@@ -45,6 +58,8 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(discovery::router())
         .merge(authorize::router())
+        .merge(signin::router())
+        .merge(consent::router())
         .merge(connectors::router())
         .merge(account::router())
         .merge(device::router())

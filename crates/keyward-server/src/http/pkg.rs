@@ -24,10 +24,10 @@ use keyward_proto::token::TokenResponse;
 use keyward_proto::{ErrorCode, OpaqueToken, TokenHash};
 use serde::{Deserialize, Serialize};
 
-use super::authorize::{Browser, error_page};
-use super::device::start_login;
+use super::browser::Browser;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
+use super::login::{error_page, start_login};
 use super::page_error::PageError;
 use crate::domain::{Client, DeviceStatus};
 use crate::grants;
