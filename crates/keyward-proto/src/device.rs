@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// keyward sends every field; read from another provider, `verification_uri_complete`
 /// may be missing, `interval` defaults to 5 seconds (§3.2), and Google's older
 /// `verification_url` spelling is accepted.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct DeviceAuthorizationResponse {
     /// The code the device polls with.
     pub device_code: String,
@@ -30,6 +30,19 @@ pub struct DeviceAuthorizationResponse {
     /// Seconds to wait between polls.
     #[serde(default = "default_interval")]
     pub interval: u64,
+}
+
+/// Leaves out the device code, a credential until the login ends.
+impl std::fmt::Debug for DeviceAuthorizationResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuthorizationResponse")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("verification_uri_complete", &self.verification_uri_complete)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The polling interval when the server names none (RFC 8628 §3.2).

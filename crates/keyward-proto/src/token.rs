@@ -7,8 +7,9 @@ use crate::secret::OpaqueToken;
 
 /// A token request, by grant type. Client credentials travel beside it (in the
 /// `Authorization` header or as `client_id` / `client_secret` body fields) and are read
-/// separately, see [`ClientCredentialsInBody`].
-#[derive(Debug, Deserialize)]
+/// separately, see [`ClientCredentialsInBody`]. Its `Debug` shows no code, verifier or
+/// token.
+#[derive(Deserialize)]
 #[serde(tag = "grant_type")]
 pub enum TokenRequest {
     /// RFC 6749 §4.1.3, with PKCE (RFC 7636 §4.5).
@@ -43,6 +44,26 @@ pub enum TokenRequest {
     },
 }
 
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AuthorizationCode { redirect_uri, .. } => f
+                .debug_struct("AuthorizationCode")
+                .field("redirect_uri", redirect_uri)
+                .finish_non_exhaustive(),
+            Self::RefreshToken { scope, .. } => f
+                .debug_struct("RefreshToken")
+                .field("scope", scope)
+                .finish_non_exhaustive(),
+            Self::ClientCredentials { scope } => f
+                .debug_struct("ClientCredentials")
+                .field("scope", scope)
+                .finish(),
+            Self::DeviceCode { .. } => f.debug_struct("DeviceCode").finish_non_exhaustive(),
+        }
+    }
+}
+
 /// The wire name of the device authorization grant (RFC 8628 §3.4).
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -68,8 +89,8 @@ pub struct ClientCredentialsInBody {
 ///
 /// keyward always sends every field but `refresh_token` and `id_token`; read from
 /// another provider, `expires_in` and `scope` may be missing (RFC 6749 §5.1 only
-/// recommends them).
-#[derive(Debug, Serialize, Deserialize)]
+/// recommends them). Its `Debug` shows no token.
+#[derive(Serialize, Deserialize)]
 pub struct TokenResponse {
     /// The access token (a JWT, RFC 9068, when keyward issued it).
     pub access_token: String,
@@ -87,4 +108,89 @@ pub struct TokenResponse {
     /// The granted scope (absent: as requested, RFC 6749 §5.1).
     #[serde(default)]
     pub scope: ScopeSet,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceAuthorizationResponse;
+    use crate::introspect::IntrospectionRequest;
+
+    /// Every wire type that carries a secret prints without it: requests and answers
+    /// end up in `{:?}` of error messages and traces.
+    #[test]
+    fn no_debug_shows_a_secret() {
+        let secret = "the-secret-value-7c1d";
+        let form = |body: &str| -> TokenRequest { serde_urlencoded::from_str(body).unwrap() };
+        let printed = [
+            format!(
+                "{:?}",
+                form(&format!(
+                    "grant_type=authorization_code&code={secret}&code_verifier={secret}"
+                ))
+            ),
+            format!(
+                "{:?}",
+                form(&format!("grant_type=refresh_token&refresh_token={secret}"))
+            ),
+            format!(
+                "{:?}",
+                form(&format!(
+                    "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={secret}"
+                ))
+            ),
+            format!(
+                "{:?}",
+                serde_urlencoded::from_str::<ClientCredentialsInBody>(&format!(
+                    "client_id=a&client_secret={secret}"
+                ))
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                serde_urlencoded::from_str::<IntrospectionRequest>(&format!("token={secret}"))
+                    .unwrap()
+            ),
+            format!(
+                "{:?}",
+                TokenResponse {
+                    access_token: secret.into(),
+                    token_type: "Bearer".into(),
+                    expires_in: Some(60),
+                    refresh_token: Some(secret.into()),
+                    id_token: Some(secret.into()),
+                    scope: ScopeSet::default(),
+                }
+            ),
+            format!(
+                "{:?}",
+                DeviceAuthorizationResponse {
+                    device_code: secret.into(),
+                    user_code: "BCDF-GHJK".into(),
+                    verification_uri: "https://id.example/device".into(),
+                    verification_uri_complete: None,
+                    expires_in: 600,
+                    interval: 5,
+                }
+            ),
+        ];
+        for text in printed {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
 }

@@ -152,26 +152,15 @@ pub struct User {
     pub created_at: i64,
 }
 
-/// A login in progress: an authorization request that passed validation and waits for
-/// the user to log in and consent. Lives in the store so any replica can finish it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A login in progress: what a person is signing in for, waiting for them to sign in
+/// and (for an application) consent. Lives in the store so any replica can finish it.
+/// What only some logins have lives in their [`LoginKind`], so no field is ever blank.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     /// Random id, carried in the login and consent pages.
     pub id: String,
-    /// The client.
-    pub client_id: String,
-    /// The redirect URI the response goes to.
-    pub redirect_uri: String,
-    /// Whether the request named `redirect_uri` (then the token request must repeat it).
-    pub redirect_uri_given: bool,
-    /// Requested scope, already narrowed to what the client may have.
-    pub scope: ScopeSet,
-    /// The client's `state`.
-    pub state: Option<String>,
-    /// The client's `nonce`.
-    pub nonce: Option<String>,
-    /// The PKCE S256 challenge.
-    pub code_challenge: String,
+    /// What the login is for, with what only that kind of login has.
+    pub kind: LoginKind,
     /// Space-separated `prompt` values.
     pub prompt: Option<String>,
     /// `max_age` in seconds.
@@ -190,32 +179,101 @@ pub struct AuthRequest {
     pub user_id: Option<String>,
     /// When the user authenticated.
     pub auth_time: Option<i64>,
-    /// What the login ends in: a code for the client, a device approval, or the account
-    /// page.
-    pub kind: LoginKind,
-    /// How the authorization response reaches the client.
-    pub response_mode: ResponseMode,
+}
+
+impl AuthRequest {
+    /// A new login in progress of `kind`, started in the browser whose binding cookie
+    /// hashes to `browser_hash`, usable from `created_at` until `expires_at`; with a
+    /// fresh id and CSRF token, nobody signed in yet, and no prompt, `max_age` or hint.
+    pub fn new(kind: LoginKind, browser_hash: TokenHash, created_at: i64, expires_at: i64) -> Self {
+        Self {
+            id: keyward_proto::secret::random_urlsafe(24),
+            kind,
+            prompt: None,
+            max_age: None,
+            login_hint: None,
+            browser_hash,
+            csrf: keyward_proto::secret::random_urlsafe(24),
+            created_at,
+            expires_at,
+            user_id: None,
+            auth_time: None,
+        }
+    }
+
+    /// The client the login is for (`None` for the account page).
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.kind {
+            LoginKind::Authorize(flow) => Some(&flow.client_id),
+            LoginKind::Device { client_id, .. } => Some(client_id),
+            LoginKind::Account => None,
+        }
+    }
+
+    /// The scope asked for (nothing for the account page).
+    pub fn scope(&self) -> ScopeSet {
+        match &self.kind {
+            LoginKind::Authorize(flow) => flow.scope.clone(),
+            LoginKind::Device { scope, .. } => scope.clone(),
+            LoginKind::Account => ScopeSet::default(),
+        }
+    }
+}
+
+/// Leaves out the CSRF token.
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("prompt", &self.prompt)
+            .field("max_age", &self.max_age)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("user_id", &self.user_id)
+            .field("auth_time", &self.auth_time)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a login in progress ends in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoginKind {
-    /// An authorization request: a code sent to the client's redirect URI.
-    Authorize,
+    /// An authorization request (RFC 6749 §4.1.1): a code sent to the client.
+    Authorize(CodeFlow),
     /// A device authorization (RFC 8628): the device code, by hash, is approved.
-    Device(TokenHash),
+    Device {
+        /// The device's client.
+        client_id: String,
+        /// The scope the device asked for.
+        scope: ScopeSet,
+        /// SHA-256 of the device code to approve.
+        device_code_hash: TokenHash,
+    },
     /// A sign-in to keyward's own account page: no client, no consent.
     Account,
 }
 
-impl LoginKind {
-    /// The device code this login approves, if it is a device login.
-    pub fn device_code_hash(&self) -> Option<&TokenHash> {
-        match self {
-            Self::Device(hash) => Some(hash),
-            _ => None,
-        }
-    }
+/// What an authorization request (the code flow) carries to its end: where and how the
+/// code goes, and what binds it to the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeFlow {
+    /// The client.
+    pub client_id: String,
+    /// Requested scope, already narrowed to what the client may have.
+    pub scope: ScopeSet,
+    /// The redirect URI the response goes to.
+    pub redirect_uri: String,
+    /// Whether the request named `redirect_uri` (then the token request must repeat it).
+    pub redirect_uri_given: bool,
+    /// The client's `state`.
+    pub state: Option<String>,
+    /// The client's `nonce`.
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// How the authorization response reaches the client.
+    pub response_mode: ResponseMode,
 }
 
 /// How the authorization response is delivered (OAuth 2.0 Multiple Response Type
@@ -326,8 +384,9 @@ impl DeviceCode {
     }
 }
 
-/// A browser session: a logged-in user, by the hash of the session cookie.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A browser session: a logged-in user, by the hash of the session cookie. Its `Debug`
+/// leaves out the CSRF token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     /// SHA-256 of the cookie value.
     pub id_hash: TokenHash,
@@ -347,6 +406,18 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The address the session was started from, for the account page.
     pub ip: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id_hash", &self.id_hash)
+            .field("user_id", &self.user_id)
+            .field("auth_time", &self.auth_time)
+            .field("expires_at", &self.expires_at)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One authorization of a client by a user: the root of its codes, refresh tokens and
@@ -462,7 +533,8 @@ pub enum ConnectorPurpose {
 
 /// A sign-in at an upstream provider in progress: the `state` sent to the provider (or
 /// the token of an emailed link), by hash, with what is needed to finish it. Single use.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Debug` leaves out the PKCE verifier and the nonce.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectorLogin {
     /// SHA-256 of the state or emailed token.
     pub state_hash: TokenHash,
@@ -482,6 +554,17 @@ pub struct ConnectorLogin {
     pub created_at: i64,
     /// When it stops being usable.
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for ConnectorLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorLogin")
+            .field("state_hash", &self.state_hash)
+            .field("connector_id", &self.connector_id)
+            .field("purpose", &self.purpose)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What became of a request to unlink an identity.
@@ -617,6 +700,55 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No record that holds a secret prints it: CSRF tokens, PKCE verifiers and nonces,
+    /// private keys stay out of `{:?}` (error messages, traces).
+    #[test]
+    fn no_debug_shows_a_secret() {
+        let secret = "the-secret-value-9f2a";
+        let request = AuthRequest {
+            csrf: secret.into(),
+            ..AuthRequest::new(LoginKind::Account, TokenHash::of("b"), 1, 2)
+        };
+        let session = Session {
+            id_hash: TokenHash::of("s"),
+            user_id: "u".into(),
+            auth_time: 1,
+            created_at: 1,
+            expires_at: 2,
+            csrf: secret.into(),
+            method: "password".into(),
+            user_agent: None,
+            ip: None,
+        };
+        let login = ConnectorLogin {
+            state_hash: TokenHash::of("st"),
+            connector_id: "corp".into(),
+            purpose: ConnectorPurpose::Login("r".into()),
+            browser_hash: TokenHash::of("b"),
+            nonce: Some(secret.into()),
+            code_verifier: Some(secret.into()),
+            email: None,
+            created_at: 1,
+            expires_at: 2,
+        };
+        let key = StoredKey {
+            kid: "k".into(),
+            alg: SigningAlg::ES256,
+            private_der: secret.into(),
+            public_jwk: "{}".into(),
+            created_at: 1,
+            retired_at: None,
+        };
+        for text in [
+            format!("{request:?}"),
+            format!("{session:?}"),
+            format!("{login:?}"),
+            format!("{key:?}"),
+        ] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
 
     #[test]
     fn redirect_uris() {

@@ -28,9 +28,7 @@ use super::provider::{
     connector_buttons, email_sent_page, not_found, send_email_link, to_account, to_provider,
 };
 use crate::domain::secs;
-use crate::domain::{
-    AuthRequest, ConnectorPurpose, LoginKind, ResponseMode, Session, Unlink, User, utc_text,
-};
+use crate::domain::{AuthRequest, ConnectorPurpose, LoginKind, Session, Unlink, User, utc_text};
 use crate::state::AppState;
 use crate::upstream::Provider;
 use crate::upstream::email::normalize_address;
@@ -98,27 +96,12 @@ async fn start_sign_in(
 ) -> Result<Response, PageError> {
     let browser = Browser::of(state, headers);
     let at = state.now();
-    let request = AuthRequest {
-        id: keyward_proto::secret::random_urlsafe(24),
-        client_id: String::new(),
-        redirect_uri: String::new(),
-        redirect_uri_given: false,
-        scope: ScopeSet::default(),
-        state: None,
-        nonce: None,
-        code_challenge: String::new(),
-        prompt: None,
-        max_age: None,
-        login_hint: None,
-        browser_hash: TokenHash::of(&browser.value),
-        csrf: keyward_proto::secret::random_urlsafe(24),
-        created_at: at,
-        expires_at: at + secs(state.config().login_ttl),
-        user_id: None,
-        auth_time: None,
-        kind: LoginKind::Account,
-        response_mode: ResponseMode::Query,
-    };
+    let request = AuthRequest::new(
+        LoginKind::Account,
+        TokenHash::of(&browser.value),
+        at,
+        at + secs(state.config().login_ttl),
+    );
     store_new_request(state, &request, addr).await?;
     let response = see_other(&format!(
         "{}/login?req={}",

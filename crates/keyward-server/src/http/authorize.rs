@@ -26,7 +26,7 @@ use super::login::{
     Responder, Stored, advance, attach_session, error_page, prompt_values, web_message_origin,
 };
 use super::page_error::PageError;
-use crate::domain::{AuthRequest, Client, LoginKind, ResponseMode, secs};
+use crate::domain::{AuthRequest, Client, CodeFlow, LoginKind, ResponseMode, secs};
 use crate::state::AppState;
 
 /// Longest accepted `state`, `nonce` or `login_hint`.
@@ -134,26 +134,26 @@ async fn authorize(
 
     let browser = Browser::of(state, headers);
     let created = state.now();
-    let mut auth_request = AuthRequest {
-        id: keyward_proto::secret::random_urlsafe(24),
+    let flow = CodeFlow {
         client_id: client.client_id.clone(),
+        scope: request.scope,
         redirect_uri,
         redirect_uri_given,
-        scope: request.scope,
         state: params.state,
         nonce: params.nonce,
         code_challenge: request.code_challenge,
+        response_mode: mode,
+    };
+    let mut auth_request = AuthRequest {
         prompt: params.prompt,
         max_age: request.max_age,
         login_hint: params.login_hint,
-        browser_hash: TokenHash::of(&browser.value),
-        csrf: keyward_proto::secret::random_urlsafe(24),
-        created_at: created,
-        expires_at: created + secs(state.config().login_ttl),
-        user_id: None,
-        auth_time: None,
-        kind: LoginKind::Authorize,
-        response_mode: mode,
+        ..AuthRequest::new(
+            LoginKind::Authorize(flow),
+            TokenHash::of(&browser.value),
+            created,
+            created + secs(state.config().login_ttl),
+        )
     };
 
     attach_session(state, headers, &mut auth_request).await?;

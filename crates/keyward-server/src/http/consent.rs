@@ -49,7 +49,7 @@ async fn consent_page(
     let (request, client) = load_request(&state, &headers, &query.req).await?;
     let user = consenting_user(&state, &headers, &request).await?;
     let scopes: Vec<_> = request
-        .scope
+        .scope()
         .iter()
         .map(|s| minijinja::context! { name => s, description => describe_scope(s) })
         .collect();
@@ -62,7 +62,7 @@ async fn consent_page(
             scopes => scopes,
             req => request.id,
             csrf => request.csrf,
-            device => matches!(request.kind, LoginKind::Device(_)),
+            device => matches!(request.kind, LoginKind::Device { .. }),
         },
     ))
 }
@@ -111,14 +111,14 @@ async fn consent_submit(
                 .get_consent(&user.id, &client.client_id)
                 .await?
                 .unwrap_or_default();
-            approved = approved.union(&request.scope);
+            approved = approved.union(&request.scope());
             store
                 .put_consent(&user.id, &client.client_id, &approved, state.now())
                 .await?;
             finish(&state, request, &client, &user, Stored::Yes).await
         }
         "deny" => {
-            if !matches!(request.kind, LoginKind::Device(_)) {
+            if !matches!(request.kind, LoginKind::Device { .. }) {
                 state.store().take_auth_request(&request.id).await?;
             }
             reject(

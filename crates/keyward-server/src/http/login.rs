@@ -20,8 +20,8 @@ use super::extract::{append_our_cookie, our_cookie};
 use super::page_error::PageError;
 use super::provider::connector_buttons;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, DeviceCode, Grant, LoginKind, ResponseMode, Session, SigningAlg,
-    User, secs,
+    AuthCode, AuthRequest, Client, CodeFlow, DeviceCode, Grant, LoginKind, ResponseMode, Session,
+    SigningAlg, User, secs,
 };
 use crate::pages::Pages;
 use crate::state::AppState;
@@ -88,13 +88,14 @@ pub(super) fn web_message_origin(redirect_uri: &str) -> Option<String> {
     }
 }
 
-fn responder_for<'a>(state: &'a AppState, request: &AuthRequest) -> Responder<'a> {
+/// Where and how the response of authorization request `flow` goes.
+fn responder_for<'a>(state: &'a AppState, flow: &CodeFlow) -> Responder<'a> {
     Responder {
         pages: state.pages(),
-        redirect_uri: request.redirect_uri.clone(),
-        state: request.state.clone(),
+        redirect_uri: flow.redirect_uri.clone(),
+        state: flow.state.clone(),
         issuer: state.config().issuer_str().to_owned(),
-        mode: request.response_mode,
+        mode: flow.response_mode,
     }
 }
 
@@ -192,7 +193,7 @@ pub(super) async fn advance(
     // never asks and others ask for what the user has not approved yet.
     let needs_consent = prompts.contains(&"consent")
         || (!client.skip_consent
-            && !approved.is_some_and(|approved| request.scope.is_subset(&approved)));
+            && !approved.is_some_and(|approved| request.scope().is_subset(&approved)));
     if needs_consent {
         if prompts.contains(&"none") {
             let description = "the user has not approved this application";
@@ -219,16 +220,18 @@ pub(super) async fn reject(
     description: &str,
 ) -> Result<Response, PageError> {
     match &request.kind {
-        LoginKind::Device(hash) => {
+        LoginKind::Device {
+            device_code_hash, ..
+        } => {
             state.store().take_auth_request(&request.id).await?;
-            state.store().deny_device_code(hash).await?;
+            state.store().deny_device_code(device_code_hash).await?;
             Ok(outcome_page(state, false))
         }
         LoginKind::Account => {
             state.store().take_auth_request(&request.id).await?;
             Err(error_page("Account disabled", "This account is disabled."))
         }
-        LoginKind::Authorize => Ok(responder_for(state, request).error(code, description)),
+        LoginKind::Authorize(flow) => Ok(responder_for(state, flow).error(code, description)),
     }
 }
 
@@ -248,42 +251,55 @@ pub(super) async fn finish(
             "This sign-in was already completed or has expired.",
         ));
     }
-    if request.kind == LoginKind::Account {
-        return Ok(see_other(&format!(
-            "{}/account",
-            state.config().base_path()
-        )));
-    }
     let issued = state.now();
-    let grant = Grant {
+    let auth_time = request.auth_time.unwrap_or(issued);
+    let grant = |scope: ScopeSet, nonce: Option<String>| Grant {
         id: keyward_proto::secret::random_urlsafe(16),
         client_id: client.client_id.clone(),
         user_id: user.id.clone(),
-        scope: request.scope.clone(),
-        auth_time: request.auth_time.unwrap_or(issued),
-        nonce: request.nonce.clone(),
+        scope,
+        auth_time,
+        nonce,
         created_at: issued,
         expires_at: issued + secs(state.config().refresh_token_ttl),
         revoked: false,
     };
-    if let LoginKind::Device(hash) = &request.kind {
-        if !state.store().approve_device_code(hash, &grant).await? {
-            return Err(error_page(
-                "Code expired",
-                "This device code was already used, denied or has expired. Start again on your device.",
-            ));
+    let flow = match request.kind {
+        LoginKind::Account => {
+            return Ok(see_other(&format!(
+                "{}/account",
+                state.config().base_path()
+            )));
         }
-        tracing::info!(user_id = %user.id, client_id = %client.client_id, "device authorized");
-        return Ok(outcome_page(state, true));
-    }
+        LoginKind::Device {
+            scope,
+            device_code_hash,
+            ..
+        } => {
+            if !state
+                .store()
+                .approve_device_code(&device_code_hash, &grant(scope, None))
+                .await?
+            {
+                return Err(error_page(
+                    "Code expired",
+                    "This device code was already used, denied or has expired. Start again on your device.",
+                ));
+            }
+            tracing::info!(user_id = %user.id, client_id = %client.client_id, "device authorized");
+            return Ok(outcome_page(state, true));
+        }
+        LoginKind::Authorize(flow) => flow,
+    };
+    let grant = grant(flow.scope.clone(), flow.nonce.clone());
     let code = OpaqueToken::generate();
     let record = AuthCode {
         code_hash: code.hash(),
         grant_id: grant.id.clone(),
         client_id: client.client_id.clone(),
-        redirect_uri: request.redirect_uri.clone(),
-        redirect_uri_given: request.redirect_uri_given,
-        code_challenge: request.code_challenge.clone(),
+        redirect_uri: flow.redirect_uri.clone(),
+        redirect_uri_given: flow.redirect_uri_given,
+        code_challenge: flow.code_challenge.clone(),
         created_at: issued,
         expires_at: issued + secs(state.config().code_ttl),
     };
@@ -291,7 +307,7 @@ pub(super) async fn finish(
         .store()
         .insert_grant_with_code(&grant, &record)
         .await?;
-    Ok(responder_for(state, &request).send(&[("code", code.secret())]))
+    Ok(responder_for(state, &flow).send(&[("code", code.secret())]))
 }
 
 #[derive(Deserialize)]
@@ -326,11 +342,11 @@ pub(super) async fn load_request(
             "This sign-in was started in another browser, or cookies are blocked. Return to the application and start again.",
         ));
     }
-    let client = match request.kind {
-        LoginKind::Account => console_client(),
-        _ => state
+    let client = match request.client_id() {
+        None => console_client(),
+        Some(client_id) => state
             .store()
-            .get_client(&request.client_id)
+            .get_client(client_id)
             .await?
             .ok_or_else(expired)?,
     };
@@ -476,26 +492,20 @@ pub(super) async fn start_login(
             "The device's application is no longer registered.",
         )
     })?;
-    let mut request = AuthRequest {
-        id: keyward_proto::secret::random_urlsafe(24),
+    let kind = LoginKind::Device {
         client_id: client.client_id.clone(),
-        redirect_uri: String::new(),
-        redirect_uri_given: false,
         scope: device.scope.clone(),
-        state: None,
-        nonce: None,
-        code_challenge: String::new(),
+        device_code_hash: device.device_code_hash,
+    };
+    let mut request = AuthRequest {
+        // A device login always asks, so nobody approves a stranger's code unawares.
         prompt: Some("consent".into()),
-        max_age: None,
-        login_hint: None,
-        browser_hash: TokenHash::of(&browser.value),
-        csrf: keyward_proto::secret::random_urlsafe(24),
-        created_at: at,
-        expires_at: device.expires_at.min(at + secs(state.config().login_ttl)),
-        user_id: None,
-        auth_time: None,
-        kind: LoginKind::Device(device.device_code_hash),
-        response_mode: ResponseMode::Query,
+        ..AuthRequest::new(
+            kind,
+            TokenHash::of(&browser.value),
+            at,
+            device.expires_at.min(at + secs(state.config().login_ttl)),
+        )
     };
     attach_session(state, headers, &mut request).await?;
     let response = advance(state, request, &client, Stored::No { from: addr }).await?;

@@ -73,7 +73,7 @@ async fn configuration(State(state): State<AppState>) -> Response {
 
 /// The token file the Julia client saves (`auth.toml`): it needs `id_token`,
 /// `refresh_token` and `refresh_url` as strings and `expires_at` as a number.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct PkgToken {
     /// What Pkg sends to the package server.
     pub access_token: String,
@@ -94,6 +94,17 @@ pub struct PkgToken {
     /// The user's email address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_email: Option<String>,
+}
+
+/// Leaves out the tokens.
+impl std::fmt::Debug for PkgToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkgToken")
+            .field("refresh_url", &self.refresh_url)
+            .field("expires_at", &self.expires_at)
+            .field("user_name", &self.user_name)
+            .finish_non_exhaustive()
+    }
 }
 
 fn pkg_client_id(state: &AppState) -> &str {
@@ -301,4 +312,26 @@ async fn refresh_token_file(
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_prints_no_token() {
+        let secret = "the-secret-value-41cb";
+        let file = PkgToken {
+            access_token: secret.into(),
+            id_token: secret.into(),
+            refresh_token: secret.into(),
+            refresh_url: "https://id.example/auth/refresh".into(),
+            expires_at: 1,
+            expires: 1,
+            expires_in: 900,
+            user_name: "ann".into(),
+            user_email: None,
+        };
+        assert!(!format!("{file:?}").contains(secret));
+    }
 }

@@ -28,9 +28,9 @@ use sqlx::sqlite::{
 use super::{Store, StoreError, StoreResult};
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, ConnectorPurpose, DeviceCode,
-    DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session, StoredKey,
-    ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
+    DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session,
+    StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -506,16 +506,36 @@ macro_rules! sql_store {
                 })
             }
 
+            /// An auth request from its row: the columns of the code flow (blank for the
+            /// other kinds, where the schema keeps them NOT NULL) become the kind's.
             fn auth_request(row: &$row) -> StoreResult<AuthRequest> {
+                let client_id: String = row.try_get("client_id")?;
+                let scope = scope("auth request scope", &row.try_get::<String, _>("scope")?)?;
+                let kind = match (row.try_get::<String, _>("kind")?.as_str(), row.try_get::<Option<String>, _>("device_code_hash")?) {
+                    ("authorize", None) => LoginKind::Authorize(CodeFlow {
+                        client_id,
+                        scope,
+                        redirect_uri: row.try_get("redirect_uri")?,
+                        redirect_uri_given: row.try_get("redirect_uri_given")?,
+                        state: row.try_get("state")?,
+                        nonce: row.try_get("nonce")?,
+                        code_challenge: row.try_get("code_challenge")?,
+                        response_mode: {
+                            let mode: String = row.try_get("response_mode")?;
+                            ResponseMode::parse(&mode).ok_or_else(|| corrupt("auth request response_mode", mode))?
+                        },
+                    }),
+                    ("device", Some(hash)) => LoginKind::Device {
+                        client_id,
+                        scope,
+                        device_code_hash: TokenHash::from_stored(hash),
+                    },
+                    ("account", None) => LoginKind::Account,
+                    (kind, _) => return Err(corrupt("auth request kind", kind)),
+                };
                 Ok(AuthRequest {
                     id: row.try_get("id")?,
-                    client_id: row.try_get("client_id")?,
-                    redirect_uri: row.try_get("redirect_uri")?,
-                    redirect_uri_given: row.try_get("redirect_uri_given")?,
-                    scope: scope("auth request scope", &row.try_get::<String, _>("scope")?)?,
-                    state: row.try_get("state")?,
-                    nonce: row.try_get("nonce")?,
-                    code_challenge: row.try_get("code_challenge")?,
+                    kind,
                     prompt: row.try_get("prompt")?,
                     max_age: row.try_get("max_age")?,
                     login_hint: row.try_get("login_hint")?,
@@ -525,20 +545,9 @@ macro_rules! sql_store {
                     expires_at: row.try_get("expires_at")?,
                     user_id: row.try_get("user_id")?,
                     auth_time: row.try_get("auth_time")?,
-                    kind: match (row.try_get::<String, _>("kind")?.as_str(), row.try_get::<Option<String>, _>("device_code_hash")?) {
-                        ("authorize", None) => LoginKind::Authorize,
-                        ("device", Some(hash)) => LoginKind::Device(TokenHash::from_stored(hash)),
-                        ("account", None) => LoginKind::Account,
-                        (kind, _) => return Err(corrupt("auth request kind", kind)),
-                    },
-                    response_mode: {
-                        let mode: String = row.try_get("response_mode")?;
-                        ResponseMode::parse(&mode).ok_or_else(|| corrupt("auth request response_mode", mode))?
-                    },
                 })
             }
 
-            /// A session from the [`SESSION_COLUMNS`] that start at column 0.
             fn session(row: &$row) -> StoreResult<Session> {
                 Ok(Session {
                     id_hash: TokenHash::from_stored(row.try_get(0)?),
@@ -895,15 +904,23 @@ macro_rules! sql_store {
                     "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
                 );
+                // The schema's columns, blank where the kind has no such field.
+                let none = String::new();
+                let empty = ScopeSet::default();
+                let (kind, client_id, scope, device_code_hash, flow) = match &r.kind {
+                    LoginKind::Authorize(flow) => ("authorize", &flow.client_id, &flow.scope, None, Some(flow)),
+                    LoginKind::Device { client_id, scope, device_code_hash } => ("device", client_id, scope, Some(device_code_hash.as_str()), None),
+                    LoginKind::Account => ("account", &none, &empty, None, None),
+                };
                 sqlx::query(&sql)
                     .bind(&r.id)
-                    .bind(&r.client_id)
-                    .bind(&r.redirect_uri)
-                    .bind(r.redirect_uri_given)
-                    .bind(r.scope.to_string())
-                    .bind(&r.state)
-                    .bind(&r.nonce)
-                    .bind(&r.code_challenge)
+                    .bind(client_id)
+                    .bind(flow.map_or("", |f| f.redirect_uri.as_str()))
+                    .bind(flow.is_some_and(|f| f.redirect_uri_given))
+                    .bind(scope.to_string())
+                    .bind(flow.and_then(|f| f.state.as_deref()))
+                    .bind(flow.and_then(|f| f.nonce.as_deref()))
+                    .bind(flow.map_or("", |f| f.code_challenge.as_str()))
                     .bind(&r.prompt)
                     .bind(r.max_age)
                     .bind(&r.login_hint)
@@ -913,13 +930,9 @@ macro_rules! sql_store {
                     .bind(r.expires_at)
                     .bind(&r.user_id)
                     .bind(r.auth_time)
-                    .bind(r.kind.device_code_hash().map(TokenHash::as_str))
-                    .bind(match r.kind {
-                        LoginKind::Authorize => "authorize",
-                        LoginKind::Device(_) => "device",
-                        LoginKind::Account => "account",
-                    })
-                    .bind(r.response_mode.as_str())
+                    .bind(device_code_hash)
+                    .bind(kind)
+                    .bind(flow.map_or(ResponseMode::Query, |f| f.response_mode).as_str())
                     .execute(&self.writer)
                     .await?;
                 Ok(())
