@@ -25,6 +25,28 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// What one client address may make keyward store per minute without signing in,
 /// unless configured (`unauthenticated_writes_per_minute`).
 pub const DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE: u32 = 300;
+/// The databases keyward stores its data in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// An embedded SQLite file (`sqlite:…`).
+    Sqlite,
+    /// A PostgreSQL server (`postgres://…`, `postgresql://…`).
+    Postgres,
+}
+
+impl DatabaseKind {
+    /// The kind of database a URL names, if keyward can use it.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
 /// The default database: an embedded SQLite file.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward-data/keyward.db";
 
@@ -321,7 +343,7 @@ impl Config {
             pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = parse_issuer(&issuer_text)?;
         let mut warnings = Vec::new();
-        if issuer.scheme() == "http" && !connectors::is_loopback_host(issuer.host_str()) {
+        if issuer.scheme() == "http" && !crate::net::is_loopback_host(issuer.host_str()) {
             if !file.insecure_http {
                 return Err(invalid(
                     "issuer",
@@ -365,10 +387,7 @@ impl Config {
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
+        if DatabaseKind::of(&database_url).is_none() {
             return Err(invalid(
                 "database_url",
                 "must start with sqlite: or postgres://",
@@ -605,9 +624,10 @@ impl Config {
         Ok(())
     }
 
-    /// The connector with this id, enabled or not.
-    pub fn connector(&self, id: &str) -> Option<&ConnectorConfig> {
-        self.connectors.iter().find(|c| c.id == id)
+    /// How long a retired signing key stays published: as long as the longest token
+    /// it signed lives.
+    pub fn key_publish_window(&self) -> std::time::Duration {
+        self.access_token_ttl.max(self.id_token_ttl)
     }
 
     /// The redirect URI to register at a connector's provider.

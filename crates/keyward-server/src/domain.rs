@@ -684,8 +684,7 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
         return Err(format!("{uri:?} must not have a fragment"));
     }
     if url.scheme() == "http" {
-        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        if !loopback {
+        if !crate::net::is_loopback_host(url.host_str()) {
             return Err(format!(
                 "{uri:?}: http is only allowed for loopback addresses; use https"
             ));

@@ -160,6 +160,20 @@ pub fn throttle_group(ip: IpAddr) -> String {
     }
 }
 
+/// Whether a URL's host names this machine: `localhost`, or a loopback address
+/// (`127.0.0.0/8`, `[::1]`).
+pub fn is_loopback_host(host: Option<&str>) -> bool {
+    match host {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(is_loopback),
+        None => false,
+    }
+}
+
 /// Whether `ip` is a loopback address.
 pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()

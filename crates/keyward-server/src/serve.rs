@@ -190,10 +190,7 @@ async fn housekeeping(state: AppState) {
                 Ok(n) => tracing::debug!(rows = n, "purged expired records"),
                 Err(e) => crate::telemetry::log_internal(&e),
             }
-            let publish_for = state
-                .config()
-                .access_token_ttl
-                .max(state.config().id_token_ttl);
+            let publish_for = state.config().key_publish_window();
             // Retired keys are kept an hour past their publication window, then deleted.
             let cutoff = now - crate::domain::secs(publish_for) - 3600;
             if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {

@@ -60,7 +60,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
         let connectors = Connectors::new(&config)?;
-        let publish_for = config.access_token_ttl.max(config.id_token_ttl);
+        let publish_for = config.key_publish_window();
         let at_rest = config.at_rest_key.clone();
         let keys = Keys::load(store.clone(), publish_for, at_rest.clone(), clock.clone()).await?;
         let mac = MacKey::load(store.as_ref(), at_rest.as_deref()).await?;
@@ -106,11 +106,6 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
-    }
-
-    /// The store, shared.
-    pub fn store_arc(&self) -> Arc<dyn Store> {
-        self.inner.store.clone()
     }
 
     /// The signing keys.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{ConfigError, invalid};
+use crate::net::is_loopback_host;
 
 /// The id of the password connector keyward adds when none is declared.
 pub const DEFAULT_PASSWORD_CONNECTOR: &str = "password";
@@ -211,19 +212,6 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     /// Password for SMTP AUTH.
     pub password: Option<ClientSecret>,
-}
-
-/// Whether `host` names this machine.
-pub(crate) fn is_loopback_host(host: Option<&str>) -> bool {
-    match host {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
 }
 
 /// Parses a provider URL: https, or http for this machine only.

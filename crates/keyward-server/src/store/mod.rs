@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use keyward_proto::{ScopeSet, TokenHash};
 
+use crate::config::DatabaseKind;
+
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
     RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
@@ -298,11 +300,9 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by a database URL, creating the SQLite file (and its
 /// directory) when missing, and runs the migrations.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sql::SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(sql::PostgresStore::open(url).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl)
+    match DatabaseKind::of(url) {
+        Some(DatabaseKind::Sqlite) => Ok(Arc::new(sql::SqliteStore::open(url).await?)),
+        Some(DatabaseKind::Postgres) => Ok(Arc::new(sql::PostgresStore::open(url).await?)),
+        None => Err(StoreError::UnsupportedUrl),
     }
 }

@@ -225,25 +225,33 @@ impl SqliteStore {
     }
 }
 
-async fn apply_migrations_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(&mut *conn)
-        .await?;
-    for (version, script) in MIGRATIONS {
-        let done = sqlx::query("SELECT version FROM keyward_schema WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *conn)
+/// Applies the migrations not yet applied, on `$conn` (a connection or transaction of
+/// either driver, which holds the migration lock), recording each in `keyward_schema`.
+macro_rules! apply_migrations {
+    ($conn:expr) => {{
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *$conn)
             .await?;
-        if done.is_none() {
-            sqlx::raw_sql(script).execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO keyward_schema (version, applied_at) VALUES ($1, $2)")
+        for (version, script) in MIGRATIONS {
+            let done = sqlx::query("SELECT version FROM keyward_schema WHERE version = $1")
                 .bind(version)
-                .bind(crate::domain::now())
-                .execute(&mut *conn)
+                .fetch_optional(&mut *$conn)
                 .await?;
+            if done.is_none() {
+                sqlx::raw_sql(script).execute(&mut *$conn).await?;
+                sqlx::query("INSERT INTO keyward_schema (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(crate::domain::now())
+                    .execute(&mut *$conn)
+                    .await?;
+            }
         }
-    }
-    Ok(())
+        StoreResult::Ok(())
+    }};
+}
+
+async fn apply_migrations_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    apply_migrations!(conn)
 }
 
 impl PostgresStore {
@@ -268,23 +276,7 @@ impl PostgresStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7389120412)")
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS keyward_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        for (version, script) in MIGRATIONS {
-            let done = sqlx::query("SELECT version FROM keyward_schema WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if done.is_none() {
-                sqlx::raw_sql(script).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO keyward_schema (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(crate::domain::now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        apply_migrations!(tx)?;
         tx.commit().await?;
         Ok(())
     }
