@@ -683,12 +683,10 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err(format!("{uri:?} must not have a fragment"));
     }
-    if url.scheme() == "http" {
-        if !crate::net::is_loopback_host(url.host_str()) {
-            return Err(format!(
-                "{uri:?}: http is only allowed for loopback addresses; use https"
-            ));
-        }
+    if url.scheme() == "http" && !crate::net::is_loopback_host(url.host_str()) {
+        return Err(format!(
+            "{uri:?}: http is only allowed for loopback addresses; use https"
+        ));
     }
     if matches!(url.scheme(), "javascript" | "data" | "file" | "vbscript") {
         return Err(format!("{uri:?}: scheme {} is not allowed", url.scheme()));
