@@ -1,4 +1,7 @@
-//! Storage: the [`Store`] trait every part of the server uses, its two implementations
+//! Storage: the [`Store`] trait every part of the server uses (made of one trait per
+//! kind of record: [`ClientStore`], [`UserStore`], [`LoginStore`], [`SessionStore`],
+//! [`GrantStore`], [`DeviceStore`], [`ThrottleStore`], [`KeyStore`], [`IdentityStore`]),
+//! its two implementations
 //! ([`sql::SqliteStore`], the embedded default, and [`sql::PostgresStore`], for several
 //! replicas), and one contract test suite that runs against both.
 //!
@@ -62,17 +65,33 @@ pub enum StoreError {
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The storage every replica shares.
+/// The storage every replica shares: every part, and what spans them.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    ClientStore
+    + UserStore
+    + LoginStore
+    + SessionStore
+    + GrantStore
+    + DeviceStore
+    + ThrottleStore
+    + KeyStore
+    + IdentityStore
+    + Send
+    + Sync
+    + 'static
+{
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes what has expired: logins in progress, sessions, codes, device codes,
     /// grants, refresh tokens, revocation entries, throttles quiet for a day. Returns
     /// rows deleted.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}
 
-    // Clients.
+/// Registered clients. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait ClientStore: Send + Sync {
     /// Inserts or replaces a client.
     async fn upsert_client(&self, client: &Client) -> StoreResult<()>;
     /// Inserts a client; `Conflict` when the id is taken.
@@ -83,8 +102,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self) -> StoreResult<Vec<Client>>;
     /// Removes a client and everything issued to it; false when there was none.
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+}
 
-    // Users.
+/// Local accounts: users, their passwords and state. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait UserStore: Send + Sync {
     /// Inserts a user; `Conflict` when the username is taken.
     async fn insert_user(&self, user: &User) -> StoreResult<()>;
     /// Creates or updates the user with `user.username`, keeping an existing id and
@@ -100,8 +122,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
     /// Disables or enables a user; false when there is no such user.
     async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool>;
+}
 
-    // Logins in progress.
+/// Logins in progress: authorization requests, and sign-ins waiting at an upstream provider (or an emailed link). Part of [`Store`].
+#[async_trait::async_trait]
+pub trait LoginStore: Send + Sync {
     /// Stores a new authorization request.
     async fn insert_auth_request(&self, request: &AuthRequest) -> StoreResult<()>;
     /// An authorization request by id, if not expired at `now`.
@@ -118,8 +143,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every login in progress started in the browser with this binding-cookie
     /// hash (at sign-out: nothing that browser started may finish afterwards).
     async fn delete_browser_auth_requests(&self, browser_hash: &TokenHash) -> StoreResult<u64>;
+    /// Stores a sign-in waiting for the provider (or an emailed link).
+    async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()>;
+    /// Takes (deletes and returns) a sign-in by the hash of its state; `None` when
+    /// unknown, already taken, or expired at `now`. Exactly one caller gets it.
+    async fn take_connector_login(
+        &self,
+        state_hash: &TokenHash,
+        now: i64,
+    ) -> StoreResult<Option<ConnectorLogin>>;
+}
 
-    // Sessions.
+/// Browser sessions. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync {
     /// Stores a session.
     async fn insert_session(&self, session: &Session) -> StoreResult<()>;
     /// A session by cookie hash, if not expired at `now`, with its user, in one read.
@@ -132,8 +169,15 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id_hash: &TokenHash) -> StoreResult<()>;
     /// Ends every session of a user.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+    /// A user's unexpired sessions, newest first.
+    async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>>;
+    /// Ends one of a user's sessions; false when the user has no such session.
+    async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool>;
+}
 
-    // Consent.
+/// What users authorised: consents, grants, their codes, refresh tokens and revoked access tokens. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait GrantStore: Send + Sync {
     /// The scopes a user has approved for a client.
     async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>>;
     /// A user and the scopes they have approved for a client, in one read; `None` when
@@ -151,8 +195,6 @@ pub trait Store: Send + Sync + 'static {
         scope: &ScopeSet,
         now: i64,
     ) -> StoreResult<()>;
-
-    // Grants, codes and refresh tokens.
     /// Stores a grant and the code that starts it, in one transaction.
     async fn insert_grant_with_code(&self, grant: &Grant, code: &AuthCode) -> StoreResult<()>;
     /// A grant by id.
@@ -177,8 +219,22 @@ pub trait Store: Send + Sync + 'static {
         new: &RefreshToken,
         now: i64,
     ) -> StoreResult<bool>;
+    /// Records a revoked access token id until its expiry.
+    async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
+    /// Whether an access token id was revoked.
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// A user's grants that are neither revoked nor expired, newest first.
+    async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>>;
+    /// A user's remembered consents: client id, approved scope, when approved.
+    async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>>;
+    /// Revokes every grant a user gave a client and forgets the consent, in one
+    /// transaction. Returns the grants revoked.
+    async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64>;
+}
 
-    // Device authorization (RFC 8628).
+/// Device authorizations (RFC 8628). Part of [`Store`].
+#[async_trait::async_trait]
+pub trait DeviceStore: Send + Sync {
     /// Stores a device authorization; `Conflict` when the user code is taken.
     async fn insert_device_code(&self, code: &DeviceCode) -> StoreResult<()>;
     /// A device authorization by the hash of its device code.
@@ -203,14 +259,11 @@ pub trait Store: Send + Sync + 'static {
     async fn deny_device_code(&self, hash: &TokenHash) -> StoreResult<bool>;
     /// Marks an approved device authorization collected. Exactly one caller gets true.
     async fn consume_device_code(&self, hash: &TokenHash) -> StoreResult<bool>;
+}
 
-    // Access token revocation.
-    /// Records a revoked access token id until its expiry.
-    async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
-    /// Whether an access token id was revoked.
-    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
-
-    // Throttles (passwords, user codes, emailed links).
+/// Throttles (passwords, user codes, emailed links). Part of [`Store`].
+#[async_trait::async_trait]
+pub trait ThrottleStore: Send + Sync {
     /// Counts an attempt against `key` under `policy`, unless the key is waiting out a
     /// delay: one atomic step, so parallel attempts cannot all slip past the check.
     /// Keys are hashes, so what a caller typed cannot grow a row.
@@ -224,8 +277,17 @@ pub trait Store: Send + Sync + 'static {
     async fn throttle_undo(&self, key: &TokenHash) -> StoreResult<()>;
     /// Forgets every attempt against `key`.
     async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()>;
+}
 
-    // Server secrets.
+/// Signing keys and the server's other secrets. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored key, newest first.
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Stores a new key and retires the other active keys of its algorithm.
+    async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()>;
+    /// Deletes retired keys retired before `before`.
+    async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64>;
     /// The secret stored under `name`, storing `candidate` first when there is none, so
     /// that every replica ends up with the same one.
     async fn get_or_insert_secret(
@@ -234,29 +296,11 @@ pub trait Store: Send + Sync + 'static {
         candidate: &str,
         now: i64,
     ) -> StoreResult<String>;
+}
 
-    // Signing keys.
-    /// Every stored key, newest first.
-    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
-    /// Stores a new key and retires the other active keys of its algorithm.
-    async fn add_key_retiring_others(&self, key: &StoredKey, now: i64) -> StoreResult<()>;
-    /// Deletes retired keys retired before `before`.
-    async fn delete_keys_retired_before(&self, before: i64) -> StoreResult<u64>;
-
-    // The account page.
-    /// A user's unexpired sessions, newest first.
-    async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>>;
-    /// Ends one of a user's sessions; false when the user has no such session.
-    async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool>;
-    /// A user's grants that are neither revoked nor expired, newest first.
-    async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>>;
-    /// A user's remembered consents: client id, approved scope, when approved.
-    async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>>;
-    /// Revokes every grant a user gave a client and forgets the consent, in one
-    /// transaction. Returns the grants revoked.
-    async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64>;
-
-    // Identities at upstream providers.
+/// Identities at upstream providers, linked to accounts. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait IdentityStore: Send + Sync {
     /// The identity a provider knows as `subject`, if anyone holds it.
     async fn get_identity(
         &self,
@@ -284,17 +328,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Unlink>;
     /// The users whose verified address is `email` (compared without case).
     async fn find_users_by_verified_email(&self, email: &str) -> StoreResult<Vec<User>>;
-
-    // Sign-ins at upstream providers in progress.
-    /// Stores a sign-in waiting for the provider (or an emailed link).
-    async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()>;
-    /// Takes (deletes and returns) a sign-in by the hash of its state; `None` when
-    /// unknown, already taken, or expired at `now`. Exactly one caller gets it.
-    async fn take_connector_login(
-        &self,
-        state_hash: &TokenHash,
-        now: i64,
-    ) -> StoreResult<Option<ConnectorLogin>>;
 }
 
 /// Opens the store named by a database URL, creating the SQLite file (and its

@@ -25,7 +25,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Store, StoreError, StoreResult};
+use super::{
+    ClientStore, DeviceStore, GrantStore, IdentityStore, KeyStore, LoginStore, SessionStore, Store,
+    StoreError, StoreResult, ThrottleStore, UserStore,
+};
 use crate::domain::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
@@ -778,7 +781,10 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 Ok(deleted)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl ClientStore for $store {
             async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -832,7 +838,10 @@ macro_rules! sql_store {
                 tx.commit().await?;
                 Ok(deleted > 0)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl UserStore for $store {
             async fn insert_user(&self, user: &User) -> StoreResult<()> {
                 let sql = format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
                 Self::user_query(&sql, user)
@@ -890,7 +899,10 @@ macro_rules! sql_store {
                     .await?;
                 Ok(done.rows_affected() > 0)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl LoginStore for $store {
             async fn insert_auth_request(&self, r: &AuthRequest) -> StoreResult<()> {
                 let sql = format!(
                     "INSERT INTO auth_requests ({AUTH_REQUEST_COLUMNS})
@@ -959,6 +971,39 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()> {
+                let (request, link) = match &login.purpose {
+                    ConnectorPurpose::Login(request) => (Some(request.as_str()), None),
+                    ConnectorPurpose::Link(user) => (None, Some(user.as_str())),
+                };
+                let sql = format!("INSERT INTO connector_logins ({CONNECTOR_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+                sqlx::query(&sql)
+                    .bind(login.state_hash.as_str())
+                    .bind(&login.connector_id)
+                    .bind(request)
+                    .bind(link)
+                    .bind(login.browser_hash.as_str())
+                    .bind(&login.nonce)
+                    .bind(&login.code_verifier)
+                    .bind(&login.email)
+                    .bind(login.created_at)
+                    .bind(login.expires_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn take_connector_login(&self, state_hash: &TokenHash, now: i64) -> StoreResult<Option<ConnectorLogin>> {
+                let sql = format!("DELETE FROM connector_logins WHERE state_hash = $1 RETURNING {CONNECTOR_LOGIN_COLUMNS}");
+                let row = sqlx::query(&sql).bind(state_hash.as_str()).fetch_optional(&self.writer).await?;
+                let login = row.as_ref().map(Self::connector_login).transpose()?;
+                Ok(login.filter(|l| l.expires_at > now))
+            }
+
+        }
+
+        #[async_trait::async_trait]
+        impl SessionStore for $store {
             async fn insert_session(&self, s: &Session) -> StoreResult<()> {
                 let sql = format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
                 sqlx::query(&sql)
@@ -996,6 +1041,24 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash");
+                let rows = sqlx::query(&sql).bind(user_id).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::session).collect()
+            }
+
+            async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash = $2")
+                    .bind(user_id)
+                    .bind(id_hash.as_str())
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl GrantStore for $store {
             async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>> {
                 let row = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
                     .bind(user_id)
@@ -1141,6 +1204,66 @@ macro_rules! sql_store {
                 .await
             }
 
+            async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
+                sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                    .bind(jti)
+                    .bind(expires_at)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
+                let row = sqlx::query("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&self.pool).await?;
+                Ok(row.is_some())
+            }
+
+            async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>> {
+                let sql = format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_id = $1 AND revoked = $2 AND expires_at > $3 ORDER BY created_at DESC, id"
+                );
+                let rows = sqlx::query(&sql).bind(user_id).bind(false).bind(now).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::grant).collect()
+            }
+
+            async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>> {
+                let rows = sqlx::query("SELECT client_id, scope, updated_at FROM consents WHERE user_id = $1 ORDER BY client_id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get("client_id")?,
+                            scope("consent scope", &row.try_get::<String, _>("scope")?)?,
+                            row.try_get("updated_at")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64> {
+                let mut tx = self.writer.begin().await?;
+                let revoked = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND client_id = $3 AND revoked = $4")
+                    .bind(true)
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(false)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl DeviceStore for $store {
             async fn insert_device_code(&self, d: &DeviceCode) -> StoreResult<()> {
                 let sql = format!("INSERT INTO device_codes ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
                 sqlx::query(&sql)
@@ -1218,21 +1341,10 @@ macro_rules! sql_store {
             async fn consume_device_code(&self, hash: &TokenHash) -> StoreResult<bool> {
                 self.move_device_status(hash, DeviceStatus::Approved, DeviceStatus::Used).await
             }
+        }
 
-            async fn revoke_jti(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
-                sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
-                    .bind(jti)
-                    .bind(expires_at)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(())
-            }
-
-            async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
-                let row = sqlx::query("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&self.pool).await?;
-                Ok(row.is_some())
-            }
-
+        #[async_trait::async_trait]
+        impl ThrottleStore for $store {
             async fn throttle_attempt(&self, key: &TokenHash, policy: &ThrottlePolicy, now: i64) -> StoreResult<ThrottleAttempt> {
                 let forget_before = now - policy.forget_after;
                 for _ in 0..3 {
@@ -1293,21 +1405,10 @@ macro_rules! sql_store {
                 sqlx::query("DELETE FROM throttles WHERE key = $1").bind(key.as_str()).execute(&self.writer).await?;
                 Ok(())
             }
+        }
 
-            async fn get_or_insert_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
-                sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-                    .bind(name)
-                    .bind(candidate)
-                    .bind(now)
-                    .execute(&self.writer)
-                    .await?;
-                let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
-                    .bind(name)
-                    .fetch_one(&self.writer)
-                    .await?;
-                Ok(row.try_get("value")?)
-            }
-
+        #[async_trait::async_trait]
+        impl KeyStore for $store {
             async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
                 let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, kid");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
@@ -1343,64 +1444,23 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
-            async fn list_user_sessions(&self, user_id: &str, now: i64) -> StoreResult<Vec<Session>> {
-                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash");
-                let rows = sqlx::query(&sql).bind(user_id).bind(now).fetch_all(&self.pool).await?;
-                rows.iter().map(Self::session).collect()
-            }
-
-            async fn delete_user_session(&self, user_id: &str, id_hash: &TokenHash) -> StoreResult<bool> {
-                let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id_hash = $2")
-                    .bind(user_id)
-                    .bind(id_hash.as_str())
+            async fn get_or_insert_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+                sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(candidate)
+                    .bind(now)
                     .execute(&self.writer)
                     .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn list_user_grants(&self, user_id: &str, now: i64) -> StoreResult<Vec<Grant>> {
-                let sql = format!(
-                    "SELECT {GRANT_COLUMNS} FROM grants WHERE user_id = $1 AND revoked = $2 AND expires_at > $3 ORDER BY created_at DESC, id"
-                );
-                let rows = sqlx::query(&sql).bind(user_id).bind(false).bind(now).fetch_all(&self.pool).await?;
-                rows.iter().map(Self::grant).collect()
-            }
-
-            async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>> {
-                let rows = sqlx::query("SELECT client_id, scope, updated_at FROM consents WHERE user_id = $1 ORDER BY client_id")
-                    .bind(user_id)
-                    .fetch_all(&self.pool)
+                let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.writer)
                     .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok((
-                            row.try_get("client_id")?,
-                            scope("consent scope", &row.try_get::<String, _>("scope")?)?,
-                            row.try_get("updated_at")?,
-                        ))
-                    })
-                    .collect()
+                Ok(row.try_get("value")?)
             }
+        }
 
-            async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64> {
-                let mut tx = self.writer.begin().await?;
-                let revoked = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND client_id = $3 AND revoked = $4")
-                    .bind(true)
-                    .bind(user_id)
-                    .bind(client_id)
-                    .bind(false)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
-                    .bind(user_id)
-                    .bind(client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(revoked)
-            }
-
+        #[async_trait::async_trait]
+        impl IdentityStore for $store {
             async fn get_identity(&self, connector_id: &str, subject: &str) -> StoreResult<Option<Identity>> {
                 let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE connector_id = $1 AND subject = $2");
                 let row = sqlx::query(&sql).bind(connector_id).bind(subject).fetch_optional(&self.pool).await?;
@@ -1503,35 +1563,6 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1) AND email_verified = $2 ORDER BY created_at, id");
                 let rows = sqlx::query(&sql).bind(email).bind(true).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::user).collect()
-            }
-
-            async fn insert_connector_login(&self, login: &ConnectorLogin) -> StoreResult<()> {
-                let (request, link) = match &login.purpose {
-                    ConnectorPurpose::Login(request) => (Some(request.as_str()), None),
-                    ConnectorPurpose::Link(user) => (None, Some(user.as_str())),
-                };
-                let sql = format!("INSERT INTO connector_logins ({CONNECTOR_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
-                sqlx::query(&sql)
-                    .bind(login.state_hash.as_str())
-                    .bind(&login.connector_id)
-                    .bind(request)
-                    .bind(link)
-                    .bind(login.browser_hash.as_str())
-                    .bind(&login.nonce)
-                    .bind(&login.code_verifier)
-                    .bind(&login.email)
-                    .bind(login.created_at)
-                    .bind(login.expires_at)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(())
-            }
-
-            async fn take_connector_login(&self, state_hash: &TokenHash, now: i64) -> StoreResult<Option<ConnectorLogin>> {
-                let sql = format!("DELETE FROM connector_logins WHERE state_hash = $1 RETURNING {CONNECTOR_LOGIN_COLUMNS}");
-                let row = sqlx::query(&sql).bind(state_hash.as_str()).fetch_optional(&self.writer).await?;
-                let login = row.as_ref().map(Self::connector_login).transpose()?;
-                Ok(login.filter(|l| l.expires_at > now))
             }
         }
     };
