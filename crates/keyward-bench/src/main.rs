@@ -514,7 +514,7 @@ fn install_peer(dir: &Path) -> anyhow::Result<()> {
 /// The Argon2id parameters keyward uses and what one hash costs on this machine (the
 /// median of five, on one core).
 fn argon2_cost() -> (String, Duration) {
-    let password = keyward_proto::ClientSecret::new("correct horse battery staple");
+    let password = keyward_proto::Password::new("correct horse battery staple");
     let mut times: Vec<Duration> = (0..5)
         .map(|_| {
             let start = Instant::now();

@@ -27,4 +27,4 @@ pub mod token;
 
 pub use error::{ErrorCode, ErrorResponse};
 pub use scope::ScopeSet;
-pub use secret::{ClientSecret, OpaqueToken, TokenHash};
+pub use secret::{ClientSecret, OpaqueToken, Password, TokenHash};

@@ -73,6 +73,12 @@ secret_newtype!(
     OpaqueToken
 );
 
+secret_newtype!(
+    /// A password a person or a system types: a user's, the SMTP server's. Kept apart
+    /// from [`ClientSecret`], which keyward generates.
+    Password
+);
+
 impl ClientSecret {
     /// A fresh secret of 256 random bits.
     pub fn generate() -> Self {

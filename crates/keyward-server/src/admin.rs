@@ -1,7 +1,7 @@
 //! Administrative operations on the store, behind `keyward client|user|key` and the
 //! start-up sync of the clients and users declared in the configuration file.
 
-use keyward_proto::{ClientSecret, ScopeSet};
+use keyward_proto::{ClientSecret, Password, ScopeSet};
 
 use crate::config::{ClientConfig, Config, UserConfig};
 use crate::domain::SigningAlg;
@@ -173,7 +173,7 @@ pub async fn add_user(
     username: &str,
     email: Option<String>,
     name: Option<String>,
-    password: ClientSecret,
+    password: Password,
 ) -> Result<User, AdminError> {
     domain::validate_username(username).map_err(AdminError::Invalid)?;
     check_password_strength(&password)?;
@@ -191,7 +191,7 @@ pub async fn add_user(
     Ok(user)
 }
 
-fn check_password_strength(password: &ClientSecret) -> Result<(), AdminError> {
+fn check_password_strength(password: &Password) -> Result<(), AdminError> {
     if password.secret().chars().count() < 8 {
         return Err(AdminError::Invalid(
             "a password needs at least 8 characters".into(),
@@ -216,7 +216,7 @@ async fn user_by_name(store: &dyn Store, username: &str) -> Result<User, AdminEr
 pub async fn set_password(
     store: &dyn Store,
     username: &str,
-    password: ClientSecret,
+    password: Password,
 ) -> Result<(), AdminError> {
     check_password_strength(&password)?;
     let user = user_by_name(store, username).await?;

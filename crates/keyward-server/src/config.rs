@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use keyward_proto::{ClientSecret, ScopeSet};
+use keyward_proto::{ClientSecret, OpaqueToken, Password, ScopeSet};
 use serde::Deserialize;
 use url::Url;
 
@@ -84,11 +84,12 @@ pub enum ConfigError {
 /// A secret given inline (`key = "…"`) or in a file (`key_file = "/run/secrets/…"`, its
 /// contents without the final line break), not both: secrets then need not sit in the
 /// configuration file itself (container and orchestrator secrets are files).
-pub(crate) fn secret_from(
+pub(crate) fn secret_from<T>(
     key: &str,
-    inline: Option<ClientSecret>,
+    inline: Option<T>,
     file: Option<&str>,
-) -> Result<Option<ClientSecret>, ConfigError> {
+    make: fn(String) -> T,
+) -> Result<Option<T>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(invalid(
             format!("{key}_file"),
@@ -103,7 +104,7 @@ pub(crate) fn secret_from(
             if value.is_empty() {
                 return Err(invalid(format!("{key}_file"), format!("{path} is empty")));
             }
-            Ok(Some(ClientSecret::new(value)))
+            Ok(Some(make(value.to_owned())))
         }
     }
 }
@@ -142,7 +143,7 @@ pub struct FileConfig {
     #[serde(default)]
     insecure_http: bool,
     metrics_allowed: Option<Vec<String>>,
-    metrics_token: Option<ClientSecret>,
+    metrics_token: Option<OpaqueToken>,
     metrics_token_file: Option<String>,
     #[serde(default)]
     pkg_auth: PkgAuthConfig,
@@ -229,7 +230,7 @@ pub struct UserConfig {
     /// Full name.
     pub name: Option<String>,
     /// A plain password, hashed with Argon2id at start.
-    pub password: Option<ClientSecret>,
+    pub password: Option<Password>,
     /// A file holding the password, instead of `password`.
     #[serde(default)]
     pub password_file: Option<String>,
@@ -294,7 +295,7 @@ pub struct Config {
     /// Addresses `/metrics` answers to without a token.
     pub metrics_allowed: Vec<IpNet>,
     /// A bearer token that opens `/metrics` from anywhere.
-    pub metrics_token: Option<ClientSecret>,
+    pub metrics_token: Option<OpaqueToken>,
 }
 
 impl Config {
@@ -442,6 +443,7 @@ impl Config {
                         &format!("clients[{i}].client_secret"),
                         client.client_secret.take(),
                         client.client_secret_file.take().as_deref(),
+                        ClientSecret::new,
                     )?;
                     Ok(client)
                 })
@@ -455,6 +457,7 @@ impl Config {
                         &format!("users[{i}].password"),
                         user.password.take(),
                         user.password_file.take().as_deref(),
+                        Password::new,
                     )?;
                     Ok(user)
                 })
@@ -484,6 +487,7 @@ impl Config {
                 "metrics_token",
                 file.metrics_token,
                 file.metrics_token_file.as_deref(),
+                OpaqueToken::new,
             )?,
         };
         config.validate()?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use keyward_proto::ClientSecret;
+use keyward_proto::Password;
 use subtle::ConstantTimeEq as _;
 
 /// A password-hashing failure.
@@ -48,7 +48,7 @@ pub fn parameters() -> String {
 }
 
 /// Hashes a password into a PHC string (blocking; call from a blocking context).
-pub fn hash_blocking(password: &ClientSecret) -> Result<String, PasswordError> {
+pub fn hash_blocking(password: &Password) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
     hasher()
         .hash_password(password.secret().as_bytes(), &salt)
@@ -102,13 +102,13 @@ async fn on_pool<T: Send + 'static>(
 }
 
 /// Hashes a password on the hashing threads.
-pub async fn hash(password: ClientSecret) -> Result<String, PasswordError> {
+pub async fn hash(password: Password) -> Result<String, PasswordError> {
     on_pool(move || hash_blocking(&password)).await
 }
 
 /// Checks a password against a stored hash on the hashing threads. With no stored hash
 /// a dummy hash is checked, so that unknown users take as long as known ones.
-pub async fn verify(password: ClientSecret, stored: Option<String>) -> Result<bool, PasswordError> {
+pub async fn verify(password: Password, stored: Option<String>) -> Result<bool, PasswordError> {
     on_pool(move || {
         let (stored, real) = match stored {
             Some(hash) => (hash, true),
@@ -165,19 +165,15 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let hash = hash(ClientSecret::new("correct horse")).await.unwrap();
+        let hash = hash(Password::new("correct horse")).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
-            verify(ClientSecret::new("correct horse"), Some(hash.clone()))
+            verify(Password::new("correct horse"), Some(hash.clone()))
                 .await
                 .unwrap()
         );
-        assert!(
-            !verify(ClientSecret::new("wrong"), Some(hash))
-                .await
-                .unwrap()
-        );
-        assert!(!verify(ClientSecret::new("x"), None).await.unwrap());
+        assert!(!verify(Password::new("wrong"), Some(hash)).await.unwrap());
+        assert!(!verify(Password::new("x"), None).await.unwrap());
         // A hash made with other parameters is checked with its own.
         let other = Argon2::new(
             Algorithm::Argon2id,
@@ -188,13 +184,13 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(
-            verify(ClientSecret::new("pw"), Some(other.clone()))
+            verify(Password::new("pw"), Some(other.clone()))
                 .await
                 .unwrap()
         );
-        assert!(!verify(ClientSecret::new("pq"), Some(other)).await.unwrap());
+        assert!(!verify(Password::new("pq"), Some(other)).await.unwrap());
         assert!(
-            verify(ClientSecret::new("x"), Some("garbage".into()))
+            verify(Password::new("x"), Some("garbage".into()))
                 .await
                 .is_err()
         );

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use keyward_proto::ClientSecret;
+use keyward_proto::Password;
 use keyward_server::admin::{self, NewClient};
 use keyward_server::config::{Config, ConnectorKind};
 use keyward_server::domain::SigningAlg;
@@ -428,7 +428,7 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
     Ok(())
 }
 
-fn read_password(from_stdin: bool) -> anyhow::Result<ClientSecret> {
+fn read_password(from_stdin: bool) -> anyhow::Result<Password> {
     let password = if from_stdin || !std::io::stdin().is_terminal() {
         let mut line = String::new();
         std::io::stdin()
@@ -445,7 +445,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<ClientSecret> {
         }
         first
     };
-    Ok(ClientSecret::new(password))
+    Ok(Password::new(password))
 }
 
 async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result<()> {

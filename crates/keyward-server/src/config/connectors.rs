@@ -8,7 +8,7 @@
 //! `id = "password"` when the file declares none, so that adding GitHub does not
 //! silently turn the password form off; `enabled = false` does.
 
-use keyward_proto::ClientSecret;
+use keyward_proto::{ClientSecret, Password};
 use serde::Deserialize;
 use url::Url;
 
@@ -73,7 +73,7 @@ struct SmtpFile {
     #[serde(default)]
     tls: SmtpTls,
     username: Option<String>,
-    password: Option<ClientSecret>,
+    password: Option<Password>,
     password_file: Option<String>,
 }
 
@@ -211,7 +211,7 @@ pub struct SmtpSettings {
     /// User name for SMTP AUTH.
     pub username: Option<String>,
     /// Password for SMTP AUTH.
-    pub password: Option<ClientSecret>,
+    pub password: Option<Password>,
 }
 
 /// Parses a provider URL: https, or http for this machine only.
@@ -243,12 +243,14 @@ pub(super) fn validate(
             &key("client_secret"),
             file.client_secret.take(),
             file.client_secret_file.take().as_deref(),
+            ClientSecret::new,
         )?;
         if let Some(smtp) = file.smtp.as_mut() {
             smtp.password = super::secret_from(
                 &key("smtp.password"),
                 smtp.password.take(),
                 smtp.password_file.take().as_deref(),
+                Password::new,
             )?;
         }
         if file.id.is_empty()

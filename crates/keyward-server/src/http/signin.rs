@@ -52,7 +52,7 @@ struct LoginForm {
     req: String,
     csrf: String,
     username: String,
-    password: keyward_proto::ClientSecret,
+    password: keyward_proto::Password,
 }
 
 async fn login_submit(
