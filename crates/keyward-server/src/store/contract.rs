@@ -105,9 +105,9 @@ fn grant(id: &str) -> (Grant, AuthCode, OpaqueToken) {
     (g, c, code)
 }
 
-async fn contract(store: Arc<dyn Store>) {
+/// Clients: ids are unique; upsert replaces; removal is reported once.
+async fn clients(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
-
     // Clients.
     let mut app = client("app");
     store.insert_client(&app).await.unwrap();
@@ -125,7 +125,10 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.delete_client("zzz").await.unwrap());
     assert!(!store.delete_client("zzz").await.unwrap());
     assert_eq!(store.get_client("zzz").await.unwrap(), None);
+}
 
+/// Users: usernames are unique; sync keeps the id; password and disabled flag are kept.
+async fn users(store: Arc<dyn Store>) {
     // Users.
     let alice = user("alice");
     store.insert_user(&alice).await.unwrap();
@@ -175,7 +178,10 @@ async fn contract(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         ["alice", "bob"]
     );
+}
 
+/// Logins in progress: every kind comes back as it went in; expiry, the signed-in user, single take, and sign-out ending a browser's logins.
+async fn logins_in_progress(store: Arc<dyn Store>) {
     // Logins in progress.
     let request = AuthRequest {
         id: "req1".into(),
@@ -266,7 +272,12 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_auth_request("req3", 150).await.unwrap(), None);
     assert!(store.get_auth_request("req4", 150).await.unwrap().is_some());
+}
 
+/// Sessions: read with their user until they expire; ended one by one or all of a user's.
+async fn sessions(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
     // Sessions.
     let session = Session {
         id_hash: TokenHash::of("cookie"),
@@ -305,7 +316,12 @@ async fn contract(store: Arc<dyn Store>) {
     );
     store.insert_session(&session).await.unwrap();
     assert_eq!(store.delete_user_sessions("id-alice").await.unwrap(), 1);
+}
 
+/// Consent: per user and client, replaced on each approval, read with the user in one trip.
+async fn consent(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
     // Consent.
     assert_eq!(store.get_consent("id-alice", "app").await.unwrap(), None);
     assert_eq!(
@@ -350,7 +366,12 @@ async fn contract(store: Arc<dyn Store>) {
         Some((alice.clone(), None)),
         "consent is per client"
     );
+}
 
+/// Grants and codes: stored together or not at all; exactly one of many concurrent redemptions wins.
+async fn codes(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
     // Grants and codes: exactly one of many concurrent redemptions wins.
     let (g, c, code) = grant("g1");
     store.insert_grant_with_code(&g, &c).await.unwrap();
@@ -405,7 +426,10 @@ async fn contract(store: Arc<dyn Store>) {
             .unwrap(),
         CodeRedemption::NotFound
     );
+}
 
+/// Refresh tokens: a failed rotation changes nothing; exactly one of concurrent rotations wins and stores its successor.
+async fn refresh_rotation(store: Arc<dyn Store>) {
     // Refresh tokens: exactly one concurrent rotation wins.
     let first = RefreshToken {
         token_hash: TokenHash::of("r1"),
@@ -463,14 +487,28 @@ async fn contract(store: Arc<dyn Store>) {
             .rotated_at,
         Some(130)
     );
+}
 
+/// Grants are revoked one by one, or all of a user's at once.
+async fn grant_revocation(store: Arc<dyn Store>) {
+    store.insert_user(&user("alice")).await.unwrap();
+    let (g1, c1, _) = grant("g1");
+    store.insert_grant_with_code(&g1, &c1).await.unwrap();
+    let (after, after_code, _) = grant("g-after");
+    store
+        .insert_grant_with_code(&after, &after_code)
+        .await
+        .unwrap();
     store.revoke_grant("g1").await.unwrap();
     assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
     let (g2, c2, _) = grant("g2");
     store.insert_grant_with_code(&g2, &c2).await.unwrap();
     // g2 and g-after.
     assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 2);
+}
 
+/// Device authorization: user codes are unique; approval and collection happen once.
+async fn device_codes(store: Arc<dyn Store>) {
     // Device authorization: user codes are unique; approval and collection happen once.
     let device = DeviceCode {
         device_code_hash: TokenHash::of("dc1"),
@@ -593,13 +631,19 @@ async fn contract(store: Arc<dyn Store>) {
             .status,
         DeviceStatus::Denied
     );
+}
 
+/// Revoked access token ids are remembered (recording one twice is fine).
+async fn access_token_revocation(store: Arc<dyn Store>) {
     // Access token revocation.
     assert!(!store.is_jti_revoked("j1").await.unwrap());
     store.revoke_jti("j1", 1000).await.unwrap();
     store.revoke_jti("j1", 1000).await.unwrap();
     assert!(store.is_jti_revoked("j1").await.unwrap());
+}
 
+/// Signing keys: adding one retires the previous key of the same algorithm; retired keys are deleted after a while.
+async fn signing_keys(store: Arc<dyn Store>) {
     // Signing keys: adding one retires the previous key of the same algorithm.
     let key = |kid: &str, alg, created_at| StoredKey {
         kid: kid.into(),
@@ -629,7 +673,22 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(keys[1].retired_at, Some(2));
     assert_eq!(keys[2].retired_at, None);
     assert_eq!(store.delete_keys_retired_before(3).await.unwrap(), 1);
+}
 
+/// The housekeeping purge removes what expired and keeps the rest.
+async fn purge(store: Arc<dyn Store>) {
+    store.insert_client(&client("app")).await.unwrap();
+    store.insert_user(&user("alice")).await.unwrap();
+    let (g1, c1, _) = grant("g1");
+    store.insert_grant_with_code(&g1, &c1).await.unwrap();
+    let first = RefreshToken {
+        token_hash: TokenHash::of("r1"),
+        grant_id: "g1".into(),
+        created_at: 100,
+        expires_at: 1000,
+        rotated_at: None,
+    };
+    store.insert_refresh_token(&first).await.unwrap();
     // Purge removes what expired and keeps the rest.
     assert!(store.purge_expired(100_000).await.unwrap() > 0);
     assert_eq!(store.get_grant("g1").await.unwrap(), None);
@@ -643,7 +702,7 @@ async fn contract(store: Arc<dyn Store>) {
 /// Identities, sign-ins at providers, and what the account page reads and changes.
 /// Throttles: back-off doubles up to its cap, is forgotten after a quiet spell, and
 /// gates parallel attempts atomically; server secrets are stored once.
-async fn throttle_contract(store: Arc<dyn Store>) {
+async fn throttles(store: Arc<dyn Store>) {
     let _turn = HEAVY_WRITES.lock().await;
     use crate::domain::{ThrottleAttempt, ThrottlePolicy};
     let policy = ThrottlePolicy {
@@ -768,7 +827,7 @@ async fn throttle_contract(store: Arc<dyn Store>) {
     assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
 }
 
-async fn accounts_contract(store: Arc<dyn Store>) {
+async fn accounts(store: Arc<dyn Store>) {
     let mut alice = user("alice");
     alice.password_hash = None;
     alice.email_verified = false;
@@ -1077,27 +1136,6 @@ async fn accounts_contract(store: Arc<dyn Store>) {
     assert!(store.get_grant("g-app").await.unwrap().unwrap().revoked);
 }
 
-#[tokio::test]
-async fn sqlite_meets_the_contract() {
-    let (store, dir) = sqlite_store().await;
-    contract(store).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[tokio::test]
-async fn sqlite_meets_the_throttle_contract() {
-    let (store, dir) = sqlite_store().await;
-    throttle_contract(store).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[tokio::test]
-async fn sqlite_meets_the_accounts_contract() {
-    let (store, dir) = sqlite_store().await;
-    accounts_contract(store).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 /// Attack: a local user reading the database (password hashes, signing keys). Before
 /// the fix its directory and files were made with the umask (0755, 0644): readable by
 /// everyone on the machine. Now the directory keyward creates is 0700 and the files
@@ -1169,23 +1207,48 @@ async fn sqlite_log_stays_bounded_under_steady_writes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn postgres_meets_the_contract() {
-    if let Some(store) = postgres_store().await {
-        contract(store).await;
-    }
+/// One test per clause, for each backend: a failing clause does not hide the others.
+macro_rules! contract_tests {
+    ($($clause:ident),* $(,)?) => {
+        /// The contract on a fresh SQLite file per clause.
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $clause() {
+                    let (store, dir) = super::sqlite_store().await;
+                    super::$clause(store).await;
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            )*
+        }
+
+        /// The contract on a fresh PostgreSQL database per clause.
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $clause() {
+                    if let Some(store) = super::postgres_store().await {
+                        super::$clause(store).await;
+                    }
+                }
+            )*
+        }
+    };
 }
 
-#[tokio::test]
-async fn postgres_meets_the_throttle_contract() {
-    if let Some(store) = postgres_store().await {
-        throttle_contract(store).await;
-    }
-}
-
-#[tokio::test]
-async fn postgres_meets_the_accounts_contract() {
-    if let Some(store) = postgres_store().await {
-        accounts_contract(store).await;
-    }
-}
+contract_tests!(
+    clients,
+    users,
+    logins_in_progress,
+    sessions,
+    consent,
+    codes,
+    refresh_rotation,
+    grant_revocation,
+    device_codes,
+    access_token_revocation,
+    signing_keys,
+    purge,
+    throttles,
+    accounts,
+);
