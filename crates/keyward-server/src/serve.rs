@@ -121,30 +121,14 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        tokio::spawn(serve_connection(
+            builder.clone(),
             app.clone(),
-            move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
+            stream,
+            peer,
+            permit,
+            stopping.clone(),
         ));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let mut stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
-                _ = stopping.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
     }
     let _ = stop.send(true);
     // Wait (a while) for the connections to finish what they were answering.
@@ -152,6 +136,39 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
     housekeeping.abort();
     Ok(())
+}
+
+/// Serves one connection until it ends, or until `stopping` says the server shuts
+/// down (then the request in flight is finished). Holds `permit` meanwhile.
+async fn serve_connection(
+    builder: hyper::server::conn::http1::Builder,
+    app: axum::Router,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let _permit = permit;
+    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        app,
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        },
+    ));
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// How many connections to serve at once: the configured number, but no more than the

@@ -160,35 +160,7 @@ async fn render(
         })
         .collect();
 
-    // Applications: active grants and remembered consents, by client.
-    let mut apps: BTreeMap<String, (ScopeSet, i64)> = BTreeMap::new();
-    for grant in store.list_user_grants(&user.id, at).await? {
-        let entry = apps
-            .entry(grant.client_id.clone())
-            .or_insert_with(|| (ScopeSet::default(), grant.created_at));
-        entry.0 = entry.0.union(&grant.scope);
-        entry.1 = entry.1.min(grant.created_at);
-    }
-    for (client_id, scope, updated_at) in store.list_user_consents(&user.id).await? {
-        let entry = apps
-            .entry(client_id)
-            .or_insert_with(|| (ScopeSet::default(), updated_at));
-        entry.0 = entry.0.union(&scope);
-        entry.1 = entry.1.min(updated_at);
-    }
-    let mut app_list = Vec::new();
-    for (client_id, (scope, since)) in apps {
-        // The Julia client and others are clients too; a removed client is gone.
-        let Some(client) = store.get_client(&client_id).await? else {
-            continue;
-        };
-        app_list.push(minijinja::context! {
-            client_id => client_id,
-            name => client.name,
-            scopes => scope.to_string(),
-            since => utc_text(since),
-        });
-    }
+    let app_list = authorised_apps(state, user, at).await?;
 
     let notice = notice
         .and_then(notice_text)
@@ -217,6 +189,44 @@ async fn render(
 }
 
 /// A short description of a browser from its `User-Agent`.
+/// The applications `user` has authorised: active grants and remembered consents, by
+/// client, with the scopes of all of them and the earliest date.
+async fn authorised_apps(
+    state: &AppState,
+    user: &User,
+    at: i64,
+) -> Result<Vec<minijinja::Value>, PageError> {
+    let store = state.store();
+    let mut apps: BTreeMap<String, (ScopeSet, i64)> = BTreeMap::new();
+    let mut add = |client_id: String, scope: &ScopeSet, since: i64| {
+        let entry = apps
+            .entry(client_id)
+            .or_insert_with(|| (ScopeSet::default(), since));
+        entry.0 = entry.0.union(scope);
+        entry.1 = entry.1.min(since);
+    };
+    for grant in store.list_user_grants(&user.id, at).await? {
+        add(grant.client_id.clone(), &grant.scope, grant.created_at);
+    }
+    for (client_id, scope, updated_at) in store.list_user_consents(&user.id).await? {
+        add(client_id, &scope, updated_at);
+    }
+    let mut list = Vec::new();
+    for (client_id, (scope, since)) in apps {
+        // The Julia client and others are clients too; a removed client is gone.
+        let Some(client) = store.get_client(&client_id).await? else {
+            continue;
+        };
+        list.push(minijinja::context! {
+            client_id => client_id,
+            name => client.name,
+            scopes => scope.to_string(),
+            since => utc_text(since),
+        });
+    }
+    Ok(list)
+}
+
 fn describe_user_agent(agent: Option<&str>) -> String {
     let Some(agent) = agent else {
         return "Unknown browser".into();

@@ -95,22 +95,8 @@ async fn authorize(
             "The application that sent you here is not registered with this server.",
         )
     })?;
-    let (redirect_uri, redirect_uri_given) = match &params.redirect_uri {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => (uri.clone(), true),
-        Some(_) => {
-            return Err(error_page(
-                "Invalid redirect",
-                "The redirect_uri does not match any redirect URI registered for this application.",
-            ));
-        }
-        None if client.redirect_uris.len() == 1 => (client.redirect_uris[0].clone(), false),
-        None => {
-            return Err(error_page(
-                "Invalid request",
-                "The request has no redirect_uri.",
-            ));
-        }
-    };
+    let (redirect_uri, redirect_uri_given) =
+        redirect_target(&client, params.redirect_uri.as_deref())?;
     // An unknown or unusable response mode is reported in the default one.
     let mode = params
         .response_mode
@@ -167,6 +153,25 @@ async fn authorize(
     Ok(browser.set_if_new(state, response))
 }
 
+/// Where the response goes (RFC 6749 §3.1.2.3): the requested redirect URI if it is
+/// registered, exactly; or the client's only one when none was named. The flag says
+/// whether the request named it (then the token request must repeat it). Anything
+/// else is a page, never a redirect.
+fn redirect_target(client: &Client, requested: Option<&str>) -> Result<(String, bool), PageError> {
+    match requested {
+        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => Ok((uri.to_owned(), true)),
+        Some(_) => Err(error_page(
+            "Invalid redirect",
+            "The redirect_uri does not match any redirect URI registered for this application.",
+        )),
+        None if client.redirect_uris.len() == 1 => Ok((client.redirect_uris[0].clone(), false)),
+        None => Err(error_page(
+            "Invalid request",
+            "The request has no redirect_uri.",
+        )),
+    }
+}
+
 struct ValidRequest {
     scope: ScopeSet,
     code_challenge: String,
@@ -219,6 +224,29 @@ fn validate(
             return invalid(&format!("{name} is longer than {MAX_PARAM_LEN} bytes"));
         }
     }
+    let challenge = pkce_challenge(params)?;
+    let scope = requested_scope(client, params.scope.as_deref())?;
+    let prompts = prompt_values(params.prompt.as_deref());
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return invalid("prompt=none cannot be combined with other values");
+    }
+    let max_age = match &params.max_age {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if value >= 0 => Some(value),
+            _ => return invalid("max_age must be a non-negative integer"),
+        },
+    };
+    Ok(ValidRequest {
+        scope,
+        code_challenge: challenge,
+        max_age,
+    })
+}
+
+/// The PKCE challenge of a request (RFC 7636 §4.3): required, S256 only.
+fn pkce_challenge(params: &AuthorizeParams) -> Result<String, (ErrorCode, String)> {
+    let invalid = |d: &str| Err((ErrorCode::InvalidRequest, d.to_owned()));
     let Some(challenge) = &params.code_challenge else {
         return invalid("code_challenge is required (PKCE with S256)");
     };
@@ -228,7 +256,17 @@ fn validate(
     if keyward_proto::pkce::CodeChallenge::parse(challenge).is_err() {
         return invalid("code_challenge must be a base64url SHA-256 (43 characters)");
     }
-    let mut scope = match &params.scope {
+    Ok(challenge.clone())
+}
+
+/// The scope of a request: what it names (the client's default when nothing), all of
+/// which the client must be allowed (else `invalid_scope`); `offline_access` only for
+/// a client that may refresh.
+fn requested_scope(
+    client: &Client,
+    requested: Option<&str>,
+) -> Result<ScopeSet, (ErrorCode, String)> {
+    let mut scope = match requested {
         Some(text) => {
             ScopeSet::parse(text).map_err(|e| (ErrorCode::InvalidScope, e.to_string()))?
         }
@@ -244,20 +282,85 @@ fn validate(
     if !client.allows_grant("refresh_token") {
         scope.remove("offline_access");
     }
-    let prompts = prompt_values(params.prompt.as_deref());
-    if prompts.contains(&"none") && prompts.len() > 1 {
-        return invalid("prompt=none cannot be combined with other values");
+    Ok(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SigningAlg;
+
+    fn client(redirects: &[&str], grants: &[&str], scopes: &str) -> Client {
+        Client {
+            client_id: "app".into(),
+            name: "app".into(),
+            secret_hash: None,
+            redirect_uris: redirects.iter().map(|r| (*r).to_owned()).collect(),
+            post_logout_redirect_uris: vec![],
+            grant_types: grants.iter().map(|g| (*g).to_owned()).collect(),
+            scopes: ScopeSet::parse(scopes).unwrap(),
+            skip_consent: false,
+            introspect: false,
+            id_token_alg: SigningAlg::ES256,
+            created_at: 0,
+        }
     }
-    let max_age = match &params.max_age {
-        None => None,
-        Some(text) => match text.parse::<i64>() {
-            Ok(value) if value >= 0 => Some(value),
-            _ => return invalid("max_age must be a non-negative integer"),
-        },
-    };
-    Ok(ValidRequest {
-        scope,
-        code_challenge: challenge.clone(),
-        max_age,
-    })
+
+    #[test]
+    fn the_redirect_uri_must_match_exactly() {
+        let one = client(&["https://app.example/cb"], &[], "openid");
+        assert_eq!(
+            redirect_target(&one, Some("https://app.example/cb")).unwrap(),
+            ("https://app.example/cb".to_owned(), true)
+        );
+        assert_eq!(
+            redirect_target(&one, None).unwrap(),
+            ("https://app.example/cb".to_owned(), false)
+        );
+        for near in [
+            "https://app.example/cb/",
+            "https://app.example/CB",
+            "https://app.example/cb?x=1",
+        ] {
+            assert!(redirect_target(&one, Some(near)).is_err(), "{near}");
+        }
+        let two = client(
+            &["https://a.example/cb", "https://b.example/cb"],
+            &[],
+            "openid",
+        );
+        assert!(redirect_target(&two, None).is_err(), "which one?");
+    }
+
+    #[test]
+    fn scopes_are_what_the_client_may_have() {
+        let refreshing = client(
+            &[],
+            &["authorization_code", "refresh_token"],
+            "openid profile offline_access",
+        );
+        assert_eq!(
+            requested_scope(&refreshing, None).unwrap().to_string(),
+            "openid profile"
+        );
+        assert_eq!(
+            requested_scope(&refreshing, Some("openid offline_access"))
+                .unwrap()
+                .to_string(),
+            "offline_access openid"
+        );
+        assert_eq!(
+            requested_scope(&refreshing, Some("openid admin"))
+                .unwrap_err()
+                .0,
+            ErrorCode::InvalidScope
+        );
+        let no_refresh = client(&[], &["authorization_code"], "openid offline_access");
+        assert_eq!(
+            requested_scope(&no_refresh, Some("openid offline_access"))
+                .unwrap()
+                .to_string(),
+            "openid"
+        );
+    }
 }

@@ -87,22 +87,7 @@ async fn logout(
         (None, id) => id.clone(),
     };
     let redirect = match &params.post_logout_redirect_uri {
-        Some(uri) => {
-            let client_id = client_id
-                .as_deref()
-                .ok_or_else(|| bad("post_logout_redirect_uri needs client_id or id_token_hint."))?;
-            let client = state
-                .store()
-                .get_client(client_id)
-                .await?
-                .ok_or_else(|| bad("Unknown application."))?;
-            if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
-                return Err(bad(
-                    "post_logout_redirect_uri is not registered for this application.",
-                ));
-            }
-            Some(uri.clone())
-        }
+        Some(uri) => Some(registered_return(state, client_id.as_deref(), uri).await?),
         None => None,
     };
 
@@ -138,10 +123,45 @@ async fn logout(
         tracing::info!(user_id = %user.id, "signed out");
     }
 
-    let mut response = match redirect {
+    let mut response = signed_out(state, redirect, params.state.as_deref())?;
+    append_our_cookie(state, &mut response, SESSION_COOKIE, "", Some(0));
+    Ok(response)
+}
+
+/// `post_logout_redirect_uri`, if it is registered for the client the request names
+/// (by `client_id` or the ID token hint); anything else is an error page, never a
+/// redirect.
+async fn registered_return(
+    state: &AppState,
+    client_id: Option<&str>,
+    uri: &str,
+) -> Result<String, PageError> {
+    let client_id = client_id
+        .ok_or_else(|| bad("post_logout_redirect_uri needs client_id or id_token_hint."))?;
+    let client = state
+        .store()
+        .get_client(client_id)
+        .await?
+        .ok_or_else(|| bad("Unknown application."))?;
+    if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
+        return Err(bad(
+            "post_logout_redirect_uri is not registered for this application.",
+        ));
+    }
+    Ok(uri.to_owned())
+}
+
+/// Where a signed-out browser goes: back to the application (with its `state`), or the
+/// signed-out page.
+fn signed_out(
+    state: &AppState,
+    redirect: Option<String>,
+    client_state: Option<&str>,
+) -> Result<Response, PageError> {
+    Ok(match redirect {
         Some(uri) => {
             let mut url = Url::parse(&uri).map_err(|_| bad("Invalid post_logout_redirect_uri."))?;
-            if let Some(value) = &params.state {
+            if let Some(value) = client_state {
                 url.query_pairs_mut().append_pair("state", value);
             }
             Redirect::to(url.as_str()).into_response()
@@ -149,7 +169,5 @@ async fn logout(
         None => state
             .pages()
             .render(StatusCode::OK, "signed_out.html", minijinja::context! {}),
-    };
-    append_our_cookie(state, &mut response, SESSION_COOKIE, "", Some(0));
-    Ok(response)
+    })
 }

@@ -19,6 +19,24 @@ use super::page_error::{PageError, page_form};
 use crate::state::AppState;
 use crate::throttle;
 
+/// The user `username` names, if `password` is theirs. The password is checked (or a
+/// dummy hash is, when there is no such user) either way, so that the time taken does
+/// not tell whether a username exists.
+async fn user_with_password(
+    store: &dyn crate::store::Store,
+    username: &str,
+    password: keyward_proto::Password,
+) -> Result<Option<crate::domain::User>, PageError> {
+    let user = if username.is_empty() || username.len() > 256 {
+        None
+    } else {
+        store.get_user_by_username(username).await?
+    };
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let password_ok = crate::password::verify(password, stored).await?;
+    Ok(user.filter(|_| password_ok))
+}
+
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new().route("/login", get(login_page).post(login_submit))
@@ -101,19 +119,9 @@ async fn login_submit(
             return Ok(with_retry_after(page, retry_after));
         }
     };
-    let user = if username.is_empty() || username.len() > 256 {
-        None
-    } else {
-        store.get_user_by_username(username).await?
-    };
-    let password_ok = crate::password::verify(
-        form.password,
-        user.as_ref().and_then(|u| u.password_hash.clone()),
-    )
-    .await?;
-    let user = match user {
-        Some(user) if password_ok => user,
-        _ => {
+    let user = match user_with_password(store, username, form.password).await? {
+        Some(user) => user,
+        None => {
             attempt.failed();
             metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
                 .increment(1);

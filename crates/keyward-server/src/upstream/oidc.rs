@@ -20,7 +20,8 @@ use keyward_proto::error::error_chain;
 use keyward_proto::pkce::CodeVerifier;
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim,
-    CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreIdToken, CoreIdTokenClaims, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata,
 };
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -181,17 +182,7 @@ impl OidcProvider {
         &self,
         metadata: &CoreProviderMetadata,
         redirect_uri: &str,
-    ) -> Result<
-        CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        UpstreamError,
-    > {
+    ) -> Result<ProviderClient, UpstreamError> {
         let secret = self
             .settings
             .client_secret
@@ -287,51 +278,17 @@ impl OidcProvider {
                 detail: "the token response has no id_token".into(),
             })?;
 
-        // Verify; on an unknown key id, fetch the keys again once and retry.
-        let nonce = Nonce::new(nonce.to_owned());
         let announced = found.metadata.id_token_signing_alg_values_supported();
         let allowed: Vec<_> = ACCEPTED_ALGS
             .iter()
             .filter(|alg| announced.contains(alg))
             .cloned()
             .collect();
-        let mut client = client;
-        let claims = loop {
-            let verified = {
-                let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
-                id_token.claims(&verifier, &nonce).cloned()
-            };
-            match verified {
-                Ok(claims) => break claims,
-                Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )) if self
-                    .refetch_jwks(&header_kid(&id_token.to_string()))
-                    .await? =>
-                {
-                    let refreshed = self.discovered().await?;
-                    client = self.client(&refreshed.metadata, redirect_uri)?;
-                }
-                Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
-            }
-        };
-        // at_hash, when present, binds the access token to the ID token.
-        if let Some(expected) = claims.access_token_hash() {
-            let verifier = client.id_token_verifier();
-            let alg = id_token
-                .signing_alg()
-                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
-            let key = id_token
-                .signing_key(&verifier)
-                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
-            let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
-                .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
-            if actual != *expected {
-                return Err(UpstreamError::IdToken(
-                    "at_hash does not match the access token".into(),
-                ));
-            }
-        }
+        let nonce = Nonce::new(nonce.to_owned());
+        let (claims, client) = self
+            .verified_claims(client, id_token, &nonce, &allowed, redirect_uri)
+            .await?;
+        check_at_hash(&client, id_token, &claims, response.access_token())?;
 
         let mut identity = UpstreamIdentity {
             subject: claims.subject().as_str().to_owned(),
@@ -345,10 +302,64 @@ impl OidcProvider {
             groups: groups_of(&groups_claim_of(&id_token.to_string())),
         };
 
-        if let Ok(request) = client.user_info(
-            response.access_token().clone(),
-            Some(claims.subject().clone()),
-        ) {
+        self.fill_from_userinfo(
+            &client,
+            &found,
+            response.access_token(),
+            &claims,
+            &mut identity,
+        )
+        .await?;
+        Ok(identity)
+    }
+
+    /// The claims of `id_token`, verified (signature by a key of the provider's JWKS,
+    /// one of `allowed` algorithms, this client, this issuer, unexpired, `nonce`); on a
+    /// key id keyward has not seen, the keys are fetched again once and it is tried
+    /// again (with the client rebuilt on the new keys, which is returned).
+    async fn verified_claims(
+        &self,
+        mut client: ProviderClient,
+        id_token: &CoreIdToken,
+        nonce: &Nonce,
+        allowed: &[CoreJwsSigningAlgorithm],
+        redirect_uri: &str,
+    ) -> Result<(CoreIdTokenClaims, ProviderClient), UpstreamError> {
+        loop {
+            let verified = {
+                let verifier = client
+                    .id_token_verifier()
+                    .set_allowed_algs(allowed.to_vec());
+                id_token.claims(&verifier, nonce).cloned()
+            };
+            match verified {
+                Ok(claims) => return Ok((claims, client)),
+                Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )) if self
+                    .refetch_jwks(&header_kid(&id_token.to_string()))
+                    .await? =>
+                {
+                    let refreshed = self.discovered().await?;
+                    client = self.client(&refreshed.metadata, redirect_uri)?;
+                }
+                Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
+            }
+        }
+    }
+
+    /// Fills what the ID token did not say from the provider's userinfo, when it has
+    /// one (the ID token wins where both speak).
+    async fn fill_from_userinfo(
+        &self,
+        client: &ProviderClient,
+        found: &Discovered,
+        access_token: &openidconnect::AccessToken,
+        claims: &CoreIdTokenClaims,
+        identity: &mut UpstreamIdentity,
+    ) -> Result<(), UpstreamError> {
+        if let Ok(request) = client.user_info(access_token.clone(), Some(claims.subject().clone()))
+        {
             let userinfo_url = found
                 .metadata
                 .userinfo_endpoint()
@@ -379,7 +390,46 @@ impl OidcProvider {
                 identity.groups = groups_of(&info.additional_claims().groups);
             }
         }
-        Ok(identity)
+        Ok(())
+    }
+}
+
+/// The client of a provider as keyward uses it: authorization and token endpoints set,
+/// userinfo and the rest as discovery found them.
+type ProviderClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// `at_hash`, when the ID token has one, binds the access token to it.
+fn check_at_hash(
+    client: &ProviderClient,
+    id_token: &CoreIdToken,
+    claims: &CoreIdTokenClaims,
+    access_token: &openidconnect::AccessToken,
+) -> Result<(), UpstreamError> {
+    let Some(expected) = claims.access_token_hash() else {
+        return Ok(());
+    };
+    let verifier = client.id_token_verifier();
+    let alg = id_token
+        .signing_alg()
+        .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+    let key = id_token
+        .signing_key(&verifier)
+        .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+    let actual = AccessTokenHash::from_token(access_token, alg, key)
+        .map_err(|e| UpstreamError::IdToken(e.to_string()))?;
+    if actual == *expected {
+        Ok(())
+    } else {
+        Err(UpstreamError::IdToken(
+            "at_hash does not match the access token".into(),
+        ))
     }
 }
 
