@@ -344,21 +344,8 @@ impl Config {
             pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = parse_issuer(&issuer_text)?;
         let mut warnings = Vec::new();
-        if issuer.scheme() == "http" && !crate::net::is_loopback_host(issuer.host_str()) {
-            if !file.insecure_http {
-                return Err(invalid(
-                    "issuer",
-                    format!(
-                        "{issuer_text:?} is plain http on another machine: passwords, codes and \
-                         tokens would cross the network in clear. Use https (behind a TLS \
-                         proxy), or set insecure_http = true for a closed test network"
-                    ),
-                ));
-            }
-            warnings.push(format!(
-                "INSECURE: the issuer {issuer_text} is plain http and insecure_http = true: \
-                 passwords, codes and tokens cross the network in clear"
-            ));
+        if let Some(warning) = insecure_issuer(&issuer, file.insecure_http)? {
+            warnings.push(warning);
         }
         if file.refresh_reuse_grace.is_some() {
             warnings.push(
@@ -368,22 +355,11 @@ impl Config {
                     .to_owned(),
             );
         }
-        let metrics_allowed = match &file.metrics_allowed {
-            None => vec![
-                "127.0.0.0/8"
-                    .parse()
-                    .map_err(|m| invalid("metrics_allowed", m))?,
-                "::1".parse().map_err(|m| invalid("metrics_allowed", m))?,
-            ],
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    text.parse()
-                        .map_err(|m| invalid(format!("metrics_allowed[{i}]"), m))
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let default_metrics = ["127.0.0.0/8".to_owned(), "::1".to_owned()];
+        let metrics_allowed = networks(
+            "metrics_allowed",
+            file.metrics_allowed.as_deref().unwrap_or(&default_metrics),
+        )?;
         let connectors = connectors::validate(file.connectors, &issuer)?;
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
@@ -424,64 +400,16 @@ impl Config {
             unauthenticated_writes_per_minute: file
                 .unauthenticated_writes_per_minute
                 .unwrap_or(DEFAULT_UNAUTHENTICATED_WRITES_PER_MINUTE),
-            trusted_proxies: file
-                .trusted_proxies
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    text.parse()
-                        .map_err(|m| invalid(format!("trusted_proxies[{i}]"), m))
-                })
-                .collect::<Result<_, _>>()?,
+            trusted_proxies: networks("trusted_proxies", &file.trusted_proxies)?,
             pkg_auth: file.pkg_auth,
-            clients: file
-                .clients
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut client)| {
-                    client.client_secret = secret_from(
-                        &format!("clients[{i}].client_secret"),
-                        client.client_secret.take(),
-                        client.client_secret_file.take().as_deref(),
-                        ClientSecret::new,
-                    )?;
-                    Ok(client)
-                })
-                .collect::<Result<_, ConfigError>>()?,
-            users: file
-                .users
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut user)| {
-                    user.password = secret_from(
-                        &format!("users[{i}].password"),
-                        user.password.take(),
-                        user.password_file.take().as_deref(),
-                        Password::new,
-                    )?;
-                    Ok(user)
-                })
-                .collect::<Result<_, ConfigError>>()?,
+            clients: client_secrets(file.clients)?,
+            users: user_passwords(file.users)?,
             connectors,
             warnings,
-            at_rest_key: match env.get("KEYWARD_KEY_ENCRYPTION_KEY_FILE") {
-                None => None,
-                Some(path) => {
-                    let key = "KEYWARD_KEY_ENCRYPTION_KEY_FILE";
-                    let material = std::fs::read(path)
-                        .map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
-                    let at_rest = crate::at_rest::AtRestKey::from_material(&material).ok_or_else(|| {
-                        invalid(
-                            key,
-                            format!(
-                                "{path} must hold at least {} random bytes (e.g. openssl rand -base64 48)",
-                                crate::at_rest::MIN_KEY_FILE_BYTES
-                            ),
-                        )
-                    })?;
-                    Some(std::sync::Arc::new(at_rest))
-                }
-            },
+            at_rest_key: env
+                .get("KEYWARD_KEY_ENCRYPTION_KEY_FILE")
+                .map(|path| at_rest_key(path))
+                .transpose()?,
             metrics_allowed,
             metrics_token: secret_from(
                 "metrics_token",
@@ -495,51 +423,99 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, ttl) in [
-            ("access_token_ttl", self.access_token_ttl),
-            ("id_token_ttl", self.id_token_ttl),
-        ] {
-            if ttl.as_secs() < 10 || ttl.as_secs() > 24 * 3600 {
-                return Err(invalid(key, "must be between 10s and 24h"));
+        self.validate_ranges()?;
+        self.validate_clients()?;
+        self.validate_users()
+    }
+
+    /// Lifetimes, intervals and limits within their bounds.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        const DAY: u64 = 24 * 3600;
+        let ranges = [
+            (
+                "access_token_ttl",
+                self.access_token_ttl.as_secs(),
+                10,
+                DAY,
+                "must be between 10s and 24h",
+            ),
+            (
+                "id_token_ttl",
+                self.id_token_ttl.as_secs(),
+                10,
+                DAY,
+                "must be between 10s and 24h",
+            ),
+            (
+                "authorization_code_ttl",
+                self.code_ttl.as_secs(),
+                1,
+                600,
+                "must be between 1s and 10m",
+            ),
+            (
+                "login_ttl",
+                self.login_ttl.as_secs(),
+                60,
+                DAY,
+                "must be between 1m and 24h",
+            ),
+            (
+                "device_code_ttl",
+                self.device_code_ttl.as_secs(),
+                1,
+                3600,
+                "must be between 1s and 1h",
+            ),
+            (
+                "device_poll_interval",
+                self.device_poll_interval.as_secs(),
+                1,
+                60,
+                "must be between 1s and 60s",
+            ),
+            (
+                "http_read_timeout",
+                self.http_read_timeout.as_secs(),
+                1,
+                300,
+                "must be between 1s and 5m",
+            ),
+            (
+                "max_connections",
+                self.max_connections as u64,
+                16,
+                u64::MAX,
+                "must be at least 16",
+            ),
+            (
+                "unauthenticated_writes_per_minute",
+                u64::from(self.unauthenticated_writes_per_minute),
+                1,
+                u64::MAX,
+                "must be at least 1",
+            ),
+            (
+                "metrics_token",
+                self.metrics_token
+                    .as_ref()
+                    .map_or(16, |t| t.secret().len() as u64),
+                16,
+                u64::MAX,
+                "must be at least 16 characters",
+            ),
+        ];
+        for (key, value, least, most, message) in ranges {
+            if value < least || value > most {
+                return Err(invalid(key, message));
             }
         }
-        if self.code_ttl.as_secs() < 1 || self.code_ttl.as_secs() > 600 {
-            return Err(invalid(
-                "authorization_code_ttl",
-                "must be between 1s and 10m",
-            ));
-        }
-        if self.login_ttl.as_secs() < 60 || self.login_ttl.as_secs() > 24 * 3600 {
-            return Err(invalid("login_ttl", "must be between 1m and 24h"));
-        }
-        if self.device_code_ttl.as_secs() < 1 || self.device_code_ttl.as_secs() > 3600 {
-            return Err(invalid("device_code_ttl", "must be between 1s and 1h"));
-        }
-        if self
-            .metrics_token
-            .as_ref()
-            .is_some_and(|t| t.secret().len() < 16)
-        {
-            return Err(invalid("metrics_token", "must be at least 16 characters"));
-        }
-        if self.http_read_timeout.as_secs() < 1 || self.http_read_timeout.as_secs() > 300 {
-            return Err(invalid("http_read_timeout", "must be between 1s and 5m"));
-        }
-        if self.max_connections < 16 {
-            return Err(invalid("max_connections", "must be at least 16"));
-        }
-        if self.unauthenticated_writes_per_minute == 0 {
-            return Err(invalid(
-                "unauthenticated_writes_per_minute",
-                "must be at least 1",
-            ));
-        }
-        if self.device_poll_interval.as_secs() < 1 || self.device_poll_interval.as_secs() > 60 {
-            return Err(invalid(
-                "device_poll_interval",
-                "must be between 1s and 60s",
-            ));
-        }
+        Ok(())
+    }
+
+    /// The declared clients: valid, unique ids; valid redirect URIs, grants, scopes and
+    /// secrets.
+    fn validate_clients(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
@@ -590,6 +566,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The declared users, and the Julia protocol's client id.
+    fn validate_users(&self) -> Result<(), ConfigError> {
         crate::domain::validate_client_id(&self.pkg_auth.client_id)
             .map_err(|m| invalid("pkg_auth.client_id", m))?;
         let mut names = std::collections::BTreeSet::new();
@@ -676,6 +657,89 @@ impl Config {
     pub fn base_path(&self) -> &str {
         self.issuer.path().trim_end_matches('/')
     }
+}
+
+/// Refuses a plain-http issuer on another machine unless `insecure_http`; then the
+/// warning to log at every start.
+fn insecure_issuer(issuer: &Url, insecure_http: bool) -> Result<Option<String>, ConfigError> {
+    if issuer.scheme() != "http" || crate::net::is_loopback_host(issuer.host_str()) {
+        return Ok(None);
+    }
+    let text = issuer.as_str().trim_end_matches('/');
+    if !insecure_http {
+        return Err(invalid(
+            "issuer",
+            format!(
+                "{text:?} is plain http on another machine: passwords, codes and tokens would \
+                 cross the network in clear. Use https (behind a TLS proxy), or set \
+                 insecure_http = true for a closed test network"
+            ),
+        ));
+    }
+    Ok(Some(format!(
+        "INSECURE: the issuer {text} is plain http and insecure_http = true: passwords, \
+         codes and tokens cross the network in clear"
+    )))
+}
+
+/// A list of networks under `key` (`key[i]` names the bad one).
+fn networks(key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| text.parse().map_err(|m| invalid(format!("{key}[{i}]"), m)))
+        .collect()
+}
+
+/// The declared clients, with secrets given as files read.
+fn client_secrets(clients: Vec<ClientConfig>) -> Result<Vec<ClientConfig>, ConfigError> {
+    clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            client.client_secret = secret_from(
+                &format!("clients[{i}].client_secret"),
+                client.client_secret.take(),
+                client.client_secret_file.take().as_deref(),
+                ClientSecret::new,
+            )?;
+            Ok(client)
+        })
+        .collect()
+}
+
+/// The declared users, with passwords given as files read.
+fn user_passwords(users: Vec<UserConfig>) -> Result<Vec<UserConfig>, ConfigError> {
+    users
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut user)| {
+            user.password = secret_from(
+                &format!("users[{i}].password"),
+                user.password.take(),
+                user.password_file.take().as_deref(),
+                Password::new,
+            )?;
+            Ok(user)
+        })
+        .collect()
+}
+
+/// The key that seals secrets at rest, from the file `KEYWARD_KEY_ENCRYPTION_KEY_FILE`
+/// names.
+fn at_rest_key(path: &str) -> Result<std::sync::Arc<crate::at_rest::AtRestKey>, ConfigError> {
+    let key = "KEYWARD_KEY_ENCRYPTION_KEY_FILE";
+    let material =
+        std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+    let at_rest = crate::at_rest::AtRestKey::from_material(&material).ok_or_else(|| {
+        invalid(
+            key,
+            format!(
+                "{path} must hold at least {} random bytes (e.g. openssl rand -base64 48)",
+                crate::at_rest::MIN_KEY_FILE_BYTES
+            ),
+        )
+    })?;
+    Ok(std::sync::Arc::new(at_rest))
 }
 
 fn parse_issuer(text: &str) -> Result<Url, ConfigError> {

@@ -236,199 +236,9 @@ pub(super) fn validate(
     issuer: &Url,
 ) -> Result<Vec<ConnectorConfig>, ConfigError> {
     let mut connectors: Vec<ConnectorConfig> = Vec::with_capacity(files.len() + 1);
-    for (i, mut file) in files.into_iter().enumerate() {
-        let key = |field: &str| format!("connectors[{i}].{field}");
-        let secret_given = file.client_secret.is_some() || file.client_secret_file.is_some();
-        file.client_secret = super::secret_from(
-            &key("client_secret"),
-            file.client_secret.take(),
-            file.client_secret_file.take().as_deref(),
-            ClientSecret::new,
-        )?;
-        if let Some(smtp) = file.smtp.as_mut() {
-            smtp.password = super::secret_from(
-                &key("smtp.password"),
-                smtp.password.take(),
-                smtp.password_file.take().as_deref(),
-                Password::new,
-            )?;
-        }
-        if file.id.is_empty()
-            || file.id.len() > 32
-            || !file
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                key("id"),
-                format!(
-                    "{:?} must be 1 to 32 lower-case letters, digits, - or _",
-                    file.id
-                ),
-            ));
-        }
-        if connectors.iter().any(|c| c.id == file.id) {
-            return Err(invalid(
-                key("id"),
-                format!("{:?} is declared twice", file.id),
-            ));
-        }
-        if file.kind == ConnectorType::Password
-            && connectors
-                .iter()
-                .any(|c| matches!(c.kind, ConnectorKind::Password))
-        {
-            return Err(invalid(
-                key("type"),
-                "only one password connector can be declared",
-            ));
-        }
-        let kind = file.kind;
-        // The keys each type takes besides id, type, name and enabled.
-        let takes: &[&str] = match kind {
-            ConnectorType::Oidc => &[
-                "issuer",
-                "client_id",
-                "client_secret",
-                "scopes",
-                "trust_email",
-                "create_accounts",
-            ],
-            ConnectorType::Github => &[
-                "client_id",
-                "client_secret",
-                "scopes",
-                "base_url",
-                "api_url",
-                "orgs",
-                "trust_email",
-                "create_accounts",
-            ],
-            ConnectorType::Email => &["smtp", "from", "trust_email", "create_accounts"],
-            ConnectorType::Password => &[],
-        };
-        for (field, present) in [
-            ("issuer", file.issuer.is_some()),
-            ("client_id", file.client_id.is_some()),
-            ("client_secret", secret_given),
-            ("scopes", file.scopes.is_some()),
-            ("base_url", file.base_url.is_some()),
-            ("api_url", file.api_url.is_some()),
-            ("orgs", file.orgs.is_some()),
-            ("smtp", file.smtp.is_some()),
-            ("from", file.from.is_some()),
-            ("trust_email", file.trust_email),
-            ("create_accounts", file.create_accounts.is_some()),
-        ] {
-            if present && !takes.contains(&field) {
-                return Err(invalid(
-                    key(field),
-                    format!("does not apply to type = {:?}", kind.as_str()),
-                ));
-            }
-        }
-        let required = |field: &str, value: Option<String>| {
-            value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                invalid(
-                    key(field),
-                    format!("is required for type = {:?}", kind.as_str()),
-                )
-            })
-        };
-        let (default_name, settings) = match kind {
-            ConnectorType::Oidc => {
-                let issuer_text = required("issuer", file.issuer)?;
-                let issuer = provider_url(&key("issuer"), &issuer_text)?;
-                let scopes = file
-                    .scopes
-                    .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
-                if !scopes.iter().any(|s| s == "openid") {
-                    return Err(invalid(key("scopes"), "must include \"openid\""));
-                }
-                check_scopes(&key("scopes"), &scopes)?;
-                (
-                    issuer.host_str().unwrap_or("OpenID Connect").to_owned(),
-                    ConnectorKind::Oidc(OidcSettings {
-                        issuer,
-                        client_id: required("client_id", file.client_id)?,
-                        client_secret: file.client_secret,
-                        scopes,
-                    }),
-                )
-            }
-            ConnectorType::Github => {
-                let client_secret = file.client_secret.ok_or_else(|| {
-                    invalid(key("client_secret"), "is required for type = \"github\"")
-                })?;
-                let base_url = provider_url(
-                    &key("base_url"),
-                    file.base_url.as_deref().unwrap_or("https://github.com"),
-                )?;
-                let api_url = provider_url(
-                    &key("api_url"),
-                    file.api_url.as_deref().unwrap_or("https://api.github.com"),
-                )?;
-                let orgs = file.orgs.unwrap_or_default();
-                let mut scopes = file
-                    .scopes
-                    .unwrap_or_else(|| vec!["read:user".into(), "user:email".into()]);
-                if !orgs.is_empty() && !scopes.iter().any(|s| s == "read:org") {
-                    scopes.push("read:org".into());
-                }
-                check_scopes(&key("scopes"), &scopes)?;
-                (
-                    "GitHub".to_owned(),
-                    ConnectorKind::Github(GithubSettings {
-                        client_id: required("client_id", file.client_id)?,
-                        client_secret,
-                        scopes,
-                        base_url,
-                        api_url,
-                        orgs,
-                    }),
-                )
-            }
-            ConnectorType::Email => {
-                let smtp = match file.smtp {
-                    Some(smtp) => Some(smtp_settings(&key("smtp"), smtp)?),
-                    None if is_loopback_host(issuer.host_str()) => None,
-                    None => {
-                        return Err(invalid(
-                            key("smtp"),
-                            "is required unless the issuer is on this machine (development, where links go to the log)",
-                        ));
-                    }
-                };
-                let from = file
-                    .from
-                    .unwrap_or_else(|| format!("keyward <keyward@{}>", mail_domain(issuer)));
-                if !from.contains('@') || from.contains(['\r', '\n']) {
-                    return Err(invalid(
-                        key("from"),
-                        "must be an address like \"Name <sign-in@example.com>\"",
-                    ));
-                }
-                (
-                    "Email".to_owned(),
-                    ConnectorKind::Email(EmailSettings { smtp, from }),
-                )
-            }
-            ConnectorType::Password => ("Password".to_owned(), ConnectorKind::Password),
-        };
-        let name = file.name.unwrap_or(default_name);
-        if name.trim().is_empty() || name.chars().count() > 64 {
-            return Err(invalid(key("name"), "must be 1 to 64 characters"));
-        }
-        connectors.push(ConnectorConfig {
-            id: file.id,
-            name,
-            enabled: file.enabled,
-            trust_email: file.trust_email,
-            create_accounts: file.create_accounts.unwrap_or(true)
-                && !matches!(settings, ConnectorKind::Password),
-            kind: settings,
-        });
+    for (i, file) in files.into_iter().enumerate() {
+        let connector = validate_one(&format!("connectors[{i}]"), file, issuer, &connectors)?;
+        connectors.push(connector);
     }
     if !connectors
         .iter()
@@ -453,6 +263,259 @@ pub(super) fn validate(
         });
     }
     Ok(connectors)
+}
+
+/// One `[[connectors]]` entry (`prefix` is how errors name it), checked against those
+/// `declared` before it.
+fn validate_one(
+    prefix: &str,
+    mut file: ConnectorFile,
+    issuer: &Url,
+    declared: &[ConnectorConfig],
+) -> Result<ConnectorConfig, ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let secret_given = file.client_secret.is_some() || file.client_secret_file.is_some();
+    file.client_secret = super::secret_from(
+        &key("client_secret"),
+        file.client_secret.take(),
+        file.client_secret_file.take().as_deref(),
+        ClientSecret::new,
+    )?;
+    if let Some(smtp) = file.smtp.as_mut() {
+        smtp.password = super::secret_from(
+            &key("smtp.password"),
+            smtp.password.take(),
+            smtp.password_file.take().as_deref(),
+            Password::new,
+        )?;
+    }
+    check_id(&key("id"), &key("type"), &file, declared)?;
+    check_keys_apply(prefix, &file, secret_given)?;
+    let (default_name, settings) = match file.kind {
+        ConnectorType::Oidc => oidc_settings(prefix, &mut file)?,
+        ConnectorType::Github => github_settings(prefix, &mut file)?,
+        ConnectorType::Email => email_settings(prefix, &mut file, issuer)?,
+        ConnectorType::Password => ("Password".to_owned(), ConnectorKind::Password),
+    };
+    let name = file.name.unwrap_or(default_name);
+    if name.trim().is_empty() || name.chars().count() > 64 {
+        return Err(invalid(key("name"), "must be 1 to 64 characters"));
+    }
+    Ok(ConnectorConfig {
+        id: file.id,
+        name,
+        enabled: file.enabled,
+        trust_email: file.trust_email,
+        create_accounts: file.create_accounts.unwrap_or(true)
+            && !matches!(settings, ConnectorKind::Password),
+        kind: settings,
+    })
+}
+
+/// The id is well formed and not taken; at most one password connector.
+fn check_id(
+    id_key: &str,
+    type_key: &str,
+    file: &ConnectorFile,
+    declared: &[ConnectorConfig],
+) -> Result<(), ConfigError> {
+    let well_formed = !file.id.is_empty()
+        && file.id.len() <= 32
+        && file
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(invalid(
+            id_key,
+            format!(
+                "{:?} must be 1 to 32 lower-case letters, digits, - or _",
+                file.id
+            ),
+        ));
+    }
+    if declared.iter().any(|c| c.id == file.id) {
+        return Err(invalid(id_key, format!("{:?} is declared twice", file.id)));
+    }
+    if file.kind == ConnectorType::Password
+        && declared
+            .iter()
+            .any(|c| matches!(c.kind, ConnectorKind::Password))
+    {
+        return Err(invalid(
+            type_key,
+            "only one password connector can be declared",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses keys that do not apply to the connector's type, naming them.
+fn check_keys_apply(
+    prefix: &str,
+    file: &ConnectorFile,
+    secret_given: bool,
+) -> Result<(), ConfigError> {
+    // The keys each type takes besides id, type, name and enabled.
+    let takes: &[&str] = match file.kind {
+        ConnectorType::Oidc => &[
+            "issuer",
+            "client_id",
+            "client_secret",
+            "scopes",
+            "trust_email",
+            "create_accounts",
+        ],
+        ConnectorType::Github => &[
+            "client_id",
+            "client_secret",
+            "scopes",
+            "base_url",
+            "api_url",
+            "orgs",
+            "trust_email",
+            "create_accounts",
+        ],
+        ConnectorType::Email => &["smtp", "from", "trust_email", "create_accounts"],
+        ConnectorType::Password => &[],
+    };
+    for (field, present) in [
+        ("issuer", file.issuer.is_some()),
+        ("client_id", file.client_id.is_some()),
+        ("client_secret", secret_given),
+        ("scopes", file.scopes.is_some()),
+        ("base_url", file.base_url.is_some()),
+        ("api_url", file.api_url.is_some()),
+        ("orgs", file.orgs.is_some()),
+        ("smtp", file.smtp.is_some()),
+        ("from", file.from.is_some()),
+        ("trust_email", file.trust_email),
+        ("create_accounts", file.create_accounts.is_some()),
+    ] {
+        if present && !takes.contains(&field) {
+            return Err(invalid(
+                format!("{prefix}.{field}"),
+                format!("does not apply to type = {:?}", file.kind.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A key a type requires, not blank.
+fn required(
+    prefix: &str,
+    kind: ConnectorType,
+    field: &str,
+    value: Option<String>,
+) -> Result<String, ConfigError> {
+    value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        invalid(
+            format!("{prefix}.{field}"),
+            format!("is required for type = {:?}", kind.as_str()),
+        )
+    })
+}
+
+/// `type = "oidc"`: the default name (the issuer's host) and the settings.
+fn oidc_settings(
+    prefix: &str,
+    file: &mut ConnectorFile,
+) -> Result<(String, ConnectorKind), ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let issuer_text = required(prefix, file.kind, "issuer", file.issuer.take())?;
+    let issuer = provider_url(&key("issuer"), &issuer_text)?;
+    let scopes = file
+        .scopes
+        .take()
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(invalid(key("scopes"), "must include \"openid\""));
+    }
+    check_scopes(&key("scopes"), &scopes)?;
+    Ok((
+        issuer.host_str().unwrap_or("OpenID Connect").to_owned(),
+        ConnectorKind::Oidc(OidcSettings {
+            issuer,
+            client_id: required(prefix, file.kind, "client_id", file.client_id.take())?,
+            client_secret: file.client_secret.take(),
+            scopes,
+        }),
+    ))
+}
+
+/// `type = "github"`: GitHub.com or an Enterprise server.
+fn github_settings(
+    prefix: &str,
+    file: &mut ConnectorFile,
+) -> Result<(String, ConnectorKind), ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let client_secret = file
+        .client_secret
+        .take()
+        .ok_or_else(|| invalid(key("client_secret"), "is required for type = \"github\""))?;
+    let base_url = provider_url(
+        &key("base_url"),
+        file.base_url.as_deref().unwrap_or("https://github.com"),
+    )?;
+    let api_url = provider_url(
+        &key("api_url"),
+        file.api_url.as_deref().unwrap_or("https://api.github.com"),
+    )?;
+    let orgs = file.orgs.take().unwrap_or_default();
+    let mut scopes = file
+        .scopes
+        .take()
+        .unwrap_or_else(|| vec!["read:user".into(), "user:email".into()]);
+    if !orgs.is_empty() && !scopes.iter().any(|s| s == "read:org") {
+        scopes.push("read:org".into());
+    }
+    check_scopes(&key("scopes"), &scopes)?;
+    Ok((
+        "GitHub".to_owned(),
+        ConnectorKind::Github(GithubSettings {
+            client_id: required(prefix, file.kind, "client_id", file.client_id.take())?,
+            client_secret,
+            scopes,
+            base_url,
+            api_url,
+            orgs,
+        }),
+    ))
+}
+
+/// `type = "email"`: an SMTP server (none only while the issuer is on this machine)
+/// and the sender.
+fn email_settings(
+    prefix: &str,
+    file: &mut ConnectorFile,
+    issuer: &Url,
+) -> Result<(String, ConnectorKind), ConfigError> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let smtp = match file.smtp.take() {
+        Some(smtp) => Some(smtp_settings(&key("smtp"), smtp)?),
+        None if is_loopback_host(issuer.host_str()) => None,
+        None => {
+            return Err(invalid(
+                key("smtp"),
+                "is required unless the issuer is on this machine (development, where links go to the log)",
+            ));
+        }
+    };
+    let from = file
+        .from
+        .take()
+        .unwrap_or_else(|| format!("keyward <keyward@{}>", mail_domain(issuer)));
+    if !from.contains('@') || from.contains(['\r', '\n']) {
+        return Err(invalid(
+            key("from"),
+            "must be an address like \"Name <sign-in@example.com>\"",
+        ));
+    }
+    Ok((
+        "Email".to_owned(),
+        ConnectorKind::Email(EmailSettings { smtp, from }),
+    ))
 }
 
 fn check_scopes(key: &str, scopes: &[String]) -> Result<(), ConfigError> {
