@@ -2,7 +2,7 @@
 //! and `key` administer its database; `login`, `token`, `logout` and `status` are the
 //! terminal client of any keyward (or RFC 8628) server, in [`session`].
 
-mod session;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -48,18 +48,18 @@ enum Command {
     #[command(subcommand)]
     Connector(ConnectorCommand),
     /// Log in to a server from this terminal (device authorization) and keep its tokens.
-    Login(session::LoginArgs),
+    Login(terminal::LoginArgs),
     /// Print a valid access token for a server, refreshing it first when it is about to
     /// expire: `curl -H "Authorization: Bearer $(keyward token)" …`.
     #[command(
         after_help = "Exit status: 0 with the token on stdout; 3 when a login is needed \
         (run `keyward login`); 1 on any other error (server unreachable, …), explained on stderr."
     )]
-    Token(session::TokenArgs),
+    Token(terminal::TokenArgs),
     /// Revoke a server's tokens at the server and remove them from this machine.
-    Logout(session::LogoutArgs),
+    Logout(terminal::LogoutArgs),
     /// List the servers logged in to: who, and when the tokens expire (never the tokens).
-    Status(session::StatusArgs),
+    Status(terminal::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -177,10 +177,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if let Some(hint) = session::hint(&e) {
+            if let Some(hint) = terminal::hint(&e) {
                 eprintln!("hint: {hint}");
             }
-            session::exit_status(&e).map_or(ExitCode::FAILURE, ExitCode::from)
+            terminal::exit_status(&e).map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }
 }
@@ -236,10 +236,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         // The terminal client needs no server configuration.
-        Command::Login(args) => session::login(args).await,
-        Command::Token(args) => session::token(args).await,
-        Command::Logout(args) => session::logout(args).await,
-        Command::Status(args) => session::status(args),
+        Command::Login(args) => terminal::login(args).await,
+        Command::Token(args) => terminal::token(args).await,
+        Command::Logout(args) => terminal::logout(args).await,
+        Command::Status(args) => terminal::status(args),
     }
 }
 
