@@ -210,7 +210,7 @@ pub async fn run<W, F, Fut>(
 where
     W: Send + 'static,
     F: Fn(W) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = (W, anyhow::Result<()>)> + Send,
+    Fut: Future<Output = (W, anyhow::Result<()>)> + Send + 'static,
 {
     let connections = connections.max(1);
     let warmup = match stop {
@@ -219,97 +219,166 @@ where
     };
     let start = Instant::now();
     let measure_from = start + warmup;
-    let deadline = match stop {
-        Stop::After(d) => Some(measure_from + d),
-        Stop::Count(_) => None,
-    };
-    let remaining = Arc::new(std::sync::atomic::AtomicU64::new(match stop {
-        Stop::Count(n) => n,
-        Stop::After(_) => u64::MAX,
-    }));
-    let done = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::with_capacity(connections);
-    for index in 0..connections {
-        let mut state = worker(index);
-        let iteration = iteration.clone();
-        let remaining = remaining.clone();
-        let done = done.clone();
-        let period = match pace {
+    let clock = Window {
+        start,
+        measure_from,
+        deadline: match stop {
+            Stop::After(d) => Some(measure_from + d),
+            Stop::Count(_) => None,
+        },
+        period: match pace {
             Pace::Closed => None,
             Pace::Rate(rate) => Some(Duration::from_secs_f64(
                 connections as f64 / rate.max(0.001),
             )),
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
-            let (mut ok, mut errors, mut first_error) = (0_u64, 0_u64, None);
-            // Open loop: worker `index` starts at its slot within the first period.
-            let mut due = period.map(|p| start + p.mul_f64(index as f64 / connections as f64));
-            loop {
-                if done.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                if remaining
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_err()
-                {
-                    done.store(true, Ordering::Relaxed);
-                    break;
-                }
-                let began = match (due, period) {
-                    (Some(at), Some(p)) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        due = Some(at + p);
-                        at
-                    }
-                    _ => Instant::now(),
-                };
-                let (next, result) = iteration(state).await;
-                state = next;
-                let ended = Instant::now();
-                if began < measure_from {
-                    continue;
-                }
-                if deadline.is_some_and(|d| ended > d) {
-                    break;
-                }
-                match result {
-                    Ok(()) => {
-                        ok += 1;
-                        let micros = (ended - began).as_micros();
-                        latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if first_error.is_none() {
-                            first_error = Some(format!("{e:#}"));
-                        }
-                    }
-                }
-            }
-            (latencies, ok, errors, first_error)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut stats = Stats::default();
+        },
+        connections,
+    };
+    let budget = Arc::new(Budget {
+        remaining: std::sync::atomic::AtomicU64::new(match stop {
+            Stop::Count(n) => n,
+            Stop::After(_) => u64::MAX,
+        }),
+        done: AtomicBool::new(false),
+    });
+    let tasks: Vec<_> = (0..connections)
+        .map(|index| {
+            let state = worker(index);
+            let (iteration, budget) = (iteration.clone(), budget.clone());
+            tokio::spawn(drive(index, clock, budget, state, iteration))
+        })
+        .collect();
+    let mut tallies = Vec::with_capacity(connections);
+    let mut lost = 0;
     for task in tasks {
-        let Ok((mut l, ok, errors, first_error)) = task.await else {
-            stats.errors += 1;
-            continue;
-        };
-        latencies.append(&mut l);
-        stats.ok += ok;
-        stats.errors += errors;
-        if stats.first_error.is_none() {
-            stats.first_error = first_error;
+        match task.await {
+            Ok(tally) => tallies.push(tally),
+            Err(_) => lost += 1,
         }
     }
-    let elapsed = match deadline {
-        Some(d) => d.saturating_duration_since(measure_from),
-        None => start.elapsed(),
+    summarize(tallies, lost, &clock)
+}
+
+/// When a run starts, when it measures from and until, and the pace of each worker.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    deadline: Option<Instant>,
+    period: Option<Duration>,
+    connections: usize,
+}
+
+/// The iterations a run may still make, and whether it is over.
+struct Budget {
+    remaining: std::sync::atomic::AtomicU64,
+    done: AtomicBool,
+}
+
+impl Budget {
+    /// Takes one iteration; false when none is left (and the run is then over).
+    fn take(&self) -> bool {
+        let taken = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if !taken {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        taken
+    }
+}
+
+/// What one worker saw: latencies of its answers (µs), and its errors.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// One worker: iterates until the window or the budget ends, closed loop, or open loop
+/// at its slot in each period.
+async fn drive<W, F, Fut>(
+    index: usize,
+    clock: Window,
+    budget: Arc<Budget>,
+    mut state: W,
+    iteration: F,
+) -> Tally
+where
+    F: Fn(W) -> Fut,
+    Fut: Future<Output = (W, anyhow::Result<()>)>,
+{
+    let mut tally = Tally {
+        latencies: Vec::with_capacity(1 << 16),
+        ..Tally::default()
+    };
+    // Open loop: worker `index` starts at its slot within the first period.
+    let mut due = clock
+        .period
+        .map(|p| clock.start + p.mul_f64(index as f64 / clock.connections as f64));
+    loop {
+        let over = clock.deadline.is_some_and(|d| Instant::now() >= d);
+        if budget.done.load(Ordering::Relaxed) || over || !budget.take() {
+            break;
+        }
+        let began = match (due, clock.period) {
+            (Some(at), Some(p)) => {
+                tokio::time::sleep_until(at.into()).await;
+                due = Some(at + p);
+                at
+            }
+            _ => Instant::now(),
+        };
+        let (next, result) = iteration(state).await;
+        state = next;
+        let ended = Instant::now();
+        if began < clock.measure_from {
+            continue;
+        }
+        if clock.deadline.is_some_and(|d| ended > d) {
+            break;
+        }
+        match result {
+            Ok(()) => {
+                tally.ok += 1;
+                let micros = (ended - began).as_micros();
+                tally
+                    .latencies
+                    .push(u32::try_from(micros).unwrap_or(u32::MAX));
+            }
+            Err(e) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    tally
+}
+
+/// The statistics of a run from its workers' tallies (`lost`: workers that died).
+fn summarize(tallies: Vec<Tally>, lost: u64, clock: &Window) -> Stats {
+    let mut latencies = Vec::new();
+    let mut stats = Stats {
+        errors: lost,
+        ..Stats::default()
+    };
+    for mut tally in tallies {
+        latencies.append(&mut tally.latencies);
+        stats.ok += tally.ok;
+        stats.errors += tally.errors;
+        if stats.first_error.is_none() {
+            stats.first_error = tally.first_error;
+        }
+    }
+    let elapsed = match clock.deadline {
+        Some(d) => d.saturating_duration_since(clock.measure_from),
+        None => clock.start.elapsed(),
     };
     stats.rate = stats.ok as f64 / elapsed.as_secs_f64().max(1e-9);
-    stats.window = deadline.map(|end| (measure_from, end));
+    stats.window = clock.deadline.map(|end| (clock.measure_from, end));
     latencies.sort_unstable();
     let at = |q: f64| {
         if latencies.is_empty() {

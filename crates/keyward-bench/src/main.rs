@@ -182,16 +182,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         .unwrap_or(if smoke { 2_000 } else { 100_000 });
     let with_peer = !smoke && !args.no_peer;
     let with_postgres = !smoke && !args.no_postgres;
-    let scenarios: Vec<Scenario> = if args.only.is_empty() {
-        Scenario::ALL.to_vec()
-    } else {
-        args.only
-            .iter()
-            .map(|name| {
-                Scenario::from_name(name).with_context(|| format!("unknown scenario {name:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let scenarios = chosen_scenarios(&args.only)?;
     let load = Load {
         connections: args.connections,
         stop: Stop::After(Duration::from_secs(seconds)),
@@ -218,70 +209,171 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     // that no scenario's peak is in the reading), then every scenario, each followed by
     // latency at half its maximum rate.
     let server = Server::keyward(&exe, None, &credentials).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_keyward = server.rss();
-    let stored = store_refresh_tokens(&server, refresh_tokens, args.connections).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let many_keyward = server.rss();
-    let counted = match server.sqlite_file() {
-        Some(file) => active_refresh_tokens(&file).await.ok(),
-        None => None,
-    };
+    let memory = Memory::measure(&server, refresh_tokens, args.connections).await?;
     for &scenario in &scenarios {
-        let (stats, usage) = measured(&server, scenario, load).await?;
-        if matches!(
-            scenario,
-            Scenario::ClientCredentials
-                | Scenario::SsoCodeFlow
-                | Scenario::RefreshRotation
-                | Scenario::Introspection
-        ) && stats.rate > 0.0
-        {
-            let half = Load {
-                pace: Pace::Rate(stats.rate / 2.0),
-                ..load
-            };
-            let (at_half, _) = measured(&server, scenario, half).await?;
-            half_rate.push((scenario.name().into(), at_half));
-        }
-        rows.push(row(scenario, &server.site, stats, usage));
+        let (full, at_half) = keyward_row(&server, scenario, load).await?;
+        rows.push(full);
+        half_rate.extend(at_half.map(|stats| (scenario.name().to_owned(), stats)));
     }
     drop(server);
 
     // The peer, same scenarios.
-    let mut idle_peer = None;
-    if with_peer {
-        let peer = Server::peer(&peer_dir, &credentials).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        idle_peer = peer.rss();
-        for &scenario in &scenarios {
-            let (stats, usage) = measured(&peer, scenario, load).await?;
-            rows.push(row(scenario, &peer.site, stats, usage));
-        }
-    }
+    let idle_peer = match with_peer {
+        true => peer_rows(&peer_dir, &credentials, &scenarios, load, &mut rows).await?,
+        false => None,
+    };
 
     // keyward on PostgreSQL: client_credentials (the hot path that touches the store).
     if with_postgres && scenarios.contains(&Scenario::ClientCredentials) {
         match PostgresDb::create(&args.postgres).await {
             Ok(db) => {
-                let server = Server::keyward(&exe, Some(&db.url), &credentials).await?;
-                let (stats, usage) = measured(&server, Scenario::ClientCredentials, load).await?;
-                let half = Load {
-                    pace: Pace::Rate(stats.rate / 2.0),
-                    ..load
-                };
-                let (at_half, _) = measured(&server, Scenario::ClientCredentials, half).await?;
-                half_rate.push(("client_credentials (PostgreSQL)".into(), at_half));
-                rows.push(row(Scenario::ClientCredentials, &server.site, stats, usage));
-                drop(server);
+                let (full, half) = postgres_row(&exe, &db, &credentials, load).await?;
+                rows.push(full);
+                half_rate.push(("client_credentials (PostgreSQL)".into(), half));
                 db.drop().await;
             }
             Err(e) => notes.push(format!("PostgreSQL row skipped: {e:#}")),
         }
     }
 
-    // Ratios keyward/peer.
-    for scenario in &scenarios {
+    set_ratios(&mut rows, &scenarios);
+
+    let report = Report {
+        args: &args,
+        seconds,
+        pending_devices,
+        rows: &rows,
+        half_rate: &half_rate,
+        argon,
+        idle_keyward: memory.idle,
+        idle_peer,
+        refresh_tokens: memory.stored,
+        counted: memory.counted,
+        many_keyward: memory.with_tokens,
+        notes: &notes,
+    }
+    .render();
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(report_failures(&rows))
+}
+
+/// keyward's resident memory idle and with many refresh tokens stored.
+struct Memory {
+    idle: Option<u64>,
+    with_tokens: Option<u64>,
+    /// How many refresh tokens were stored through the token endpoint.
+    stored: u64,
+    /// How many active refresh tokens the SQLite file holds afterwards (a check on `stored`).
+    counted: Option<i64>,
+}
+
+impl Memory {
+    /// Reads memory before any scenario runs, so that no scenario's peak is in it.
+    async fn measure(
+        server: &Server,
+        refresh_tokens: u64,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = server.rss();
+        let stored = store_refresh_tokens(server, refresh_tokens, connections).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let with_tokens = server.rss();
+        let counted = match server.sqlite_file() {
+            Some(file) => active_refresh_tokens(&file).await.ok(),
+            None => None,
+        };
+        Ok(Memory {
+            idle,
+            with_tokens,
+            stored,
+            counted,
+        })
+    }
+}
+
+/// Runs every scenario against the peer, adding its rows; returns the peer's idle memory.
+async fn peer_rows(
+    peer_dir: &Path,
+    credentials: &Credentials,
+    scenarios: &[Scenario],
+    load: Load,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<Option<u64>> {
+    let peer = Server::peer(peer_dir, credentials).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = peer.rss();
+    for &scenario in scenarios {
+        let (stats, usage) = measured(&peer, scenario, load).await?;
+        rows.push(row(scenario, &peer.site, stats, usage));
+    }
+    Ok(idle)
+}
+
+/// One scenario on keyward: the row at full rate and, for the scenarios whose latency
+/// matters, the latency at half of it.
+async fn keyward_row(
+    server: &Server,
+    scenario: Scenario,
+    load: Load,
+) -> anyhow::Result<(Row, Option<Stats>)> {
+    let (stats, usage) = measured(server, scenario, load).await?;
+    let mut at_half = None;
+    if matches!(
+        scenario,
+        Scenario::ClientCredentials
+            | Scenario::SsoCodeFlow
+            | Scenario::RefreshRotation
+            | Scenario::Introspection
+    ) && stats.rate > 0.0
+    {
+        let half = Load {
+            pace: Pace::Rate(stats.rate / 2.0),
+            ..load
+        };
+        at_half = Some(measured(server, scenario, half).await?.0);
+    }
+    Ok((row(scenario, &server.site, stats, usage), at_half))
+}
+
+/// keyward on PostgreSQL, client_credentials: the row at full rate, and the latency at
+/// half of it.
+async fn postgres_row(
+    exe: &Path,
+    db: &PostgresDb,
+    credentials: &Credentials,
+    load: Load,
+) -> anyhow::Result<(Row, Stats)> {
+    let server = Server::keyward(exe, Some(&db.url), credentials).await?;
+    let (stats, usage) = measured(&server, Scenario::ClientCredentials, load).await?;
+    let half = Load {
+        pace: Pace::Rate(stats.rate / 2.0),
+        ..load
+    };
+    let (at_half, _) = measured(&server, Scenario::ClientCredentials, half).await?;
+    Ok((
+        row(Scenario::ClientCredentials, &server.site, stats, usage),
+        at_half,
+    ))
+}
+
+/// The scenarios named with `--only`, or all of them.
+fn chosen_scenarios(only: &[String]) -> anyhow::Result<Vec<Scenario>> {
+    if only.is_empty() {
+        return Ok(Scenario::ALL.to_vec());
+    }
+    only.iter()
+        .map(|name| Scenario::from_name(name).with_context(|| format!("unknown scenario {name:?}")))
+        .collect()
+}
+
+/// Fills in each keyward row's ratios to the peer's row of the same scenario: of the
+/// rate, and of the CPU time per iteration.
+fn set_ratios(rows: &mut [Row], scenarios: &[Scenario]) {
+    for scenario in scenarios {
         let Some((peer_rate, peer_cpu)) = rows
             .iter()
             .find(|r| r.scenario == scenario.name() && r.server.starts_with("oidc-provider"))
@@ -302,26 +394,10 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             };
         }
     }
+}
 
-    let report = Report {
-        args: &args,
-        seconds,
-        pending_devices,
-        rows: &rows,
-        half_rate: &half_rate,
-        argon,
-        idle_keyward,
-        idle_peer,
-        refresh_tokens: stored,
-        counted,
-        many_keyward,
-        notes: &notes,
-    }
-    .render();
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
-    }
+/// Says which rows had errors (or no answer at all); true when none did.
+fn report_failures(rows: &[Row]) -> bool {
     let failed: Vec<&Row> = rows
         .iter()
         .filter(|r| r.stats.errors > 0 || r.stats.ok == 0)
@@ -336,7 +412,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
             r.stats.first_error.as_deref().unwrap_or("-")
         );
     }
-    Ok(failed.is_empty())
+    failed.is_empty()
 }
 
 fn row(scenario: Scenario, site: &Site, stats: Stats, usage: Usage) -> Row {
@@ -689,6 +765,23 @@ impl Report<'_> {
             out,
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
+        self.render_rows(&mut out);
+        self.render_half_rate(&mut out);
+        self.render_memory(&mut out);
+        let (params, cost) = &self.argon;
+        let _ = writeln!(
+            out,
+            "\nPassword hashing: {params}, {} per hash on one core (median of 5). The peer's development login does not hash, so its password_login row is reported, not compared.",
+            ms(*cost)
+        );
+        for note in self.notes {
+            let _ = writeln!(out, "\nNote: {note}");
+        }
+        out
+    }
+
+    /// The main table, a row per scenario and server.
+    fn render_rows(&self, out: &mut String) {
         for r in self.rows {
             let times = |ratio: Option<f64>| match (ratio, r.scenario.as_str()) {
                 (Some(ratio), "password_login") => format!("({ratio:.1}×, not compared)"),
@@ -713,6 +806,10 @@ impl Report<'_> {
                 times(r.cpu_ratio),
             );
         }
+    }
+
+    /// Latency at half the maximum rate.
+    fn render_half_rate(&self, out: &mut String) {
         if !self.half_rate.is_empty() {
             let _ = writeln!(
                 out,
@@ -731,6 +828,10 @@ impl Report<'_> {
                 );
             }
         }
+    }
+
+    /// Resident memory idle and with many refresh tokens stored.
+    fn render_memory(&self, out: &mut String) {
         let _ = writeln!(out, "\nMemory (RSS):\n");
         let _ = writeln!(
             out,
@@ -751,16 +852,6 @@ impl Report<'_> {
                 mib(self.idle_peer)
             );
         }
-        let (params, cost) = &self.argon;
-        let _ = writeln!(
-            out,
-            "\nPassword hashing: {params}, {} per hash on one core (median of 5). The peer's development login does not hash, so its password_login row is reported, not compared.",
-            ms(*cost)
-        );
-        for note in self.notes {
-            let _ = writeln!(out, "\nNote: {note}");
-        }
-        out
     }
 }
 

@@ -215,30 +215,7 @@ async fn once(shared: &Shared, worker: &mut Worker) -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
-        Scenario::RefreshRotation => {
-            let old = worker
-                .refresh_token
-                .take()
-                .context("no refresh token left")?;
-            let reply = conn
-                .post(
-                    &site.endpoints.token,
-                    &auth,
-                    format!("grant_type=refresh_token&refresh_token={}", enc(&old)),
-                )
-                .await?;
-            expect(&reply, reply.status == StatusCode::OK, "refresh")?;
-            let tokens = reply.json()?;
-            has_access_token(&tokens)?;
-            let new = tokens["refresh_token"]
-                .as_str()
-                .context("refresh token not rotated")?;
-            if new == old {
-                bail!("refresh token not rotated");
-            }
-            worker.refresh_token = Some(new.to_owned());
-            Ok(())
-        }
+        Scenario::RefreshRotation => rotate(shared, worker).await,
         Scenario::Introspection => {
             let reply = conn
                 .post(
@@ -253,34 +230,67 @@ async fn once(shared: &Shared, worker: &mut Worker) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Scenario::DevicePolling => {
-            let n = shared.next_device.fetch_add(1, Ordering::Relaxed);
-            let code = &shared.device_codes[n % shared.device_codes.len()];
-            let reply = conn
-                .post(
-                    &site.endpoints.token,
-                    &auth,
-                    format!(
-                        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code={}",
-                        enc(code)
-                    ),
-                )
-                .await?;
-            let error = reply
-                .json()
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
-            let pending = matches!(
-                error.as_deref(),
-                Some("authorization_pending" | "slow_down")
-            );
-            expect(
-                &reply,
-                reply.status == StatusCode::BAD_REQUEST && pending,
-                "device polling",
-            )
-        }
+        Scenario::DevicePolling => poll_device(shared, worker).await,
     }
+}
+
+/// One refresh: the worker's refresh token for new tokens, checking it rotated.
+async fn rotate(shared: &Shared, worker: &mut Worker) -> anyhow::Result<()> {
+    let site = &shared.site;
+    let old = worker
+        .refresh_token
+        .take()
+        .context("no refresh token left")?;
+    let reply = worker
+        .conn
+        .post(
+            &site.endpoints.token,
+            &site.client_auth(),
+            format!("grant_type=refresh_token&refresh_token={}", enc(&old)),
+        )
+        .await?;
+    expect(&reply, reply.status == StatusCode::OK, "refresh")?;
+    let tokens = reply.json()?;
+    has_access_token(&tokens)?;
+    let new = tokens["refresh_token"]
+        .as_str()
+        .context("refresh token not rotated")?;
+    if new == old {
+        bail!("refresh token not rotated");
+    }
+    worker.refresh_token = Some(new.to_owned());
+    Ok(())
+}
+
+/// One poll of the next pending device code: the answer must be that it is pending.
+async fn poll_device(shared: &Shared, worker: &mut Worker) -> anyhow::Result<()> {
+    let site = &shared.site;
+    let n = shared.next_device.fetch_add(1, Ordering::Relaxed);
+    let code = &shared.device_codes[n % shared.device_codes.len()];
+    let reply = worker
+        .conn
+        .post(
+            &site.endpoints.token,
+            &site.client_auth(),
+            format!(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code={}",
+                enc(code)
+            ),
+        )
+        .await?;
+    let error = reply
+        .json()
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+    let pending = matches!(
+        error.as_deref(),
+        Some("authorization_pending" | "slow_down")
+    );
+    expect(
+        &reply,
+        reply.status == StatusCode::BAD_REQUEST && pending,
+        "device polling",
+    )
 }
 
 fn has_access_token(tokens: &serde_json::Value) -> anyhow::Result<()> {

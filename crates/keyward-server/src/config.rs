@@ -330,31 +330,17 @@ impl Config {
 
     fn from_parts(file: FileConfig, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let pick = |env_key: &str, value: Option<String>| env.get(env_key).cloned().or(value);
-
-        let listen_text =
-            pick("KEYWARD_LISTEN", file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
-            )
-        })?;
-
+        let listen = parse_listen(
+            &pick("KEYWARD_LISTEN", file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+        )?;
         let issuer_text =
             pick("KEYWARD_ISSUER", file.issuer).unwrap_or_else(|| format!("http://{listen}"));
         let issuer = parse_issuer(&issuer_text)?;
-        let mut warnings = Vec::new();
-        if let Some(warning) = insecure_issuer(&issuer, file.insecure_http)? {
-            warnings.push(warning);
-        }
-        if file.refresh_reuse_grace.is_some() {
-            warnings.push(
-                "refresh_reuse_grace is no longer used: refresh-token rotation is idempotent \
-                 (a retried rotation gets the same successor), so no grace window is needed; \
-                 remove the key"
-                    .to_owned(),
-            );
-        }
+        let warnings = start_warnings(
+            &issuer,
+            file.insecure_http,
+            file.refresh_reuse_grace.is_some(),
+        )?;
         let default_metrics = ["127.0.0.0/8".to_owned(), "::1".to_owned()];
         let metrics_allowed = networks(
             "metrics_allowed",
@@ -364,20 +350,9 @@ impl Config {
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if DatabaseKind::of(&database_url).is_none() {
-            return Err(invalid(
-                "database_url",
-                "must start with sqlite: or postgres://",
-            ));
-        }
+        DatabaseKind::of(&database_url)
+            .ok_or_else(|| invalid("database_url", "must start with sqlite: or postgres://"))?;
 
-        let duration =
-            |key: &str, value: Option<String>, default: u64| -> Result<Duration, ConfigError> {
-                match value {
-                    Some(text) => parse_duration(&text).map_err(|message| invalid(key, message)),
-                    None => Ok(Duration::from_secs(default)),
-                }
-            };
         let config = Config {
             issuer,
             listen,
@@ -430,8 +405,19 @@ impl Config {
 
     /// Lifetimes, intervals and limits within their bounds.
     fn validate_ranges(&self) -> Result<(), ConfigError> {
+        for (key, value, least, most, message) in self.ranges() {
+            if value < least || value > most {
+                return Err(invalid(key, message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each bounded setting: its key, its value, the least and most it may be, and what
+    /// to say otherwise.
+    fn ranges(&self) -> [(&'static str, u64, u64, u64, &'static str); 10] {
         const DAY: u64 = 24 * 3600;
-        let ranges = [
+        [
             (
                 "access_token_ttl",
                 self.access_token_ttl.as_secs(),
@@ -504,13 +490,7 @@ impl Config {
                 u64::MAX,
                 "must be at least 16 characters",
             ),
-        ];
-        for (key, value, least, most, message) in ranges {
-            if value < least || value > most {
-                return Err(invalid(key, message));
-            }
-        }
-        Ok(())
+        ]
     }
 
     /// The declared clients: valid, unique ids; valid redirect URIs, grants, scopes and
@@ -659,6 +639,36 @@ impl Config {
     }
 }
 
+/// A duration key's value, or its default in seconds when the key is absent.
+fn duration(key: &str, value: Option<String>, default: u64) -> Result<Duration, ConfigError> {
+    match value {
+        Some(text) => parse_duration(&text).map_err(|message| invalid(key, message)),
+        None => Ok(Duration::from_secs(default)),
+    }
+}
+
+/// What the operator should hear at start: an insecure issuer that was allowed, keys that
+/// no longer do anything. (An insecure issuer that was not allowed is an error.)
+fn start_warnings(
+    issuer: &Url,
+    insecure_http: bool,
+    refresh_reuse_grace: bool,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    if let Some(warning) = insecure_issuer(issuer, insecure_http)? {
+        warnings.push(warning);
+    }
+    if refresh_reuse_grace {
+        warnings.push(
+            "refresh_reuse_grace is no longer used: refresh-token rotation is idempotent \
+             (a retried rotation gets the same successor), so no grace window is needed; \
+             remove the key"
+                .to_owned(),
+        );
+    }
+    Ok(warnings)
+}
+
 /// Refuses a plain-http issuer on another machine unless `insecure_http`; then the
 /// warning to log at every start.
 fn insecure_issuer(issuer: &Url, insecure_http: bool) -> Result<Option<String>, ConfigError> {
@@ -740,6 +750,15 @@ fn at_rest_key(path: &str) -> Result<std::sync::Arc<crate::at_rest::AtRestKey>, 
         )
     })?;
     Ok(std::sync::Arc::new(at_rest))
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("{text:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
 }
 
 fn parse_issuer(text: &str) -> Result<Url, ConfigError> {
