@@ -173,6 +173,24 @@ impl State {
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Success(_) | Self::Failure(_))
     }
+
+    /// Whether the token lock is held in this state: from reading the file to writing
+    /// it back, except while a person is logging in (that may take minutes, and other
+    /// processes should not wait for them). [`Flow::step`] lets the lock go on entering
+    /// any other state, so this match is the one place the rule is written.
+    pub fn holds_lock(&self) -> bool {
+        match self {
+            Self::HasToken(_)
+            | Self::NeedRefresh(_)
+            | Self::NoAuthentication
+            | Self::HasNewToken(_) => true,
+            Self::NeedAuthentication
+            | Self::RequestLogin
+            | Self::ClaimToken(_)
+            | Self::Success(_)
+            | Self::Failure(_) => false,
+        }
+    }
 }
 
 /// One server's login: its token file, the HTTP client, the options, and the lock
@@ -251,8 +269,9 @@ impl Flow {
         }
     }
 
-    /// One transition. The token lock is taken by NeedAuthentication and HasNewToken,
-    /// let go by RequestLogin, and released when the machine stops.
+    /// One transition. The token lock is taken by the transitions that read or write
+    /// the file (NeedAuthentication, HasNewToken) and let go as soon as the machine
+    /// enters a state that does not hold it ([`State::holds_lock`]).
     pub async fn step(&mut self, state: State) -> State {
         let next = match state {
             State::NeedAuthentication => self.read().await,
@@ -265,7 +284,7 @@ impl Flow {
             done @ (State::Success(_) | State::Failure(_)) => Ok(done),
         };
         let next = next.unwrap_or_else(State::Failure);
-        if next.is_final() {
+        if !next.holds_lock() {
             self.lock = None;
         }
         next
@@ -349,7 +368,6 @@ impl Flow {
     /// The lock is let go: the user may take minutes, and other processes should not
     /// wait for them.
     async fn request_login(&mut self) -> Result<State, ClientError> {
-        self.lock = None;
         let provider = self.provider().await?;
         let token_endpoint = provider.token_endpoint.clone();
         let Some(endpoint) = provider.device_authorization_endpoint.clone() else {
@@ -652,6 +670,20 @@ mod tests {
         let other = flow.store().clone();
         assert!(other.lock(Duration::from_millis(20)).is_err());
         let _ = flow.run(state, |_| {}).await.unwrap();
+        assert!(other.lock(Duration::from_millis(20)).is_ok());
+        let _ = std::fs::remove_dir_all(home);
+    }
+
+    #[tokio::test]
+    async fn the_lock_is_let_go_before_a_person_logs_in() {
+        let home = temp_home();
+        let mut flow = flow(&home, true);
+        let other = flow.store().clone();
+        let state = flow.step(State::NeedAuthentication).await;
+        assert!(matches!(state, State::NoAuthentication));
+        assert!(other.lock(Duration::from_millis(20)).is_err());
+        let state = flow.step(state).await;
+        assert!(matches!(state, State::RequestLogin));
         assert!(other.lock(Duration::from_millis(20)).is_ok());
         let _ = std::fs::remove_dir_all(home);
     }

@@ -22,7 +22,7 @@
 use crate::admin::new_user_id;
 use crate::config::ConnectorConfig;
 use crate::domain::{Identity, User, validate_username};
-use crate::store::{Store, StoreError};
+use crate::store::{IdentityKey, Store, StoreError};
 use crate::upstream::UpstreamIdentity;
 
 /// Why an identity could not sign in or be linked.
@@ -88,7 +88,13 @@ pub async fn resolve(
     // Two attempts: a concurrent sign-in may link or create the identity between our
     // look-up and our insert; the second look-up then finds it.
     for _ in 0..2 {
-        if let Some(held) = store.get_identity(&connector.id, &upstream.subject).await? {
+        if let Some(held) = store
+            .get_identity(IdentityKey {
+                connector_id: &connector.id,
+                subject: &upstream.subject,
+            })
+            .await?
+        {
             if let Intent::Link(user) = intent
                 && user.id != held.user_id
             {

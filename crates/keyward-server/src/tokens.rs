@@ -192,18 +192,17 @@ pub fn new_refresh_token(grant: &Grant, now: i64) -> (OpaqueToken, RefreshToken)
     (token, record)
 }
 
-/// Why an access token presented to keyward was refused.
+/// Why an access token presented to keyward was refused. (A store failure is not a
+/// refusal: [`validate_access_token`] returns it apart, so that an outage is answered as
+/// one and never as "inactive".)
 #[derive(Debug, thiserror::Error)]
-pub enum AccessTokenError {
+pub enum TokenRefused {
     /// Malformed, badly signed, expired, or for another issuer.
     #[error(transparent)]
     Invalid(#[from] VerifyError),
     /// Revoked, its grant revoked, or its user or client gone or disabled.
     #[error("token revoked")]
     Revoked,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// An access token that passed every check, with its user when it has one.
@@ -215,37 +214,39 @@ pub struct ValidAccessToken {
 }
 
 /// Checks an access token keyward issued: signature, expiry, issuer, and that neither
-/// it nor its grant was revoked and its user is still enabled.
+/// it nor its grant was revoked and its user is still enabled. The outer error is the
+/// store's; the inner result says whether the token is good.
 pub async fn validate_access_token(
     issuer: &Issuer<'_>,
     token: &str,
-) -> Result<ValidAccessToken, AccessTokenError> {
-    let claims: AccessTokenClaims = issuer
+) -> Result<Result<ValidAccessToken, TokenRefused>, StoreError> {
+    let claims: AccessTokenClaims = match issuer
         .keys
         .verify(token, ACCESS_TOKEN_TYP, issuer.config.issuer_str(), false)
-        .await?;
+        .await
+    {
+        Ok(claims) => claims,
+        Err(e) => return Ok(Err(e.into())),
+    };
     let store = issuer.store;
     if store.is_jti_revoked(&claims.jti).await? {
-        return Err(AccessTokenError::Revoked);
+        return Ok(Err(TokenRefused::Revoked));
     }
     let user = match &claims.gid {
-        Some(gid) => {
-            let (grant, user) = store
-                .get_grant_with_user(gid)
-                .await?
-                .ok_or(AccessTokenError::Revoked)?;
-            if grant.revoked || grant.user_id != claims.sub || user.disabled {
-                return Err(AccessTokenError::Revoked);
+        Some(gid) => match store.get_grant_with_user(gid).await? {
+            Some((grant, user))
+                if !grant.revoked && grant.user_id == claims.sub && !user.disabled =>
+            {
+                Some(user)
             }
-            Some(user)
-        }
+            _ => return Ok(Err(TokenRefused::Revoked)),
+        },
         None => {
-            store
-                .get_client(&claims.client_id)
-                .await?
-                .ok_or(AccessTokenError::Revoked)?;
+            if store.get_client(&claims.client_id).await?.is_none() {
+                return Ok(Err(TokenRefused::Revoked));
+            }
             None
         }
     };
-    Ok(ValidAccessToken { claims, user })
+    Ok(Ok(ValidAccessToken { claims, user }))
 }

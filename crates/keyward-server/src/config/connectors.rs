@@ -54,6 +54,7 @@ enum ConnectorType {
 }
 
 impl ConnectorType {
+    /// The name as written after `type =` (the one place that spells it).
     fn as_str(self) -> &'static str {
         match self {
             Self::Oidc => "oidc",
@@ -138,12 +139,13 @@ pub enum ConnectorKind {
 impl ConnectorKind {
     /// The `type` as written in the file.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Oidc(_) => "oidc",
-            Self::Github(_) => "github",
-            Self::Email(_) => "email",
-            Self::Password => "password",
-        }
+        let written = match self {
+            Self::Oidc(_) => ConnectorType::Oidc,
+            Self::Github(_) => ConnectorType::Github,
+            Self::Email(_) => ConnectorType::Email,
+            Self::Password => ConnectorType::Password,
+        };
+        written.as_str()
     }
 
     /// Whether the browser goes to the provider and comes back to

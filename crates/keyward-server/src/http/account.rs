@@ -30,6 +30,7 @@ use super::provider::{
 use crate::domain::secs;
 use crate::domain::{AuthRequest, ConnectorPurpose, LoginKind, Session, Unlink, User, utc_text};
 use crate::state::AppState;
+use crate::store::{IdentityKey, UserClient};
 use crate::upstream::Provider;
 use crate::upstream::email::normalize_address;
 
@@ -318,7 +319,6 @@ async fn link_start(
             send_email_link(&state, &connector, &address, purpose, browser_hash, addr).await?;
             email_sent_page(&state, &address, Some(&back))
         }
-        Provider::Password => to_account(&state, "link-failed"),
     };
     Ok(browser.set_if_new(&state, response))
 }
@@ -341,7 +341,14 @@ async fn unlink(
     let password_counts = state.config().password_login().is_some();
     let outcome = state
         .store()
-        .delete_identity(&user.id, &form.connector, &form.subject, password_counts)
+        .delete_identity(
+            &user.id,
+            IdentityKey {
+                connector_id: &form.connector,
+                subject: &form.subject,
+            },
+            password_counts,
+        )
         .await?;
     if outcome == Unlink::Done {
         tracing::info!(user_id = %user.id, connector = %form.connector, "identity unlinked");
@@ -402,7 +409,10 @@ async fn revoke_app(
     let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
     let revoked = state
         .store()
-        .revoke_user_client(&user.id, &form.client_id)
+        .revoke_user_client(UserClient {
+            user_id: &user.id,
+            client_id: &form.client_id,
+        })
         .await?;
     tracing::info!(user_id = %user.id, client_id = %form.client_id, grants = revoked, "application access revoked");
     Ok(to_account(&state, "app-revoked"))

@@ -116,7 +116,6 @@ async fn start(
             )
             .await
         }
-        Provider::Password => Err(not_found()),
     }
 }
 
@@ -180,14 +179,13 @@ async fn callback(
                     provider.finish(&redirect_uri, code, nonce, verifier).await
                 }
                 Provider::Github(provider) => provider.finish(&redirect_uri, code, verifier).await,
-                Provider::Email(_) | Provider::Password => return Err(not_found()),
+                Provider::Email(_) => return Err(not_found()),
             };
             match identity {
                 Ok(identity) => complete(&state, &headers, addr, &connector, login, identity).await,
                 Err(e) => failed(&state, &headers, &connector, &login, &e).await,
             }
         }
-        Provider::Password => Err(not_found()),
     }
 }
 

@@ -17,6 +17,7 @@ use super::login::{RequestRef, Stored, check_csrf, error_page, finish, load_requ
 use super::page_error::{PageError, page_form};
 use crate::domain::{AuthRequest, LoginKind, User};
 use crate::state::AppState;
+use crate::store::UserClient;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -108,12 +109,22 @@ async fn consent_submit(
         "approve" => {
             let store = state.store();
             let mut approved = store
-                .get_consent(&user.id, &client.client_id)
+                .get_consent(UserClient {
+                    user_id: &user.id,
+                    client_id: &client.client_id,
+                })
                 .await?
                 .unwrap_or_default();
             approved = approved.union(&request.scope());
             store
-                .put_consent(&user.id, &client.client_id, &approved, state.now())
+                .put_consent(
+                    UserClient {
+                        user_id: &user.id,
+                        client_id: &client.client_id,
+                    },
+                    &approved,
+                    state.now(),
+                )
                 .await?;
             finish(&state, request, &client, &user, Stored::Yes).await
         }

@@ -20,7 +20,7 @@ use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
 use crate::domain::Client;
 use crate::state::AppState;
-use crate::tokens::{ACCESS_TOKEN_TYP, AccessTokenError, validate_access_token};
+use crate::tokens::{ACCESS_TOKEN_TYP, validate_access_token};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -67,10 +67,8 @@ async fn access_token_info(
     state: &AppState,
     token: &str,
 ) -> Result<Option<IntrospectionResponse>, ApiError> {
-    let valid = match validate_access_token(&state.issuer(), token).await {
-        Ok(valid) => valid,
-        Err(AccessTokenError::Store(e)) => return Err(e.into()),
-        Err(_) => return Ok(None),
+    let Ok(valid) = validate_access_token(&state.issuer(), token).await? else {
+        return Ok(None);
     };
     let claims = valid.claims;
     Ok(Some(IntrospectionResponse {

@@ -25,6 +25,7 @@ use crate::domain::{
 };
 use crate::pages::Pages;
 use crate::state::AppState;
+use crate::store::UserClient;
 
 pub(super) fn error_page(title: &'static str, message: impl Into<String>) -> PageError {
     PageError::bad_request(title, message)
@@ -174,7 +175,10 @@ pub(super) async fn advance(
     };
     let (user, approved) = match state
         .store()
-        .get_user_with_consent(user_id, &client.client_id)
+        .get_user_with_consent(UserClient {
+            user_id,
+            client_id: &client.client_id,
+        })
         .await?
     {
         Some((user, approved)) if !user.disabled => (user, approved),

@@ -13,6 +13,7 @@ use super::browser::see_other;
 use super::page_error::PageError;
 use crate::domain::{ConnectorLogin, ConnectorPurpose, secs};
 use crate::state::AppState;
+use crate::store::IdentityKey;
 use crate::throttle;
 use crate::upstream::email::LINK_TTL;
 use crate::upstream::{Connector, Provider, UpstreamError};
@@ -37,7 +38,6 @@ pub(super) fn connector_buttons(
         match connector.provider {
             Provider::Oidc(_) | Provider::Github(_) => providers.push(item),
             Provider::Email(_) => email_forms.push(item),
-            Provider::Password => {}
         }
     }
     (providers, email_forms)
@@ -74,7 +74,7 @@ pub(super) async fn to_provider(
         Provider::Github(provider) => {
             provider.authorization_url(&redirect_uri, token.secret(), &verifier)
         }
-        Provider::Email(_) | Provider::Password => return Err(not_found()),
+        Provider::Email(_) => return Err(not_found()),
     };
     let at = state.now();
     state
@@ -117,7 +117,10 @@ pub(super) async fn send_email_link(
     let may_use = matches!(purpose, ConnectorPurpose::Link(_))
         || connector.config.create_accounts
         || store
-            .get_identity(&connector.config.id, address)
+            .get_identity(IdentityKey {
+                connector_id: &connector.config.id,
+                subject: address,
+            })
             .await?
             .is_some()
         || (connector.config.trust_email

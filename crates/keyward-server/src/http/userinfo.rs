@@ -11,7 +11,7 @@ use keyward_proto::{ErrorCode, ScopeSet};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, bearer_token, parse_form};
 use crate::state::AppState;
-use crate::tokens::{AccessTokenError, user_claims, validate_access_token};
+use crate::tokens::{user_claims, validate_access_token};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
@@ -46,11 +46,9 @@ async fn userinfo_post(
 
 async fn userinfo(state: &AppState, token: Option<&str>) -> Result<Response, ApiError> {
     let token = token.ok_or_else(|| OAuthError::invalid_token("an access token is required"))?;
-    let valid = match validate_access_token(&state.issuer(), token).await {
-        Ok(valid) => valid,
-        Err(AccessTokenError::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(OAuthError::invalid_token(e.to_string()).into()),
-    };
+    let valid = validate_access_token(&state.issuer(), token)
+        .await?
+        .map_err(|refused| OAuthError::invalid_token(refused.to_string()))?;
     let scope = ScopeSet::parse(&valid.claims.scope).unwrap_or_default();
     let user = match valid.user {
         Some(user) if scope.contains("openid") => user,

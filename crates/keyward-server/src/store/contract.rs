@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 
-use super::{Store, StoreError};
+use super::{IdentityKey, Store, StoreError, UserClient};
 use crate::domain::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
@@ -323,44 +323,85 @@ async fn consent(store: Arc<dyn Store>) {
     let alice = user("alice");
     store.insert_user(&alice).await.unwrap();
     // Consent.
-    assert_eq!(store.get_consent("id-alice", "app").await.unwrap(), None);
     assert_eq!(
         store
-            .get_user_with_consent("id-alice", "app")
+            .get_consent(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_user_with_consent(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
             .await
             .unwrap(),
         Some((alice.clone(), None))
     );
     assert_eq!(
         store
-            .get_user_with_consent("id-nobody", "app")
+            .get_user_with_consent(UserClient {
+                user_id: "id-nobody",
+                client_id: "app"
+            })
             .await
             .unwrap(),
         None
     );
     let scopes = ScopeSet::parse("openid email").unwrap();
     store
-        .put_consent("id-alice", "app", &scopes, 1)
+        .put_consent(
+            UserClient {
+                user_id: "id-alice",
+                client_id: "app",
+            },
+            &scopes,
+            1,
+        )
         .await
         .unwrap();
     store
-        .put_consent("id-alice", "app", &scopes, 2)
+        .put_consent(
+            UserClient {
+                user_id: "id-alice",
+                client_id: "app",
+            },
+            &scopes,
+            2,
+        )
         .await
         .unwrap();
     assert_eq!(
-        store.get_consent("id-alice", "app").await.unwrap(),
+        store
+            .get_consent(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
+            .await
+            .unwrap(),
         Some(scopes.clone())
     );
     assert_eq!(
         store
-            .get_user_with_consent("id-alice", "app")
+            .get_user_with_consent(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
             .await
             .unwrap(),
         Some((alice.clone(), Some(scopes.clone())))
     );
     assert_eq!(
         store
-            .get_user_with_consent("id-alice", "other-app")
+            .get_user_with_consent(UserClient {
+                user_id: "id-alice",
+                client_id: "other-app"
+            })
             .await
             .unwrap(),
         Some((alice.clone(), None)),
@@ -852,7 +893,13 @@ async fn accounts(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.get_identity("github", "42").await.unwrap(),
+        store
+            .get_identity(IdentityKey {
+                connector_id: "github",
+                subject: "42"
+            })
+            .await
+            .unwrap(),
         Some(github.clone())
     );
     let clash = User {
@@ -864,7 +911,13 @@ async fn accounts(store: Arc<dyn Store>) {
         Err(StoreError::Conflict(what)) if what.starts_with("user")
     ));
     assert_eq!(
-        store.get_identity("github", "43").await.unwrap(),
+        store
+            .get_identity(IdentityKey {
+                connector_id: "github",
+                subject: "43"
+            })
+            .await
+            .unwrap(),
         None,
         "rolled back"
     );
@@ -921,35 +974,70 @@ async fn accounts(store: Arc<dyn Store>) {
     // Unlinking never removes the last way in.
     assert_eq!(
         store
-            .delete_identity("id-alice", "corp", "nope", false)
+            .delete_identity(
+                "id-alice",
+                IdentityKey {
+                    connector_id: "corp",
+                    subject: "nope"
+                },
+                false
+            )
             .await
             .unwrap(),
         Unlink::NotFound
     );
     assert_eq!(
         store
-            .delete_identity("id-nobody", "corp", "sub-1", false)
+            .delete_identity(
+                "id-nobody",
+                IdentityKey {
+                    connector_id: "corp",
+                    subject: "sub-1"
+                },
+                false
+            )
             .await
             .unwrap(),
         Unlink::NotFound
     );
     assert_eq!(
         store
-            .delete_identity("id-bob", "corp", "sub-1", false)
+            .delete_identity(
+                "id-bob",
+                IdentityKey {
+                    connector_id: "corp",
+                    subject: "sub-1"
+                },
+                false
+            )
             .await
             .unwrap(),
         Unlink::NotFound
     );
     assert_eq!(
         store
-            .delete_identity("id-alice", "corp", "sub-1", false)
+            .delete_identity(
+                "id-alice",
+                IdentityKey {
+                    connector_id: "corp",
+                    subject: "sub-1"
+                },
+                false
+            )
             .await
             .unwrap(),
         Unlink::Done
     );
     assert_eq!(
         store
-            .delete_identity("id-alice", "github", "42", true)
+            .delete_identity(
+                "id-alice",
+                IdentityKey {
+                    connector_id: "github",
+                    subject: "42"
+                },
+                true
+            )
             .await
             .unwrap(),
         Unlink::LastSignInMethod,
@@ -961,7 +1049,14 @@ async fn accounts(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store
-            .delete_identity("id-bob", "github", "7", false)
+            .delete_identity(
+                "id-bob",
+                IdentityKey {
+                    connector_id: "github",
+                    subject: "7"
+                },
+                false
+            )
             .await
             .unwrap(),
         Unlink::LastSignInMethod,
@@ -969,7 +1064,14 @@ async fn accounts(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_identity("id-bob", "github", "7", true)
+            .delete_identity(
+                "id-bob",
+                IdentityKey {
+                    connector_id: "github",
+                    subject: "7"
+                },
+                true
+            )
             .await
             .unwrap(),
         Unlink::Done
@@ -1105,7 +1207,14 @@ async fn accounts(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .put_consent("id-alice", "app", &ScopeSet::parse("openid").unwrap(), 5)
+        .put_consent(
+            UserClient {
+                user_id: "id-alice",
+                client_id: "app",
+            },
+            &ScopeSet::parse("openid").unwrap(),
+            5,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1114,11 +1223,23 @@ async fn accounts(store: Arc<dyn Store>) {
     );
     assert_eq!(store.list_user_consents("id-alice").await.unwrap().len(), 1);
     assert_eq!(
-        store.revoke_user_client("id-alice", "app").await.unwrap(),
+        store
+            .revoke_user_client(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        store.revoke_user_client("id-alice", "app").await.unwrap(),
+        store
+            .revoke_user_client(UserClient {
+                user_id: "id-alice",
+                client_id: "app"
+            })
+            .await
+            .unwrap(),
         0
     );
     let left = store.list_user_grants("id-alice", 300).await.unwrap();

@@ -27,6 +27,26 @@ use crate::domain::{
 pub(crate) mod contract;
 pub mod sql;
 
+/// A user and a client: the key of a consent, and of "revoke this application's
+/// access". Named fields, so that the two ids cannot be passed the wrong way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserClient<'a> {
+    /// The user's id.
+    pub user_id: &'a str,
+    /// The client's id.
+    pub client_id: &'a str,
+}
+
+/// An identity at an upstream provider: the connector and the subject the provider
+/// knows the person by (unique together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityKey<'a> {
+    /// The connector's id.
+    pub connector_id: &'a str,
+    /// The provider's subject.
+    pub subject: &'a str,
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -179,22 +199,16 @@ pub trait SessionStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait GrantStore: Send + Sync {
     /// The scopes a user has approved for a client.
-    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>>;
+    async fn get_consent(&self, key: UserClient<'_>) -> StoreResult<Option<ScopeSet>>;
     /// A user and the scopes they have approved for a client, in one read; `None` when
     /// there is no such user.
     async fn get_user_with_consent(
         &self,
-        user_id: &str,
-        client_id: &str,
+        key: UserClient<'_>,
     ) -> StoreResult<Option<(User, Option<ScopeSet>)>>;
     /// Records approved scopes (replacing earlier ones).
-    async fn put_consent(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        scope: &ScopeSet,
-        now: i64,
-    ) -> StoreResult<()>;
+    async fn put_consent(&self, key: UserClient<'_>, scope: &ScopeSet, now: i64)
+    -> StoreResult<()>;
     /// Stores a grant and the code that starts it, in one transaction.
     async fn insert_grant_with_code(&self, grant: &Grant, code: &AuthCode) -> StoreResult<()>;
     /// A grant by id.
@@ -229,7 +243,7 @@ pub trait GrantStore: Send + Sync {
     async fn list_user_consents(&self, user_id: &str) -> StoreResult<Vec<(String, ScopeSet, i64)>>;
     /// Revokes every grant a user gave a client and forgets the consent, in one
     /// transaction. Returns the grants revoked.
-    async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64>;
+    async fn revoke_user_client(&self, key: UserClient<'_>) -> StoreResult<u64>;
 }
 
 /// Device authorizations (RFC 8628). Part of [`Store`].
@@ -302,11 +316,7 @@ pub trait KeyStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait IdentityStore: Send + Sync {
     /// The identity a provider knows as `subject`, if anyone holds it.
-    async fn get_identity(
-        &self,
-        connector_id: &str,
-        subject: &str,
-    ) -> StoreResult<Option<Identity>>;
+    async fn get_identity(&self, key: IdentityKey<'_>) -> StoreResult<Option<Identity>>;
     /// The identities linked to an account, oldest first.
     async fn list_identities(&self, user_id: &str) -> StoreResult<Vec<Identity>>;
     /// Links an identity to its account; `Conflict` when someone already holds it.
@@ -322,8 +332,7 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_identity(
         &self,
         user_id: &str,
-        connector_id: &str,
-        subject: &str,
+        identity: IdentityKey<'_>,
         password_counts: bool,
     ) -> StoreResult<Unlink>;
     /// The users whose verified address is `email` (compared without case).

@@ -26,8 +26,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    ClientStore, DeviceStore, GrantStore, IdentityStore, KeyStore, LoginStore, SessionStore, Store,
-    StoreError, StoreResult, ThrottleStore, UserStore,
+    ClientStore, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore, LoginStore,
+    SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
 };
 use crate::domain::SigningAlg;
 use crate::domain::{
@@ -1059,21 +1059,21 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl GrantStore for $store {
-            async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<ScopeSet>> {
+            async fn get_consent(&self, key: UserClient<'_>) -> StoreResult<Option<ScopeSet>> {
                 let row = sqlx::query("SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2")
-                    .bind(user_id)
-                    .bind(client_id)
+                    .bind(key.user_id)
+                    .bind(key.client_id)
                     .fetch_optional(&self.pool)
                     .await?;
                 row.map(|row| scope("consent scope", &row.try_get::<String, _>("scope")?)).transpose()
             }
 
-            async fn get_user_with_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<(User, Option<ScopeSet>)>> {
+            async fn get_user_with_consent(&self, key: UserClient<'_>) -> StoreResult<Option<(User, Option<ScopeSet>)>> {
                 static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
                     "SELECT {}, c.scope FROM users u LEFT JOIN consents c ON c.user_id = u.id AND c.client_id = $2 WHERE u.id = $1",
                     qualified("u", USER_COLUMNS),
                 ));
-                let Some(row) = sqlx::query(&SQL).bind(user_id).bind(client_id).fetch_optional(&self.pool).await? else {
+                let Some(row) = sqlx::query(&SQL).bind(key.user_id).bind(key.client_id).fetch_optional(&self.pool).await? else {
                     return Ok(None);
                 };
                 let consent = row
@@ -1083,13 +1083,13 @@ macro_rules! sql_store {
                 Ok(Some((Self::user(&row)?, consent)))
             }
 
-            async fn put_consent(&self, user_id: &str, client_id: &str, granted: &ScopeSet, now: i64) -> StoreResult<()> {
+            async fn put_consent(&self, key: UserClient<'_>, granted: &ScopeSet, now: i64) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO consents (user_id, client_id, scope, updated_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
                 )
-                .bind(user_id)
-                .bind(client_id)
+                .bind(key.user_id)
+                .bind(key.client_id)
                 .bind(granted.to_string())
                 .bind(now)
                 .execute(&self.writer)
@@ -1242,7 +1242,8 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn revoke_user_client(&self, user_id: &str, client_id: &str) -> StoreResult<u64> {
+            async fn revoke_user_client(&self, key: UserClient<'_>) -> StoreResult<u64> {
+                let UserClient { user_id, client_id } = key;
                 let mut tx = self.writer.begin().await?;
                 let revoked = sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND client_id = $3 AND revoked = $4")
                     .bind(true)
@@ -1461,9 +1462,9 @@ macro_rules! sql_store {
 
         #[async_trait::async_trait]
         impl IdentityStore for $store {
-            async fn get_identity(&self, connector_id: &str, subject: &str) -> StoreResult<Option<Identity>> {
+            async fn get_identity(&self, key: IdentityKey<'_>) -> StoreResult<Option<Identity>> {
                 let sql = format!("SELECT {IDENTITY_COLUMNS} FROM identities WHERE connector_id = $1 AND subject = $2");
-                let row = sqlx::query(&sql).bind(connector_id).bind(subject).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(key.connector_id).bind(key.subject).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::identity).transpose()
             }
 
@@ -1517,7 +1518,8 @@ macro_rules! sql_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn delete_identity(&self, user_id: &str, connector_id: &str, subject: &str, password_counts: bool) -> StoreResult<Unlink> {
+            async fn delete_identity(&self, user_id: &str, identity: IdentityKey<'_>, password_counts: bool) -> StoreResult<Unlink> {
+                let IdentityKey { connector_id, subject } = identity;
                 let mut tx = self.writer.begin().await?;
                 // Writing the account row first locks it (a row lock on PostgreSQL, the
                 // write lock on SQLite): two unlinks racing cannot both leave it empty.

@@ -136,7 +136,8 @@ pub struct Connector {
     pub provider: Provider,
 }
 
-/// The run-time half of a connector.
+/// The run-time half of a connector: what keyward talks to. (The password connector has
+/// none: it is the sign-in form and the users table, and is not in [`Connectors`].)
 pub enum Provider {
     /// An OpenID Connect provider.
     Oidc(oidc::OidcProvider),
@@ -144,13 +145,14 @@ pub enum Provider {
     Github(github::GithubProvider),
     /// Emailed links.
     Email(email::Mailer),
-    /// The local users.
-    Password,
 }
 
-/// Every configured connector, in configuration order.
+/// Every configured upstream connector (OpenID Connect, GitHub, email), in
+/// configuration order.
 pub struct Connectors {
     list: Vec<Arc<Connector>>,
+    /// Every connector's id and display name, the password connector's too.
+    names: Vec<(String, String)>,
 }
 
 impl Connectors {
@@ -158,29 +160,31 @@ impl Connectors {
     /// the first sign-in, so that a provider that is down does not stop keyward.
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
         let http = http_client()?;
-        let list = config
+        let mut list = Vec::new();
+        for c in &config.connectors {
+            let provider = match &c.kind {
+                ConnectorKind::Oidc(settings) => {
+                    Provider::Oidc(oidc::OidcProvider::new(settings.clone(), http.clone()))
+                }
+                ConnectorKind::Github(settings) => {
+                    Provider::Github(github::GithubProvider::new(settings.clone(), http.clone()))
+                }
+                ConnectorKind::Email(settings) => {
+                    Provider::Email(email::Mailer::new(settings, config)?)
+                }
+                ConnectorKind::Password => continue,
+            };
+            list.push(Arc::new(Connector {
+                config: c.clone(),
+                provider,
+            }));
+        }
+        let names = config
             .connectors
             .iter()
-            .map(|c| {
-                let provider = match &c.kind {
-                    ConnectorKind::Oidc(settings) => {
-                        Provider::Oidc(oidc::OidcProvider::new(settings.clone(), http.clone()))
-                    }
-                    ConnectorKind::Github(settings) => Provider::Github(
-                        github::GithubProvider::new(settings.clone(), http.clone()),
-                    ),
-                    ConnectorKind::Email(settings) => {
-                        Provider::Email(email::Mailer::new(settings, config)?)
-                    }
-                    ConnectorKind::Password => Provider::Password,
-                };
-                Ok(Arc::new(Connector {
-                    config: c.clone(),
-                    provider,
-                }))
-            })
-            .collect::<Result<_, UpstreamError>>()?;
-        Ok(Self { list })
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect();
+        Ok(Self { list, names })
     }
 
     /// An enabled connector by id.
@@ -199,10 +203,10 @@ impl Connectors {
     /// A connector's display name by id, enabled or not (for identities linked through
     /// a connector that was disabled since).
     pub fn name_of<'a>(&'a self, id: &'a str) -> &'a str {
-        self.list
+        self.names
             .iter()
-            .find(|c| c.config.id == id)
-            .map_or(id, |c| c.config.name.as_str())
+            .find(|(known, _)| known == id)
+            .map_or(id, |(_, name)| name.as_str())
     }
 }
 

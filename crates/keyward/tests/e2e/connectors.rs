@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 
 use crate::fake_github::{FakeGithub, FakeUser};
 use crate::support::*;
+use keyward_server::store::IdentityKey;
 
 const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
 const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
@@ -238,7 +239,10 @@ async fn linking_keeps_one_account(db: Db) {
     );
     assert_eq!(request["scope"], "read:user user:email read:org");
     let github = store
-        .get_identity("github", "583231")
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
         .await
         .unwrap()
         .unwrap();
@@ -601,7 +605,10 @@ enabled = false
     assert!(page.html.contains("Linked."), "{}", page.html);
     assert_eq!(
         store
-            .get_identity("github", "583231")
+            .get_identity(IdentityKey {
+                connector_id: "github",
+                subject: "583231"
+            })
             .await
             .unwrap()
             .unwrap()
@@ -650,7 +657,10 @@ enabled = false
     // Groups go stale: a day after the last sign-in through GitHub (groups_max_age),
     // they are no longer released, since bob may have left the organisation.
     let mut identity = store
-        .get_identity("github", "583231")
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
         .await
         .unwrap()
         .unwrap();

@@ -5,6 +5,7 @@
 use reqwest::StatusCode;
 
 use crate::support::*;
+use keyward_server::store::IdentityKey;
 
 /// The SMTP sink: every message it accepts arrives here as JSON.
 struct SmtpSink {
@@ -209,7 +210,10 @@ async fn emailed_links_sign_in_once_in_the_browser_that_asked() {
     let params = settle(&other, response).await.unwrap_err();
     assert!(params.contains_key("code"), "{params:?}");
     let members = store
-        .get_identity("members", "carol@example.com")
+        .get_identity(IdentityKey {
+            connector_id: "members",
+            subject: "carol@example.com",
+        })
         .await
         .unwrap()
         .unwrap();

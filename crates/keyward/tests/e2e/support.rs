@@ -516,15 +516,26 @@ pub fn readme_block(name: &str) -> String {
         .join("\n")
 }
 
+/// A port for a README script's server, which must be named before the server starts
+/// (the script says `127.0.0.1:8080`). Binding port 0 and letting go would leave a
+/// window in which another test's port-0 bind takes the same number; so the port comes
+/// from below the kernel's ephemeral range (32768–60999 by default), which port-0 binds
+/// never use, and is checked free.
+fn readme_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 500) as u16 * 20;
+    (0..2_000)
+        .map(|_| start + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port between 20000 and 32000")
+}
+
 /// A bash command running the README block `name` as written, but on a free port
-/// instead of 8080, in a fresh directory (also returned), with this build's `keyward`
-/// first on the PATH.
+/// instead of 8080 ([`readme_port`]), in a fresh directory (also returned), with this
+/// build's `keyward` first on the PATH.
 pub fn readme_script(name: &str) -> (std::process::Command, u16, std::path::PathBuf) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = readme_port();
     let script = readme_block(name).replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     let dir = temp_dir();
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyward"))
