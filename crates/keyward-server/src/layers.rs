@@ -6,7 +6,7 @@
 //! http/                       endpoints, one module per family
 //! state, pages, admin         what handlers share; the page renderer; admin operations
 //! grants/, accounts           the rules of each grant; which account an identity is
-//! tokens, keys, throttle      minting and checking tokens; signing keys; throttles
+//! issuer, keys, throttle      minting and checking tokens; signing keys; throttles
 //! store/, upstream/           storage; the upstream providers
 //! config, domain, mac, net,   configuration, records and rules, primitives
 //! at_rest, password, telemetry
@@ -59,17 +59,17 @@ mod tests {
         (
             "grants/",
             "crate::state",
-            "grants take what they use (tokens::Issuer)",
+            "grants take what they use (issuer::Issuer)",
         ),
         (
-            "tokens.rs",
+            "issuer.rs",
             "crate::state",
-            "tokens take what they use (Issuer)",
+            "the issuer takes what it uses (Issuer)",
         ),
-        ("tokens.rs", "axum", "tokens are not HTTP"),
+        ("issuer.rs", "axum", "minting tokens is not HTTP"),
         ("accounts.rs", "axum", "account rules are not HTTP"),
         ("store/", "axum", "storage is not HTTP"),
-        ("store/", "crate::tokens", "the store knows only records"),
+        ("store/", "crate::issuer", "the store knows only records"),
         ("store/", "crate::grants", "the store knows only records"),
         ("store/", "crate::keys", "the store knows only records"),
         ("store/", "crate::state", "the store knows only records"),
@@ -106,7 +106,7 @@ mod tests {
     const ENDPOINTS: &[&str] = &[
         "account",
         "authorize",
-        "connectors",
+        "callback",
         "consent",
         "device",
         "discovery",
@@ -207,7 +207,7 @@ mod tests {
             ),
             (
                 "store/y.rs".to_owned(),
-                "use crate::tokens::Issuer;\nuse crate::tokensx;\n".to_owned(),
+                "use crate::issuer::Issuer;\nuse crate::issuerx;\n".to_owned(),
             ),
             (
                 "accounts.rs".to_owned(),
@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(broken.len(), 4, "{broken:?}");
         assert!(broken[3].starts_with("http/pkg.rs:1 uses super::device::"));
         assert!(broken[0].starts_with("grants/x.rs:1 uses axum"));
-        assert!(broken[1].starts_with("store/y.rs:1 uses crate::tokens"));
+        assert!(broken[1].starts_with("store/y.rs:1 uses crate::issuer"));
         assert!(broken[2].starts_with("accounts.rs:1 uses crate::http"));
     }
 }

@@ -16,7 +16,7 @@
 //!   (`KEYWARD_KEY_ENCRYPTION_KEY_FILE`).
 //! - [`throttle`]: what slows down guessing (passwords, user codes, emailed links).
 //! - [`net`]: client addresses behind trusted proxies; address groups for throttles.
-//! - [`tokens`]: minting and checking access tokens, ID tokens and refresh tokens.
+//! - [`issuer`]: minting and checking access tokens, ID tokens and refresh tokens.
 //! - [`grants`]: the rules of each grant of the token endpoint, with no HTTP types.
 //! - [`serve`]: start-up, housekeeping and serving.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
@@ -34,6 +34,7 @@ pub mod config;
 pub mod domain;
 pub mod grants;
 pub mod http;
+pub mod issuer;
 pub mod keys;
 pub mod layers;
 pub mod mac;
@@ -45,5 +46,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
-pub mod tokens;
 pub mod upstream;

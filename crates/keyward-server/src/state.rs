@@ -83,8 +83,8 @@ impl AppState {
     }
 
     /// What minting and checking tokens needs, borrowed from this state.
-    pub fn issuer(&self) -> crate::tokens::Issuer<'_> {
-        crate::tokens::Issuer {
+    pub fn issuer(&self) -> crate::issuer::Issuer<'_> {
+        crate::issuer::Issuer {
             config: self.config(),
             keys: self.keys(),
             store: self.store(),

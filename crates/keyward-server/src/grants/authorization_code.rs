@@ -9,7 +9,7 @@ use keyward_proto::token::TokenResponse;
 
 use super::{GrantError, first_tokens, live_grant};
 use crate::domain::{Client, CodeRedemption};
-use crate::tokens::Issuer;
+use crate::issuer::Issuer;
 
 /// Redeems `code` for `client`.
 pub async fn redeem(

@@ -8,7 +8,7 @@ use keyward_proto::token::TokenResponse;
 
 use super::GrantError;
 use crate::domain::{Client, ClientAuth};
-use crate::tokens::{self, Issuer};
+use crate::issuer::{self, Issuer};
 
 /// The scopes only a user can grant.
 const USER_SCOPES: [&str; 4] = ["openid", "offline_access", "profile", "email"];
@@ -27,8 +27,8 @@ pub fn issue(
         ));
     }
     let scope = allowed_scope(client, scope)?;
-    let (access, _) = tokens::access_token(issuer, client, &client.client_id, &scope, None)
-        .map_err(tokens::IssueError::from)?;
+    let (access, _) = issuer::access_token(issuer, client, &client.client_id, &scope, None)
+        .map_err(issuer::IssueError::from)?;
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer".into(),

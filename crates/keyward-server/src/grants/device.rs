@@ -10,8 +10,8 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
 
 use super::{GrantError, first_tokens, live_grant};
 use crate::domain::{Client, DeviceCode, DeviceStatus, secs};
+use crate::issuer::Issuer;
 use crate::store::StoreError;
-use crate::tokens::Issuer;
 
 /// How much longer the interval gets at each `slow_down` (RFC 8628 §3.5).
 pub const SLOW_DOWN_STEP: i64 = 5;

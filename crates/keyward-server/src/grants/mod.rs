@@ -17,8 +17,8 @@ use keyward_proto::ErrorCode;
 use keyward_proto::token::TokenResponse;
 
 use crate::domain::{Client, Grant, User};
+use crate::issuer::{self, IssueError, Issuer};
 use crate::store::StoreError;
-use crate::tokens::{self, IssueError, Issuer};
 
 pub mod authorization_code;
 pub mod client_credentials;
@@ -89,12 +89,12 @@ async fn first_tokens(
 ) -> Result<TokenResponse, GrantError> {
     let refresh = if grant.scope.contains("offline_access") && client.allows_grant("refresh_token")
     {
-        let (token, record) = tokens::new_refresh_token(grant, issuer.now());
+        let (token, record) = issuer::new_refresh_token(grant, issuer.now());
         issuer.store.insert_refresh_token(&record).await?;
         Some(token)
     } else {
         None
     };
     let scope = grant.scope.clone();
-    Ok(tokens::user_grant_response(issuer, client, user, grant, &scope, nonce, refresh).await?)
+    Ok(issuer::user_grant_response(issuer, client, user, grant, &scope, nonce, refresh).await?)
 }

@@ -1,5 +1,5 @@
 //! The refresh token grant (RFC 6749 §6) with rotation (RFC 9700 §4.14.2), idempotent:
-//! the successor of a token is derived from it ([`tokens::refresh_successor`]), so a
+//! the successor of a token is derived from it ([`issuer::refresh_successor`]), so a
 //! rotated token presented again while its successor has never been used gets that same
 //! successor back, however late (a lost answer, a crash between commit and answer, two
 //! requests racing): one chain, never a fork, and no grant lost to an outage. Once the
@@ -11,7 +11,7 @@ use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet};
 
 use super::GrantError;
 use crate::domain::Client;
-use crate::tokens::{self, Issuer};
+use crate::issuer::{self, Issuer};
 
 /// Exchanges refresh token `token` of `client` for new tokens, narrowed to `scope` when
 /// given.
@@ -51,7 +51,7 @@ pub async fn refresh(
         Some(requested) => requested,
         None => grant.scope.clone(),
     };
-    let (successor, successor_record) = tokens::refresh_successor(issuer.mac, &token, &grant, at);
+    let (successor, successor_record) = issuer::refresh_successor(issuer.mac, &token, &grant, at);
     // Not rotated yet: rotate. Exactly one request wins; the others (and every later
     // retry) find the token rotated and check its successor below.
     let rotated_now = record.rotated_at.is_none()
@@ -72,7 +72,7 @@ pub async fn refresh(
         }
     }
     Ok(
-        tokens::user_grant_response(issuer, client, &user, &grant, &scope, None, Some(successor))
+        issuer::user_grant_response(issuer, client, &user, &grant, &scope, None, Some(successor))
             .await?,
     )
 }

@@ -171,7 +171,7 @@ internal_from!(
     crate::store::StoreError,
     crate::keys::KeyError,
     crate::password::PasswordError,
-    crate::tokens::IssueError
+    crate::issuer::IssueError
 );
 
 impl IntoResponse for ApiError {

@@ -19,8 +19,8 @@ use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
 use crate::domain::Client;
+use crate::issuer::{ACCESS_TOKEN_TYP, validate_access_token};
 use crate::state::AppState;
-use crate::tokens::{ACCESS_TOKEN_TYP, validate_access_token};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {

@@ -20,8 +20,8 @@ use super::browser::{BROWSER_COOKIE, SESSION_COOKIE, csrf_matches, current_sessi
 use super::error::OAuthError;
 use super::extract::{Body, append_our_cookie, our_cookie, parse_form};
 use super::page_error::PageError;
+use crate::issuer::ID_TOKEN_TYP;
 use crate::state::AppState;
-use crate::tokens::ID_TOKEN_TYP;
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {

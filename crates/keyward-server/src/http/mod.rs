@@ -6,7 +6,7 @@
 //! | [`authorize`] | `/authorize` |
 //! | [`signin`] | `/login`: the login page and the password sign-in |
 //! | [`consent`] | `/consent` |
-//! | [`connectors`] | `/login/{connector}`, `/callback/{connector}`: sign-in at upstream providers and by emailed link |
+//! | [`callback`] | `/login/{connector}`, `/callback/{connector}`: sign-in at upstream providers and by emailed link |
 //! | [`account`] | `/account`: linked identities, sessions, authorised applications |
 //! | [`device`] | `/device/code` (RFC 8628 device authorization), `/device` (code entry) |
 //! | [`pkg`] | `/auth/*`: the Julia package-server login protocol |
@@ -35,8 +35,8 @@ use crate::state::AppState;
 pub mod account;
 pub mod authorize;
 pub mod browser;
+pub mod callback;
 pub mod client_auth;
-pub mod connectors;
 pub mod consent;
 pub mod device;
 pub mod discovery;
@@ -60,7 +60,7 @@ pub fn app(state: AppState) -> Router {
         .merge(authorize::router())
         .merge(signin::router())
         .merge(consent::router())
-        .merge(connectors::router())
+        .merge(callback::router())
         .merge(account::router())
         .merge(device::router())
         .merge(pkg::router(state.config().pkg_auth.enabled))

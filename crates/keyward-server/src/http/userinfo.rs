@@ -10,8 +10,8 @@ use keyward_proto::{ErrorCode, ScopeSet};
 
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, bearer_token, parse_form};
+use crate::issuer::{user_claims, validate_access_token};
 use crate::state::AppState;
-use crate::tokens::{user_claims, validate_access_token};
 
 /// Routes of this module.
 pub fn router() -> Router<AppState> {
