@@ -24,7 +24,6 @@
 //! - [`state`]: the shared state of the HTTP handlers.
 //! - [`telemetry`]: the metrics recorder and the logging of internal failures.
 //! - [`http`]: the endpoints, one module per family.
-//! - [`layers`]: which module may use which, and the test that keeps it so.
 
 pub mod accounts;
 pub mod admin;
@@ -36,7 +35,6 @@ pub mod grants;
 pub mod http;
 pub mod issuer;
 pub mod keys;
-pub mod layers;
 pub mod mac;
 pub mod net;
 pub mod pages;
