@@ -15,6 +15,8 @@
 //! Nothing below `http/` names it, nothing below the HTTP layer speaks HTTP (axum), and
 //! the store knows only the records it stores.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 /// Every `.rs` file under `dir`, with its text.
