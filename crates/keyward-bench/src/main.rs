@@ -170,33 +170,54 @@ fn say(text: impl AsRef<str>) {
     eprintln!("» {}", text.as_ref());
 }
 
+/// How big a run is: the mode's defaults, overridden by the flags given.
+struct Plan {
+    seconds: u64,
+    pending_devices: usize,
+    refresh_tokens: u64,
+    with_peer: bool,
+    with_postgres: bool,
+}
+
+impl Plan {
+    fn of(args: &Args) -> Self {
+        let smoke = args.mode == Mode::Smoke;
+        Plan {
+            seconds: args.seconds.unwrap_or(if smoke { 2 } else { 10 }),
+            pending_devices: args
+                .pending_devices
+                .unwrap_or(if smoke { 1_000 } else { 10_000 }),
+            refresh_tokens: args
+                .refresh_tokens
+                .unwrap_or(if smoke { 2_000 } else { 100_000 }),
+            with_peer: !smoke && !args.no_peer,
+            with_postgres: !smoke && !args.no_postgres,
+        }
+    }
+}
+
+/// The keyward binary to measure: the one named, or a fresh release build.
+fn keyward_binary(named: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match named {
+        Some(path) => std::fs::canonicalize(path)
+            .with_context(|| format!("no keyward binary at {}", path.display())),
+        None => build_keyward(),
+    }
+}
+
 /// Runs the benchmarks; `Ok(false)` when a smoke run saw errors.
 async fn bench(args: Args) -> anyhow::Result<bool> {
-    let smoke = args.mode == Mode::Smoke;
-    let seconds = args.seconds.unwrap_or(if smoke { 2 } else { 10 });
-    let pending_devices = args
-        .pending_devices
-        .unwrap_or(if smoke { 1_000 } else { 10_000 });
-    let refresh_tokens = args
-        .refresh_tokens
-        .unwrap_or(if smoke { 2_000 } else { 100_000 });
-    let with_peer = !smoke && !args.no_peer;
-    let with_postgres = !smoke && !args.no_postgres;
+    let plan = Plan::of(&args);
     let scenarios = chosen_scenarios(&args.only)?;
     let load = Load {
         connections: args.connections,
-        stop: Stop::After(Duration::from_secs(seconds)),
+        stop: Stop::After(Duration::from_secs(plan.seconds)),
         pace: Pace::Closed,
-        pending_devices,
+        pending_devices: plan.pending_devices,
     };
-
-    let exe = match &args.keyward {
-        Some(path) => std::fs::canonicalize(path)
-            .with_context(|| format!("no keyward binary at {}", path.display()))?,
-        None => build_keyward()?,
-    };
+    let exe = keyward_binary(args.keyward.as_deref())?;
     let peer_dir = workspace().join("bench/peer");
-    if with_peer {
+    if plan.with_peer {
         install_peer(&peer_dir)?;
     }
     let argon = argon2_cost();
@@ -209,7 +230,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     // that no scenario's peak is in the reading), then every scenario, each followed by
     // latency at half its maximum rate.
     let server = Server::keyward(&exe, None, &credentials).await?;
-    let memory = Memory::measure(&server, refresh_tokens, args.connections).await?;
+    let memory = Memory::measure(&server, plan.refresh_tokens, args.connections).await?;
     for &scenario in &scenarios {
         let (full, at_half) = keyward_row(&server, scenario, load).await?;
         rows.push(full);
@@ -218,13 +239,13 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     drop(server);
 
     // The peer, same scenarios.
-    let idle_peer = match with_peer {
+    let idle_peer = match plan.with_peer {
         true => peer_rows(&peer_dir, &credentials, &scenarios, load, &mut rows).await?,
         false => None,
     };
 
     // keyward on PostgreSQL: client_credentials (the hot path that touches the store).
-    if with_postgres && scenarios.contains(&Scenario::ClientCredentials) {
+    if plan.with_postgres && scenarios.contains(&Scenario::ClientCredentials) {
         match PostgresDb::create(&args.postgres).await {
             Ok(db) => {
                 let (full, half) = postgres_row(&exe, &db, &credentials, load).await?;
@@ -240,8 +261,8 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
 
     let report = Report {
         args: &args,
-        seconds,
-        pending_devices,
+        seconds: plan.seconds,
+        pending_devices: plan.pending_devices,
         rows: &rows,
         half_rate: &half_rate,
         argon,

@@ -442,9 +442,7 @@ pub(super) async fn sign_in(
         ip: addr.map(|a| a.to_string()),
     };
     store.insert_session(&session).await?;
-    store
-        .set_auth_request_user(&request.id, &user.id, at)
-        .await?;
+    store.set_auth_request_user(&request.id, user, at).await?;
     let request = AuthRequest {
         user_id: Some(user.id.clone()),
         auth_time: Some(at),

@@ -240,7 +240,7 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .set_auth_request_user("req1", "id-alice", 120)
+            .set_auth_request_user("req1", &user("alice"), 120)
             .await
             .unwrap()
     );

@@ -151,11 +151,12 @@ pub trait LoginStore: Send + Sync {
     async fn insert_auth_request(&self, request: &AuthRequest) -> StoreResult<()>;
     /// An authorization request by id, if not expired at `now`.
     async fn get_auth_request(&self, id: &str, now: i64) -> StoreResult<Option<AuthRequest>>;
-    /// Records who logged in for an authorization request.
+    /// Records who logged in for an authorization request (the user as a record, so
+    /// that the two ids cannot be swapped).
     async fn set_auth_request_user(
         &self,
         id: &str,
-        user_id: &str,
+        user: &User,
         auth_time: i64,
     ) -> StoreResult<bool>;
     /// Deletes an authorization request; true for the one caller that deleted it.

@@ -948,9 +948,9 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::auth_request).transpose()
             }
 
-            async fn set_auth_request_user(&self, id: &str, user_id: &str, auth_time: i64) -> StoreResult<bool> {
+            async fn set_auth_request_user(&self, id: &str, user: &User, auth_time: i64) -> StoreResult<bool> {
                 let done = sqlx::query("UPDATE auth_requests SET user_id = $1, auth_time = $2 WHERE id = $3")
-                    .bind(user_id)
+                    .bind(&user.id)
                     .bind(auth_time)
                     .bind(id)
                     .execute(&self.writer)
