@@ -24,6 +24,10 @@
 //! - [`state`]: the shared state of the HTTP handlers.
 //! - [`telemetry`]: the metrics recorder and the logging of internal failures.
 //! - [`http`]: the endpoints, one module per family.
+//!
+//! The layers point down only (http → grants, accounts → issuer, keys, throttle →
+//! store, upstream → config, domain and the primitives); `tests/layers.rs` fails when a
+//! module imports upward.
 
 pub mod accounts;
 pub mod admin;
