@@ -1,7 +1,7 @@
 //! What slows down guessing: passwords, device user codes, emailed sign-in links.
 //!
 //! Every attempt is counted before it is checked, in one atomic step of the store
-//! ([`Store::throttle_attempt`]), so parallel guesses cannot all slip past a check made
+//! ([`ThrottleStore::throttle_attempt`](crate::store::ThrottleStore::throttle_attempt)), so parallel guesses cannot all slip past a check made
 //! before any of them was counted. There are no hard lock-outs: a throttle makes the
 //! next attempt wait, doubling the wait each time ([`ThrottlePolicy`]). Passwords are
 //! throttled three ways:

@@ -1,6 +1,6 @@
 //! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
 //! and `key` administer its database; `login`, `token`, `logout` and `status` are the
-//! terminal client of any keyward (or RFC 8628) server, in [`session`].
+//! terminal client of any keyward (or RFC 8628) server, in [`terminal`].
 
 mod terminal;
 

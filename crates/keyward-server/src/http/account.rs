@@ -5,7 +5,7 @@
 //!
 //! Signing in to it is an ordinary login in progress of kind
 //! [`LoginKind::Account`], so every connector works for it; its "client" is
-//! [`console_client`], which never asks for consent. Every form carries the session's
+//! [`console_client`](super::login::console_client), which never asks for consent. Every form carries the session's
 //! CSRF token and answers with a redirect to the page and a notice.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! The login-in-progress machine every browser flow runs on: an [`AuthRequest`] in the
-//! store, bound to the browser that started it, moved forward by [`advance`] through
-//! the login page, single sign-on and consent to its end ([`finish`]): a code for the
+//! store, bound to the browser that started it, moved forward by `advance` through
+//! the login page, single sign-on and consent to its end (`finish`): a code for the
 //! client (in the request's response mode), a device approval, or the account page.
 //! The authorization, device, Julia, connector and account endpoints all start or
 //! continue logins through it; none of them calls another.

@@ -2,9 +2,9 @@
 //!
 //! Both run the same statements: the schema in `migrations/` uses only types and syntax
 //! the two share (`BIGINT`, `BOOLEAN`, `TEXT`, `ON CONFLICT`, `RETURNING`, `$n`
-//! parameters). The [`sql_store!`] macro writes the `Store` impl once for each driver, so
+//! parameters). The `sql_store!` macro writes the `Store` impl once for each driver, so
 //! the two cannot drift apart; what differs (connecting, locking for migrations, and
-//! the two writes of two statements each that [`OneTrip`] sends as one) is written per
+//! the two writes of two statements each that `OneTrip` sends as one) is written per
 //! driver beside it.
 //!
 //! Each store has a `pool` for reads and a `writer` for statements that write. On

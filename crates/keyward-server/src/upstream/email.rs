@@ -1,7 +1,7 @@
 //! Sign-in by emailed link: the message and its delivery over SMTP (lettre).
 //!
 //! The token in the link is 256 random bits, stored only as its SHA-256, usable once,
-//! for [`LINK_TTL`]; the HTTP side ([`crate::http::connectors`]) throttles requests
+//! for [`LINK_TTL`]; the HTTP side (`http/callback.rs`) throttles requests
 //! per address and answers the same whether or not the address is known. Without SMTP
 //! (allowed only when the issuer is on this machine) the link is written to the log,
 //! and `keyward serve` says so when it starts.
