@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
-
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::keys::{KeyError, Keys};
@@ -43,7 +41,7 @@ struct Inner {
     creations: CreationLimiter,
     connectors: Connectors,
     pages: Pages,
-    metrics: PrometheusHandle,
+    metrics: crate::telemetry::Metrics,
 }
 
 impl AppState {
@@ -66,7 +64,7 @@ impl AppState {
         let mac = MacKey::load(store.as_ref(), at_rest.as_deref()).await?;
         let creations = CreationLimiter::new(config.unauthenticated_writes_per_minute);
         let pages = Pages::new(&config);
-        let metrics = crate::telemetry::metrics_handle();
+        let metrics = crate::telemetry::Metrics::default();
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -133,8 +131,8 @@ impl AppState {
         &self.inner.pages
     }
 
-    /// The Prometheus handle.
-    pub fn metrics(&self) -> &PrometheusHandle {
+    /// This server's counters, served at `/metrics`.
+    pub fn metrics(&self) -> &crate::telemetry::Metrics {
         &self.inner.metrics
     }
 }

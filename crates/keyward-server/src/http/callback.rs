@@ -261,8 +261,10 @@ async fn failed(
     } else {
         "failed"
     };
-    metrics::counter!("keyward_upstream_logins_total", "connector" => connector.config.id.clone(), "result" => result)
-        .increment(1);
+    state.metrics().increment(
+        "keyward_upstream_logins_total",
+        &[("connector", &connector.config.id), ("result", result)],
+    );
     let message = match error {
         UpstreamError::Refused { error, .. } if error == "access_denied" => {
             format!("Signing in with {name} was cancelled.")
@@ -318,8 +320,10 @@ async fn complete(
             {
                 Ok((user, outcome)) => {
                     tracing::info!(user_id = %user.id, connector = %connector.config.id, ?outcome, "upstream sign-in");
-                    metrics::counter!("keyward_upstream_logins_total", "connector" => connector.config.id.clone(), "result" => "ok")
-                        .increment(1);
+                    state.metrics().increment(
+                        "keyward_upstream_logins_total",
+                        &[("connector", &connector.config.id), ("result", "ok")],
+                    );
                     return sign_in(
                         state,
                         headers,

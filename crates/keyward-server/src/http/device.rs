@@ -161,8 +161,10 @@ async fn entry_submit(
     let attempt = match throttle::user_code_attempt(store, addr, at).await? {
         Ok(attempt) => attempt,
         Err(retry_after) => {
-            metrics::counter!("keyward_login_failures_total", "reason" => "user_code_throttled")
-                .increment(1);
+            state.metrics().increment(
+                "keyward_login_failures_total",
+                &[("reason", "user_code_throttled")],
+            );
             tracing::warn!(client = %client_addr, retry_after, "user code entry throttled");
             let message = format!(
                 "Too many wrong codes. Try again in {}.",
@@ -186,7 +188,10 @@ async fn entry_submit(
         None => None,
     };
     let Some(device) = found else {
-        metrics::counter!("keyward_login_failures_total", "reason" => "bad_user_code").increment(1);
+        state.metrics().increment(
+            "keyward_login_failures_total",
+            &[("reason", "bad_user_code")],
+        );
         tracing::warn!(client = %client_addr, "wrong user code");
         let message = "That code is not valid or has expired. Check your device and try again.";
         return Ok(render_entry(

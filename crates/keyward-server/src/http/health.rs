@@ -65,13 +65,20 @@ async fn metrics_text(
 }
 
 /// Counts requests by route and status (`keyward_http_requests_total`).
-pub async fn count_requests(request: Request, next: Next) -> Response {
+pub async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    metrics::counter!("keyward_http_requests_total", "endpoint" => endpoint, "status" => response.status().as_u16().to_string())
-        .increment(1);
+    let status = response.status();
+    state.metrics().increment(
+        "keyward_http_requests_total",
+        &[("endpoint", &endpoint), ("status", status.as_str())],
+    );
     response
 }

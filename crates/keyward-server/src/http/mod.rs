@@ -100,7 +100,10 @@ pub fn app(state: AppState) -> Router {
             page_error::render_page_errors,
         ))
         .layer(axum::middleware::from_fn(extract::limit_header_sizes))
-        .layer(axum::middleware::from_fn(health::count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::count_requests,
+        ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .with_state(state)
 }

@@ -109,8 +109,10 @@ pub(super) async fn send_email_link(
     let store = state.store();
     let at = state.now();
     if !throttle::email_link_allowed(store, address, client_addr, at).await? {
-        metrics::counter!("keyward_login_failures_total", "reason" => "email_throttled")
-            .increment(1);
+        state.metrics().increment(
+            "keyward_login_failures_total",
+            &[("reason", "email_throttled")],
+        );
         tracing::warn!(connector = %connector.config.id, client = %client_addr.map(|a| a.to_string()).unwrap_or_default(), "sign-in link not sent: too many asked for");
         return Ok(());
     }

@@ -104,7 +104,9 @@ async fn login_submit(
     {
         Ok(attempt) => attempt,
         Err(retry_after) => {
-            metrics::counter!("keyward_login_failures_total", "reason" => "throttled").increment(1);
+            state
+                .metrics()
+                .increment("keyward_login_failures_total", &[("reason", "throttled")]);
             tracing::warn!(username = ?username, client = %client_addr, retry_after, "password sign-in throttled");
             let message = format!(
                 "Too many failed sign-in attempts. Try again in {}.",
@@ -123,8 +125,10 @@ async fn login_submit(
         Some(user) => user,
         None => {
             attempt.failed();
-            metrics::counter!("keyward_login_failures_total", "reason" => "bad_credentials")
-                .increment(1);
+            state.metrics().increment(
+                "keyward_login_failures_total",
+                &[("reason", "bad_credentials")],
+            );
             tracing::warn!(username = ?username, client = %client_addr, client_id = %client.client_id, "failed password sign-in");
             return Ok(render_login(
                 &state,
@@ -136,7 +140,9 @@ async fn login_submit(
     };
     attempt.succeeded(store).await?;
     if user.disabled {
-        metrics::counter!("keyward_login_failures_total", "reason" => "disabled").increment(1);
+        state
+            .metrics()
+            .increment("keyward_login_failures_total", &[("reason", "disabled")]);
         tracing::warn!(user_id = %user.id, client = %client_addr, "sign-in to a disabled account");
         return Ok(render_login(
             &state,

@@ -74,6 +74,9 @@ async fn token(
             grants::device::poll(&issuer, &client, device_code).await?
         }
     };
-    metrics::counter!("keyward_tokens_issued_total", "grant_type" => grant_type).increment(1);
+    state.metrics().increment(
+        "keyward_tokens_issued_total",
+        &[("grant_type", &grant_type)],
+    );
     Ok((no_store(), Json(response)).into_response())
 }

@@ -463,24 +463,40 @@ async fn operations_endpoints() {
             .unwrap();
         assert_eq!(response.status().as_u16(), status, "{path}");
     }
-    token_request(
+    let (status, body) = token_request(
         &app,
         "demo-app",
         Some(SECRET),
         &[("grant_type", "client_credentials")],
     )
     .await;
-    let metrics = http()
-        .get(format!("{}/metrics", app.issuer))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("keyward_http_requests_total"), "{metrics}");
-    assert!(metrics.contains("endpoint=\"/token\""));
-    assert!(metrics.contains("keyward_tokens_issued_total{grant_type=\"client_credentials\"}"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // This server's own counters (each server has its own registry, so another test's
+    // requests cannot satisfy these).
+    for (series, value) in [
+        (
+            r#"keyward_tokens_issued_total{grant_type="client_credentials"}"#,
+            1,
+        ),
+        (
+            r#"keyward_http_requests_total{endpoint="/token",status="200"}"#,
+            1,
+        ),
+        (
+            r#"keyward_http_requests_total{endpoint="/token",status="405"}"#,
+            1,
+        ),
+        (
+            r#"keyward_http_requests_total{endpoint="/healthz",status="200"}"#,
+            1,
+        ),
+        (
+            r#"keyward_tokens_issued_total{grant_type="refresh_token"}"#,
+            0,
+        ),
+    ] {
+        assert_eq!(metric(&app, series).await, value, "{series}");
+    }
     let discovery: serde_json::Value = get_json(&format!(
         "{}/.well-known/oauth-authorization-server",
         app.issuer

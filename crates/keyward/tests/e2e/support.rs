@@ -768,3 +768,19 @@ pub fn html_unescape(value: &str) -> String {
         .replace("&gt;", ">")
         .replace("&amp;", "&")
 }
+
+/// The value of one series in `app`'s `/metrics` (its own counters: every server has
+/// its own), written as Prometheus prints it, e.g.
+/// `keyward_login_failures_total{reason="throttled"}`; 0 when it is absent.
+pub async fn metric(app: &TestApp, series: &str) -> u64 {
+    let response = http()
+        .get(format!("{}/metrics", app.issuer))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), StatusCode::OK, "/metrics");
+    let text = response.text().await.expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.parse().expect("a counter value"))
+}
