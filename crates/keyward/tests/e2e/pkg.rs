@@ -20,6 +20,20 @@ fn julia_accepts(token: &toml::Table) -> bool {
             .is_some_and(|v| v.is_integer() || v.is_float())
 }
 
+/// The status and JSON error code of a refused request.
+async fn refusal(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+        body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
 /// Opens `/auth/response?<answer>` in `browser`, signs in as alice and approves, as the
 /// person at the Julia client does.
 async fn approve_response(app: &TestApp, browser: &reqwest::Client, answer: &str) {
@@ -102,7 +116,14 @@ async fn julia_classic_flow_and_toml_refresh() {
         .send()
         .await
         .unwrap();
-    assert_ne!(response.status(), StatusCode::OK);
+    assert_eq!(
+        refusal(response).await,
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant".into(),
+            "unknown challenge or response".into()
+        )
+    );
 
     // 3. The browser opens S/auth/response?<response>, signs in and approves.
     approve_response(&app, &browser(), &answer).await;
@@ -119,9 +140,13 @@ async fn julia_classic_flow_and_toml_refresh() {
     assert_eq!(token["user_name"], "alice");
     let file = to_toml(token);
     assert!(julia_accepts(&file), "{file}");
-    assert_ne!(
-        claim_once().await.unwrap().status(),
-        StatusCode::OK,
+    assert_eq!(
+        refusal(claim_once().await.unwrap()).await,
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant".into(),
+            "the token was already claimed".into()
+        ),
         "claimed once only"
     );
 
@@ -139,6 +164,7 @@ async fn julia_classic_flow_and_toml_refresh() {
     let refreshed: toml::Table = response.text().await.unwrap().parse().unwrap();
     assert!(julia_accepts(&refreshed), "{refreshed}");
     assert_eq!(refreshed["expires"], refreshed["expires_at"]);
+    assert_eq!(refreshed["refresh_url"].as_str(), Some(refresh_url));
     assert_ne!(
         refreshed["refresh_token"].as_str().unwrap(),
         old_refresh,
@@ -178,19 +204,21 @@ async fn julia_classic_flow_and_toml_refresh() {
 
     // 7. The rotated token, whose successor keyward's client used in step 6, is reuse
     //    and refused; and so is nothing.
-    assert_ne!(
-        client
-            .get(refresh_url)
-            .bearer_auth(old_refresh)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    let reused = client
+        .get(refresh_url)
+        .bearer_auth(old_refresh)
+        .send()
+        .await
+        .unwrap();
+    let (status, error, _) = refusal(reused).await;
     assert_eq!(
-        client.get(refresh_url).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
+        (status, error.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_grant")
+    );
+    let (status, error, _) = refusal(client.get(refresh_url).send().await.unwrap()).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
     );
 }
 
@@ -315,9 +343,10 @@ async fn julia_device_flow() {
         .send()
         .await
         .unwrap();
+    let (status, error, _) = refusal(pending).await;
     assert_eq!(
-        pending.status(),
-        StatusCode::BAD_REQUEST,
+        (status, error.as_str()),
+        (StatusCode::BAD_REQUEST, "authorization_pending"),
         "400 means: keep polling"
     );
 
@@ -340,9 +369,24 @@ async fn julia_device_flow() {
     assert_eq!(response.status(), StatusCode::OK);
     let mut body: serde_json::Value = response.json().await.unwrap();
 
-    // What the Julia client adds before saving, and the check it makes when loading.
-    let now = keyward_server::domain::now();
-    let expires = now + body["expires_in"].as_i64().unwrap();
+    // What the server must send: the three tokens as strings and a positive lifetime.
+    // The rest of the file is the Julia client's: it adds `expires`, `expires_at` and
+    // `refresh_url` itself, so the server's answer must not carry other values for them.
+    for key in ["access_token", "id_token", "refresh_token"] {
+        assert!(
+            body[key].as_str().is_some_and(|t| !t.is_empty()),
+            "{key}: {body}"
+        );
+    }
+    let expires_in = body["expires_in"].as_i64().expect("expires_in");
+    assert!(expires_in > 0, "{body}");
+    for key in ["expires", "expires_at", "refresh_url"] {
+        assert!(
+            body.get(key).is_none(),
+            "{key} is the client's to add: {body}"
+        );
+    }
+    let expires = keyward_server::domain::now() + expires_in;
     body["expires"] = expires.into();
     body["expires_at"] = expires.into();
     body["refresh_url"] = configuration["device_token_refresh_url"].clone();
@@ -358,7 +402,10 @@ async fn julia_device_flow() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let refreshed: toml::Table = response.text().await.unwrap().parse().unwrap();
-    assert!(julia_accepts(&refreshed));
+    assert!(julia_accepts(&refreshed), "{refreshed}");
+    assert_eq!(refreshed["expires"], refreshed["expires_at"]);
+    assert_eq!(refreshed["refresh_url"], file["refresh_url"]);
+    assert!(refreshed["expires_in"].as_integer().is_some_and(|s| s > 0));
     assert_eq!(refreshed["user_name"].as_str(), Some("bob"));
 }
 
@@ -373,7 +420,12 @@ async fn julia_protocol_refuses_bad_input_and_can_be_turned_off() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let (status, error, _) = refusal(response).await;
+        assert_eq!(
+            (status, error.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
     }
     for body in [
         "",
@@ -388,7 +440,17 @@ async fn julia_protocol_refuses_bad_input_and_can_be_turned_off() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let expected = if body.contains("response") {
+            "invalid_grant"
+        } else {
+            "invalid_request"
+        };
+        let (status, error, _) = refusal(response).await;
+        assert_eq!(
+            (status, error.as_str()),
+            (StatusCode::BAD_REQUEST, expected),
+            "{body}"
+        );
     }
     let response = browser()
         .get(format!("{}/auth/response?nonsense", app.issuer))
@@ -396,12 +458,22 @@ async fn julia_protocol_refuses_bad_input_and_can_be_turned_off() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("has expired or was already used"), "{html}");
 
     let off = spawn_app(Db::Sqlite, "[pkg_auth]\nenabled = false")
         .await
         .unwrap();
     let response = client
         .get(format!("{}/auth/configuration", off.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // Every route of the protocol is gone, not only the configuration.
+    let response = client
+        .post(format!("{}/auth/challenge", off.issuer))
+        .body("Abc123Def456Ghi789Jkl012Mno345Pq")
         .send()
         .await
         .unwrap();
@@ -414,5 +486,54 @@ async fn julia_protocol_refuses_bad_input_and_can_be_turned_off() {
             .unwrap()
             .is_none(),
         "no client registered when off"
+    );
+}
+
+/// `[pkg_auth] client_id` names the client the protocol registers and issues to.
+#[tokio::test]
+async fn the_package_client_id_is_configurable() {
+    let app = spawn_app(Db::Sqlite, "[pkg_auth]\nclient_id = \"julia-pkg\"")
+        .await
+        .unwrap();
+    let store = app.state.store();
+    assert!(store.get_client("julia-pkg").await.unwrap().is_some());
+    assert!(store.get_client("device").await.unwrap().is_none());
+
+    let client = http();
+    let challenge = "Abc123Def456Ghi789Jkl012Mno345Pq";
+    let answer = client
+        .post(format!("{}/auth/challenge", app.issuer))
+        .body(challenge)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    approve_response(&app, &browser(), &answer).await;
+    let claim = serde_json::json!({ "challenge": challenge, "response": answer }).to_string();
+    let response = client
+        .post(format!("{}/auth/claimtoken", app.issuer))
+        .body(claim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let access = body["token"]["access_token"].as_str().unwrap();
+    assert_eq!(jwt_payload(access)["client_id"], "julia-pkg");
+
+    // The device flow takes that client id, and only that one.
+    let start = |client_id: &str| {
+        client
+            .post(format!("{}/device/code", app.issuer))
+            .body(format!("client_id={client_id}&scope=openid offline_access"))
+            .send()
+    };
+    assert_eq!(start("julia-pkg").await.unwrap().status(), StatusCode::OK);
+    let (status, error, _) = refusal(start("device").await.unwrap()).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_client")
     );
 }
