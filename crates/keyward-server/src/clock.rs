@@ -22,10 +22,14 @@ impl Clock for SystemClock {
 }
 
 /// The system's clock shifted by an offset that only grows: for tests, which move time
-/// forward (past an expiry, a polling interval, a back-off) instead of sleeping.
+/// forward (past an expiry, a polling interval, a back-off) instead of sleeping. A
+/// frozen clock stands still except when moved, for tests that must not depend on two
+/// requests landing in the same wall-clock second.
 #[derive(Debug, Default)]
 pub struct ShiftedClock {
     offset: AtomicI64,
+    /// The system time at which the clock was frozen; 0 while it runs.
+    frozen_at: AtomicI64,
 }
 
 impl ShiftedClock {
@@ -33,11 +37,25 @@ impl ShiftedClock {
     pub fn advance(&self, seconds: i64) {
         self.offset.fetch_add(seconds.max(0), Ordering::SeqCst);
     }
+
+    /// Stops this clock where it is; from now on only [`ShiftedClock::advance`] moves it.
+    pub fn freeze(&self) {
+        let _ = self.frozen_at.compare_exchange(
+            0,
+            crate::domain::now(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 impl Clock for ShiftedClock {
     fn now(&self) -> i64 {
-        crate::domain::now() + self.offset.load(Ordering::SeqCst)
+        let base = match self.frozen_at.load(Ordering::SeqCst) {
+            0 => crate::domain::now(),
+            frozen => frozen,
+        };
+        base + self.offset.load(Ordering::SeqCst)
     }
 }
 
@@ -53,5 +71,17 @@ mod tests {
         assert!(clock.now() >= before + 3600);
         clock.advance(-100);
         assert!(clock.now() >= before + 3600);
+    }
+
+    #[test]
+    fn a_frozen_clock_moves_only_when_advanced() {
+        let clock = ShiftedClock::default();
+        clock.advance(10);
+        clock.freeze();
+        let frozen = clock.now();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(clock.now(), frozen);
+        clock.advance(5);
+        assert_eq!(clock.now(), frozen + 5);
     }
 }

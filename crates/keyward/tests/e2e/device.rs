@@ -104,9 +104,13 @@ async fn openidconnect_device_flow_end_to_end() {
     assert_eq!(user_code.len(), 9);
     assert!(complete.ends_with(&user_code));
 
-    // The person: opens the complete URI (the code is filled in), signs in, approves.
-    let person = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The person: once the device has polled and been told to wait, opens the complete
+    // URI (the code is filled in), signs in and approves.
+    let person = async {
+        let pending = r#"keyward_http_requests_total{endpoint="/token",status="400"}"#;
+        while metric(&app, pending).await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let browser = browser();
         let page = browser.get(&complete).send().await.unwrap();
         let html = page.text().await.unwrap();
@@ -132,16 +136,21 @@ async fn openidconnect_device_flow_end_to_end() {
             };
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("Device connected"), "{html}");
-    });
+    };
 
-    // The device: polls, honouring interval and slow_down, until the tokens come.
-    let tokens = client
+    // The device: polls, honouring interval and slow_down, until the tokens come; both
+    // within a minute (a failing person must not leave the device polling for ten).
+    let device_http = http();
+    let device = client
         .exchange_device_access_token(&details)
         .unwrap()
-        .request_async(&http(), tokio::time::sleep, None)
-        .await
-        .expect("device access token");
-    person.await.unwrap();
+        .request_async(&device_http, tokio::time::sleep, None);
+    let (tokens, ()) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(device, person)
+    })
+    .await
+    .expect("the device got its tokens within a minute of the person approving");
+    let tokens = tokens.expect("device access token");
     assert!(tokens.refresh_token().is_some());
     let id_token = tokens.id_token().expect("id token");
     let claims = id_token
@@ -159,6 +168,8 @@ async fn polling_answers_follow_rfc8628() {
     let app = spawn_app(Db::Sqlite, "device_poll_interval = \"1s\"")
         .await
         .unwrap();
+    // Two polls in a row fall within the interval whatever the wall clock does.
+    app.freeze_clock();
     let browser = browser();
 
     // Pending, then slow_down for polling within the interval.
@@ -305,6 +316,9 @@ async fn code_entry_is_forgiving_protected_and_throttled() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Refused as forged, not as a wrong code (which also answers 400).
+    let html = response.text().await.unwrap();
+    assert!(html.contains("stale or forged"), "{html}");
 
     // Ten wrong codes lock the address out, even for a right one.
     for i in 0..10 {

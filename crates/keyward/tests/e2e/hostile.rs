@@ -189,6 +189,11 @@ async fn bearer_endpoints_answer_rfc6750() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
     // Introspection of garbage is simply inactive; without client authentication it is refused.
     assert!(!is_active(&app, "garbage").await);
     assert!(!is_active(&app, "a.b.c").await);
@@ -391,6 +396,9 @@ async fn pages_refuse_forged_or_foreign_forms() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Refused as forged, before the password is looked at (a wrong password answers 401).
+    let refused = response.text().await.unwrap();
+    assert!(refused.contains("stale or forged"), "{refused}");
 
     // Another browser (no binding cookie) with the right CSRF token.
     let csrf = hidden(&html, "csrf");

@@ -124,6 +124,12 @@ impl TestApp {
         self.clock.advance(seconds);
     }
 
+    /// Stops the server's clock: it moves only with [`TestApp::advance`] from now on
+    /// (for checks that two requests fall within one interval).
+    pub fn freeze_clock(&self) {
+        self.clock.freeze();
+    }
+
     /// Stops serving (its database stays, for another server to open).
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
