@@ -106,7 +106,9 @@ fn make_private(path: &std::path::Path) {
 /// the checkpointer takes the writer connection between two writes and checkpoints
 /// there (little is left to copy by then), so that the next write starts the log over.
 /// Nothing waits on a lock: readers are never blocked, and writers queue for the pool.
-/// Stops when the store is dropped.
+/// Stops when the store is dropped. Should it fall behind (a starved task on a loaded
+/// machine), the writer's own automatic checkpoint at [`BACKSTOP_FRAMES`] bounds the
+/// log anyway, at the cost of one slow commit.
 #[derive(Debug)]
 struct Checkpointer {
     _alive: tokio::sync::oneshot::Sender<()>,
@@ -117,6 +119,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// The log size (in 4 KiB pages) past which the checkpointer makes it start over:
 /// 16 MiB.
 const RESTART_AFTER_FRAMES: i64 = 4096;
+/// The log size (in 4 KiB pages, 32 MiB) at which the writer checkpoints by itself
+/// after a commit: never reached while the checkpointer keeps up, so that the log's
+/// bound does not depend on a background task being scheduled.
+const BACKSTOP_FRAMES: i64 = 8192;
 /// How much of the log may still be uncopied for the writer to finish the job (the
 /// writer waits for that copy); a log past [`RESTART_AFTER_FRAMES`] × 16 (256 MiB) is
 /// made to start over whatever is left.
@@ -192,7 +198,11 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", BACKSTOP_FRAMES.to_string()),
+            )
             .await?;
         let checkpoints = Arc::new(checkpointer(&options, writer.clone()).await?);
         let store = Self {

@@ -44,18 +44,30 @@ pub fn start_replica_logging(
         .spawn()
         .expect("start keyward serve");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("keyward serve exited before listening")
-            .expect("read stdout");
-        if let Some(at) = line.find("listening on ") {
-            break line[at + "listening on ".len()..].trim().to_owned();
+    // stdout is read on a thread of its own, which goes on draining it after the banner
+    // (so the child never blocks on a full pipe); the wait for the banner is bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+                }
+            }
+        }
+    });
+    let base = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(base) => base,
+        Err(e) => {
+            let _ = child.kill();
+            let exit = child.wait().ok();
+            panic!(
+                "keyward serve printed no \"listening on\" line within a minute ({e}); exit: {exit:?}"
+            );
         }
     };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     Replica { child, base }
 }
 
@@ -121,8 +133,9 @@ async fn a_flow_started_on_one_replica_finishes_on_another() {
         .send()
         .await
         .unwrap();
-    assert_eq!(exchange.status(), StatusCode::OK);
+    let status = exchange.status();
     let tokens: serde_json::Value = exchange.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{tokens}");
     let refresh = http()
         .post(format!("{}/token", b.base))
         .basic_auth("demo-app", Some(SECRET))
@@ -133,8 +146,13 @@ async fn a_flow_started_on_one_replica_finishes_on_another() {
         .send()
         .await
         .unwrap();
-    assert_eq!(refresh.status(), StatusCode::OK);
+    let status = refresh.status();
     let refreshed: serde_json::Value = refresh.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert_ne!(
+        refreshed["refresh_token"], tokens["refresh_token"],
+        "rotated"
+    );
 
     // A access token signed on B verifies on A: both use the keys in the database.
     let info = http()
@@ -144,6 +162,11 @@ async fn a_flow_started_on_one_replica_finishes_on_another() {
         .await
         .unwrap();
     assert_eq!(info.status(), StatusCode::OK);
+    let info: serde_json::Value = info.json().await.unwrap();
+    let claims = jwt_payload(refreshed["access_token"].as_str().unwrap());
+    assert_eq!(claims["iss"], "http://127.0.0.1:9");
+    assert_eq!(info["sub"], claims["sub"], "{info}");
+    assert!(info["sub"].as_str().is_some_and(|sub| !sub.is_empty()));
     let jwks_a: serde_json::Value = get_json(&format!("{}/jwks", a.base)).await;
     let jwks_b: serde_json::Value = get_json(&format!("{}/jwks", b.base)).await;
     assert_eq!(jwks_a, jwks_b);
