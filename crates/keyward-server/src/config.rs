@@ -884,6 +884,54 @@ mod tests {
         }
     }
 
+    /// Every bounded setting, as keyward.example.toml and the README state its range:
+    /// its least and most values are accepted, one second (or one) beyond either end is
+    /// refused with an error naming the key.
+    #[test]
+    fn each_range_limit_is_enforced_at_its_edges() {
+        let durations: [(&str, u64, u64); 7] = [
+            ("access_token_ttl", 10, 86_400),
+            ("id_token_ttl", 10, 86_400),
+            ("authorization_code_ttl", 1, 600),
+            ("login_ttl", 60, 86_400),
+            ("device_code_ttl", 1, 3600),
+            ("device_poll_interval", 1, 60),
+            ("http_read_timeout", 1, 300),
+        ];
+        let parse = |line: String| Config::from_toml(&line, &env(&[]));
+        for (key, least, most) in durations {
+            for ok in [least, most] {
+                parse(format!("{key} = \"{ok}s\""))
+                    .unwrap_or_else(|e| panic!("{key} = {ok}s refused: {e}"));
+            }
+            for bad in [least - 1, most + 1] {
+                let err = parse(format!("{key} = \"{bad}s\""))
+                    .err()
+                    .unwrap_or_else(|| panic!("{key} = {bad}s accepted"));
+                assert!(err.to_string().contains(key), "{key} = {bad}s: {err}");
+            }
+        }
+        for (key, least) in [
+            ("max_connections", 16),
+            ("unauthenticated_writes_per_minute", 1),
+        ] {
+            parse(format!("{key} = {least}")).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let err = parse(format!("{key} = {}", least - 1))
+                .err()
+                .unwrap_or_else(|| panic!("{key} = {} accepted", least - 1));
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        parse(format!("metrics_token = \"{}\"", "t".repeat(16))).unwrap();
+        let err = parse(format!("metrics_token = \"{}\"", "t".repeat(15)))
+            .err()
+            .expect("a 15-character metrics token accepted");
+        assert!(err.to_string().contains("metrics_token"), "{err}");
+        assert!(
+            !err.to_string().contains("ttttt"),
+            "the token is not echoed: {err}"
+        );
+    }
+
     #[test]
     fn the_example_file_is_valid_and_matches_the_defaults() {
         let example =

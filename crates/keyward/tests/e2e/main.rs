@@ -16,6 +16,7 @@ mod fake_github;
 mod flows;
 mod hostile;
 mod js;
+mod lifetimes;
 mod pkg;
 mod replicas;
 mod throttles;
