@@ -2,8 +2,9 @@
 //!
 //! Protocol endpoints answer with RFC 6749 §5.2 JSON: `invalid_client` is 401 with
 //! `WWW-Authenticate: Basic`, `invalid_token` is 401 and `insufficient_scope` 403 with
-//! `WWW-Authenticate: Bearer …` (RFC 6750 §3), internal failures are 500 with a generic
-//! body (the cause goes to the log, never to the client), the rest are 400.
+//! `WWW-Authenticate: Bearer …` (RFC 6750 §3), a database out of reach is 503
+//! `temporarily_unavailable` with `Retry-After`, internal failures are 500 with a
+//! generic body (the cause goes to the log, never to the client), the rest are 400.
 
 use std::borrow::Cow;
 
@@ -114,15 +115,21 @@ pub fn no_store() -> [(header::HeaderName, &'static str); 2] {
     ]
 }
 
-/// An error of a protocol endpoint: a client error, or an internal failure that is
-/// logged and answered with a generic 500.
+/// An error of a protocol endpoint: a client error, a database out of reach (logged,
+/// answered 503 `temporarily_unavailable` with `Retry-After`), or an internal failure
+/// (logged, answered with a generic 500).
 #[derive(Debug)]
 pub enum ApiError {
     /// A protocol error for the client.
     OAuth(OAuthError),
+    /// The database cannot be reached; the same request may work in a moment.
+    Unavailable(crate::store::StoreError),
     /// A failure of keyward itself.
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// How long a client is told to wait when the database is out of reach.
+pub const UNAVAILABLE_RETRY_AFTER: i64 = 5;
 
 impl ApiError {
     /// 429 `temporarily_unavailable` with `Retry-After`: this address asked for too
@@ -145,7 +152,7 @@ impl From<crate::grants::GrantError> for ApiError {
             GrantError::Refused { code, description } => {
                 Self::OAuth(OAuthError::new(code, description))
             }
-            GrantError::Store(e) => Self::Internal(Box::new(e)),
+            GrantError::Store(e) => e.into(),
             GrantError::Issue(e) => Self::Internal(Box::new(e)),
         }
     }
@@ -167,8 +174,17 @@ macro_rules! internal_from {
     };
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(Box::new(e))
+        }
+    }
+}
+
 internal_from!(
-    crate::store::StoreError,
     crate::keys::KeyError,
     crate::password::PasswordError,
     crate::issuer::IssueError
@@ -178,6 +194,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::OAuth(e) => e.into_response(),
+            Self::Unavailable(e) => {
+                let chain = keyward_proto::error::error_chain(&e);
+                tracing::warn!(error = %chain, "database unavailable");
+                let mut error = OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the database is out of reach; retry later",
+                );
+                error.status = Some(StatusCode::SERVICE_UNAVAILABLE);
+                error.retry_after = Some(UNAVAILABLE_RETRY_AFTER);
+                error.into_response()
+            }
             Self::Internal(e) => {
                 crate::telemetry::log_internal(e.as_ref());
                 OAuthError::new(ErrorCode::ServerError, "internal error; see the server log")

@@ -22,7 +22,7 @@ pub struct PageError {
     pub message: String,
     /// The internal cause, logged and never shown.
     pub internal: Option<Box<dyn std::error::Error + Send + Sync>>,
-    /// For a 429: seconds until trying again makes sense (`Retry-After`).
+    /// For a 429 or 503: seconds until trying again makes sense (`Retry-After`).
     pub retry_after: Option<i64>,
 }
 
@@ -71,6 +71,15 @@ impl<E: Into<super::error::ApiError>> From<E> for PageError {
     fn from(error: E) -> Self {
         match error.into() {
             super::error::ApiError::OAuth(e) => Self::bad_request("Invalid request", e.description),
+            super::error::ApiError::Unavailable(e) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Try again in a moment",
+                message:
+                    "keyward cannot reach its database right now. Please try again in a moment."
+                        .into(),
+                internal: Some(Box::new(e)),
+                retry_after: Some(super::error::UNAVAILABLE_RETRY_AFTER),
+            },
             super::error::ApiError::Internal(e) => Self {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 title: "Something went wrong",
@@ -108,7 +117,7 @@ impl IntoResponse for PageError {
 }
 
 /// Middleware: renders the error page of a [`PageError`] a handler returned (through
-/// `error.html`, with its status, and `Retry-After` for a 429). The one place page
+/// `error.html`, with its status, and `Retry-After` for a 429 or 503). The one place page
 /// errors become pages.
 pub async fn render_page_errors(
     State(state): State<AppState>,

@@ -82,6 +82,33 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (refused or lost connections, a pool
+    /// that waited in vain, a server shutting down or not accepting connections): a
+    /// passing condition to answer with 503, unlike a query keyward got wrong.
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: class 08 connection exceptions, 57P01-03 shutting down
+                // or starting, 53300 too many connections, and a database that does
+                // not accept connections (55000 with that message).
+                code.starts_with("08")
+                    || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+                    || (code == "55000" && db.message().contains("accepting connections"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 

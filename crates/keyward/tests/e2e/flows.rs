@@ -1208,3 +1208,147 @@ async fn form_post_and_web_message_response_modes() {
     assert_eq!(params["error"], "invalid_request");
     assert!(params["error_description"].contains("response_mode"));
 }
+
+/// RFC 7009 §2.1: a client may revoke only its own tokens. Another client's request is
+/// answered 200 (it learns nothing) and changes nothing.
+#[tokio::test]
+async fn revocation_by_another_client_changes_nothing() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, tokens) = exchange(&app, &code, verifier.secret()).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    for token in [access, refresh] {
+        let response = http()
+            .post(format!("{}/revoke", app.issuer))
+            .basic_auth("third-party", Some(THIRD_PARTY_SECRET))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.unwrap(), "");
+        assert!(is_active(&app, token).await, "another client revoked it");
+    }
+    // The owner's refresh still works, and the owner can revoke.
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response = http()
+        .post(format!("{}/revoke", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!is_active(&app, access).await);
+}
+
+/// Introspection (RFC 7662 §2.2) says more than `active`: what the token is, whose,
+/// for whom, since and until when; for an access token the same as its claims.
+#[tokio::test]
+async fn introspection_describes_the_token() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    app.freeze_clock();
+    let (code, verifier) = code_for(&app, &browser(), "alice").await;
+    let (_, tokens) = exchange(&app, &code, verifier.secret()).await;
+    let introspect = |token: String| {
+        let issuer = app.issuer.clone();
+        async move {
+            http()
+                .post(format!("{issuer}/introspect"))
+                .basic_auth("demo-app", Some(SECRET))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let scopes = |v: &serde_json::Value| {
+        let mut words: Vec<String> = v.as_str().unwrap().split(' ').map(str::to_owned).collect();
+        words.sort();
+        words
+    };
+    let access = tokens["access_token"].as_str().unwrap();
+    let claims = jwt_payload(access);
+    let info = introspect(access.to_owned()).await;
+    assert_eq!(info["active"], true, "{info}");
+    for key in [
+        "scope",
+        "client_id",
+        "sub",
+        "aud",
+        "iss",
+        "exp",
+        "iat",
+        "jti",
+    ] {
+        assert_eq!(info[key], claims[key], "{key}: {info}");
+    }
+    assert_eq!(scopes(&info["scope"]), ["offline_access", "openid"]);
+    assert_eq!(info["client_id"], "demo-app");
+    assert_eq!(info["username"], "alice");
+    assert_eq!(info["token_type"], "Bearer");
+    assert_eq!(info["iss"], app.issuer.as_str());
+
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let info = introspect(refresh.to_owned()).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["token_type"], "refresh_token");
+    assert_eq!(info["client_id"], "demo-app");
+    assert_eq!(info["username"], "alice");
+    assert_eq!(info["sub"], claims["sub"]);
+    assert_eq!(scopes(&info["scope"]), ["offline_access", "openid"]);
+    assert_eq!(info["iss"], app.issuer.as_str());
+    // The default refresh lifetime, 30 days, counted from the login.
+    let lifetime = info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 30 * 24 * 3600, "{info}");
+}
+
+/// A logout whose `id_token_hint` is not an ID token of this server (garbage, an
+/// access token, another issuer's token) is an error page; it signs nobody out and
+/// sends nobody anywhere.
+#[tokio::test]
+async fn logout_with_a_bad_id_token_hint_is_refused() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (code, verifier) = code_for(&app, &browser, "alice").await;
+    let (_, tokens) = exchange(&app, &code, verifier.secret()).await;
+    let id_token = tokens["id_token"].as_str().unwrap();
+    // Signed by nobody: the ID token's header and claims with another signature.
+    let mut forged = id_token.rsplit_once('.').unwrap().0.to_owned();
+    forged.push_str(".AAAA");
+    for hint in [
+        "garbage",
+        tokens["access_token"].as_str().unwrap(),
+        forged.as_str(),
+    ] {
+        let url = format!(
+            "{}/logout?id_token_hint={}&post_logout_redirect_uri={}",
+            app.issuer,
+            urlencode(hint),
+            urlencode("http://127.0.0.1:5555/bye")
+        );
+        let response = browser.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get("location").is_none());
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains("not an ID token issued by this server"),
+            "{html}"
+        );
+    }
+    // alice is still signed in.
+    let (url, _) = authorize_url(&app, "demo-app", "&prompt=none");
+    let params = drive(&browser, &url, "-", "-", "-").await.callback();
+    assert!(params.contains_key("code"), "{params:?}");
+}

@@ -674,3 +674,95 @@ async fn at_the_connection_limit_requests_wait_and_are_served() {
     );
     drop(idle);
 }
+
+/// `/readyz` checks the database: while PostgreSQL refuses keyward's connections it
+/// answers 503 (a load balancer takes the replica out), and once the database is back
+/// it answers 200 again without a restart. Tokens are refused meanwhile with a 503
+/// `temporarily_unavailable`, not a 500.
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let Some(app) = spawn_app(Db::Postgres, "").await else {
+        return;
+    };
+    let ready = || async {
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            http().get(format!("{}/readyz", app.issuer)).send(),
+        )
+        .await
+        .expect("/readyz answered within 30 s")
+        .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    assert_eq!(ready().await, (StatusCode::OK, "ready".to_owned()));
+
+    let url = url::Url::parse(&app.state.config().database_url).unwrap();
+    let name = url.path().trim_start_matches('/').to_owned();
+    let admin = sqlx::PgPool::connect(&std::env::var("KEYWARD_TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let set_allowed = |allowed: bool| {
+        let (admin, name) = (admin.clone(), name.clone());
+        async move {
+            sqlx::raw_sql(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"
+            ))
+            .execute(&admin)
+            .await
+            .unwrap();
+            if !allowed {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                )
+                .bind(&name)
+                .execute(&admin)
+                .await
+                .unwrap();
+            }
+        }
+    };
+    set_allowed(false).await;
+    let (status, body) = ready().await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"keyward_http_requests_total{endpoint="/readyz",status="503"}"#
+        )
+        .await,
+        1
+    );
+    let response = http()
+        .post(format!("{}/token", app.issuer))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    // A page says the same in words.
+    let (url, _) = authorize_url(&app.issuer, "demo-app", "openid", "");
+    let response = http().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let html = response.text().await.unwrap();
+    assert!(html.contains("cannot reach its database"), "{html}");
+
+    set_allowed(true).await;
+    assert_eq!(ready().await, (StatusCode::OK, "ready".to_owned()));
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    admin.close().await;
+}
