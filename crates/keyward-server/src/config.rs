@@ -923,8 +923,7 @@ mod tests {
         }
         parse(format!("metrics_token = \"{}\"", "t".repeat(16))).unwrap();
         let err = parse(format!("metrics_token = \"{}\"", "t".repeat(15)))
-            .err()
-            .expect("a 15-character metrics token accepted");
+            .expect_err("a 15-character metrics token accepted");
         assert!(err.to_string().contains("metrics_token"), "{err}");
         assert!(
             !err.to_string().contains("ttttt"),
