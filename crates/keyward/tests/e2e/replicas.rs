@@ -51,10 +51,10 @@ pub fn start_replica_logging(
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(at) = line.find("listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
-                }
+            if let Some(at) = line.find("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
             }
         }
     });
