@@ -34,7 +34,7 @@ async fn request_login(flow: &mut Flow) -> PendingLogin {
     }
 }
 
-fn assert_device_connected(outcome: Outcome) {
+pub fn assert_device_connected(outcome: Outcome) {
     let (status, html) = outcome.page();
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Device connected"), "{html}");
@@ -234,13 +234,13 @@ pub fn refusing_address() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
 }
 
 /// Runs `keyward <args>` with `home` as KEYWARD_HOME.
-async fn keyward(home: &Path, args: &[&str]) -> Output {
+pub async fn keyward(home: &Path, args: &[&str]) -> Output {
     keyward_cli(home, args).output().await.unwrap()
 }
 
 /// `keyward login <issuer> --no-browser`, approved as alice in a browser from the URL
 /// it prints. Returns its stderr.
-async fn cli_login(app: &TestApp, home: &Path, extra: &[&str]) -> String {
+pub async fn cli_login(app: &TestApp, home: &Path, extra: &[&str]) -> String {
     let mut args = vec!["login", app.issuer.as_str(), "--no-browser"];
     args.extend_from_slice(extra);
     let mut login = Watched::spawn(keyward_cli(home, &args));
