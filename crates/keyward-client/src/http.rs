@@ -387,9 +387,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_unreachable_and_transient() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        // Bound, so that no other test is handed the port, but not listening, so that
+        // connections to it are refused.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
         let http = http_client(Duration::from_secs(5)).unwrap();
         let server = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = discover(&http, &server).await.unwrap_err();

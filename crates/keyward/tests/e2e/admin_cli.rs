@@ -4,7 +4,10 @@
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
+use url::Url;
 
 use crate::replicas::{start_replica, start_replica_logging};
 use crate::support::*;
@@ -31,6 +34,30 @@ fn keyward(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output 
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
+}
+
+/// Checks that a command failed with exit status 1, saying `message` on stderr, and
+/// printed nothing on stdout.
+fn refused(output: &Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// The first word of each line of a listing (its header's first, then the ids).
+fn first_column(listing: &str) -> Vec<&str> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect()
 }
 
 fn stdout(output: &Output) -> String {
@@ -94,8 +121,7 @@ async fn admin_commands_manage_the_database_the_server_uses() {
         ],
         None,
     );
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    refused(&again, "client \"reports\" already exists");
     let bad = keyward(
         &dir,
         &[
@@ -107,13 +133,21 @@ async fn admin_commands_manage_the_database_the_server_uses() {
         ],
         None,
     );
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("https"));
+    refused(
+        &bad,
+        "\"http://example.com/cb\": http is only allowed for loopback addresses; use https",
+    );
     let weak = keyward(
         &dir,
         &["user", "add", "dave", "--password-stdin"],
         Some("short\n"),
     );
-    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 8"));
+    refused(&weak, "a password needs at least 8 characters");
+    // Nothing was stored by the refused commands.
+    let clients = stdout(&keyward(&dir, &["client", "list"], None));
+    assert_eq!(first_column(&clients), ["CLIENT", "reports"], "{clients}");
+    let users = stdout(&keyward(&dir, &["user", "list"], None));
+    assert_eq!(first_column(&users), ["USERNAME", "carol"], "{users}");
 
     // Keys: rotation adds a new active key per algorithm and retires the old ones.
     stdout(&keyward(&dir, &["key", "rotate"], None));
@@ -161,27 +195,35 @@ fn configuration_errors_name_the_key_before_listening() {
     ] {
         std::fs::write(dir.join("bad.toml"), text).unwrap();
         let output = keyward(&dir, &["serve", "--config", "bad.toml"], None);
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(key), "{text}: {stderr}");
-        assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+        refused(&output, key);
+        assert!(
+            !dir.join("keyward-data").exists(),
+            "{text}: a database was created"
+        );
     }
     let output = keyward(&dir, &["serve", "--config", "missing.toml"], None);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+    refused(&output, "missing.toml");
+    assert!(
+        !dir.join("keyward-data").exists(),
+        "a database was created without a configuration"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Runs the README's walk-through block with bash, on a free port instead of 8080.
-#[test]
-fn readme_walkthrough_runs_as_written() {
-    let (mut bash, _port, dir) = readme_script("walkthrough");
-    let output = bash.output().expect("bash");
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "walkthrough failed:\n{out}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// The script waits for the server with an unbounded `until curl …` loop, so the whole
+/// run is bounded here: a server that never answers fails the test instead of hanging.
+#[tokio::test]
+async fn readme_walkthrough_runs_as_written() {
+    let (bash, _port, dir) = readme_script("walkthrough");
+    let (status, out, err) = run_bounded(
+        bash,
+        &dir,
+        Duration::from_secs(120),
+        "the README walk-through (is `keyward serve` answering /readyz?)",
+    )
+    .await;
+    assert!(status.success(), "walkthrough failed:\n{out}\n{err}");
     assert!(
         out.contains("\"active\":true"),
         "the walkthrough ends with an active token:\n{out}"
@@ -189,8 +231,49 @@ fn readme_walkthrough_runs_as_written() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// At the most verbose log level, a whole login, exchange, refresh, failed login and
-/// revocation leave no password, secret, code or token in the log.
+/// Runs `command` in a process group of its own, its output in files under `dir`, for
+/// at most `limit`; past it, kills the whole group (a script's background server too)
+/// and fails, saying that `what` did not finish and what it printed.
+async fn run_bounded(
+    mut command: Command,
+    dir: &std::path::Path,
+    limit: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String, String) {
+    use std::os::unix::process::CommandExt as _;
+    let out_path = dir.join("bounded-run.stdout");
+    let err_path = dir.join("bounded-run.stderr");
+    command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    let mut child = tokio::process::Command::from(command)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    let finished = tokio::time::timeout(limit, child.wait()).await;
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    match finished {
+        Ok(status) => (status.expect("wait"), read(&out_path), read(&err_path)),
+        Err(_) => {
+            // The group leader is not reaped yet, so the group id is still ours.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let _ = child.wait().await;
+            panic!(
+                "{what} did not finish within {limit:?}; stdout:\n{}\nstderr:\n{}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+    }
+}
+
+/// At the most verbose log level, a whole login, exchange, refresh, failed login, failed
+/// client authentication, userinfo, introspection and revocation leave no password,
+/// client secret, code, verifier, cookie or token the run handled in the log.
 #[tokio::test]
 async fn logs_never_contain_secrets() {
     let dir = temp_dir();
@@ -203,82 +286,165 @@ async fn logs_never_contain_secrets() {
     let log_path = dir.join("keyward.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = start_replica_logging(&config, &dir, "trace", Stdio::from(log));
+    let base = server.base.clone();
 
-    let browser = browser();
-    let (authorize, verifier) =
-        authorize_url(&server.base, "demo-app", "openid offline_access", "");
-    let wrong = drive(
-        &browser,
-        &authorize,
-        "alice",
-        "a-wrong-password-xyz",
-        "approve",
-    )
-    .await;
+    // Every secret the run handles, with a name for the failure message.
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the users' password".into(), PASSWORD.into()),
+        ("demo-app's secret".into(), SECRET.into()),
+        ("third-party's secret".into(), THIRD_PARTY_SECRET.into()),
+    ];
+
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (authorize, verifier) = authorize_url(&base, "demo-app", "openid offline_access", "");
+    let wrong_password = "a-wrong-password-xyz";
+    secrets.push(("a wrong password".into(), wrong_password.into()));
+    let wrong = drive(&browser, &authorize, "alice", wrong_password, "approve").await;
     assert!(matches!(wrong, Outcome::Page(..)));
     let code = drive(&browser, &authorize, "alice", PASSWORD, "approve")
         .await
         .callback()["code"]
         .clone();
-    let token = |form: Vec<(&'static str, String)>| {
-        let base = server.base.clone();
+    secrets.push(("the code".into(), code.clone()));
+    secrets.push(("the PKCE verifier".into(), verifier.secret().clone()));
+    use reqwest::cookie::CookieStore as _;
+    let url = Url::parse(&base).unwrap();
+    for path in ["/", "/login", "/consent", "/authorize", "/account"] {
+        if let Some(cookies) = jar.cookies(&url.join(path).unwrap()) {
+            for pair in cookies.to_str().unwrap().split("; ") {
+                let (name, value) = pair.split_once('=').unwrap();
+                assert!(value.len() >= 16, "cookie {name} is no secret: {value}");
+                secrets.push((format!("the cookie {name}"), value.to_owned()));
+            }
+        }
+    }
+    assert!(
+        secrets.iter().any(|(name, _)| name.contains("cookie")),
+        "the browser holds a session cookie"
+    );
+
+    let token = |form: Vec<(&'static str, String)>, secret: &'static str| {
+        let base = base.clone();
         async move {
             let response = http()
                 .post(format!("{base}/token"))
-                .basic_auth("demo-app", Some(SECRET))
+                .basic_auth("demo-app", Some(secret))
                 .form(&form)
                 .send()
                 .await
                 .unwrap();
-            response.json::<serde_json::Value>().await.unwrap()
+            (
+                response.status(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
         }
     };
-    let first = token(vec![
+    let exchange = vec![
         ("grant_type", "authorization_code".into()),
         ("code", code.clone()),
         ("redirect_uri", REDIRECT.into()),
         ("code_verifier", verifier.secret().clone()),
-    ])
-    .await;
+    ];
+    let mut answers = Vec::new();
+    let (status, first) = token(exchange.clone(), SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
     let refresh = first["refresh_token"].as_str().unwrap().to_owned();
-    let second = token(vec![
+    answers.push(first);
+    let rotate = vec![
         ("grant_type", "refresh_token".into()),
         ("refresh_token", refresh.clone()),
-    ])
+    ];
+    let (status, second) = token(rotate.clone(), SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let access = second["access_token"].as_str().unwrap().to_owned();
+    let successor = second["refresh_token"].as_str().unwrap().to_owned();
+    answers.push(second);
+    // The access token used: userinfo, introspection.
+    let userinfo = http()
+        .get(format!("{base}/userinfo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), StatusCode::OK);
+    let introspection = http()
+        .post(format!("{base}/introspect"))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(introspection.status(), StatusCode::OK);
+    let introspection: serde_json::Value = introspection.json().await.unwrap();
+    assert_eq!(introspection["active"], true, "{introspection}");
+    // A retried rotation (the same successor again), a replayed code (logged), a wrong
+    // client secret, an unknown refresh token and client credentials.
+    let (status, retried) = token(rotate, SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    answers.push(retried);
+    let (status, replayed) = token(exchange, SECRET).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{replayed}");
+    let wrong_secret = "a-wrong-client-secret-0123456789";
+    secrets.push(("a wrong client secret".into(), wrong_secret.into()));
+    let (status, _) = token(
+        vec![("grant_type", "client_credentials".into())],
+        wrong_secret,
+    )
     .await;
-    // A retried rotation (the same successor again) and a replayed code (logged).
-    token(vec![
-        ("grant_type", "refresh_token".into()),
-        ("refresh_token", refresh.clone()),
-    ])
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let unknown = "an-unknown-refresh-token-0123456789";
+    secrets.push(("an unknown refresh token".into(), unknown.into()));
+    let (status, _) = token(
+        vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", unknown.into()),
+        ],
+        SECRET,
+    )
     .await;
-    token(vec![
-        ("grant_type", "authorization_code".into()),
-        ("code", code.clone()),
-        ("redirect_uri", REDIRECT.into()),
-        ("code_verifier", verifier.secret().clone()),
-    ])
-    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, service) = token(vec![("grant_type", "client_credentials".into())], SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{service}");
+    answers.push(service);
+
+    // The refresh token revoked (after the replayed code revoked its grant).
+    let revocation = http()
+        .post(format!("{base}/revoke"))
+        .basic_auth("demo-app", Some(SECRET))
+        .form(&[("token", successor.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revocation.status(), StatusCode::OK);
     drop(server);
 
+    for (i, answer) in answers.iter().enumerate() {
+        for field in ["access_token", "refresh_token", "id_token"] {
+            if let Some(value) = answer[field].as_str() {
+                secrets.push((format!("{field} of token answer {i}"), value.to_owned()));
+            }
+        }
+    }
+    assert_eq!(
+        secrets
+            .iter()
+            .filter(|(name, _)| name.starts_with("access_token"))
+            .count(),
+        4,
+        "every token answer was collected"
+    );
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         log.contains("password sign-in"),
         "the log is at trace level: {log:.500}"
     );
-    let secrets = [
-        PASSWORD.to_owned(),
-        "a-wrong-password-xyz".to_owned(),
-        SECRET.to_owned(),
-        code,
-        verifier.secret().clone(),
-        refresh,
-        first["access_token"].as_str().unwrap().to_owned(),
-        first["id_token"].as_str().unwrap().to_owned(),
-        second["refresh_token"].as_str().unwrap().to_owned(),
-    ];
-    for secret in &secrets {
-        assert!(!log.contains(secret.as_str()), "a secret reached the log");
+    for (name, secret) in &secrets {
+        assert!(!log.contains(secret.as_str()), "{name} reached the log");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

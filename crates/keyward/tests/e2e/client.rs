@@ -34,7 +34,7 @@ async fn request_login(flow: &mut Flow) -> PendingLogin {
     }
 }
 
-fn assert_device_connected(outcome: Outcome) {
+pub fn assert_device_connected(outcome: Outcome) {
     let (status, html) = outcome.page();
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Device connected"), "{html}");
@@ -200,30 +200,47 @@ async fn polling_slow_down_denial_expiry_and_refusal() {
     .await
     .unwrap();
     let mut flow = self::flow(&short, &home, login_options());
-    let mut state = State::ClaimToken(request_login(&mut flow).await);
-    let started = Instant::now();
-    while let State::ClaimToken(_) = state {
-        state = flow.step(state).await;
-    }
+    let pending = request_login(&mut flow).await;
+    let (state, polls) = tokio::time::timeout(Duration::from_secs(60), async move {
+        let mut state = State::ClaimToken(pending);
+        let mut polls = 0;
+        while let State::ClaimToken(_) = state {
+            state = flow.step(state).await;
+            polls += 1;
+        }
+        (state, polls)
+    })
+    .await
+    .expect("the client still polled a minute after its code expired");
     assert!(
         matches!(state, State::Failure(ClientError::Expired)),
         "{state:?}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "stops at expires_in"
-    );
+    // The first poll is due one interval (1 s) after the request, so the next would be
+    // due at or after expires_in (2 s): the client stops after one poll, however late
+    // it came, instead of polling on until the server says expired_token.
+    assert_eq!(polls, 1, "stops at expires_in");
     let _ = std::fs::remove_dir_all(home);
 }
 
+/// An address on 127.0.0.1 that refuses connections for as long as the returned
+/// socket lives: bound (so no other test's port-0 bind is handed the port) but not
+/// listening (so a connection is refused at once).
+pub fn refusing_address() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let address = socket.local_addr().unwrap();
+    (socket, address)
+}
+
 /// Runs `keyward <args>` with `home` as KEYWARD_HOME.
-async fn keyward(home: &Path, args: &[&str]) -> Output {
+pub async fn keyward(home: &Path, args: &[&str]) -> Output {
     keyward_cli(home, args).output().await.unwrap()
 }
 
 /// `keyward login <issuer> --no-browser`, approved as alice in a browser from the URL
 /// it prints. Returns its stderr.
-async fn cli_login(app: &TestApp, home: &Path, extra: &[&str]) -> String {
+pub async fn cli_login(app: &TestApp, home: &Path, extra: &[&str]) -> String {
     let mut args = vec!["login", app.issuer.as_str(), "--no-browser"];
     args.extend_from_slice(extra);
     let mut login = Watched::spawn(keyward_cli(home, &args));
@@ -292,6 +309,14 @@ async fn login_token_status_logout_as_a_user_runs_them() {
         .await
         .unwrap();
     assert_eq!(userinfo.status(), StatusCode::OK);
+    let claims: serde_json::Value = userinfo.json().await.unwrap();
+    assert_eq!(claims["preferred_username"], "alice", "{claims}");
+    assert_eq!(claims["email"], "alice@example.com", "{claims}");
+    assert_eq!(
+        claims["sub"],
+        jwt_payload(&saved.access_token)["sub"],
+        "the token's user: {claims}"
+    );
 
     // `keyward login` again: nothing to do.
     let out = keyward(&home, &["login", &app.issuer, "--no-browser"]).await;
@@ -425,10 +450,8 @@ async fn token_edges_corrupt_file_server_down_refresh_rejected() {
 
     // The server is unreachable: a token still valid for 30 s is printed with a
     // warning; an expired one is an error that names the server, not a login prompt.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/token", listener.local_addr().unwrap())
-    };
+    let (_held, refusing) = refusing_address();
+    let closed = format!("http://{refusing}/token");
     store
         .save(&TokenFile {
             expires_at: unix_now() + 30,

@@ -8,6 +8,7 @@ mod support;
 
 mod admin_cli;
 mod browser_security;
+mod cli_promises;
 mod client;
 mod connectors;
 mod device;
