@@ -54,6 +54,8 @@ fn issued() -> (String, String, keyward_proto::discovery::Jwks) {
             scope: "openid profile api:read".into(),
             auth_time: Some(now),
             gid: Some("f8Zt3LpQ".into()),
+            act: None,
+            client_tag: None,
         };
         let es256 = keys.sign(SigningAlg::ES256, "at+jwt", &claims).unwrap();
         let rs256 = keys.sign(SigningAlg::RS256, "at+jwt", &claims).unwrap();

@@ -152,6 +152,7 @@ mod tests {
             refresh_token: None,
             id_token: None,
             scope: Default::default(),
+            issued_token_type: None,
         };
         assert!(matches!(
             poll.decide(Ok(tokens), now),

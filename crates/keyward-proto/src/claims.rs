@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct AccessTokenClaims {
     /// Issuer.
     pub iss: String,
-    /// Subject: the user's stable id, or the client id for client credentials.
+    /// Subject: the user's stable id, the client id for client credentials, or the
+    /// machine subject a trusted issuer vouched for (token exchange).
     pub sub: String,
-    /// Audience: the client the token was issued to.
-    pub aud: String,
+    /// Audience: the client the token was issued to, or the services a token exchange
+    /// named.
+    pub aud: Audience,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
     /// Issue time.
@@ -28,6 +30,65 @@ pub struct AccessTokenClaims {
     /// keyward's grant id, which ties the token to its authorization for revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
+    /// Who acts for the subject (RFC 8693 §4.1), on a token made by token exchange
+    /// with an actor token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<crate::exchange::Actor>,
+    /// For a token without a grant: a tag of the client record it was issued under, so
+    /// that it dies with that record (opaque to everyone but its issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tag: Option<String>,
+}
+
+/// The `aud` claim (RFC 7519 §4.1.3): one audience, written as a string, or several,
+/// written as an array.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// The audience of `targets` (one is a string, more an array).
+    pub fn of(mut targets: Vec<String>) -> Self {
+        if targets.len() == 1 {
+            Self::One(targets.remove(0))
+        } else {
+            Self::Many(targets)
+        }
+    }
+
+    /// Whether `name` is one of the audiences.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::One(one) => one == name,
+            Self::Many(many) => many.iter().any(|a| a == name),
+        }
+    }
+
+    /// Every audience.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let slice: &[String] = match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        };
+        slice.iter().map(String::as_str)
+    }
+}
+
+impl From<String> for Audience {
+    fn from(one: String) -> Self {
+        Self::One(one)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(one: &str) -> Self {
+        Self::One(one.to_owned())
+    }
 }
 
 /// Profile and email claims of a user, released by scope (OpenID Connect Core §5.4).
@@ -78,4 +139,21 @@ pub struct IdTokenClaims {
     /// Profile and email claims.
     #[serde(flatten)]
     pub user: UserClaims,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_audience_is_a_string_several_an_array() {
+        let one = Audience::of(vec!["api".into()]);
+        assert_eq!(serde_json::to_string(&one).unwrap(), r#""api""#);
+        let two = Audience::of(vec!["a".into(), "b".into()]);
+        assert_eq!(serde_json::to_string(&two).unwrap(), r#"["a","b"]"#);
+        assert!(two.contains("b") && !two.contains("c"));
+        let read: Audience = serde_json::from_str(r#"["x"]"#).unwrap();
+        assert!(read.contains("x"));
+        assert_eq!(read.iter().collect::<Vec<_>>(), ["x"]);
+    }
 }

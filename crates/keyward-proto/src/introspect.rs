@@ -42,13 +42,16 @@ pub struct IntrospectionResponse {
     pub sub: Option<String>,
     /// The audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<crate::claims::Audience>,
     /// The issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// The token's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// Who acts for the subject (RFC 8693 §4.1), for an exchanged token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<crate::exchange::Actor>,
 }
 
 /// A revocation request (RFC 7009 §2.1).

@@ -9,6 +9,7 @@
 //! - [`token`]: token endpoint requests and responses (RFC 6749 §4, §5, §6).
 //! - [`device`]: device authorization (RFC 8628) and user codes.
 //! - [`introspect`]: introspection and revocation (RFC 7662, RFC 7009).
+//! - [`exchange`]: token exchange (RFC 8693) and the wildcard grammar of its scopes.
 //! - [`discovery`]: provider metadata (OpenID Connect Discovery 1.0, RFC 8414) and JWKS.
 //! - [`claims`]: the claims of keyward's access tokens (RFC 9068) and ID tokens.
 //! - [`jws`]: checking a JWT against a JWK Set (RFC 7515, 7517, 7519, 9068): the same
@@ -18,6 +19,7 @@ pub mod claims;
 pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod exchange;
 pub mod introspect;
 pub mod jws;
 pub mod pkce;

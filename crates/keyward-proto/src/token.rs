@@ -73,6 +73,7 @@ pub const GRANT_TYPES: &[&str] = &[
     "refresh_token",
     "client_credentials",
     DEVICE_CODE_GRANT,
+    crate::exchange::TOKEN_EXCHANGE_GRANT,
 ];
 
 /// Client credentials sent in the request body (`client_secret_post`, RFC 6749 §2.3.1),
@@ -108,6 +109,10 @@ pub struct TokenResponse {
     /// The granted scope (absent: as requested, RFC 6749 §5.1).
     #[serde(default)]
     pub scope: ScopeSet,
+    /// What kind of token `access_token` is, in a token exchange answer (RFC 8693
+    /// §2.2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -175,6 +180,7 @@ mod tests {
                     refresh_token: Some(secret.into()),
                     id_token: Some(secret.into()),
                     scope: ScopeSet::default(),
+                    issued_token_type: None,
                 }
             ),
             format!(

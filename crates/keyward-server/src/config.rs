@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub mod connectors;
+pub mod exchange;
 
 pub use connectors::{ConnectorConfig, ConnectorKind};
 
@@ -153,6 +154,12 @@ pub struct FileConfig {
     users: Vec<UserConfig>,
     #[serde(default)]
     connectors: Vec<connectors::ConnectorFile>,
+    #[serde(default)]
+    exchange: exchange::ExchangeFile,
+    #[serde(default)]
+    audiences: Vec<exchange::AudienceFile>,
+    #[serde(default)]
+    policies: Vec<exchange::PolicyFile>,
 }
 
 /// The Julia package-server login protocol (`[pkg_auth]`): served under `/auth/` so
@@ -296,6 +303,8 @@ pub struct Config {
     pub metrics_allowed: Vec<IpNet>,
     /// A bearer token that opens `/metrics` from anywhere.
     pub metrics_token: Option<OpaqueToken>,
+    /// Token exchange: lifetime, audiences and scope policies.
+    pub exchange: exchange::ExchangeConfig,
 }
 
 impl Config {
@@ -381,6 +390,7 @@ impl Config {
             users: user_passwords(file.users)?,
             connectors,
             warnings,
+            exchange: exchange::validate(file.exchange, file.audiences, file.policies)?,
             at_rest_key: env
                 .get("KEYWARD_KEY_ENCRYPTION_KEY_FILE")
                 .map(|path| at_rest_key(path))

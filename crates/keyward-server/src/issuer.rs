@@ -84,6 +84,45 @@ pub async fn user_claims(
     Ok(claims)
 }
 
+/// The claims of an access token for `client`, about `subject` (a user of `grant`, or
+/// the client itself), living the configured access token lifetime from now. A token
+/// without a grant carries the client's [`client_tag`], so that it dies with the client
+/// record it was issued under.
+pub fn access_claims(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    subject: &str,
+    scope: &ScopeSet,
+    grant: Option<&Grant>,
+) -> AccessTokenClaims {
+    let issued = issuer.now();
+    let ttl = secs(issuer.config.access_token_ttl);
+    AccessTokenClaims {
+        iss: issuer.config.issuer_str().to_owned(),
+        sub: subject.to_owned(),
+        aud: client.client_id.as_str().into(),
+        exp: issued + ttl,
+        iat: issued,
+        jti: keyward_proto::secret::random_urlsafe(16),
+        client_id: client.client_id.clone(),
+        scope: scope.to_string(),
+        auth_time: grant.map(|g| g.auth_time),
+        gid: grant.map(|g| g.id.clone()),
+        act: None,
+        client_tag: grant.is_none().then(|| client_tag(issuer.mac, client)),
+    }
+}
+
+/// Signs access token `claims`.
+pub fn sign_access_token(
+    issuer: &Issuer<'_>,
+    claims: &AccessTokenClaims,
+) -> Result<String, KeyError> {
+    issuer
+        .keys
+        .sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, claims)
+}
+
 /// Signs an access token for `client`, about `user` (or the client itself).
 pub fn access_token(
     issuer: &Issuer<'_>,
@@ -92,24 +131,24 @@ pub fn access_token(
     scope: &ScopeSet,
     grant: Option<&Grant>,
 ) -> Result<(String, AccessTokenClaims), KeyError> {
-    let issued = issuer.now();
-    let ttl = secs(issuer.config.access_token_ttl);
-    let claims = AccessTokenClaims {
-        iss: issuer.config.issuer_str().to_owned(),
-        sub: subject.to_owned(),
-        aud: client.client_id.clone(),
-        exp: issued + ttl,
-        iat: issued,
-        jti: keyward_proto::secret::random_urlsafe(16),
-        client_id: client.client_id.clone(),
-        scope: scope.to_string(),
-        auth_time: grant.map(|g| g.auth_time),
-        gid: grant.map(|g| g.id.clone()),
-    };
-    let token = issuer
-        .keys
-        .sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, &claims)?;
+    let claims = access_claims(issuer, client, subject, scope, grant);
+    let token = sign_access_token(issuer, &claims)?;
     Ok((token, claims))
+}
+
+/// A short tag of the client record a token without a grant was issued under: its id
+/// and secret, under the server's MAC key. A client removed and registered again under
+/// the same id gets a new secret, hence a new tag, so the tokens of the old record stay
+/// dead; nobody without the key can compute a tag.
+pub fn client_tag(mac: &MacKey, client: &Client) -> String {
+    let mut data = client.client_id.as_bytes().to_vec();
+    data.push(0);
+    if let Some(hash) = &client.secret_hash {
+        data.extend_from_slice(hash.as_str().as_bytes());
+    }
+    let mut tag = mac.tag(Purpose::ClientRecord, &data);
+    tag.truncate(22);
+    tag
 }
 
 /// Mints the response of a user grant: access token, ID token when `openid` was
@@ -154,6 +193,7 @@ pub async fn user_grant_response(
         refresh_token: refresh.map(|t| t.secret().to_owned()),
         id_token,
         scope: scope.clone(),
+        issued_token_type: None,
     })
 }
 
@@ -242,7 +282,13 @@ pub async fn validate_access_token(
             _ => return Ok(Err(TokenRefused::Revoked)),
         },
         None => {
-            if store.get_client(&claims.client_id).await?.is_none() {
+            // The client record it was issued under must still be there: the same id
+            // registered again is another record (another tag).
+            let current = store.get_client(&claims.client_id).await?;
+            let same_record = current.is_some_and(|client| {
+                claims.client_tag.as_deref() == Some(client_tag(issuer.mac, &client).as_str())
+            });
+            if !same_record {
                 return Ok(Err(TokenRefused::Revoked));
             }
             None

@@ -6,6 +6,7 @@
 //! - [`upstream`]: the connectors: upstream OpenID Connect providers, GitHub, emailed
 //!   links.
 //! - [`accounts`]: which account an upstream identity signs in to; linking.
+//! - [`policy`]: which subjects hold which scopes in a token exchange.
 //! - [`domain`]: the records the server keeps and their validation rules.
 //! - [`store`]: the storage trait, its SQLite and PostgreSQL implementations.
 //! - [`keys`]: signing keys: generation, rotation, JWKS, signing and verification.
@@ -22,7 +23,8 @@
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
 //! - [`pages`]: the page renderer (templates compiled in).
 //! - [`state`]: the shared state of the HTTP handlers.
-//! - [`telemetry`]: the metrics recorder and the logging of internal failures.
+//! - [`telemetry`]: the per-server counters behind `/metrics` and the logging of
+//!   internal failures.
 //! - [`http`]: the endpoints, one module per family.
 //!
 //! The layers point down only (http → grants, accounts → issuer, keys, throttle →
@@ -43,6 +45,7 @@ pub mod mac;
 pub mod net;
 pub mod pages;
 pub mod password;
+pub mod policy;
 pub mod serve;
 pub mod state;
 pub mod store;

@@ -41,6 +41,8 @@ pub enum Purpose {
     KnownBrowser,
     /// The successor of a refresh token.
     RefreshSuccessor,
+    /// The client record a token without a grant was issued under.
+    ClientRecord,
 }
 
 impl Purpose {
@@ -49,6 +51,7 @@ impl Purpose {
             Self::BrowserCookie => b"keyward browser cookie\0",
             Self::KnownBrowser => b"keyward known browser\0",
             Self::RefreshSuccessor => b"keyward refresh successor\0",
+            Self::ClientRecord => b"keyward client record\0",
         }
     }
 }

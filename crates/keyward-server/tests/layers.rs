@@ -5,7 +5,8 @@
 //! serve                       start-up and the serving loop
 //! http/                       endpoints, one module per family
 //! state, pages, admin         what handlers share; the page renderer; admin operations
-//! grants/, accounts           the rules of each grant; which account an identity is
+//! grants/, accounts, policy   the rules of each grant; which account an identity is;
+//!                             which subject holds which exchanged scopes
 //! issuer, keys, throttle      minting and checking tokens; signing keys; throttles
 //! store/, upstream/           storage; the upstream providers
 //! config, domain, mac, net,   configuration, records and rules, primitives
@@ -68,6 +69,13 @@ const RULES: &[(&str, &str, &str)] = &[
     ),
     ("issuer.rs", "axum", "minting tokens is not HTTP"),
     ("accounts.rs", "axum", "account rules are not HTTP"),
+    ("policy.rs", "axum", "scope policies are not HTTP"),
+    (
+        "policy.rs",
+        "crate::grants",
+        "the grants use the policies, not the other way round",
+    ),
+    ("policy.rs", "crate::state", "policies take what they use"),
     ("store/", "axum", "storage is not HTTP"),
     ("store/", "crate::issuer", "the store knows only records"),
     ("store/", "crate::grants", "the store knows only records"),

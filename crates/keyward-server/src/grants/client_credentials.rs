@@ -36,6 +36,7 @@ pub fn issue(
         refresh_token: None,
         id_token: None,
         scope,
+        issued_token_type: None,
     })
 }
 

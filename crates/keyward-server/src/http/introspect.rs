@@ -83,6 +83,7 @@ async fn access_token_info(
         aud: Some(claims.aud),
         iss: Some(claims.iss),
         jti: Some(claims.jti),
+        act: claims.act,
     }))
 }
 
@@ -116,9 +117,10 @@ async fn refresh_token_info(
         exp: Some(record.expires_at),
         iat: Some(record.created_at),
         sub: Some(user.id),
-        aud: Some(grant.client_id),
+        aud: Some(grant.client_id.into()),
         iss: Some(state.config().issuer_str().to_owned()),
         jti: None,
+        act: None,
     }))
 }
 

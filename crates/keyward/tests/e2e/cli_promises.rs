@@ -689,18 +689,33 @@ async fn client_remove_ends_the_tokens_already_issued() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "invalid_client", "{body}");
 
-    // A client registered again under the same id inherits none of the user's tokens.
-    // (Not checked: the old client's own access token, which has no grant and is
-    // checked only against a client of its id existing, is valid again here; see the
-    // note on issue 18.)
+    // A client registered again under the same id inherits none of the old record's
+    // tokens: neither the user's nor its own (which has no grant). Attack: before the
+    // fix, whoever held a token of a removed client had it work again for the rest of
+    // its life as soon as anyone registered a client of that id.
     let again = shown_secret(&succeeded(&admin(&db, &add_doomed, None).await));
     assert_dead(
         &app,
         &rs,
-        &[&access, &refresh],
+        &[&access, &refresh, &service],
         "after the id was registered again",
     )
     .await;
+    assert_eq!(
+        userinfo(&app, &service).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The new record's own tokens work.
+    let (status, fresh) = token_request(
+        &app,
+        "doomed",
+        Some(&again),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    let answer = introspect(&app, &rs, fresh["access_token"].as_str().unwrap()).await;
+    assert_eq!(answer["active"], true, "{answer}");
     let (status, body) = token_request(
         &app,
         "doomed",
