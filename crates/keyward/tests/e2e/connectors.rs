@@ -19,11 +19,15 @@ struct Broker {
     github: FakeGithub,
 }
 
-/// The upstream keyward and the fake GitHub of a downstream that will listen on
-/// `down_port`, with down's callbacks registered at both.
-async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
-    let callback = |id: &str| format!("http://127.0.0.1:{down_port}/callback/{id}");
-    let github = FakeGithub::start("gh-client", GITHUB_SECRET, &callback("github")).await;
+/// The fake GitHub of a downstream that will listen on `down_port`, with down's
+/// callback registered and octocat (a member of `acme`, in its team `ops`) signed in.
+async fn fake_github(down_port: u16) -> FakeGithub {
+    let github = FakeGithub::start(
+        "gh-client",
+        GITHUB_SECRET,
+        &format!("http://127.0.0.1:{down_port}/callback/github"),
+    )
+    .await;
     github.add_user(FakeUser {
         id: 583_231,
         login: "octocat".into(),
@@ -36,30 +40,43 @@ async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
         teams: vec![("acme".into(), "ops".into())],
     });
     github.sign_in_as(Some("octocat"));
-    let up = spawn_app_on(
-        bind().await,
-        "localhost",
-        Db::Sqlite,
-        &base_config(&format!(
-            r#"
+    github
+}
+
+/// The upstream keyward's configuration: the base users, and down (listening on
+/// `down_port`) as its client `downstream`.
+fn upstream_config(down_port: u16) -> String {
+    base_config(&format!(
+        r#"
 [[clients]]
 client_id = "downstream"
 name = "Downstream"
 client_secret = "{DOWNSTREAM_SECRET}"
-redirect_uris = ["{}"]
+redirect_uris = ["http://127.0.0.1:{down_port}/callback/corp"]
 scopes = ["openid", "profile", "email"]
 skip_consent = true
-"#,
-            callback("corp")
-        )),
+"#
+    ))
+}
+
+/// The upstream keyward and the fake GitHub of a downstream that will listen on
+/// `down_port`, with down's callbacks registered at both.
+async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
+    let github = fake_github(down_port).await;
+    let up = spawn_app_on(
+        bind().await,
+        "localhost",
+        Db::Sqlite,
+        &upstream_config(down_port),
     )
     .await
     .expect("upstream keyward");
     (up, github)
 }
 
-/// down's `[[connectors]]`: `corp` (the upstream keyward) and `github` (the fake).
-fn connectors_config(up: &TestApp, github: &FakeGithub) -> String {
+/// down's `[[connectors]]`: `corp` (the upstream keyward at `up_issuer`) and `github`
+/// (the fake).
+fn connectors_config(up_issuer: &str, github: &FakeGithub) -> String {
     format!(
         r#"
 [[connectors]]
@@ -79,7 +96,7 @@ base_url = "{}"
 api_url = "{}"
 scopes = ["read:user", "user:email", "read:org"]
 "#,
-        up.issuer,
+        up_issuer,
         github.url,
         github.api_url()
     )
@@ -91,7 +108,7 @@ async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
     let (up, github) = upstreams(down_port).await;
     let config = base_config(&format!(
         "{down_extra}\n{}",
-        connectors_config(&up, &github)
+        connectors_config(&up.issuer, &github)
     ));
     let down = spawn_app_on(down_listener, "127.0.0.1", db, &config).await?;
     Some(Broker { down, up, github })
@@ -761,19 +778,134 @@ enabled = false
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
 }
 
+/// What crossed a forwarded connection: one buffer per connection and direction.
+type Wire = std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>>>;
+
+/// Joins every connection accepted on `listener` to a new connection to `to`, copying
+/// both ways, and keeps what crossed in `wire` (all of it plain HTTP, for the test to
+/// read). The listener stays open as long as the test runs: nobody else can take its
+/// port.
+fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr, wire: Wire) {
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::join!(
+                    pipe(in_read, out_write, &wire),
+                    pipe(out_read, in_write, &wire)
+                );
+            });
+        }
+    });
+}
+
+/// Copies `from` to `to` until either ends, recording the bytes in `wire`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    wire: &Wire,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    wire.lock().unwrap().push(seen.clone());
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Everything that crossed, each connection's direction whole.
+fn wire_text(wire: &Wire) -> Vec<String> {
+    wire.lock()
+        .unwrap()
+        .iter()
+        .map(|seen| text(&seen.lock().unwrap()))
+        .collect()
+}
+
+/// The values of `key` in what crossed: as a JSON string member (`"key":"…"`) or a
+/// form field (`key=…`).
+fn values_of(wire: &[String], key: &str) -> Vec<String> {
+    let json = format!("\"{key}\":\"");
+    let form = format!("{key}=");
+    let mut found = Vec::new();
+    for text in wire {
+        for (at, _) in text.match_indices(&json) {
+            let rest = &text[at + json.len()..];
+            found.push(rest[..rest.find('"').unwrap_or(rest.len())].to_owned());
+        }
+        for (at, _) in text.match_indices(&form) {
+            let starts_field = at == 0 || matches!(text.as_bytes()[at - 1], b'&' | b'?' | b'\n');
+            if starts_field {
+                let rest = &text[at + form.len()..];
+                let end = rest
+                    .find(|c: char| c == '&' || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                found.push(rest[..end].to_owned());
+            }
+        }
+    }
+    found.retain(|v| !v.is_empty());
+    found
+}
+
+/// The upstream keyward for a downstream process on `down_port`, started here rather
+/// than by `spawn_app_on` so that its issuer is a recording [`forward`]er in front of
+/// it: every byte down (and the browser) exchange with it is in the returned wire, the
+/// ID and access tokens it issues and the PKCE verifier down presents included. Its
+/// database goes in `dir`.
+async fn recorded_upstream(down_port: u16, dir: &std::path::Path) -> (String, Wire) {
+    let front = bind().await;
+    let back = bind().await;
+    let issuer = format!("http://localhost:{}", front.local_addr().unwrap().port());
+    let back_addr = back.local_addr().unwrap();
+    let env: std::collections::BTreeMap<String, String> = [
+        ("KEYWARD_ISSUER".to_owned(), issuer.clone()),
+        ("KEYWARD_LISTEN".to_owned(), back_addr.to_string()),
+        (
+            "KEYWARD_DATABASE_URL".to_owned(),
+            format!("sqlite://{}/upstream.db", dir.display()),
+        ),
+    ]
+    .into();
+    let config =
+        keyward_server::config::Config::from_toml(&upstream_config(down_port), &env).unwrap();
+    let state = keyward_server::serve::build(config).await.unwrap();
+    tokio::spawn(keyward_server::serve::run(
+        state,
+        back,
+        std::future::pending(),
+    ));
+    let wire = Wire::default();
+    forward(front, back_addr, wire.clone());
+    (issuer, wire)
+}
+
 /// `keyward serve` as a process with every kind of connector, its log at trace level:
 /// the banner names the redirect URIs to register and says where emailed links go
 /// without SMTP; the link is in the log and works; signing in through another keyward
-/// and GitHub leaves no secret, code, state or token of theirs in the log.
+/// and GitHub leaves no secret, code, state or token of theirs in the log: not the
+/// upstream's ID and access tokens (read off the wire to the upstream keyward, and from
+/// the fake GitHub), nor the PKCE verifiers keyward itself presented there.
+///
+/// The process binds port 0 and says where it listens; the test keeps the listener
+/// behind the issuer's port and forwards it there, so no port is let go and taken again.
 #[tokio::test]
 async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (up, github) = upstreams(port).await;
+    let front = bind().await;
+    let port = front.local_addr().unwrap().port();
     let dir = temp_dir();
+    let github = fake_github(port).await;
+    let (up_issuer, up_wire) = recorded_upstream(port, &dir).await;
     let config = dir.join("keyward.toml");
     std::fs::write(
         &config,
@@ -781,7 +913,7 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             "issuer = \"http://127.0.0.1:{port}\"\n{}",
             base_config(&format!(
                 "{}\n[[connectors]]\nid = \"email\"\ntype = \"email\"\n",
-                connectors_config(&up, &github)
+                connectors_config(&up_issuer, &github)
             ))
         ),
     )
@@ -790,7 +922,7 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
         .args(["serve", "--config"])
         .arg(&config)
         .current_dir(&dir)
-        .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYWARD_LISTEN", "127.0.0.1:0")
         .env("KEYWARD_LOG", "trace")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -811,22 +943,6 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             }
         });
     }
-    let banner = {
-        use std::io::BufRead as _;
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.contains("Password (password");
-            banner.push_str(&line);
-            banner.push('\n');
-            if done {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        banner
-    };
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -834,7 +950,38 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             let _ = self.0.wait();
         }
     }
+    let stdout = child.stdout.take().unwrap();
     let server = Kill(child);
+    // The banner, up to the last connector line, read on a thread of its own.
+    let (banner_tx, banner_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            let done = line.contains("Password (password");
+            banner.push_str(&line);
+            banner.push('\n');
+            if done {
+                break;
+            }
+        }
+        let _ = banner_tx.send(banner);
+        for _ in lines {}
+    });
+    let banner = tokio::time::timeout(std::time::Duration::from_secs(60), banner_rx)
+        .await
+        .expect("keyward serve printed its banner within 60 s")
+        .unwrap();
+    let listening: std::net::SocketAddr = banner
+        .lines()
+        .find_map(|line| line.split("listening on http://").nth(1))
+        .unwrap_or_else(|| panic!("no listening address in the banner: {banner}"))
+        .trim()
+        .parse()
+        .unwrap();
+    forward(front, listening, Wire::default());
     let base = format!("http://127.0.0.1:{port}");
     for expected in [
         format!("register the redirect URI {base}/callback/corp"),
@@ -889,6 +1036,28 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
     }
     crossed.extend(github.issued_tokens());
     assert!(crossed.len() >= 12, "{crossed:?}");
+    // What keyward and the upstream keyward exchanged: the tokens it answered with, the
+    // PKCE verifier keyward presented; and the verifier keyward presented to GitHub.
+    let up_wire = wire_text(&up_wire);
+    let mut upstream_secrets = Vec::new();
+    for key in ["id_token", "access_token", "code_verifier"] {
+        let values = values_of(&up_wire, key);
+        assert!(!values.is_empty(), "no {key} crossed to the upstream");
+        upstream_secrets.extend(values);
+    }
+    upstream_secrets.extend(values_of(&up_wire, "refresh_token"));
+    let github_verifiers: Vec<String> = github
+        .token_requests()
+        .into_iter()
+        .filter_map(|form| form.get("code_verifier").cloned())
+        .collect();
+    assert_eq!(github_verifiers.len(), 1, "one code redeemed at GitHub");
+    upstream_secrets.extend(github_verifiers);
+    assert!(
+        upstream_secrets.iter().all(|s| s.len() >= 32),
+        "{upstream_secrets:?}"
+    );
+    crossed.extend(upstream_secrets);
 
     // The emailed link, from the log, signs in.
     let (url, _) = authorize_url(&base, "demo-app", "openid", "&prompt=login");

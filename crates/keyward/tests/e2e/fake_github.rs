@@ -52,6 +52,7 @@ struct Inner {
     codes: HashMap<String, Issued>,
     tokens: HashMap<String, (String, String)>,
     authorize_requests: Vec<HashMap<String, String>>,
+    token_requests: Vec<HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -133,6 +134,11 @@ impl FakeGithub {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// The form of every access token request received.
+    pub fn token_requests(&self) -> Vec<HashMap<String, String>> {
+        self.fake.inner.lock().unwrap().token_requests.clone()
     }
 
     /// The parameters of every authorization request received.
@@ -226,6 +232,7 @@ async fn access_token(
     body: axum::extract::Form<HashMap<String, String>>,
 ) -> Response {
     let form = body.0;
+    fake.inner.lock().unwrap().token_requests.push(form.clone());
     let json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
