@@ -4,24 +4,24 @@
 
 use reqwest::StatusCode;
 
-use crate::fake_github::{FakeGithub, FakeUser};
+use crate::fake_github::{FakeGithub, FakeUser, Trouble};
 use crate::support::*;
 use keyward_server::store::IdentityKey;
 
 const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
-const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
+pub(crate) const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
 
 /// A keyward ("down", on 127.0.0.1) that signs people in through another keyward
 /// ("up", on localhost, so a browser keeps their cookies apart) and a fake GitHub.
-struct Broker {
-    down: TestApp,
-    up: TestApp,
-    github: FakeGithub,
+pub(crate) struct Broker {
+    pub(crate) down: TestApp,
+    pub(crate) up: TestApp,
+    pub(crate) github: FakeGithub,
 }
 
 /// The fake GitHub of a downstream that will listen on `down_port`, with down's
 /// callback registered and octocat (a member of `acme`, in its team `ops`) signed in.
-async fn fake_github(down_port: u16) -> FakeGithub {
+pub(crate) async fn fake_github(down_port: u16) -> FakeGithub {
     let github = FakeGithub::start(
         "gh-client",
         GITHUB_SECRET,
@@ -75,8 +75,13 @@ async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
 }
 
 /// down's `[[connectors]]`: `corp` (the upstream keyward at `up_issuer`) and `github`
-/// (the fake).
-fn connectors_config(up_issuer: &str, github: &FakeGithub) -> String {
+/// (the fake), with `corp_keys` and `github_keys` added to them (TOML lines).
+fn connectors_config_with(
+    up_issuer: &str,
+    github: &FakeGithub,
+    corp_keys: &str,
+    github_keys: &str,
+) -> String {
     format!(
         r#"
 [[connectors]]
@@ -86,6 +91,7 @@ name = "Corporate SSO"
 issuer = "{}"
 client_id = "downstream"
 client_secret = "{DOWNSTREAM_SECRET}"
+{corp_keys}
 
 [[connectors]]
 id = "github"
@@ -94,7 +100,7 @@ client_id = "gh-client"
 client_secret = "{GITHUB_SECRET}"
 base_url = "{}"
 api_url = "{}"
-scopes = ["read:user", "user:email", "read:org"]
+{github_keys}
 "#,
         up_issuer,
         github.url,
@@ -103,12 +109,29 @@ scopes = ["read:user", "user:email", "read:org"]
 }
 
 async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
+    broker_with(
+        db,
+        down_extra,
+        "",
+        r#"scopes = ["read:user", "user:email", "read:org"]"#,
+    )
+    .await
+}
+
+/// A [`Broker`] whose down has `down_extra` in its configuration and `corp_keys` and
+/// `github_keys` in its connectors (TOML lines).
+pub(crate) async fn broker_with(
+    db: Db,
+    down_extra: &str,
+    corp_keys: &str,
+    github_keys: &str,
+) -> Option<Broker> {
     let down_listener = bind().await;
     let down_port = down_listener.local_addr().unwrap().port();
     let (up, github) = upstreams(down_port).await;
     let config = base_config(&format!(
         "{down_extra}\n{}",
-        connectors_config(&up.issuer, &github)
+        connectors_config_with(&up.issuer, &github, corp_keys, github_keys)
     ));
     let down = spawn_app_on(down_listener, "127.0.0.1", db, &config).await?;
     Some(Broker { down, up, github })
@@ -116,7 +139,7 @@ async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
 
 /// Starts an authorization at `down` for demo-app and returns its login page and the
 /// PKCE verifier.
-async fn login_page(
+pub(crate) async fn login_page(
     browser: &reqwest::Client,
     down: &TestApp,
 ) -> (Page, openidconnect::PkceCodeVerifier) {
@@ -128,7 +151,7 @@ async fn login_page(
 }
 
 /// Redeems a code at `down` as demo-app; returns the ID token's claims.
-async fn redeem(
+pub(crate) async fn redeem(
     down: &TestApp,
     params: &std::collections::BTreeMap<String, String>,
     verifier: &openidconnect::PkceCodeVerifier,
@@ -159,7 +182,7 @@ async fn sign_in_with(browser: &reqwest::Client, broker: &Broker, id: &str) -> s
 /// Signs in at `down` through connector `id` (`extra` appended to the authorization
 /// request), as `user` when the upstream asks for a password; returns the ID token's
 /// claims.
-async fn sign_in_as(
+pub(crate) async fn sign_in_as(
     browser: &reqwest::Client,
     down: &TestApp,
     id: &str,
@@ -178,7 +201,7 @@ async fn sign_in_as(
 }
 
 /// A fresh browser in which `user` signed in at `down` with a password.
-async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
+pub(crate) async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
     let browser = browser();
     let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
     drive(&browser, &url, user, PASSWORD, "approve")
@@ -187,7 +210,7 @@ async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
     browser
 }
 
-async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
+pub(crate) async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
     let page = open(browser, &format!("{}/account", down.issuer)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
     assert!(page.html.contains("Your account"), "{}", page.html);
@@ -913,7 +936,12 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             "issuer = \"http://127.0.0.1:{port}\"\n{}",
             base_config(&format!(
                 "{}\n[[connectors]]\nid = \"email\"\ntype = \"email\"\n",
-                connectors_config(&up_issuer, &github)
+                connectors_config_with(
+                    &up_issuer,
+                    &github,
+                    "",
+                    r#"scopes = ["read:user", "user:email", "read:org"]"#
+                )
             ))
         ),
     )
@@ -1126,4 +1154,146 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
         assert!(users.contains(expected), "{expected}: {users}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Signs in at `down` through GitHub in a fresh browser, expecting GitHub's answer to
+/// fail; returns the page keyward stopped at.
+async fn failed_github_sign_in(down: &TestApp) -> Page {
+    let browser = browser();
+    let (page, _) = login_page(&browser, down).await;
+    let response = submit(&browser, &page, "/login/github", "", &[]).await;
+    settle(&browser, response)
+        .await
+        .unwrap_or_else(|params| panic!("signed in although GitHub failed: {params:?}"))
+}
+
+/// GitHub's documented failures, from the fake: a code that expired before keyward
+/// redeemed it (`bad_verification_code` in a 200 answer), a token revoked at once (401
+/// `Bad credentials` from /user), a used-up rate limit (403 and 429 with
+/// `x-ratelimit-remaining: 0`). Each ends on the login page with what happened
+/// (403), with no account or identity created and nobody signed in; once GitHub
+/// answers again, the same sign-in works.
+#[tokio::test]
+async fn github_failures_are_explained_and_create_nothing() {
+    let Some(broker) = broker(Db::Sqlite, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    let store = down.state.store();
+    let users = store.list_users().await.unwrap().len();
+    let try_later = "Signing in with GitHub did not work. Try again in a moment.";
+    for (trouble, message) in [
+        (
+            Trouble::ExpiredCode,
+            "GitHub refused the sign-in: the provider refused: bad_verification_code (The code passed is incorrect or expired.).",
+        ),
+        (Trouble::RevokedToken, try_later),
+        (Trouble::RateLimited(StatusCode::FORBIDDEN), try_later),
+        (
+            Trouble::RateLimited(StatusCode::TOO_MANY_REQUESTS),
+            try_later,
+        ),
+    ] {
+        broker.github.trouble(Some(trouble));
+        let page = failed_github_sign_in(down).await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{trouble:?}: {}",
+            page.html
+        );
+        assert_eq!(page.url.path(), "/callback/github", "{trouble:?}");
+        assert!(page.html.contains(message), "{trouble:?}: {}", page.html);
+        assert!(
+            page.html.contains("Continue with GitHub") && page.html.contains("name=\"password\""),
+            "{trouble:?}: the login page, to try again or another way: {}",
+            page.html
+        );
+        assert!(
+            store
+                .get_identity(IdentityKey {
+                    connector_id: "github",
+                    subject: "583231",
+                })
+                .await
+                .unwrap()
+                .is_none(),
+            "{trouble:?}"
+        );
+        assert_eq!(
+            store.list_users().await.unwrap().len(),
+            users,
+            "{trouble:?}"
+        );
+    }
+    let tokens = broker.github.issued_tokens();
+    assert_eq!(
+        tokens.len(),
+        3,
+        "the code expired before any token: {tokens:?}"
+    );
+
+    broker.github.trouble(None);
+    let claims = sign_in_with(&browser(), &broker, "github").await;
+    assert_eq!(store.list_users().await.unwrap().len(), users + 1);
+    let identity = store
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.user_id, claims["sub"].as_str().unwrap());
+}
+
+/// "Users can edit the scopes you requested": the person grants read:user only, no
+/// user:email nor read:org (GitHub's `scope` in the token answer says so, and the API
+/// answers /user/emails with 404 and /user/teams with 403 for such a token). keyward
+/// signs the person in without an address or groups (rather than failing on the
+/// missing scopes, or trusting anything else): nothing is released that was not read.
+#[tokio::test]
+async fn github_scopes_the_person_declined_are_done_without() {
+    let Some(broker) = broker(Db::Sqlite, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    broker.github.grant_scopes(Some(&["read:user"]));
+    let claims = sign_in_with(&browser(), &broker, "github").await;
+    let request = broker.github.authorize_requests().pop().unwrap();
+    assert_eq!(
+        request["scope"], "read:user user:email read:org",
+        "asked for all"
+    );
+    let identity = down
+        .state
+        .store()
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.user_id, claims["sub"].as_str().unwrap());
+    assert_eq!(identity.username.as_deref(), Some("octocat"));
+    assert_eq!(identity.email, None, "user:email was not granted");
+    assert!(identity.groups.is_empty(), "read:org was not granted");
+    assert!(claims.get("email").is_none(), "{claims}");
+
+    // Granted in full the next time: the address and groups come.
+    broker.github.grant_scopes(None);
+    sign_in_with(&browser(), &broker, "github").await;
+    let identity = down
+        .state
+        .store()
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.email.as_deref(), Some("octocat@github.example"));
+    assert_eq!(identity.groups, ["acme", "acme:ops"]);
 }
