@@ -152,6 +152,11 @@ impl FakeGithub {
         self.fake.inner.lock().unwrap().signed_in = login.map(str::to_owned);
     }
 
+    /// Registers another callback URL for the OAuth app (a keyward that moved).
+    pub fn register_callback(&self, callback: &str) {
+        self.fake.inner.lock().unwrap().callback = callback.into();
+    }
+
     /// What goes wrong from now on (`None`: nothing).
     pub fn trouble(&self, trouble: Option<Trouble>) {
         self.fake.inner.lock().unwrap().trouble = trouble;

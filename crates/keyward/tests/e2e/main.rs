@@ -9,6 +9,7 @@ mod support;
 mod admin_cli;
 mod browser_security;
 mod client;
+mod connector_settings;
 mod connectors;
 mod device;
 mod email;
