@@ -293,3 +293,122 @@ fn hidden_req(html: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The address of the next message the sink delivers.
+async fn next_recipient(sink: &mut SmtpSink) -> String {
+    let message = sink.next_message().await;
+    let to = message["to"].as_array().unwrap();
+    assert_eq!(to.len(), 1, "{message}");
+    to[0].as_str().unwrap().to_owned()
+}
+
+/// Asks for a link for `address`, which must not be sent (throttled); shown by asking
+/// for one for `witness`, an address never used before, whose link is the next
+/// message delivered. (Had a link for `address` gone out, it would, barring a delivery
+/// slower than a whole later request, have arrived first.)
+async fn not_sent(
+    browser: &reqwest::Client,
+    app: &TestApp,
+    sink: &mut SmtpSink,
+    address: &str,
+    witness: &str,
+) {
+    let page = ask_for_link(browser, app, "email", address).await;
+    assert!(page.html.contains("Check your email"), "{}", page.html);
+    ask_for_link(browser, app, "email", witness).await;
+    assert_eq!(
+        next_recipient(sink).await,
+        witness,
+        "a link for {address} was sent"
+    );
+}
+
+/// An emailed link works for 15 minutes, on the server's clock (moved, not waited for;
+/// real time runs on beside it, hence the margins): one used 14:50 after it was asked
+/// for signs in, one used at 15:10 is refused. And
+/// links for one address are limited: five at once, then one after a minute, then the
+/// wait doubles (two minutes), whatever the page says (it says the same every time).
+#[tokio::test]
+async fn emailed_links_expire_after_15_minutes_and_are_limited_per_address() {
+    if !crate::js::available(&["smtp-server", "mailparser"], &[]) {
+        return;
+    }
+    let mut sink = SmtpSink::start().await;
+    // Logins in progress live as long as the links here, so that only the link expires.
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!("login_ttl = \"1h\"\n{}", email_connectors(sink.port)),
+    )
+    .await
+    .unwrap();
+    let link_prefix = format!("{}/callback/email?token=", app.issuer);
+
+    let browser = browser();
+    let sent = ask_for_link(&browser, &app, "email", "carol@example.com").await;
+    assert!(sent.html.contains("15 minutes"), "{}", sent.html);
+    let first = sink.next_message().await;
+    assert!(
+        first["text"].as_str().unwrap().contains("for 15 minutes"),
+        "{first}"
+    );
+    let first = link_in(first["text"].as_str().unwrap(), &link_prefix);
+    ask_for_link(&browser, &app, "email", "carol@example.com").await;
+    let second = link_in(
+        sink.next_message().await["text"].as_str().unwrap(),
+        &link_prefix,
+    );
+
+    app.advance(15 * 60 - 10);
+    let confirm = open(&browser, &first).await;
+    let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
+    let params = settle(&browser, response).await.unwrap_err();
+    assert!(params.contains_key("code"), "{params:?}");
+
+    app.advance(20);
+    let confirm = open(&browser, &second).await;
+    let response = submit(&browser, &confirm, "/callback/email", "", &[]).await;
+    let page = settle(&browser, response).await.unwrap();
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.html);
+    assert!(page.html.contains("Sign-in expired"), "{}", page.html);
+
+    // Five links for henry at once (delivered in any order).
+    for _ in 0..5 {
+        ask_for_link(&browser, &app, "email", "henry@example.com").await;
+    }
+    for _ in 0..5 {
+        assert_eq!(next_recipient(&mut sink).await, "henry@example.com");
+    }
+    // The sixth waits a minute.
+    not_sent(
+        &browser,
+        &app,
+        &mut sink,
+        "henry@example.com",
+        "ivy@example.com",
+    )
+    .await;
+    app.advance(60);
+    ask_for_link(&browser, &app, "email", "henry@example.com").await;
+    assert_eq!(next_recipient(&mut sink).await, "henry@example.com");
+    // The next waits twice as long: not after 110 s, after 121.
+    not_sent(
+        &browser,
+        &app,
+        &mut sink,
+        "henry@example.com",
+        "jack@example.com",
+    )
+    .await;
+    app.advance(110);
+    not_sent(
+        &browser,
+        &app,
+        &mut sink,
+        "henry@example.com",
+        "kate@example.com",
+    )
+    .await;
+    app.advance(11);
+    ask_for_link(&browser, &app, "email", "henry@example.com").await;
+    assert_eq!(next_recipient(&mut sink).await, "henry@example.com");
+}
