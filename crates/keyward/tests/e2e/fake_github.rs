@@ -9,8 +9,8 @@
 //! - `POST /login/oauth/access_token` answers 200 in every case: JSON with `Accept:
 //!   application/json` (form-encoded otherwise), `{"error": "bad_verification_code"}`
 //!   for a wrong, used or expired code or a PKCE verifier that does not match,
-//!   `incorrect_client_credentials` for a wrong secret;
-//!   (with `error_uri`, as GitHub sends it); the `scope` it answers with is what the
+//!   `incorrect_client_credentials` for a wrong secret (each with `error_uri`, as
+//!   GitHub sends it); the `scope` it answers with is what the
 //!   person granted, comma-separated, which may be less than was asked for
 //!   ([`FakeGithub::grant_scopes`]: "users can edit the scopes you requested");
 //! - under the API prefix (`/api/v3`, as on GitHub Enterprise): `GET /user`,
