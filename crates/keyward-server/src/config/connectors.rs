@@ -76,6 +76,7 @@ struct SmtpFile {
     username: Option<String>,
     password: Option<Password>,
     password_file: Option<String>,
+    ca_file: Option<String>,
 }
 
 /// How keyward talks to the SMTP server.
@@ -214,6 +215,9 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     /// Password for SMTP AUTH.
     pub password: Option<Password>,
+    /// PEM certificates of authorities trusted to sign the server's certificate, besides
+    /// the public ones (`ca_file`: a private mail server).
+    pub ca_pem: Option<String>,
 }
 
 /// Parses a provider URL: https, or http for this machine only.
@@ -547,6 +551,27 @@ fn smtp_settings(key: &str, smtp: SmtpFile) -> Result<SmtpSettings, ConfigError>
             "\"none\" would send the password in clear; use starttls or tls",
         ));
     }
+    let ca_pem = match smtp.ca_file.as_deref() {
+        None => None,
+        Some(_) if smtp.tls == SmtpTls::None => {
+            return Err(invalid(
+                format!("{key}.ca_file"),
+                "applies only with tls = \"starttls\" or \"tls\"",
+            ));
+        }
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!("{key}.ca_file"), format!("cannot read {path}: {e}"))
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    format!("{key}.ca_file"),
+                    format!("{path} holds no PEM certificate"),
+                ));
+            }
+            Some(pem)
+        }
+    };
     let port = smtp.port.unwrap_or(match smtp.tls {
         SmtpTls::Starttls => 587,
         SmtpTls::Tls => 465,
@@ -558,6 +583,7 @@ fn smtp_settings(key: &str, smtp: SmtpFile) -> Result<SmtpSettings, ConfigError>
         tls: smtp.tls,
         username: smtp.username,
         password: smtp.password,
+        ca_pem,
     })
 }
 
@@ -685,6 +711,18 @@ type = "email"
             (
                 "[[connectors]]\nid = \"x\"\ntype = \"email\"\nsmtp = { host = \"mail.example.com\", tls = \"none\", username = \"u\", password = \"p\" }",
                 "connectors[0].smtp.tls",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nsmtp = { host = \"mail.example.com\", tls = \"none\", ca_file = \"/dev/null\" }",
+                "connectors[0].smtp.ca_file",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nsmtp = { host = \"mail.example.com\", ca_file = \"/dev/null\" }",
+                "connectors[0].smtp.ca_file",
+            ),
+            (
+                "[[connectors]]\nid = \"x\"\ntype = \"email\"\nsmtp = { host = \"mail.example.com\", ca_file = \"/nonexistent/ca.pem\" }",
+                "connectors[0].smtp.ca_file",
             ),
             (
                 "[[connectors]]\nid = \"x\"\ntype = \"password\"\ntrust_email = true",

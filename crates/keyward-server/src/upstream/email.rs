@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 
@@ -52,16 +53,28 @@ impl Mailer {
         let transport = match &settings.smtp {
             None => None,
             Some(smtp) => {
-                let builder = match smtp.tls {
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                let failed = |e: lettre::transport::smtp::Error| {
+                    UpstreamError::Mail(format!("SMTP server {}: {e}", smtp.host))
+                };
+                // The server's certificate must be valid for `host` and signed by a
+                // public authority or one of `ca_file`.
+                let tls_parameters = || {
+                    let mut params = TlsParameters::builder(smtp.host.clone());
+                    if let Some(pem) = &smtp.ca_pem {
+                        params = params.add_root_certificate(
+                            Certificate::from_pem(pem.as_bytes()).map_err(failed)?,
+                        );
                     }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-                    SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                        smtp.host.clone(),
-                    )),
-                }
-                .map_err(|e| UpstreamError::Mail(format!("SMTP server {}: {e}", smtp.host)))?;
+                    params.build().map_err(failed)
+                };
+                let builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone());
+                let builder = match smtp.tls {
+                    // STARTTLS must succeed: nothing, credentials included, goes in clear.
+                    SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters()?)),
+                    SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters()?)),
+                    SmtpTls::None => builder,
+                };
                 let mut builder = builder
                     .port(smtp.port)
                     .timeout(Some(SMTP_TIMEOUT))

@@ -9,6 +9,11 @@
 //! - with `read:org`, `GET <api>/user/orgs` and `GET <api>/user/teams` (following
 //!   `Link: rel="next"`), which become the groups `org` and `org:team`, as Taskcluster
 //!   turns them into roles; `orgs = […]` in the configuration admits only their members.
+//!
+//! The person may grant fewer scopes than were asked for; the token answer's `scope`
+//! says which ([`Granted`]). Without `user:email` the identity has no address; without
+//! `read:org` it has no groups, and where `orgs` admits only members, nobody whose
+//! membership could not be read is let in.
 
 use keyward_proto::pkce::CodeVerifier;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LINK};
@@ -35,6 +40,42 @@ struct TokenAnswer {
     access_token: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// The scopes granted, comma-separated.
+    scope: Option<String>,
+}
+
+/// The scopes the person granted, from the token answer's `scope` (comma-separated, as
+/// GitHub writes it). Without one, keyward assumes what it asked for.
+struct Granted(Option<Vec<String>>);
+
+impl Granted {
+    fn of(scope: Option<&str>) -> Self {
+        Self(scope.map(|text| {
+            text.split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
+
+    /// Whether any of `scopes` (a scope and those that include it) was granted.
+    fn any(&self, scopes: &[&str]) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|granted| granted.iter().any(|g| scopes.contains(&g.as_str())))
+    }
+
+    /// Whether the addresses may be read (`user:email`, or `user`).
+    fn emails(&self) -> bool {
+        self.any(&["user:email", "user"])
+    }
+
+    /// Whether organisation and team membership may be read (`read:org`, or the
+    /// `write:org` and `admin:org` that include it).
+    fn orgs(&self) -> bool {
+        self.any(&["read:org", "write:org", "admin:org"])
+    }
 }
 
 #[derive(Deserialize)]
@@ -121,6 +162,7 @@ impl GithubProvider {
                 source,
             })?;
         let answer: TokenAnswer = read_json(&token_url, response).await?;
+        let granted = Granted::of(answer.scope.as_deref());
         let token = match (answer.access_token, answer.error) {
             (Some(token), None) => token,
             (_, Some(error)) => {
@@ -137,11 +179,22 @@ impl GithubProvider {
             }
         };
 
+        let reads_orgs = self.settings.reads_orgs() && granted.orgs();
+        if !self.settings.orgs.is_empty() && !reads_orgs {
+            return Err(UpstreamError::NotAllowed(format!(
+                "GitHub did not grant keyward the read:org access it needs to check membership of {}. Sign in again and grant it.",
+                self.settings.orgs.join(", ")
+            )));
+        }
         let user: GithubUser = self.get(&token, "/user").await?.0;
-        let emails: Vec<GithubEmail> = self.get(&token, "/user/emails").await?.0;
-        let primary = emails.into_iter().find(|e| e.primary && e.verified);
+        let primary = if granted.emails() {
+            let emails: Vec<GithubEmail> = self.get(&token, "/user/emails").await?.0;
+            emails.into_iter().find(|e| e.primary && e.verified)
+        } else {
+            None
+        };
         let mut groups = Vec::new();
-        if self.settings.reads_orgs() {
+        if reads_orgs {
             let orgs: Vec<GithubOrg> = self.get_all(&token, "/user/orgs?per_page=100").await?;
             let teams: Vec<GithubTeam> = self.get_all(&token, "/user/teams?per_page=100").await?;
             groups.extend(orgs.into_iter().map(|o| o.login));
@@ -321,6 +374,19 @@ mod tests {
         ] {
             assert!(!is_under(api, bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn granted_scopes() {
+        let asked = Granted::of(None);
+        assert!(asked.emails() && asked.orgs(), "no scope: what was asked");
+        let narrow = Granted::of(Some("read:user"));
+        assert!(!narrow.emails() && !narrow.orgs());
+        let broad = Granted::of(Some("user,admin:org"));
+        assert!(broad.emails() && broad.orgs());
+        let spaced = Granted::of(Some("read:user, user:email read:org"));
+        assert!(spaced.emails() && spaced.orgs());
+        assert!(!Granted::of(Some("")).emails());
     }
 
     #[test]

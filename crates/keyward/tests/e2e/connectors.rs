@@ -4,26 +4,30 @@
 
 use reqwest::StatusCode;
 
-use crate::fake_github::{FakeGithub, FakeUser};
+use crate::fake_github::{FakeGithub, FakeUser, Trouble};
 use crate::support::*;
 use keyward_server::store::IdentityKey;
 
 const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
-const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
+pub(crate) const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
 
 /// A keyward ("down", on 127.0.0.1) that signs people in through another keyward
 /// ("up", on localhost, so a browser keeps their cookies apart) and a fake GitHub.
-struct Broker {
-    down: TestApp,
-    up: TestApp,
-    github: FakeGithub,
+pub(crate) struct Broker {
+    pub(crate) down: TestApp,
+    pub(crate) up: TestApp,
+    pub(crate) github: FakeGithub,
 }
 
-/// The upstream keyward and the fake GitHub of a downstream that will listen on
-/// `down_port`, with down's callbacks registered at both.
-async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
-    let callback = |id: &str| format!("http://127.0.0.1:{down_port}/callback/{id}");
-    let github = FakeGithub::start("gh-client", GITHUB_SECRET, &callback("github")).await;
+/// The fake GitHub of a downstream that will listen on `down_port`, with down's
+/// callback registered and octocat (a member of `acme`, in its team `ops`) signed in.
+pub(crate) async fn fake_github(down_port: u16) -> FakeGithub {
+    let github = FakeGithub::start(
+        "gh-client",
+        GITHUB_SECRET,
+        &format!("http://127.0.0.1:{down_port}/callback/github"),
+    )
+    .await;
     github.add_user(FakeUser {
         id: 583_231,
         login: "octocat".into(),
@@ -36,30 +40,48 @@ async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
         teams: vec![("acme".into(), "ops".into())],
     });
     github.sign_in_as(Some("octocat"));
-    let up = spawn_app_on(
-        bind().await,
-        "localhost",
-        Db::Sqlite,
-        &base_config(&format!(
-            r#"
+    github
+}
+
+/// The upstream keyward's configuration: the base users, and down (listening on
+/// `down_port`) as its client `downstream`.
+fn upstream_config(down_port: u16) -> String {
+    base_config(&format!(
+        r#"
 [[clients]]
 client_id = "downstream"
 name = "Downstream"
 client_secret = "{DOWNSTREAM_SECRET}"
-redirect_uris = ["{}"]
+redirect_uris = ["http://127.0.0.1:{down_port}/callback/corp"]
 scopes = ["openid", "profile", "email"]
 skip_consent = true
-"#,
-            callback("corp")
-        )),
+"#
+    ))
+}
+
+/// The upstream keyward and the fake GitHub of a downstream that will listen on
+/// `down_port`, with down's callbacks registered at both.
+async fn upstreams(down_port: u16) -> (TestApp, FakeGithub) {
+    let github = fake_github(down_port).await;
+    let up = spawn_app_on(
+        bind().await,
+        "localhost",
+        Db::Sqlite,
+        &upstream_config(down_port),
     )
     .await
     .expect("upstream keyward");
     (up, github)
 }
 
-/// down's `[[connectors]]`: `corp` (the upstream keyward) and `github` (the fake).
-fn connectors_config(up: &TestApp, github: &FakeGithub) -> String {
+/// down's `[[connectors]]`: `corp` (the upstream keyward at `up_issuer`) and `github`
+/// (the fake), with `corp_keys` and `github_keys` added to them (TOML lines).
+fn connectors_config_with(
+    up_issuer: &str,
+    github: &FakeGithub,
+    corp_keys: &str,
+    github_keys: &str,
+) -> String {
     format!(
         r#"
 [[connectors]]
@@ -69,6 +91,7 @@ name = "Corporate SSO"
 issuer = "{}"
 client_id = "downstream"
 client_secret = "{DOWNSTREAM_SECRET}"
+{corp_keys}
 
 [[connectors]]
 id = "github"
@@ -77,21 +100,38 @@ client_id = "gh-client"
 client_secret = "{GITHUB_SECRET}"
 base_url = "{}"
 api_url = "{}"
-scopes = ["read:user", "user:email", "read:org"]
+{github_keys}
 "#,
-        up.issuer,
+        up_issuer,
         github.url,
         github.api_url()
     )
 }
 
 async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
+    broker_with(
+        db,
+        down_extra,
+        "",
+        r#"scopes = ["read:user", "user:email", "read:org"]"#,
+    )
+    .await
+}
+
+/// A [`Broker`] whose down has `down_extra` in its configuration and `corp_keys` and
+/// `github_keys` in its connectors (TOML lines).
+pub(crate) async fn broker_with(
+    db: Db,
+    down_extra: &str,
+    corp_keys: &str,
+    github_keys: &str,
+) -> Option<Broker> {
     let down_listener = bind().await;
     let down_port = down_listener.local_addr().unwrap().port();
     let (up, github) = upstreams(down_port).await;
     let config = base_config(&format!(
         "{down_extra}\n{}",
-        connectors_config(&up, &github)
+        connectors_config_with(&up.issuer, &github, corp_keys, github_keys)
     ));
     let down = spawn_app_on(down_listener, "127.0.0.1", db, &config).await?;
     Some(Broker { down, up, github })
@@ -99,7 +139,7 @@ async fn broker(db: Db, down_extra: &str) -> Option<Broker> {
 
 /// Starts an authorization at `down` for demo-app and returns its login page and the
 /// PKCE verifier.
-async fn login_page(
+pub(crate) async fn login_page(
     browser: &reqwest::Client,
     down: &TestApp,
 ) -> (Page, openidconnect::PkceCodeVerifier) {
@@ -111,7 +151,7 @@ async fn login_page(
 }
 
 /// Redeems a code at `down` as demo-app; returns the ID token's claims.
-async fn redeem(
+pub(crate) async fn redeem(
     down: &TestApp,
     params: &std::collections::BTreeMap<String, String>,
     verifier: &openidconnect::PkceCodeVerifier,
@@ -142,7 +182,7 @@ async fn sign_in_with(browser: &reqwest::Client, broker: &Broker, id: &str) -> s
 /// Signs in at `down` through connector `id` (`extra` appended to the authorization
 /// request), as `user` when the upstream asks for a password; returns the ID token's
 /// claims.
-async fn sign_in_as(
+pub(crate) async fn sign_in_as(
     browser: &reqwest::Client,
     down: &TestApp,
     id: &str,
@@ -161,7 +201,7 @@ async fn sign_in_as(
 }
 
 /// A fresh browser in which `user` signed in at `down` with a password.
-async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
+pub(crate) async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
     let browser = browser();
     let (url, _) = authorize_url(&down.issuer, "demo-app", "openid", "");
     drive(&browser, &url, user, PASSWORD, "approve")
@@ -170,7 +210,7 @@ async fn password_session(down: &TestApp, user: &str) -> reqwest::Client {
     browser
 }
 
-async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
+pub(crate) async fn account(browser: &reqwest::Client, down: &TestApp) -> Page {
     let page = open(browser, &format!("{}/account", down.issuer)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
     assert!(page.html.contains("Your account"), "{}", page.html);
@@ -761,19 +801,134 @@ enabled = false
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
 }
 
+/// What crossed a forwarded connection: one buffer per connection and direction.
+type Wire = std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>>>;
+
+/// Joins every connection accepted on `listener` to a new connection to `to`, copying
+/// both ways, and keeps what crossed in `wire` (all of it plain HTTP, for the test to
+/// read). The listener stays open as long as the test runs: nobody else can take its
+/// port.
+fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr, wire: Wire) {
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::join!(
+                    pipe(in_read, out_write, &wire),
+                    pipe(out_read, in_write, &wire)
+                );
+            });
+        }
+    });
+}
+
+/// Copies `from` to `to` until either ends, recording the bytes in `wire`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    wire: &Wire,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    wire.lock().unwrap().push(seen.clone());
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Everything that crossed, each connection's direction whole.
+fn wire_text(wire: &Wire) -> Vec<String> {
+    wire.lock()
+        .unwrap()
+        .iter()
+        .map(|seen| text(&seen.lock().unwrap()))
+        .collect()
+}
+
+/// The values of `key` in what crossed: as a JSON string member (`"key":"…"`) or a
+/// form field (`key=…`).
+fn values_of(wire: &[String], key: &str) -> Vec<String> {
+    let json = format!("\"{key}\":\"");
+    let form = format!("{key}=");
+    let mut found = Vec::new();
+    for text in wire {
+        for (at, _) in text.match_indices(&json) {
+            let rest = &text[at + json.len()..];
+            found.push(rest[..rest.find('"').unwrap_or(rest.len())].to_owned());
+        }
+        for (at, _) in text.match_indices(&form) {
+            let starts_field = at == 0 || matches!(text.as_bytes()[at - 1], b'&' | b'?' | b'\n');
+            if starts_field {
+                let rest = &text[at + form.len()..];
+                let end = rest
+                    .find(|c: char| c == '&' || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                found.push(rest[..end].to_owned());
+            }
+        }
+    }
+    found.retain(|v| !v.is_empty());
+    found
+}
+
+/// The upstream keyward for a downstream process on `down_port`, started here rather
+/// than by `spawn_app_on` so that its issuer is a recording [`forward`]er in front of
+/// it: every byte down (and the browser) exchange with it is in the returned wire, the
+/// ID and access tokens it issues and the PKCE verifier down presents included. Its
+/// database goes in `dir`.
+async fn recorded_upstream(down_port: u16, dir: &std::path::Path) -> (String, Wire) {
+    let front = bind().await;
+    let back = bind().await;
+    let issuer = format!("http://localhost:{}", front.local_addr().unwrap().port());
+    let back_addr = back.local_addr().unwrap();
+    let env: std::collections::BTreeMap<String, String> = [
+        ("KEYWARD_ISSUER".to_owned(), issuer.clone()),
+        ("KEYWARD_LISTEN".to_owned(), back_addr.to_string()),
+        (
+            "KEYWARD_DATABASE_URL".to_owned(),
+            format!("sqlite://{}/upstream.db", dir.display()),
+        ),
+    ]
+    .into();
+    let config =
+        keyward_server::config::Config::from_toml(&upstream_config(down_port), &env).unwrap();
+    let state = keyward_server::serve::build(config).await.unwrap();
+    tokio::spawn(keyward_server::serve::run(
+        state,
+        back,
+        std::future::pending(),
+    ));
+    let wire = Wire::default();
+    forward(front, back_addr, wire.clone());
+    (issuer, wire)
+}
+
 /// `keyward serve` as a process with every kind of connector, its log at trace level:
 /// the banner names the redirect URIs to register and says where emailed links go
 /// without SMTP; the link is in the log and works; signing in through another keyward
-/// and GitHub leaves no secret, code, state or token of theirs in the log.
+/// and GitHub leaves no secret, code, state or token of theirs in the log: not the
+/// upstream's ID and access tokens (read off the wire to the upstream keyward, and from
+/// the fake GitHub), nor the PKCE verifiers keyward itself presented there.
+///
+/// The process binds port 0 and says where it listens; the test keeps the listener
+/// behind the issuer's port and forwards it there, so no port is let go and taken again.
 #[tokio::test]
 async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (up, github) = upstreams(port).await;
+    let front = bind().await;
+    let port = front.local_addr().unwrap().port();
     let dir = temp_dir();
+    let github = fake_github(port).await;
+    let (up_issuer, up_wire) = recorded_upstream(port, &dir).await;
     let config = dir.join("keyward.toml");
     std::fs::write(
         &config,
@@ -781,7 +936,12 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             "issuer = \"http://127.0.0.1:{port}\"\n{}",
             base_config(&format!(
                 "{}\n[[connectors]]\nid = \"email\"\ntype = \"email\"\n",
-                connectors_config(&up, &github)
+                connectors_config_with(
+                    &up_issuer,
+                    &github,
+                    "",
+                    r#"scopes = ["read:user", "user:email", "read:org"]"#
+                )
             ))
         ),
     )
@@ -790,7 +950,7 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
         .args(["serve", "--config"])
         .arg(&config)
         .current_dir(&dir)
-        .env("KEYWARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYWARD_LISTEN", "127.0.0.1:0")
         .env("KEYWARD_LOG", "trace")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -811,22 +971,6 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             }
         });
     }
-    let banner = {
-        use std::io::BufRead as _;
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.contains("Password (password");
-            banner.push_str(&line);
-            banner.push('\n');
-            if done {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        banner
-    };
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -834,7 +978,38 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
             let _ = self.0.wait();
         }
     }
+    let stdout = child.stdout.take().unwrap();
     let server = Kill(child);
+    // The banner, up to the last connector line, read on a thread of its own.
+    let (banner_tx, banner_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            let done = line.contains("Password (password");
+            banner.push_str(&line);
+            banner.push('\n');
+            if done {
+                break;
+            }
+        }
+        let _ = banner_tx.send(banner);
+        for _ in lines {}
+    });
+    let banner = tokio::time::timeout(std::time::Duration::from_secs(60), banner_rx)
+        .await
+        .expect("keyward serve printed its banner within 60 s")
+        .unwrap();
+    let listening: std::net::SocketAddr = banner
+        .lines()
+        .find_map(|line| line.split("listening on http://").nth(1))
+        .unwrap_or_else(|| panic!("no listening address in the banner: {banner}"))
+        .trim()
+        .parse()
+        .unwrap();
+    forward(front, listening, Wire::default());
     let base = format!("http://127.0.0.1:{port}");
     for expected in [
         format!("register the redirect URI {base}/callback/corp"),
@@ -889,6 +1064,28 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
     }
     crossed.extend(github.issued_tokens());
     assert!(crossed.len() >= 12, "{crossed:?}");
+    // What keyward and the upstream keyward exchanged: the tokens it answered with, the
+    // PKCE verifier keyward presented; and the verifier keyward presented to GitHub.
+    let up_wire = wire_text(&up_wire);
+    let mut upstream_secrets = Vec::new();
+    for key in ["id_token", "access_token", "code_verifier"] {
+        let values = values_of(&up_wire, key);
+        assert!(!values.is_empty(), "no {key} crossed to the upstream");
+        upstream_secrets.extend(values);
+    }
+    upstream_secrets.extend(values_of(&up_wire, "refresh_token"));
+    let github_verifiers: Vec<String> = github
+        .token_requests()
+        .into_iter()
+        .filter_map(|form| form.get("code_verifier").cloned())
+        .collect();
+    assert_eq!(github_verifiers.len(), 1, "one code redeemed at GitHub");
+    upstream_secrets.extend(github_verifiers);
+    assert!(
+        upstream_secrets.iter().all(|s| s.len() >= 32),
+        "{upstream_secrets:?}"
+    );
+    crossed.extend(upstream_secrets);
 
     // The emailed link, from the log, signs in.
     let (url, _) = authorize_url(&base, "demo-app", "openid", "&prompt=login");
@@ -957,4 +1154,146 @@ async fn serve_prints_redirect_uris_and_logs_no_upstream_secret() {
         assert!(users.contains(expected), "{expected}: {users}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Signs in at `down` through GitHub in a fresh browser, expecting GitHub's answer to
+/// fail; returns the page keyward stopped at.
+async fn failed_github_sign_in(down: &TestApp) -> Page {
+    let browser = browser();
+    let (page, _) = login_page(&browser, down).await;
+    let response = submit(&browser, &page, "/login/github", "", &[]).await;
+    settle(&browser, response)
+        .await
+        .unwrap_or_else(|params| panic!("signed in although GitHub failed: {params:?}"))
+}
+
+/// GitHub's documented failures, from the fake: a code that expired before keyward
+/// redeemed it (`bad_verification_code` in a 200 answer), a token revoked at once (401
+/// `Bad credentials` from /user), a used-up rate limit (403 and 429 with
+/// `x-ratelimit-remaining: 0`). Each ends on the login page with what happened
+/// (403), with no account or identity created and nobody signed in; once GitHub
+/// answers again, the same sign-in works.
+#[tokio::test]
+async fn github_failures_are_explained_and_create_nothing() {
+    let Some(broker) = broker(Db::Sqlite, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    let store = down.state.store();
+    let users = store.list_users().await.unwrap().len();
+    let try_later = "Signing in with GitHub did not work. Try again in a moment.";
+    for (trouble, message) in [
+        (
+            Trouble::ExpiredCode,
+            "GitHub refused the sign-in: the provider refused: bad_verification_code (The code passed is incorrect or expired.).",
+        ),
+        (Trouble::RevokedToken, try_later),
+        (Trouble::RateLimited(StatusCode::FORBIDDEN), try_later),
+        (
+            Trouble::RateLimited(StatusCode::TOO_MANY_REQUESTS),
+            try_later,
+        ),
+    ] {
+        broker.github.trouble(Some(trouble));
+        let page = failed_github_sign_in(down).await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{trouble:?}: {}",
+            page.html
+        );
+        assert_eq!(page.url.path(), "/callback/github", "{trouble:?}");
+        assert!(page.html.contains(message), "{trouble:?}: {}", page.html);
+        assert!(
+            page.html.contains("Continue with GitHub") && page.html.contains("name=\"password\""),
+            "{trouble:?}: the login page, to try again or another way: {}",
+            page.html
+        );
+        assert!(
+            store
+                .get_identity(IdentityKey {
+                    connector_id: "github",
+                    subject: "583231",
+                })
+                .await
+                .unwrap()
+                .is_none(),
+            "{trouble:?}"
+        );
+        assert_eq!(
+            store.list_users().await.unwrap().len(),
+            users,
+            "{trouble:?}"
+        );
+    }
+    let tokens = broker.github.issued_tokens();
+    assert_eq!(
+        tokens.len(),
+        3,
+        "the code expired before any token: {tokens:?}"
+    );
+
+    broker.github.trouble(None);
+    let claims = sign_in_with(&browser(), &broker, "github").await;
+    assert_eq!(store.list_users().await.unwrap().len(), users + 1);
+    let identity = store
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.user_id, claims["sub"].as_str().unwrap());
+}
+
+/// "Users can edit the scopes you requested": the person grants read:user only, no
+/// user:email nor read:org (GitHub's `scope` in the token answer says so, and the API
+/// answers /user/emails with 404 and /user/teams with 403 for such a token). keyward
+/// signs the person in without an address or groups (rather than failing on the
+/// missing scopes, or trusting anything else): nothing is released that was not read.
+#[tokio::test]
+async fn github_scopes_the_person_declined_are_done_without() {
+    let Some(broker) = broker(Db::Sqlite, "").await else {
+        return;
+    };
+    let down = &broker.down;
+    broker.github.grant_scopes(Some(&["read:user"]));
+    let claims = sign_in_with(&browser(), &broker, "github").await;
+    let request = broker.github.authorize_requests().pop().unwrap();
+    assert_eq!(
+        request["scope"], "read:user user:email read:org",
+        "asked for all"
+    );
+    let identity = down
+        .state
+        .store()
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.user_id, claims["sub"].as_str().unwrap());
+    assert_eq!(identity.username.as_deref(), Some("octocat"));
+    assert_eq!(identity.email, None, "user:email was not granted");
+    assert!(identity.groups.is_empty(), "read:org was not granted");
+    assert!(claims.get("email").is_none(), "{claims}");
+
+    // Granted in full the next time: the address and groups come.
+    broker.github.grant_scopes(None);
+    sign_in_with(&browser(), &broker, "github").await;
+    let identity = down
+        .state
+        .store()
+        .get_identity(IdentityKey {
+            connector_id: "github",
+            subject: "583231",
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(identity.email.as_deref(), Some("octocat@github.example"));
+    assert_eq!(identity.groups, ["acme", "acme:ops"]);
 }

@@ -9,10 +9,18 @@
 //! - `POST /login/oauth/access_token` answers 200 in every case: JSON with `Accept:
 //!   application/json` (form-encoded otherwise), `{"error": "bad_verification_code"}`
 //!   for a wrong, used or expired code or a PKCE verifier that does not match,
-//!   `incorrect_client_credentials` for a wrong secret;
+//!   `incorrect_client_credentials` for a wrong secret (each with `error_uri`, as
+//!   GitHub sends it); the `scope` it answers with is what the
+//!   person granted, comma-separated, which may be less than was asked for
+//!   ([`FakeGithub::grant_scopes`]: "users can edit the scopes you requested");
 //! - under the API prefix (`/api/v3`, as on GitHub Enterprise): `GET /user`,
-//!   `/user/emails`, `/user/orgs`, `/user/teams` (paged with `per_page`, `page` and a
-//!   `Link` header), 401 `Bad credentials` without a valid token.
+//!   `/user/emails` (404 without `user:email`), `/user/orgs` (only public memberships
+//!   without `read:org`: the fake has none), `/user/teams` (403 without `read:org`),
+//!   paged with `per_page`, `page` and a `Link` header; 401 `Bad credentials` without
+//!   a valid token;
+//! - what goes wrong, on demand ([`Trouble`]): a code that expired before it was
+//!   redeemed, a token revoked as soon as it was issued, a used-up rate limit (403 or
+//!   429 with `x-ratelimit-remaining: 0`, as "Rate limits for the REST API" says).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +46,20 @@ pub struct FakeUser {
     pub teams: Vec<(String, String)>,
 }
 
+/// What goes wrong at the fake, as GitHub documents it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    /// Codes expire (after ten minutes at GitHub) before they are redeemed: the token
+    /// endpoint answers 200 with `error=bad_verification_code`.
+    ExpiredCode,
+    /// The person revokes the authorisation as soon as it was granted: the token the
+    /// fake issues is refused everywhere with 401 `Bad credentials`.
+    RevokedToken,
+    /// The API's primary rate limit is used up: every API request is answered with
+    /// this status (GitHub uses 403 or 429) and `x-ratelimit-remaining: 0`.
+    RateLimited(StatusCode),
+}
+
 struct Issued {
     login: String,
     redirect_uri: Option<String>,
@@ -52,13 +74,20 @@ struct Inner {
     codes: HashMap<String, Issued>,
     tokens: HashMap<String, (String, String)>,
     authorize_requests: Vec<HashMap<String, String>>,
+    token_requests: Vec<HashMap<String, String>>,
+    /// The OAuth app's registered callback URL.
+    callback: String,
+    trouble: Option<Trouble>,
+    /// Every token issued, revoked or not.
+    issued: Vec<String>,
+    /// The scopes the person grants, comma-separated; `None`: all that were asked.
+    granted: Option<String>,
 }
 
 #[derive(Clone)]
 struct Fake {
     client_id: String,
     client_secret: String,
-    callback: String,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -76,9 +105,9 @@ impl FakeGithub {
         let fake = Fake {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
-            callback: callback.into(),
             inner: Arc::default(),
         };
+        fake.inner.lock().unwrap().callback = callback.into();
         let app = Router::new()
             .route("/login/oauth/authorize", get(authorize))
             .route("/login/oauth/access_token", post(access_token))
@@ -123,16 +152,29 @@ impl FakeGithub {
         self.fake.inner.lock().unwrap().signed_in = login.map(str::to_owned);
     }
 
+    /// Registers another callback URL for the OAuth app (a keyward that moved).
+    pub fn register_callback(&self, callback: &str) {
+        self.fake.inner.lock().unwrap().callback = callback.into();
+    }
+
+    /// What goes wrong from now on (`None`: nothing).
+    pub fn trouble(&self, trouble: Option<Trouble>) {
+        self.fake.inner.lock().unwrap().trouble = trouble;
+    }
+
+    /// The scopes the person grants from now on (`None`: all that are asked for).
+    pub fn grant_scopes(&self, scopes: Option<&[&str]>) {
+        self.fake.inner.lock().unwrap().granted = scopes.map(|s| s.join(","));
+    }
+
     /// Every access token issued.
     pub fn issued_tokens(&self) -> Vec<String> {
-        self.fake
-            .inner
-            .lock()
-            .unwrap()
-            .tokens
-            .keys()
-            .cloned()
-            .collect()
+        self.fake.inner.lock().unwrap().issued.clone()
+    }
+
+    /// The form of every access token request received.
+    pub fn token_requests(&self) -> Vec<HashMap<String, String>> {
+        self.fake.inner.lock().unwrap().token_requests.clone()
     }
 
     /// The parameters of every authorization request received.
@@ -158,10 +200,10 @@ async fn authorize(
     }
     let state = params.get("state").cloned().unwrap_or_default();
     if let Some(uri) = params.get("redirect_uri")
-        && *uri != fake.callback
+        && *uri != inner.callback
     {
         return Redirect::to(&with_query(
-            &fake.callback,
+            &inner.callback,
             &[
                 ("error", "redirect_uri_mismatch"),
                 (
@@ -180,7 +222,7 @@ async fn authorize(
     let callback = params
         .get("redirect_uri")
         .cloned()
-        .unwrap_or(fake.callback.clone());
+        .unwrap_or(inner.callback.clone());
     let Some(login) = inner.signed_in.clone() else {
         return Redirect::to(&with_query(
             &callback,
@@ -200,17 +242,20 @@ async fn authorize(
         .into_response();
     };
     let code = keyward_proto::secret::random_urlsafe(10);
+    let scope = inner.granted.clone().unwrap_or_else(|| {
+        params
+            .get("scope")
+            .cloned()
+            .unwrap_or_default()
+            .replace(' ', ",")
+    });
     inner.codes.insert(
         code.clone(),
         Issued {
             login,
             redirect_uri: params.get("redirect_uri").cloned(),
             challenge: params.get("code_challenge").cloned(),
-            scope: params
-                .get("scope")
-                .cloned()
-                .unwrap_or_default()
-                .replace(' ', ","),
+            scope,
         },
     );
     Redirect::to(&with_query(
@@ -226,6 +271,7 @@ async fn access_token(
     body: axum::extract::Form<HashMap<String, String>>,
 ) -> Response {
     let form = body.0;
+    fake.inner.lock().unwrap().token_requests.push(form.clone());
     let json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -257,6 +303,10 @@ async fn access_token(
                 "error_description",
                 "The client_id and/or client_secret passed are incorrect.".into(),
             ),
+            (
+                "error_uri",
+                "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials".into(),
+            ),
         ]);
     }
     let bad_code = || {
@@ -266,12 +316,19 @@ async fn access_token(
                 "error_description",
                 "The code passed is incorrect or expired.".into(),
             ),
+            (
+                "error_uri",
+                "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code".into(),
+            ),
         ])
     };
     let mut inner = fake.inner.lock().unwrap();
     let Some(issued) = form.get("code").and_then(|c| inner.codes.remove(c)) else {
         return bad_code();
     };
+    if inner.trouble == Some(Trouble::ExpiredCode) {
+        return bad_code();
+    }
     if issued.redirect_uri.is_some() && form.get("redirect_uri") != issued.redirect_uri.as_ref() {
         return bad_code();
     }
@@ -284,9 +341,12 @@ async fn access_token(
         }
     }
     let token = format!("gho_{}", keyward_proto::secret::random_urlsafe(18));
-    inner
-        .tokens
-        .insert(token.clone(), (issued.login, issued.scope.clone()));
+    inner.issued.push(token.clone());
+    if inner.trouble != Some(Trouble::RevokedToken) {
+        inner
+            .tokens
+            .insert(token.clone(), (issued.login, issued.scope.clone()));
+    }
     answer(vec![
         ("access_token", token),
         ("scope", issued.scope),
@@ -319,7 +379,36 @@ fn caller(fake: &Fake, headers: &HeaderMap) -> Result<(FakeUser, String), Respon
     let inner = fake.inner.lock().unwrap();
     let (login, scope) = inner.tokens.get(token).cloned().ok_or_else(unauthorized)?;
     let user = inner.users.get(&login).cloned().ok_or_else(unauthorized)?;
+    if let Some(Trouble::RateLimited(status)) = inner.trouble {
+        return Err(rate_limited(status, &user));
+    }
     Ok((user, scope))
+}
+
+/// GitHub's answer once the primary rate limit is used up ("Rate limits for the REST
+/// API": 403 or 429, `x-ratelimit-remaining: 0`, the reset time in epoch seconds).
+fn rate_limited(status: StatusCode, user: &FakeUser) -> Response {
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1800;
+    (
+        status,
+        [
+            ("x-ratelimit-limit", "5000".to_owned()),
+            ("x-ratelimit-remaining", "0".to_owned()),
+            ("x-ratelimit-used", "5000".to_owned()),
+            ("x-ratelimit-reset", reset.to_string()),
+            ("x-ratelimit-resource", "core".to_owned()),
+        ],
+        axum::Json(serde_json::json!({
+            "message": format!("API rate limit exceeded for user ID {}. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.", user.id),
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            "status": status.as_str()
+        })),
+    )
+        .into_response()
 }
 
 async fn user(State(fake): State<Fake>, headers: HeaderMap) -> Response {

@@ -10,6 +10,7 @@ mod admin_cli;
 mod browser_security;
 mod cli_promises;
 mod client;
+mod connector_settings;
 mod connectors;
 mod device;
 mod email;
