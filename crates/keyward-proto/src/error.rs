@@ -62,6 +62,8 @@ pub enum ErrorCode {
     SlowDown,
     /// RFC 8628 §3.5: the device code has expired.
     ExpiredToken,
+    /// RFC 8707 §2, RFC 8693 §2.2.2: the requested audience or resource is unknown.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -87,6 +89,7 @@ impl ErrorCode {
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
+            Self::InvalidTarget => "invalid_target",
         }
     }
 }

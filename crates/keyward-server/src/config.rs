@@ -960,6 +960,7 @@ mod tests {
             (example.device_poll_interval, defaults.device_poll_interval),
             (example.groups_max_age, defaults.groups_max_age),
             (example.http_read_timeout, defaults.http_read_timeout),
+            (example.exchange.lifetime, defaults.exchange.lifetime),
         ] {
             assert_eq!(a, b);
         }
@@ -977,6 +978,63 @@ mod tests {
             .collect();
         assert_eq!(types, ["oidc", "github", "email", "password"]);
         assert_eq!(defaults.connectors.len(), 1, "the password connector");
+        assert_eq!(example.exchange.audiences.len(), 1);
+        assert_eq!(example.exchange.policies.len(), 1);
+    }
+
+    /// `[exchange]`, `[[audiences]]` and `[[policies]]` are checked at start, each
+    /// error naming its key.
+    #[test]
+    fn exchange_settings_are_validated() {
+        let ok = Config::from_toml(
+            "[exchange]\nlifetime = \"10s\"\n[[audiences]]\nid = \"q\"\nmax_lifetime = \"1m\"\n\
+             [[policies]]\nsubjects = [\"user:a\", \"trusted:gha:acme/x:main\"]\nscopes = [\"q:*\"]",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(ok.exchange.lifetime.as_secs(), 10);
+        assert_eq!(
+            ok.exchange
+                .audience("q")
+                .unwrap()
+                .max_lifetime
+                .unwrap()
+                .as_secs(),
+            60
+        );
+        for (text, key) in [
+            ("[exchange]\nlifetime = \"9s\"", "exchange.lifetime"),
+            ("[exchange]\nlifetime = \"25h\"", "exchange.lifetime"),
+            ("[[audiences]]\nid = \"\"", "audiences[0].id"),
+            ("[[audiences]]\nid = \"a b\"", "audiences[0].id"),
+            (
+                "[[audiences]]\nid = \"q\"\n[[audiences]]\nid = \"q\"",
+                "audiences[1].id",
+            ),
+            (
+                "[[audiences]]\nid = \"q\"\nmax_lifetime = \"1s\"",
+                "audiences[0].max_lifetime",
+            ),
+            (
+                "[[policies]]\nsubjects = [\"alice\"]\nscopes = [\"x\"]",
+                "policies[0].subjects[0]",
+            ),
+            (
+                "[[policies]]\nsubjects = [\"robot:x\"]\nscopes = [\"x\"]",
+                "policies[0].subjects[0]",
+            ),
+            (
+                "[[policies]]\nsubjects = [\"user:a\"]\nscopes = [\"two scopes\"]",
+                "policies[0].scopes[0]",
+            ),
+            (
+                "[[policies]]\nsubjects = [\"user:a\"]\nscopes = [\"\"]",
+                "policies[0].scopes[0]",
+            ),
+        ] {
+            let err = Config::from_toml(text, &env(&[])).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     /// Attack: listening in. A plain-http issuer on another machine sends passwords,

@@ -47,6 +47,9 @@ enum Command {
     /// Show the configured ways to sign in ([[connectors]] in the configuration file).
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// What a subject may hold in a token exchange, and which policy gives each scope.
+    #[command(subcommand)]
+    Scopes(ScopesCommand),
     /// Log in to a server from this terminal (device authorization) and keep its tokens.
     Login(terminal::LoginArgs),
     /// Print a valid access token for a server, refreshing it first when it is about to
@@ -60,6 +63,18 @@ enum Command {
     Logout(terminal::LogoutArgs),
     /// List the servers logged in to: who, and when the tokens expire (never the tokens).
     Status(terminal::StatusArgs),
+}
+
+#[derive(Subcommand)]
+enum ScopesCommand {
+    /// Print the scopes SUBJECT holds ([[policies]] in the configuration file): for
+    /// `user:NAME` also through the user's groups and ways to sign in, for `client:ID`
+    /// also the scopes the client is registered with.
+    Expand {
+        /// `user:NAME`, `client:ID`, `group:CONNECTOR:GROUP`, `connector:ID` or
+        /// `trusted:ID:VALUES`.
+        subject: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,7 +107,8 @@ struct ClientAdd {
     #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
     post_logout_redirect_uris: Vec<String>,
     /// Allowed grant type (repeatable): authorization_code, refresh_token,
-    /// client_credentials, urn:ietf:params:oauth:grant-type:device_code.
+    /// client_credentials, urn:ietf:params:oauth:grant-type:device_code,
+    /// urn:ietf:params:oauth:grant-type:token-exchange.
     /// Default: authorization_code and refresh_token.
     #[arg(long = "grant-type", value_name = "GRANT")]
     grant_types: Vec<String>,
@@ -231,6 +247,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let at_rest = load_config(config)?.at_rest_key;
             key_command(&*server_store(config).await?, command, at_rest).await
         }
+        Command::Scopes(ScopesCommand::Expand { subject }) => {
+            let config = load_config(config)?;
+            let store = open_store(&config).await?;
+            scopes_expand(&config, &*store, &subject).await
+        }
         Command::Connector(ConnectorCommand::List) => {
             connector_list(&load_config(config)?);
             Ok(())
@@ -329,6 +350,68 @@ fn connector_lines(config: &Config) -> Vec<String> {
             line
         })
         .collect()
+}
+
+/// `keyward scopes expand SUBJECT`: the subject's names, then each scope it holds with
+/// where it comes from.
+async fn scopes_expand(config: &Config, store: &dyn Store, subject: &str) -> anyhow::Result<()> {
+    use keyward_server::policy::{self, Held};
+    let policies = &config.exchange.policies;
+    let (names, mut held) = match subject.split_once(':') {
+        Some(("user", username)) => {
+            let user = store
+                .get_user_by_username(username)
+                .await?
+                .with_context(|| format!("no user {username:?}"))?;
+            let password = config.password_login().map(|c| c.id.as_str());
+            let names = policy::user_subjects(
+                store,
+                &user,
+                password,
+                keyward_server::domain::now(),
+                config.groups_max_age,
+            )
+            .await?;
+            let held = policy::held_scopes(policies, &names);
+            (names, held)
+        }
+        Some(("client", client_id)) => {
+            let client = store
+                .get_client(client_id)
+                .await?
+                .with_context(|| format!("no client {client_id:?}"))?;
+            let names = vec![policy::client_subject(client_id)];
+            let mut held = policy::held_scopes(policies, &names);
+            held.extend(client.scopes.iter().map(|scope| Held {
+                scope: scope.to_owned(),
+                source: "client registration".into(),
+                subject: names[0].clone(),
+            }));
+            (names, held)
+        }
+        Some((kind, rest))
+            if keyward_server::config::exchange::SUBJECT_KINDS.contains(&kind)
+                && !rest.is_empty() =>
+        {
+            let names = vec![subject.to_owned()];
+            let held = policy::held_scopes(policies, &names);
+            (names, held)
+        }
+        _ => anyhow::bail!(
+            "a subject is KIND:NAME with KIND one of {}",
+            keyward_server::config::exchange::SUBJECT_KINDS.join(", ")
+        ),
+    };
+    held.sort_by(|a, b| a.scope.cmp(&b.scope));
+    println!("{subject} is {}", names.join(", "));
+    if held.is_empty() {
+        println!("  holds no scopes");
+    }
+    let width = held.iter().map(|h| h.scope.len()).max().unwrap_or(0);
+    for h in &held {
+        println!("  {:<width$}  {} ({})", h.scope, h.source, h.subject);
+    }
+    Ok(())
 }
 
 fn connector_list(config: &Config) {

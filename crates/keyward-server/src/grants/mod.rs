@@ -10,6 +10,7 @@
 //! | [`refresh`] | `refresh_token` with idempotent rotation (RFC 6749 §6, RFC 9700 §4.14.2) |
 //! | [`device`] | device authorization and `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628) |
 //! | [`client_credentials`] | `client_credentials` (RFC 6749 §4.4) |
+//! | [`exchange`] | `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693) |
 
 use std::borrow::Cow;
 
@@ -23,6 +24,7 @@ use crate::store::StoreError;
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod device;
+pub mod exchange;
 pub mod refresh;
 
 /// Why a grant gave no tokens.

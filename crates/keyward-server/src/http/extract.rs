@@ -88,9 +88,18 @@ pub async fn limit_header_sizes(
 /// Parses an `application/x-www-form-urlencoded` body or query string into `T`,
 /// refusing a repeated parameter (RFC 6749 §3.1, §3.2).
 pub fn parse_form<T: DeserializeOwned>(input: &[u8]) -> Result<T, OAuthError> {
+    parse_form_repeating(input, &[])
+}
+
+/// Like [`parse_form`], but the parameters named in `repeatable` may repeat (RFC 8693's
+/// `audience` and `resource`); `T` must not take them.
+pub fn parse_form_repeating<T: DeserializeOwned>(
+    input: &[u8],
+    repeatable: &[&str],
+) -> Result<T, OAuthError> {
     let mut seen = HashSet::new();
     for (key, _) in url::form_urlencoded::parse(input) {
-        if !seen.insert(key.clone()) {
+        if !repeatable.contains(&key.as_ref()) && !seen.insert(key.clone()) {
             let key: String = key.chars().take(40).collect();
             return Err(OAuthError::invalid_request(format!(
                 "parameter {key:?} is repeated"

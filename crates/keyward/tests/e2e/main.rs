@@ -14,6 +14,7 @@ mod connector_settings;
 mod connectors;
 mod device;
 mod email;
+mod exchange;
 mod fake_github;
 mod flows;
 mod hostile;

@@ -1,0 +1,282 @@
+//! Token exchange (RFC 8693): a client trades a token that says who someone is (the
+//! subject token) for a short-lived access token for another service (an audience
+//! registered in `[[audiences]]`), holding the scopes the `[[policies]]` give that
+//! subject, and naming who acts for them when an actor token is given.
+//!
+//! Subject and actor tokens accepted here are keyward's own access tokens (token type
+//! `…:access_token` or `…:jwt`), still active, and issued to the exchanging client: a
+//! client cannot exchange another client's token. The new token:
+//! - `aud`: the requested audiences and resources (each registered, else
+//!   `invalid_target`);
+//! - `scope`: the requested scopes the subject holds (`invalid_scope` when it holds
+//!   none of them; asking for nothing grants nothing);
+//! - lives `[exchange] lifetime` (15 minutes by default), never longer than an
+//!   audience's `max_lifetime` and never past the subject token's own expiry;
+//! - stays tied to the subject's grant (revoking the login revokes it) or, for a
+//!   client's own token, to the client record;
+//! - carries `act` (RFC 8693 §4.1) naming the actor, nested when the actor token
+//!   itself had one; without an actor token, the subject token's `act` is kept.
+
+use keyward_proto::ErrorCode;
+use keyward_proto::ScopeSet;
+use keyward_proto::claims::{AccessTokenClaims, Audience};
+use keyward_proto::exchange::{Actor, TokenExchangeRequest, token_type};
+use keyward_proto::token::TokenResponse;
+
+use super::GrantError;
+use crate::domain::Client;
+use crate::issuer::{self, Issuer, ValidAccessToken, validate_access_token};
+use crate::policy::{self, Held};
+
+/// The most actors an `act` chain may hold (each exchange with an actor adds one).
+pub const MAX_ACTORS: usize = 5;
+
+/// Exchanges `request`'s subject token for an access token for `client`.
+pub async fn exchange(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    request: TokenExchangeRequest,
+) -> Result<TokenResponse, GrantError> {
+    let now = issuer.now();
+    let (audience, lifetime) = targets(issuer, &request)?;
+    let subject = keyward_token(
+        issuer,
+        client,
+        &request.subject_token,
+        &request.subject_token_type,
+        "subject_token",
+    )
+    .await?;
+    let act = match (&request.actor_token, &request.actor_token_type) {
+        (Some(token), Some(kind)) => {
+            let actor = keyward_token(issuer, client, token, kind, "actor_token").await?;
+            Some(actor_of(actor.claims)?)
+        }
+        _ => subject.claims.act.clone(),
+    };
+    let held = subject_scopes(issuer, client, &subject).await?;
+    let scope = granted_scope(&held, request.scope.as_ref())?;
+
+    let claims = AccessTokenClaims {
+        iss: issuer.config.issuer_str().to_owned(),
+        sub: subject.claims.sub.clone(),
+        aud: audience,
+        exp: (now + lifetime).min(subject.claims.exp),
+        iat: now,
+        jti: keyward_proto::secret::random_urlsafe(16),
+        client_id: client.client_id.clone(),
+        scope: scope.to_string(),
+        auth_time: subject.claims.auth_time,
+        gid: subject.claims.gid.clone(),
+        act,
+        client_tag: subject
+            .claims
+            .gid
+            .is_none()
+            .then(|| issuer::client_tag(issuer.mac, client)),
+    };
+    let token = issuer::sign_access_token(issuer, &claims).map_err(issuer::IssueError::from)?;
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: Some(u64::try_from(claims.exp - now).unwrap_or(0)),
+        refresh_token: None,
+        id_token: None,
+        scope,
+        issued_token_type: Some(token_type::ACCESS_TOKEN.to_owned()),
+    })
+}
+
+/// The audience of the new token and its lifetime in seconds: every target must be
+/// registered; the lifetime is the configured one, capped by each audience's
+/// `max_lifetime`.
+fn targets(
+    issuer: &Issuer<'_>,
+    request: &TokenExchangeRequest,
+) -> Result<(Audience, i64), GrantError> {
+    let settings = &issuer.config.exchange;
+    let named = request.targets();
+    if named.is_empty() {
+        return Err(GrantError::invalid_request(
+            "audience or resource is required: name the service the token is for",
+        ));
+    }
+    let mut lifetime = settings.lifetime;
+    for target in &named {
+        let Some(audience) = settings.audience(target) else {
+            let shown: String = target.chars().take(80).collect();
+            return Err(GrantError::refused(
+                ErrorCode::InvalidTarget,
+                format!("{shown:?} is not a registered audience"),
+            ));
+        };
+        if let Some(most) = audience.max_lifetime {
+            lifetime = lifetime.min(most);
+        }
+    }
+    let audience = Audience::of(named.into_iter().map(str::to_owned).collect());
+    Ok((audience, crate::domain::secs(lifetime)))
+}
+
+/// A keyward access token given as `what` (subject or actor token): of a type that
+/// names one, active, and issued to `client`.
+async fn keyward_token(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    token: &str,
+    kind: &str,
+    what: &str,
+) -> Result<ValidAccessToken, GrantError> {
+    if kind != token_type::ACCESS_TOKEN && kind != token_type::JWT {
+        return Err(GrantError::invalid_request(format!(
+            "{what}_type must be {} or {}",
+            token_type::ACCESS_TOKEN,
+            token_type::JWT
+        )));
+    }
+    let valid = match validate_access_token(issuer, token).await? {
+        Ok(valid) => valid,
+        Err(refused) => {
+            return Err(GrantError::invalid_grant(format!(
+                "{what} is not an active token of this server ({refused})"
+            )));
+        }
+    };
+    if !valid.claims.aud.contains(&client.client_id) {
+        return Err(GrantError::invalid_grant(format!(
+            "{what} was issued to another client"
+        )));
+    }
+    Ok(valid)
+}
+
+/// The `act` claim naming the party of an actor token: its subject, and the actors
+/// its own token named before it.
+fn actor_of(claims: AccessTokenClaims) -> Result<Actor, GrantError> {
+    let actor = Actor {
+        sub: claims.sub,
+        act: claims.act.map(Box::new),
+    };
+    if actor.depth() > MAX_ACTORS {
+        return Err(GrantError::invalid_grant(format!(
+            "actor_token: a delegation chain holds at most {MAX_ACTORS} actors"
+        )));
+    }
+    Ok(actor)
+}
+
+/// What the subject may hold: for a person, what the policies give their subject
+/// names; for a client's own token, what the policies give `client:<id>` and the scopes
+/// it is registered with.
+async fn subject_scopes(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    subject: &ValidAccessToken,
+) -> Result<Vec<Held>, GrantError> {
+    let policies = &issuer.config.exchange.policies;
+    match &subject.user {
+        Some(user) => {
+            let password = issuer.config.password_login().map(|c| c.id.as_str());
+            let names = policy::user_subjects(
+                issuer.store,
+                user,
+                password,
+                issuer.now(),
+                issuer.config.groups_max_age,
+            )
+            .await?;
+            Ok(policy::held_scopes(policies, &names))
+        }
+        None => {
+            let name = policy::client_subject(&client.client_id);
+            let mut held = policy::held_scopes(policies, std::slice::from_ref(&name));
+            held.extend(client.scopes.iter().map(|scope| Held {
+                scope: scope.to_owned(),
+                source: "client registration".into(),
+                subject: name.clone(),
+            }));
+            Ok(held)
+        }
+    }
+}
+
+/// The requested scopes the subject holds; `invalid_scope` when it holds none of
+/// them. Nothing requested, nothing granted.
+fn granted_scope(held: &[Held], requested: Option<&ScopeSet>) -> Result<ScopeSet, GrantError> {
+    let Some(requested) = requested.filter(|r| !r.is_empty()) else {
+        return Ok(ScopeSet::default());
+    };
+    let granted = policy::grantable(held, requested);
+    if granted.is_empty() {
+        return Err(GrantError::refused(
+            ErrorCode::InvalidScope,
+            format!("the subject holds none of the requested scopes: {requested}"),
+        ));
+    }
+    Ok(granted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(scopes: &[&str]) -> Vec<Held> {
+        scopes
+            .iter()
+            .map(|s| Held {
+                scope: (*s).to_owned(),
+                source: "policies[0]".into(),
+                subject: "user:alice".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scopes_are_granted_as_far_as_they_are_held() {
+        let held = held(&["queue:create-task:proj-infra/*", "secrets:get:infra/db"]);
+        let ask = |s: &str| granted_scope(&held, Some(&ScopeSet::parse(s).unwrap()));
+        assert_eq!(
+            ask("queue:create-task:proj-infra/build secrets:get:prod/x")
+                .unwrap()
+                .to_string(),
+            "queue:create-task:proj-infra/build"
+        );
+        assert!(matches!(
+            ask("secrets:get:prod/x"),
+            Err(GrantError::Refused {
+                code: ErrorCode::InvalidScope,
+                ..
+            })
+        ));
+        assert!(granted_scope(&held, None).unwrap().is_empty());
+        assert!(ask("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn actor_chains_nest_and_are_bounded() {
+        let claims = |sub: &str, act: Option<Actor>| AccessTokenClaims {
+            iss: "https://id.example".into(),
+            sub: sub.into(),
+            aud: "svc".into(),
+            exp: 2,
+            iat: 1,
+            jti: "j".into(),
+            client_id: "svc".into(),
+            scope: String::new(),
+            auth_time: None,
+            gid: None,
+            act,
+            client_tag: None,
+        };
+        let first = actor_of(claims("svc-a", None)).unwrap();
+        assert_eq!(first.chain(), ["svc-a"]);
+        let second = actor_of(claims("svc-b", Some(first))).unwrap();
+        assert_eq!(second.chain(), ["svc-b", "svc-a"]);
+        let mut chain = second;
+        for i in 0..3 {
+            chain = actor_of(claims(&format!("svc-{i}"), Some(chain))).unwrap();
+        }
+        assert_eq!(chain.depth(), MAX_ACTORS);
+        assert!(actor_of(claims("one-too-many", Some(chain))).is_err());
+    }
+}
