@@ -165,6 +165,32 @@ pub async fn refresh(
     token_response(http.post(token_endpoint).form(&form), token_endpoint).await
 }
 
+/// Exchanges `subject_token` (an access token of `client_id`) for a token for
+/// `audience` with `scope` (RFC 8693 §2.1), as the public client `client_id`.
+pub async fn exchange(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    client_id: &str,
+    subject_token: &str,
+    audience: &str,
+    scope: &str,
+) -> Result<TokenResponse, ClientError> {
+    use keyward_proto::exchange::{TOKEN_EXCHANGE_GRANT, token_type};
+    check_secure(&parse_url(token_endpoint)?)?;
+    let mut form = vec![
+        ("grant_type", TOKEN_EXCHANGE_GRANT),
+        ("client_id", client_id),
+        ("subject_token", subject_token),
+        ("subject_token_type", token_type::ACCESS_TOKEN),
+        ("requested_token_type", token_type::ACCESS_TOKEN),
+        ("audience", audience),
+    ];
+    if !scope.is_empty() {
+        form.push(("scope", scope));
+    }
+    token_response(http.post(token_endpoint).form(&form), token_endpoint).await
+}
+
 /// Refreshes the way the Julia package client does: `GET refresh_url` with the refresh
 /// token as bearer; the answer is a complete token file in TOML. A 4xx answer is a
 /// refusal.

@@ -4,6 +4,8 @@
 //! - [`login`]: the login state machine ([`login::State`], driven by [`login::Flow`]):
 //!   read the token file, refresh it when it is about to expire, or log in with the
 //!   device flow, and write the result — once, under a lock, however many processes ask.
+//! - [`exchange`]: short-lived tokens for one service, exchanged from the login
+//!   (RFC 8693) and cached per audience and scopes.
 //! - [`device`]: the device flow's polling rules as a pure function of the server's
 //!   answers.
 //! - [`http`]: the requests: discovery, device authorization, polling, refresh,
@@ -16,6 +18,7 @@
 
 pub mod device;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod login;
 pub mod tokenfile;

@@ -245,6 +245,26 @@ impl Flow {
         &self.server
     }
 
+    /// What the flow may do.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The HTTP client requests go through.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Runs the machine to a usable token, refreshing when less than `margin` (or the
+    /// flow's own margin, if longer) is left of it.
+    pub async fn run_with_margin(&mut self, margin: Duration) -> Result<TokenFile, ClientError> {
+        let own = self.options.margin;
+        self.options.margin = own.max(margin);
+        let result = self.run(State::NeedAuthentication, |_| {}).await;
+        self.options.margin = own;
+        result
+    }
+
     /// What went wrong without stopping the flow (a refresh that failed while the old
     /// token was still valid), to tell the user.
     pub fn take_warnings(&mut self) -> Vec<String> {

@@ -264,15 +264,32 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
     }
     let pkg = &config.pkg_auth;
     let declared = config.clients.iter().any(|c| c.client_id == pkg.client_id);
-    if pkg.enabled && !declared && store.get_client(&pkg.client_id).await?.is_none() {
-        let (client, _) = pkg_client(&pkg.client_id).build()?;
-        store.insert_client(&client).await?;
+    if pkg.enabled && !declared {
+        match store.get_client(&pkg.client_id).await? {
+            None => {
+                let (client, _) = pkg_client(&pkg.client_id).build()?;
+                store.insert_client(&client).await?;
+            }
+            // Registered by an earlier version: it gains the grants added since
+            // (token exchange, for `keyward token --audience`).
+            Some(mut client) => {
+                let missing: Vec<String> = pkg_client(&pkg.client_id)
+                    .grant_types
+                    .into_iter()
+                    .filter(|g| !client.grant_types.contains(g))
+                    .collect();
+                if !missing.is_empty() {
+                    client.grant_types.extend(missing);
+                    store.upsert_client(&client).await?;
+                }
+            }
+        }
     }
     Ok(())
 }
 
 /// The public client of the Julia package-server protocol, also `keyward login`'s
-/// default: device flow and refresh.
+/// default: device flow, refresh, and token exchange (`keyward token --audience`).
 pub fn pkg_client(client_id: &str) -> NewClient {
     NewClient {
         client_id: client_id.to_owned(),
@@ -281,6 +298,7 @@ pub fn pkg_client(client_id: &str) -> NewClient {
         grant_types: vec![
             keyward_proto::token::DEVICE_CODE_GRANT.into(),
             "refresh_token".into(),
+            keyward_proto::exchange::TOKEN_EXCHANGE_GRANT.into(),
         ],
         scopes: ["openid", "profile", "email", "offline_access"]
             .map(String::from)

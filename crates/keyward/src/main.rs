@@ -53,7 +53,8 @@ enum Command {
     /// Log in to a server from this terminal (device authorization) and keep its tokens.
     Login(terminal::LoginArgs),
     /// Print a valid access token for a server, refreshing it first when it is about to
-    /// expire: `curl -H "Authorization: Bearer $(keyward token)" …`.
+    /// expire: `curl -H "Authorization: Bearer $(keyward token)" …`; with --audience, a
+    /// short-lived token for that service, exchanged from the login.
     #[command(
         after_help = "Exit status: 0 with the token on stdout; 3 when a login is needed \
         (run `keyward login`); 1 on any other error (server unreachable, …), explained on stderr."

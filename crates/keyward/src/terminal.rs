@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use keyward_client::exchange::{Target, exchanged_token};
 use keyward_client::login::{PendingLogin, server_name, unix_now};
 use keyward_client::tokenfile::{self, TokenFile, TokenStore};
 use keyward_client::{ClientError, Flow, Options, State, http};
@@ -66,6 +67,14 @@ pub struct TokenArgs {
     /// Refresh first when the token has less than this many seconds left.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     margin: u64,
+    /// Print a short-lived token for this service instead of the login's, exchanged
+    /// from the login (RFC 8693) and cached per audience and scopes until less than
+    /// the margin is left.
+    #[arg(long, value_name = "AUDIENCE")]
+    audience: Option<String>,
+    /// A scope to ask for in the exchanged token (repeatable; needs --audience).
+    #[arg(long = "scope", value_name = "SCOPE", requires = "audience")]
+    scopes: Vec<String>,
 }
 
 /// `keyward logout`.
@@ -195,7 +204,13 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
         ..Options::default()
     };
     let mut flow = Flow::new(&home, server, args.client.http()?, options)?;
-    let result = flow.run(State::NeedAuthentication, |_| {}).await;
+    let result = match &args.audience {
+        Some(audience) => {
+            let target = Target::new(audience.clone(), args.scopes.iter().cloned());
+            exchanged_token(&mut flow, &home, &target, Duration::from_secs(args.margin)).await
+        }
+        None => flow.run(State::NeedAuthentication, |_| {}).await,
+    };
     warn(&mut flow);
     let token = result?;
     let mut stdout = std::io::stdout().lock();

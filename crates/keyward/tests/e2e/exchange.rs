@@ -546,3 +546,139 @@ async fn scopes_expand_names_the_policy_of_each_scope() {
     assert!(out.is_empty());
     assert!(err.contains("KIND:NAME"), "{err}");
 }
+
+/// `keyward token --audience A --scope S`: a short-lived token for that service,
+/// exchanged from the stored login, cached per (audience, scopes), renewed by one
+/// process while the others wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_an_exchanged_token_and_caches_it() {
+    use crate::client::{cli_login, keyward};
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!("device_poll_interval = \"1s\"\n{CONFIG}"),
+    )
+    .await
+    .unwrap();
+    let home = temp_dir();
+    cli_login(&app, &home, &[]).await;
+    let token = |args: &'static [&'static str]| {
+        let (home, issuer) = (home.clone(), app.issuer.clone());
+        async move {
+            let mut full = vec!["token", issuer.as_str()];
+            full.extend_from_slice(args);
+            let out = keyward(&home, &full).await;
+            (
+                out.status.code(),
+                text(&out.stdout).trim().to_owned(),
+                text(&out.stderr),
+            )
+        }
+    };
+    let (code, first, err) = token(&[
+        "--audience",
+        "queue",
+        "--scope",
+        "queue:create-task:proj-infra/build",
+        "--scope",
+        "secrets:get:infra/db",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let claims = jwt_payload(&first);
+    assert_eq!(claims["aud"], "queue");
+    assert_eq!(claims["client_id"], "device");
+    assert_eq!(
+        claims["scope"],
+        "queue:create-task:proj-infra/build secrets:get:infra/db"
+    );
+    assert!(is_active(&app, &first).await);
+
+    // Cached: the same token, whatever the order of the scopes.
+    let (code, again, _) = token(&[
+        "--scope",
+        "secrets:get:infra/db",
+        "--audience",
+        "queue",
+        "--scope",
+        "queue:create-task:proj-infra/build",
+    ])
+    .await;
+    assert_eq!((code, again.as_str()), (Some(0), first.as_str()));
+    let cached: Vec<_> = std::fs::read_dir(home.join("servers"))
+        .unwrap()
+        .flat_map(|server| std::fs::read_dir(server.unwrap().path().join("exchanged")).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Another scope set is another token; the login's own token is unchanged.
+    let (code, other, _) = token(&["--audience", "queue"]).await;
+    assert_eq!(code, Some(0));
+    assert_ne!(other, first);
+    assert_eq!(jwt_payload(&other)["scope"], "");
+    let (_, login, _) = token(&[]).await;
+    assert_eq!(jwt_payload(&login)["aud"], "device");
+
+    // With less than the margin left the token is renewed: by one of eight processes,
+    // the others finding its result.
+    std::fs::remove_file(&cached[0]).unwrap();
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(token(&[
+                "--audience",
+                "queue",
+                "--scope",
+                "queue:create-task:proj-infra/build",
+            ]))
+        })
+        .collect();
+    let mut printed = std::collections::BTreeSet::new();
+    for run in runs {
+        let (code, out, err) = run.await.unwrap();
+        assert_eq!(code, Some(0), "{err}");
+        printed.insert(out);
+    }
+    assert_eq!(printed.len(), 1, "one renewal, not {}", printed.len());
+
+    // A refusal is explained; --scope needs --audience.
+    let (code, out, err) = token(&["--audience", "payroll"]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains("invalid_target"), "{err}");
+    let (code, _, err) = token(&["--scope", "x"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let _ = std::fs::remove_dir_all(home);
+}
+
+/// The command-line client keyward registers itself (`device`) may exchange tokens;
+/// one registered by an earlier version gains the grant at the next start.
+#[tokio::test]
+async fn the_cli_client_of_an_earlier_version_gains_the_grant() {
+    let mut app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let store = app.state.store();
+    let mut device = store.get_client("device").await.unwrap().unwrap();
+    assert!(device.allows_grant(EXCHANGE));
+    device.grant_types.retain(|g| g != EXCHANGE);
+    store.upsert_client(&device).await.unwrap();
+    app.stop();
+    let restarted = spawn_on_database(
+        &format!("sqlite://{}/keyward.db", app.dir.display()),
+        &base_config(""),
+    )
+    .await;
+    let device = restarted
+        .state
+        .store()
+        .get_client("device")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(device.allows_grant(EXCHANGE), "{:?}", device.grant_types);
+    assert!(device.allows_grant("refresh_token"));
+    drop(app);
+}
