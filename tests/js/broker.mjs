@@ -22,20 +22,25 @@ const browser = await chromium.launch({
 const shot = (page, name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
 const appOrigin = new URL(redirectUri).origin;
 
-// At oidc-provider's development pages: sign in as `login` when asked, consent when
-// asked, until the browser is back at keyward.
-async function atProvider(page, login, name) {
-  for (let step = 1; step <= 4; step += 1) {
-    await page.waitForLoadState('load');
-    if (page.url().startsWith(issuer)) return;
-    await shot(page, `${name}-${step}`);
-    if (await page.locator('input[name=login]').count()) {
+// At oidc-provider's development pages: `steps` are the pages expected in turn,
+// 'sign-in' (signs in as `login`) or 'authorize' (approves), each checked by its
+// heading and left by its own button; after them the browser is back at keyward.
+async function atProvider(page, login, name, steps) {
+  for (const [i, step] of steps.entries()) {
+    if (step === 'sign-in') {
+      await page.getByRole('heading', { name: 'Sign-in', exact: true }).waitFor();
       await page.fill('input[name=login]', login);
       await page.fill('input[name=password]', 'any password works here');
+      await shot(page, `${name}-${i + 1}-sign-in`);
+      await page.getByRole('button', { name: 'Sign-in', exact: true }).click();
+    } else {
+      assert.equal(step, 'authorize');
+      await page.getByRole('heading', { name: 'Authorize', exact: true }).waitFor();
+      await shot(page, `${name}-${i + 1}-authorize`);
+      await page.getByRole('button', { name: 'Continue', exact: true }).click();
     }
-    await Promise.all([page.waitForNavigation(), page.locator('button[type=submit]').first().click()]);
   }
-  throw new Error(`still at the provider: ${page.url()}`);
+  await page.waitForURL(`${issuer}/**`);
 }
 
 try {
@@ -71,7 +76,7 @@ try {
 
   // A round trip to oidc-provider, then keyward's consent page for a third-party app.
   await page.getByRole('button', { name: 'Continue with npm (EdDSA)' }).click();
-  await atProvider(page, 'ada', '12-upstream');
+  await atProvider(page, 'ada', '12-upstream', ['sign-in', 'authorize']);
   await page.getByRole('heading', { name: 'Authorize Third Party App' }).waitFor();
   assert.match(await page.locator('body').innerText(), /Signed in as ada/);
   await shot(page, '13-consent-after-provider');
@@ -91,7 +96,7 @@ try {
   assert.match(await page.getByRole('status').innerText(), /Linked\./);
   assert.match(await methods.innerText(), /octocat/);
   await page.getByRole('button', { name: 'Link npm (RS256)' }).click();
-  await atProvider(page, 'ada', '15-upstream-link');
+  await atProvider(page, 'ada', '15-upstream-link', ['authorize']);
   await methods.getByText('npm (RS256)').waitFor();
   await shot(page, '16-account-linked');
   await page.getByRole('button', { name: 'Unlink GitHub octocat' }).click();
@@ -105,7 +110,7 @@ try {
   await otherPage.goto(`${issuer}/account`);
   assert.equal(await otherPage.title(), 'Sign in · keyward');
   await otherPage.getByRole('button', { name: 'Continue with npm (EdDSA)' }).click();
-  await atProvider(otherPage, 'ada', '17-other-browser');
+  await atProvider(otherPage, 'ada', '17-other-browser', ['sign-in', 'authorize']);
   await otherPage.getByRole('heading', { name: 'Your account' }).waitFor();
   await page.reload();
   const sessions = page.getByRole('list', { name: 'Where you are signed in' }).getByRole('listitem');

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
@@ -49,16 +50,104 @@ pub(crate) fn available(packages: &[&str], also: &[&str]) -> bool {
     false
 }
 
-async fn node(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(args)
-            .current_dir(js_dir())
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap()
+/// How long a script that only talks HTTP may run.
+const HTTP_SCRIPT: Duration = Duration::from_secs(120);
+/// How long a script that drives Chromium may run (each of its steps is bounded by
+/// playwright's own 30 s).
+const BROWSER_SCRIPT: Duration = Duration::from_secs(300);
+
+/// Runs `node <args>` in tests/js and waits for it to end, at most `limit`: a script
+/// that does not finish is killed and the test fails, with what it printed.
+async fn node(args: &[&str], limit: Duration) -> Output {
+    let mut child = tokio::process::Command::new("node")
+        .args(args)
+        .current_dir(js_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let stdout = Collected::from(child.stdout.take().unwrap());
+    let stderr = Collected::from(child.stderr.take().unwrap());
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => Output {
+            status: status.expect("wait for node"),
+            stdout: stdout.finish().await,
+            stderr: stderr.finish().await,
+        },
+        Err(_) => {
+            child.kill().await.expect("kill node");
+            panic!(
+                "`node {}` did not finish within {limit:?}; it printed:\n{}\n{}",
+                args.join(" "),
+                text(&stdout.finish().await),
+                text(&stderr.finish().await)
+            );
+        }
+    }
+}
+
+/// What a child process writes to one of its pipes, gathered as it comes, so that
+/// what a killed process printed can still be shown.
+struct Collected {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Collected {
+    fn from(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        use tokio::io::AsyncReadExt as _;
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0; 8192];
+            while let Ok(n) = pipe.read(&mut chunk).await
+                && n > 0
+            {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Self { bytes, reader }
+    }
+
+    /// Everything written, once the pipe closed (or, if a grandchild keeps it open,
+    /// what was written within 10 s).
+    async fn finish(self) -> Vec<u8> {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.reader).await;
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
+
+/// A fresh, empty directory for the screenshots of one test,
+/// target/tmp/browser-screenshots/<test>: nothing an earlier run left there can stand
+/// in for a page this run did not reach.
+fn screenshot_dir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser-screenshots")
+        .join(test);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("remove {}: {e}", dir.display()),
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts that this run took each of `shots` in `dir` (from [`screenshot_dir`]): a
+/// PNG image with something in it.
+fn assert_screenshots(dir: &Path, shots: &[&str]) {
+    for shot in shots {
+        let path = dir.join(format!("{shot}.png"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("screenshot {shot} ({}): {e}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000,
+            "screenshot {shot} is not a PNG image of a page ({} bytes)",
+            bytes.len()
+        );
+    }
 }
 
 /// A server run by a Node.js script of tests/js that prints one JSON line when it
@@ -123,7 +212,7 @@ async fn openid_client_from_npm_logs_in_and_refreshes() {
         "alice",
         PASSWORD,
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, HTTP_SCRIPT).await);
     assert!(stdout.contains("interop ok"), "{stdout}");
 }
 
@@ -144,7 +233,7 @@ async fn pages_work_in_chromium() {
         .await
         .unwrap();
     let user_code = device["user_code"].as_str().unwrap();
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let artifacts = screenshot_dir("pages");
     let args = [
         "browser.mjs",
         &app.issuer,
@@ -155,22 +244,25 @@ async fn pages_work_in_chromium() {
         &artifacts.display().to_string(),
         user_code,
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, BROWSER_SCRIPT).await);
     let response: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(response["state"], "st");
-    for shot in [
-        "01-login",
-        "02-login-error",
-        "03-consent",
-        "05-logout",
-        "07-error",
-    ] {
-        assert!(
-            artifacts.join(format!("{shot}.png")).exists(),
-            "{shot} screenshot"
-        );
-    }
+    assert_screenshots(
+        &artifacts,
+        &[
+            "01-login",
+            "02-login-error",
+            "03-consent",
+            "04-callback",
+            "05-logout",
+            "06-signed-out",
+            "07-error",
+            "08-device",
+            "09-device-consent",
+            "10-device-connected",
+        ],
+    );
     // The code the browser carried back is genuine.
     let (status, body) = token_request(
         &app,
@@ -226,15 +318,28 @@ async fn keyward_login_against_oidc_provider_from_npm() {
         ],
     ));
     let url = login.device_url(&issuer).await;
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
-    check(
-        &node(vec![
-            "device-approve.mjs".into(),
-            url,
-            "carol".into(),
-            artifacts.display().to_string(),
-        ])
+    let artifacts = screenshot_dir("oidc-provider-device");
+    let stdout = check(
+        &node(
+            &[
+                "device-approve.mjs",
+                &url,
+                "carol",
+                &artifacts.display().to_string(),
+            ],
+            BROWSER_SCRIPT,
+        )
         .await,
+    );
+    assert_eq!(stdout.trim(), r#"{"approved":true}"#);
+    assert_screenshots(
+        &artifacts,
+        &[
+            "foreign-1-confirm",
+            "foreign-2-sign-in",
+            "foreign-3-authorize",
+            "foreign-4-success",
+        ],
     );
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
@@ -361,7 +466,7 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         "openid email",
         "&response_mode=web_message",
     );
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let artifacts = screenshot_dir("broker");
     let args = [
         "broker.mjs",
         &app.issuer,
@@ -370,21 +475,27 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         REDIRECT,
         &artifacts.display().to_string(),
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, BROWSER_SCRIPT).await);
     let result: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    for shot in [
-        "11-login-providers",
-        "13-consent-after-provider",
-        "14-account",
-        "18-sessions",
-        "20-popup-consent",
-    ] {
-        assert!(
-            artifacts.join(format!("{shot}.png")).exists(),
-            "{shot} screenshot"
-        );
-    }
+    assert_screenshots(
+        &artifacts,
+        &[
+            "11-login-providers",
+            "11b-email-sent",
+            "12-upstream-1-sign-in",
+            "12-upstream-2-authorize",
+            "13-consent-after-provider",
+            "14-account",
+            "15-upstream-link-1-authorize",
+            "16-account-linked",
+            "17-other-browser-1-sign-in",
+            "17-other-browser-2-authorize",
+            "18-sessions",
+            "19-app-revoked",
+            "20-popup-consent",
+        ],
+    );
 
     // The code from the provider round trip was issued before the app was revoked on
     // the account page: it is refused. The popup's (web_message), issued after a new
