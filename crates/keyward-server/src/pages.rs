@@ -885,6 +885,10 @@ mod tests {
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("alert(1)</script>"), "{html}");
         assert!(!html.contains("\"onfocus"), "{html}");
+        assert!(
+            html.contains("<main>\n<h1>Returning to the application</h1>\n<form method=\"post\""),
+            "{html}"
+        );
         // One script, with the response's nonce, which submits the form; a button
         // when JavaScript is off.
         assert_eq!(html.matches("<script").count(), 1, "{html}");
