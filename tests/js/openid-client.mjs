@@ -88,6 +88,24 @@ assert.equal(retried.refresh_token, refreshed.refresh_token, 'a retried rotation
 // Once the successor was used, the rotated token is reuse and is refused.
 const next = await client.refreshTokenGrant(config, refreshed.refresh_token);
 assert.ok(next.refresh_token);
-await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token), 'a rotated refresh token is refused once its successor was used');
+// An OAuth error answer, as openid-client reports it: the status and the body's error.
+const refused = (description) => (e) => {
+  assert.ok(e instanceof client.ResponseBodyError, `not an OAuth error answer: ${e}`);
+  assert.equal(e.status, 400);
+  assert.equal(e.error, 'invalid_grant');
+  assert.equal(e.error_description, description);
+  return true;
+};
+await assert.rejects(
+  client.refreshTokenGrant(config, tokens.refresh_token),
+  refused('refresh token already used; the grant is revoked'),
+  'a rotated refresh token is refused once its successor was used',
+);
+// That reuse revoked the grant: the newest refresh token is refused too.
+await assert.rejects(
+  client.refreshTokenGrant(config, next.refresh_token),
+  refused('unknown, expired or revoked refresh token'),
+  'the grant is revoked after a reuse',
+);
 
 console.log('interop ok');

@@ -177,65 +177,815 @@ fn html_response(status: StatusCode, html: String, script_nonce: Option<&str>) -
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_template_renders_and_escapes() {
-        let config = Config::from_toml("", &Default::default()).unwrap();
-        let pages = Pages::new(&config);
-        let html = pages
-            .render_html(
-                "login.html",
-                minijinja::context! { client_name => "<script>x</script>", req => "r", csrf => "c", username => "", error => "" },
-            )
+    /// What a hostile value looks like: it closes attributes (both quotes), elements and
+    /// scripts, and carries an entity.
+    const HOSTILE: &str = "\"'><b>x&amp;</script><!--";
+    /// `HOSTILE` as minijinja's HTML escaping writes it.
+    const HOSTILE_ESCAPED: &str = "&quot;&#x27;&gt;&lt;b&gt;x&amp;amp;&lt;&#x2f;script&gt;&lt;!--";
+
+    /// Pages of a server whose issuer has a path, so that every form's action must
+    /// carry it.
+    fn pages() -> Pages {
+        let config =
+            Config::from_toml(r#"issuer = "https://id.example/kw""#, &Default::default()).unwrap();
+        Pages::new(&config)
+    }
+
+    fn render(template: &str, context: minijinja::Value) -> String {
+        pages().render_html(template, context).unwrap()
+    }
+
+    /// The body of a response, as text.
+    async fn body(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
             .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// Undoes minijinja's HTML escaping.
+    fn unescape(text: &str) -> String {
+        text.replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&")
+    }
+
+    /// The `(name, value)` of every hidden input of `html`, unescaped, in order.
+    fn hidden_fields(html: &str) -> Vec<(String, String)> {
+        html.split("<input type=\"hidden\" name=\"")
+            .skip(1)
+            .map(|rest| {
+                let (name, rest) = rest.split_once("\" value=\"").unwrap();
+                let (value, _) = rest.split_once("\">").unwrap();
+                (unescape(name), unescape(value))
+            })
+            .collect()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Every page but the `form_post` one shares the layout: its title, its language,
+    /// and no script at all.
+    fn assert_layout(html: &str, title: &str) {
         assert!(
-            html.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"),
+            html.starts_with("<!doctype html>\n<html lang=\"en\">"),
             "{html}"
         );
-        assert!(!html.contains("<script>x"));
-        for name in [
+        assert!(
+            html.contains(&format!("<title>{title} · keyward</title>")),
+            "{html}"
+        );
+        assert!(html.contains("<p class=\"brand\">keyward</p>"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<b>"), "unescaped markup in {html}");
+    }
+
+    #[test]
+    fn every_template_compiles() {
+        let pages = pages();
+        for (name, _) in TEMPLATES {
+            pages
+                .env
+                .get_template(name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn login_page_shows_every_way_to_sign_in_with_the_request_in_each_form() {
+        let html = render(
+            "login.html",
+            minijinja::context! {
+                client_name => HOSTILE, account => false, req => "req-1", csrf => "csrf-1",
+                username => "", email => "", error => None::<&str>,
+                providers => vec![
+                    minijinja::context! { id => "corp", name => "Corporate SSO", kind => "oidc", initial => "C" },
+                    minijinja::context! { id => "github", name => "GitHub", kind => "github", initial => "G" },
+                ],
+                email_forms => vec![minijinja::context! { id => "email", name => "Email", kind => "email", initial => "E" }],
+                password => true,
+            },
+        );
+        assert_layout(&html, "Sign in");
+        assert!(html.contains("<h1>Sign in</h1>"), "{html}");
+        assert!(
+            html.contains(&format!(
+                "to continue to <strong>{HOSTILE_ESCAPED}</strong>"
+            )),
+            "{html}"
+        );
+        for (id, name) in [("corp", "Corporate SSO"), ("github", "GitHub")] {
+            assert!(
+                html.contains(&format!(
+                    "<form method=\"post\" action=\"&#x2f;kw/login/{id}\">"
+                )),
+                "{html}"
+            );
+            assert!(
+                html.contains(&format!("</span>Continue with {name}</button>")),
+                "{html}"
+            );
+        }
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/login/email\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<label for=\"email-email\">Email address</label>"),
+            "{html}"
+        );
+        assert!(html.contains(">Email me a sign-in link</button>"), "{html}");
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/login\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<label for=\"username\">Username</label>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<label for=\"password\">Password</label>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<div class=\"divider\">or sign in with a password</div>"),
+            "{html}"
+        );
+        // Four forms, each carrying the login in progress and its CSRF token.
+        let expected: Vec<_> =
+            std::iter::repeat_n(fields(&[("req", "req-1"), ("csrf", "csrf-1")]), 4)
+                .flatten()
+                .collect();
+        assert_eq!(hidden_fields(&html), expected);
+        // With providers on the page, no field grabs the focus; no error is shown.
+        assert!(!html.contains("autofocus"), "{html}");
+        assert!(!html.contains("role=\"alert\""), "{html}");
+    }
+
+    #[test]
+    fn login_page_after_a_wrong_password_keeps_the_username_and_focuses_the_password() {
+        let html = render(
+            "login.html",
+            minijinja::context! {
+                client_name => "Demo", account => false, req => "r", csrf => "c",
+                username => HOSTILE, email => "", error => "Invalid username or password.",
+                providers => Vec::<minijinja::Value>::new(),
+                email_forms => Vec::<minijinja::Value>::new(), password => true,
+            },
+        );
+        assert_layout(&html, "Sign in");
+        assert!(
+            html.contains(
+                "<div class=\"alert\" role=\"alert\">Invalid username or password.</div>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("name=\"username\" value=\"{HOSTILE_ESCAPED}\"")),
+            "{html}"
+        );
+        assert!(
+            html.contains("autocomplete=\"current-password\" required autofocus>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("autofocus").count(), 1, "{html}");
+        assert!(!html.contains("class=\"divider\""), "{html}");
+    }
+
+    #[test]
+    fn login_page_for_the_account_and_with_nothing_enabled() {
+        let html = render(
+            "login.html",
+            minijinja::context! {
+                client_name => "Demo", account => true, req => "r", csrf => "c",
+                username => "", email => "", error => None::<&str>,
+                providers => Vec::<minijinja::Value>::new(),
+                email_forms => Vec::<minijinja::Value>::new(), password => true,
+            },
+        );
+        assert!(
+            html.contains("<p class=\"muted\">to manage your account</p>"),
+            "{html}"
+        );
+        assert!(!html.contains("to continue to"), "{html}");
+        // Only the password form: the username field has the focus.
+        assert!(
+            html.contains("spellcheck=\"false\" required autofocus>"),
+            "{html}"
+        );
+
+        let html = render(
+            "login.html",
+            minijinja::context! {
+                client_name => "Demo", account => false, req => "r", csrf => "c",
+                username => "", email => "", error => None::<&str>,
+                providers => Vec::<minijinja::Value>::new(),
+                email_forms => Vec::<minijinja::Value>::new(), password => false,
+            },
+        );
+        assert!(
+            html.contains("No way to sign in is enabled on this server. Ask its administrator."),
+            "{html}"
+        );
+        assert!(!html.contains("<form"), "{html}");
+    }
+
+    #[test]
+    fn consent_page_names_the_client_the_user_and_every_scope() {
+        let context = |device: bool| {
+            minijinja::context! {
+                client_name => HOSTILE,
+                username => "alice",
+                scopes => vec![
+                    minijinja::context! { name => "openid", description => "Confirm your identity" },
+                    minijinja::context! { name => "email", description => "See your email address" },
+                ],
+                req => "req-1",
+                csrf => "csrf-1",
+                device => device,
+            }
+        };
+        let html = render("consent.html", context(false));
+        assert_layout(&html, &format!("Authorize {HOSTILE_ESCAPED}"));
+        assert!(
+            html.contains(&format!("<h1>Authorize {HOSTILE_ESCAPED}</h1>")),
+            "{html}"
+        );
+        assert!(
+            html.contains("Signed in as <strong>alice</strong>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(
+                "<p><strong>{HOSTILE_ESCAPED}</strong> is asking to:</p>"
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<li>Confirm your identity <span class=\"muted\">(<code>openid</code>)</span></li>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<li>See your email address <span class=\"muted\">(<code>email</code>)</span></li>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/consent\">"),
+            "{html}"
+        );
+        assert_eq!(
+            hidden_fields(&html),
+            fields(&[("req", "req-1"), ("csrf", "csrf-1")])
+        );
+        assert!(
+            html.contains("<button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("A device is asking"), "{html}");
+
+        let html = render("consent.html", context(true));
+        assert!(
+            html.contains(
+                "<div class=\"alert\" role=\"note\">A device is asking to sign in as you."
+            ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn error_page_shows_its_title_and_message() {
+        let html = render(
+            "error.html",
+            minijinja::context! { title => "Unknown application", message => HOSTILE },
+        );
+        assert_layout(&html, "Unknown application");
+        assert!(html.contains("<h1>Unknown application</h1>"), "{html}");
+        assert!(
+            html.contains(&format!(
+                "<div class=\"alert\" role=\"alert\">{HOSTILE_ESCAPED}</div>"
+            )),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn logout_page_asks_and_carries_where_to_return() {
+        let html = render(
+            "logout.html",
+            minijinja::context! {
+                username => HOSTILE,
+                csrf => "csrf-1",
+                post_logout_redirect_uri => "https://app.example/bye?a=1&b=2",
+                client_id => "demo-app",
+                state => HOSTILE,
+            },
+        );
+        assert_layout(&html, "Sign out");
+        assert!(html.contains("<h1>Sign out?</h1>"), "{html}");
+        assert!(
+            html.contains(&format!(
+                "You are signed in as <strong>{HOSTILE_ESCAPED}</strong>."
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/logout\">"),
+            "{html}"
+        );
+        assert_eq!(
+            hidden_fields(&html),
+            fields(&[
+                ("csrf", "csrf-1"),
+                (
+                    "post_logout_redirect_uri",
+                    "https://app.example/bye?a=1&b=2"
+                ),
+                ("client_id", "demo-app"),
+                ("state", HOSTILE),
+            ])
+        );
+        assert!(
+            html.contains(
+                "<button type=\"submit\" name=\"decision\" value=\"logout\">Sign out</button>"
+            ),
+            "{html}"
+        );
+
+        // Without a place to return to, only the CSRF token.
+        let html = render(
+            "logout.html",
+            minijinja::context! {
+                username => "alice", csrf => "csrf-1", post_logout_redirect_uri => None::<&str>,
+                client_id => None::<&str>, state => None::<&str>,
+            },
+        );
+        assert_eq!(hidden_fields(&html), fields(&[("csrf", "csrf-1")]));
+    }
+
+    #[test]
+    fn signed_out_page() {
+        let html = render("signed_out.html", minijinja::context! {});
+        assert_layout(&html, "Signed out");
+        assert!(html.contains("<h1>You are signed out</h1>"), "{html}");
+        assert!(html.contains("You can close this window."), "{html}");
+        assert!(!html.contains("<form"), "{html}");
+    }
+
+    #[test]
+    fn device_page_asks_for_the_code_and_keeps_what_was_typed() {
+        let html = render(
+            "device.html",
+            minijinja::context! { csrf => "csrf-1", user_code => HOSTILE, error => "That code is not valid." },
+        );
+        assert_layout(&html, "Connect a device");
+        assert!(html.contains("<h1>Connect a device</h1>"), "{html}");
+        assert!(
+            html.contains("<div class=\"alert\" role=\"alert\">That code is not valid.</div>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/device\">"),
+            "{html}"
+        );
+        assert_eq!(hidden_fields(&html), fields(&[("csrf", "csrf-1")]));
+        assert!(
+            html.contains("<label for=\"user_code\">Code</label>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("name=\"user_code\" value=\"{HOSTILE_ESCAPED}\"")),
+            "{html}"
+        );
+        assert!(
+            html.contains("<button type=\"submit\">Continue</button>"),
+            "{html}"
+        );
+
+        let html = render(
+            "device.html",
+            minijinja::context! { csrf => "c", user_code => "", error => None::<&str> },
+        );
+        assert!(!html.contains("role=\"alert\""), "{html}");
+        assert!(html.contains("name=\"user_code\" value=\"\""), "{html}");
+    }
+
+    #[test]
+    fn device_done_page_says_whether_the_device_was_connected() {
+        let html = render("device_done.html", minijinja::context! { approved => true });
+        assert_layout(&html, "Device connected");
+        assert!(html.contains("<h1>Device connected</h1>"), "{html}");
+        assert!(html.contains("return to your device"), "{html}");
+        assert!(!html.contains("denied"), "{html}");
+
+        let html = render(
+            "device_done.html",
+            minijinja::context! { approved => false },
+        );
+        assert_layout(&html, "Request denied");
+        assert!(html.contains("<h1>Request denied</h1>"), "{html}");
+        assert!(html.contains("The device was not given access."), "{html}");
+        assert!(!html.contains("connected"), "{html}");
+    }
+
+    #[test]
+    fn email_sent_page_names_the_address_and_the_way_back() {
+        let html = render(
+            "email_sent.html",
+            minijinja::context! { email => HOSTILE, minutes => 15, back => "/kw/login?req=r&x=1" },
+        );
+        assert_layout(&html, "Check your email");
+        assert!(html.contains("<h1>Check your email</h1>"), "{html}");
+        assert!(
+            html.contains(&format!(
+                "If <strong>{HOSTILE_ESCAPED}</strong> can sign in here"
+            )),
+            "{html}"
+        );
+        assert!(html.contains("within 15 minutes; it works once."), "{html}");
+        assert!(
+            html.contains(
+                "<a href=\"&#x2f;kw&#x2f;login?req=r&amp;x=1\">Use another way to sign in</a>"
+            ),
+            "{html}"
+        );
+
+        let html = render(
+            "email_sent.html",
+            minijinja::context! { email => "a@example.com", minutes => 15, back => None::<&str> },
+        );
+        assert!(!html.contains("Use another way"), "{html}");
+    }
+
+    #[test]
+    fn email_confirm_page_posts_the_token_to_its_connector() {
+        let html = render(
+            "email_confirm.html",
+            minijinja::context! { connector => "email", token => HOSTILE, name => "id.example" },
+        );
+        assert_layout(&html, "Continue signing in");
+        assert!(html.contains("<h1>Continue signing in</h1>"), "{html}");
+        assert!(
+            html.contains("You followed a sign-in link for <strong>id.example</strong>."),
+            "{html}"
+        );
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/callback/email\">"),
+            "{html}"
+        );
+        assert_eq!(hidden_fields(&html), fields(&[("token", HOSTILE)]));
+        assert!(
+            html.contains("<button type=\"submit\">Continue</button>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn account_page_lists_identities_sessions_and_apps_with_their_buttons() {
+        let html = render(
+            "account.html",
+            minijinja::context! {
+                user => minijinja::context! {
+                    id => "sub-1", username => HOSTILE, name => "Alice Liddell",
+                    email => "alice@example.com", email_verified => true,
+                },
+                csrf => "csrf-1",
+                notice => minijinja::context! { ok => true, text => "Linked. You can now sign in with it too." },
+                password => true,
+                identities => vec![minijinja::context! {
+                    connector_id => "github", connector_name => "GitHub", subject => "42",
+                    label => "octocat", last_used => "2024-01-02 03:04 UTC", can_unlink => true,
+                }],
+                link_providers => vec![minijinja::context! { id => "corp", name => "Corporate SSO", kind => "oidc", initial => "C" }],
+                link_emails => vec![minijinja::context! { id => "email", name => "Email", kind => "email", initial => "E" }],
+                sessions => vec![
+                    minijinja::context! { id => "s-1", current => true, browser => "Firefox on Linux", method => "Password", started => "2024-01-02 03:04 UTC", ip => "192.0.2.1" },
+                    minijinja::context! { id => "s-2", current => false, browser => "Chromium on Linux", method => "GitHub", started => "2024-01-01 00:00 UTC", ip => None::<&str> },
+                ],
+                apps => vec![minijinja::context! {
+                    client_id => "third-party", name => HOSTILE, scopes => "openid email", since => "2024-01-01 00:00 UTC",
+                }],
+            },
+        );
+        assert_layout(&html, "Your account");
+        assert!(html.contains("<main class=\"wide\">"), "{html}");
+        assert!(html.contains("<h1>Your account</h1>"), "{html}");
+        assert!(
+            html.contains("<a href=\"&#x2f;kw/logout\">Sign out</a>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<div class=\"notice\" role=\"status\">Linked. You can now sign in with it too.</div>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("<dt>Username</dt><dd>{HOSTILE_ESCAPED}</dd>")),
+            "{html}"
+        );
+        assert!(
+            html.contains("<dt>Name</dt><dd>Alice Liddell</dd>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<dd>alice@example.com <span class=\"tag\">verified</span></dd>"),
+            "{html}"
+        );
+        assert!(html.contains("<dd><code>sub-1</code>"), "{html}");
+        assert!(
+            html.contains(&format!(
+                "<strong>Password</strong><span class=\"muted\">as {HOSTILE_ESCAPED}</span>"
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains("<strong>GitHub</strong><span class=\"muted\">octocat · last used 2024-01-02 03:04 UTC</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("aria-label=\"Unlink GitHub octocat\">Unlink</button>"),
+            "{html}"
+        );
+        assert!(!html.contains("only way in"), "{html}");
+        assert!(
+            html.contains("<form method=\"post\" action=\"&#x2f;kw/account/link/corp\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("</span>Link Corporate SSO</button>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<form method=\"post\" action=\"&#x2f;kw/account/link/email\" class=\"inline-form\">"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<label for=\"link-email\">Email address to link</label>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("Firefox on Linux <span class=\"tag\">this browser</span></strong><span class=\"muted\">signed in with Password · 2024-01-02 03:04 UTC · 192.0.2.1</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<strong>Chromium on Linux</strong><span class=\"muted\">signed in with GitHub · 2024-01-01 00:00 UTC</span>"),
+            "{html}"
+        );
+        // Only the other browser can be signed out from here.
+        assert_eq!(
+            html.matches("action=\"&#x2f;kw/account/sessions/end\"")
+                .count(),
+            1,
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "aria-label=\"Sign out Chromium on Linux (2024-01-01 00:00 UTC)\">Sign out</button>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("<strong>{HOSTILE_ESCAPED}</strong><span class=\"muted\">openid email · since 2024-01-01 00:00 UTC</span>")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(
+                "aria-label=\"Revoke access of {HOSTILE_ESCAPED}\">Revoke</button>"
+            )),
+            "{html}"
+        );
+        assert!(!html.contains("None yet."), "{html}");
+        // Every form carries the CSRF token and names what it acts on.
+        assert_eq!(
+            hidden_fields(&html),
+            fields(&[
+                ("csrf", "csrf-1"),
+                ("connector", "github"),
+                ("subject", "42"),
+                ("csrf", "csrf-1"),
+                ("csrf", "csrf-1"),
+                ("csrf", "csrf-1"),
+                ("session", "s-2"),
+                ("csrf", "csrf-1"),
+                ("client_id", "third-party"),
+            ])
+        );
+    }
+
+    #[test]
+    fn account_page_with_one_way_in_and_no_apps() {
+        let html = render(
+            "account.html",
+            minijinja::context! {
+                user => minijinja::context! { id => "sub-1", username => "ada", name => None::<&str>, email => None::<&str>, email_verified => false },
+                csrf => "csrf-1",
+                notice => minijinja::context! { ok => false, text => "That is the only way to sign in to this account. Link another one first." },
+                password => false,
+                identities => vec![minijinja::context! {
+                    connector_id => "corp", connector_name => "Corporate SSO", subject => "ada",
+                    label => "ada", last_used => "2024-01-02 03:04 UTC", can_unlink => false,
+                }],
+                link_providers => Vec::<minijinja::Value>::new(),
+                link_emails => Vec::<minijinja::Value>::new(),
+                sessions => vec![minijinja::context! { id => "s-1", current => true, browser => "Firefox on Linux", method => "Corporate SSO", started => "2024-01-02 03:04 UTC", ip => None::<&str> }],
+                apps => Vec::<minijinja::Value>::new(),
+            },
+        );
+        assert_layout(&html, "Your account");
+        assert!(
+            html.contains("<div class=\"alert\" role=\"alert\">That is the only way to sign in to this account."),
+            "{html}"
+        );
+        assert!(!html.contains("<dt>Name</dt>"), "{html}");
+        assert!(!html.contains("<dt>Email</dt>"), "{html}");
+        assert!(!html.contains("<strong>Password</strong>"), "{html}");
+        assert!(html.contains(">only way in</span>"), "{html}");
+        assert!(!html.contains(">Unlink</button>"), "{html}");
+        assert!(!html.contains("Link another way to sign in"), "{html}");
+        assert!(html.contains("<p class=\"muted\">None yet.</p>"), "{html}");
+        assert!(!html.contains("<form"), "{html}");
+    }
+
+    #[tokio::test]
+    async fn pages_are_served_with_headers_that_forbid_framing_caching_and_scripts() {
+        let response = pages().render(
+            StatusCode::NOT_FOUND,
+            "error.html",
+            minijinja::context! { title => "Not found", message => "Nothing here." },
+        );
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+        );
+        let html = body(response).await;
+        assert!(html.contains("<h1>Not found</h1>"), "{html}");
+    }
+
+    /// The nonce of a response's `script-src`, checked to be the only source allowed.
+    fn script_nonce(response: &Response) -> String {
+        let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (rest, nonce) = policy.split_once("; script-src 'nonce-").unwrap();
+        assert_eq!(
+            rest,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+        );
+        let nonce = nonce.strip_suffix('\'').unwrap();
+        assert!(nonce.len() >= 16, "{policy}");
+        nonce.to_owned()
+    }
+
+    #[tokio::test]
+    async fn form_post_carries_hostile_values_exactly_and_runs_only_its_own_script() {
+        let action = "https://app.example/cb?x=\"><script>alert(1)</script>&y='1'";
+        let params = [
+            ("code", "c\"><img src=x onerror=alert(1)>"),
+            ("state", "</script><script>alert(2)</script>"),
+            ("iss", "https://id.example/kw?a=1&b=<2>"),
+            ("x\"onfocus=\"alert(3)", "'&amp;'"),
+        ];
+        let response = pages().form_post(action, &params);
+        assert_eq!(response.status(), StatusCode::OK);
+        let nonce = script_nonce(&response);
+        let html = body(response).await;
+
+        // The values come back exactly as given: what the client receives is what it
+        // was sent, and nothing of them is markup.
+        let (_, rest) = html.split_once("<form method=\"post\" action=\"").unwrap();
+        let (posted_to, _) = rest.split_once("\" id=\"response\">").unwrap();
+        assert_eq!(unescape(posted_to), action);
+        assert_eq!(hidden_fields(&html), fields(&params));
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("alert(1)</script>"), "{html}");
+        assert!(!html.contains("\"onfocus"), "{html}");
+        assert!(
+            html.contains("<main>\n<h1>Returning to the application</h1>\n<form method=\"post\""),
+            "{html}"
+        );
+        // One script, with the response's nonce, which submits the form; a button
+        // when JavaScript is off.
+        assert_eq!(html.matches("<script").count(), 1, "{html}");
+        assert!(
+            html.contains(&format!(
+                "<script nonce=\"{nonce}\">document.getElementById('response').submit();</script>"
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains("<noscript><p>Signed in. Continue to the application:</p><button type=\"submit\">Continue</button></noscript>"),
+            "{html}"
+        );
+        // A new nonce for every response.
+        assert_ne!(script_nonce(&pages().form_post(action, &params)), nonce);
+    }
+
+    #[tokio::test]
+    async fn web_message_carries_hostile_values_exactly_to_its_origin_only() {
+        let origin = "https://app.example";
+        let params = [
+            ("code", "</script><script>alert(1)</script>"),
+            ("state", "\"'<!--&amp;\u{2028}"),
+            ("iss", "https://id.example/kw"),
+        ];
+        let response = pages().web_message(origin, &params);
+        assert_eq!(response.status(), StatusCode::OK);
+        let nonce = script_nonce(&response);
+        let html = body(response).await;
+        assert_layout_of_web_message(&html, "Signed in");
+
+        // The message is data, not script: nothing in it ends its element or opens a
+        // comment, and it parses back to exactly what was given.
+        let (_, rest) = html
+            .split_once("<script type=\"application/json\" id=\"message\">")
+            .unwrap();
+        let (json, _) = rest.split_once("</script>").unwrap();
+        assert!(!json.contains('<'), "{json}");
+        let message: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            message,
+            serde_json::json!({
+                "origin": origin,
+                "response": {
+                    "code": "</script><script>alert(1)</script>",
+                    "state": "\"'<!--&amp;\u{2028}",
+                    "iss": "https://id.example/kw",
+                },
+            })
+        );
+        // Two script elements: the data, and the one that runs, with the nonce and
+        // posting to the origin only.
+        assert_eq!(html.matches("<script").count(), 2, "{html}");
+        assert_eq!(html.matches("<script nonce=").count(), 1, "{html}");
+        assert!(
+            html.contains(&format!("<script nonce=\"{nonce}\">")),
+            "{html}"
+        );
+        assert!(
+            html.contains("window.opener.postMessage({ type: 'authorization_response', response: message.response }, message.origin);"),
+            "{html}"
+        );
+
+        // An error answer says so.
+        let response = pages().web_message(origin, &[("error", "access_denied"), ("state", "<s>")]);
+        let html = body(response).await;
+        assert_layout_of_web_message(&html, "Sign-in not completed");
+        assert!(html.contains("\"error\":\"access_denied\""), "{html}");
+    }
+
+    fn assert_layout_of_web_message(html: &str, title: &str) {
+        assert!(
+            html.contains(&format!("<title>{title} · keyward</title>")),
+            "{html}"
+        );
+        assert!(html.contains(&format!("<h1>{title}</h1>")), "{html}");
+    }
+
+    /// Every template has a test above that checks what it shows.
+    #[test]
+    fn every_template_is_checked_here() {
+        let checked = [
+            "base.html",
+            "login.html",
             "consent.html",
+            "error.html",
             "logout.html",
             "signed_out.html",
-            "error.html",
             "device.html",
             "device_done.html",
             "email_sent.html",
             "email_confirm.html",
             "account.html",
-        ] {
-            pages
-                .render_html(
-                    name,
-                    minijinja::context! { scopes => Vec::<String>::new(), user => minijinja::context! { username => "u" } },
-                )
-                .unwrap();
-        }
-        let answer = pages.form_post("https://app.example/cb", &[("code", "c\"><x")]);
-        assert_eq!(answer.status(), StatusCode::OK);
-        let answer = pages.web_message("https://app.example", &[("code", "</script>")]);
-        assert_eq!(answer.status(), StatusCode::OK);
-    }
-
-    #[test]
-    fn response_pages_escape_what_they_carry() {
-        let config = Config::from_toml("", &Default::default()).unwrap();
-        let pages = Pages::new(&config);
-        let html = pages
-            .render_html(
-                "web_message.html",
-                minijinja::context! {
-                    message => serde_json::json!({"origin": "https://a.example", "response": {"state": "</script><script>alert(1)"}}),
-                    nonce => "n",
-                },
-            )
-            .unwrap();
-        assert!(!html.contains("</script><script>alert"), "{html}");
-        let html = pages
-            .render_html(
-                "form_post.html",
-                minijinja::context! { action => "https://a.example/cb", fields => vec![minijinja::context! { name => "state", value => "\"><script>" }], nonce => "n" },
-            )
-            .unwrap();
-        assert!(!html.contains("\"><script>"), "{html}");
+            "form_post.html",
+            "web_message.html",
+        ];
+        let templates: Vec<_> = TEMPLATES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(templates, checked);
     }
 }

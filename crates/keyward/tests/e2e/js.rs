@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
@@ -49,16 +50,172 @@ pub(crate) fn available(packages: &[&str], also: &[&str]) -> bool {
     false
 }
 
-async fn node(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(args)
-            .current_dir(js_dir())
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap()
+/// How long a script that only talks HTTP may run.
+const HTTP_SCRIPT: Duration = Duration::from_secs(120);
+/// How long a script that drives Chromium may run (each of its steps is bounded by
+/// playwright's own 30 s).
+const BROWSER_SCRIPT: Duration = Duration::from_secs(300);
+
+/// Runs `node <args>` in tests/js and waits for it to end, at most `limit`: a script
+/// that does not finish is killed and the test fails, with what it printed.
+async fn node(args: &[&str], limit: Duration) -> Output {
+    let mut child = spawn_node(args, std::process::Stdio::null());
+    let stdout = Collected::from(child.stdout.take().unwrap());
+    let stderr = Collected::from(child.stderr.take().unwrap());
+    bounded_wait(child, stdout, stderr, args, limit).await
+}
+
+fn spawn_node(args: &[&str], stdin: std::process::Stdio) -> tokio::process::Child {
+    tokio::process::Command::new("node")
+        .args(args)
+        .current_dir(js_dir())
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node")
+}
+
+/// Waits at most `limit` for `child` to end; kills it and fails the test, with what it
+/// printed, if it does not.
+async fn bounded_wait(
+    mut child: tokio::process::Child,
+    stdout: Collected,
+    stderr: Collected,
+    args: &[&str],
+    limit: Duration,
+) -> Output {
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => Output {
+            status: status.expect("wait for node"),
+            stdout: stdout.finish().await,
+            stderr: stderr.finish().await,
+        },
+        Err(_) => {
+            child.kill().await.expect("kill node");
+            panic!(
+                "`node {}` did not finish within {limit:?}; it printed:\n{}\n{}",
+                args.join(" "),
+                text(&stdout.finish().await),
+                text(&stderr.finish().await)
+            );
+        }
+    }
+}
+
+/// A script of tests/js that offers something first (one JSON line, such as the port
+/// of a server it runs), then reads its input (one JSON line) and runs to its end.
+struct Conversation {
+    child: tokio::process::Child,
+    args: Vec<String>,
+    /// The first line it printed.
+    offered: serde_json::Value,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+impl Conversation {
+    /// Runs `node <args>` in tests/js and waits (at most 30 s) for its first line.
+    async fn start(args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = spawn_node(args, std::process::Stdio::piped());
+        let stderr = Collected::from(child.stderr.take().unwrap());
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            child.kill().await.expect("kill node");
+            panic!(
+                "`node {}` printed no first line within 30 s:\n{}",
+                args.join(" "),
+                text(&stderr.finish().await)
+            );
+        }
+        Self {
+            child,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            offered: serde_json::from_str(&first).unwrap(),
+            stdout: Collected::from(stdout),
+            stderr,
+        }
+    }
+
+    /// Gives the script its input and waits at most `limit` for it to end.
+    async fn finish(mut self, input: &serde_json::Value, limit: Duration) -> Output {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{input}\n").as_bytes())
+            .await
+            .expect("write the script's input");
+        drop(stdin);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        bounded_wait(self.child, self.stdout, self.stderr, &args, limit).await
+    }
+}
+
+/// What a child process writes to one of its pipes, gathered as it comes, so that
+/// what a killed process printed can still be shown.
+struct Collected {
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Collected {
+    fn from(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        use tokio::io::AsyncReadExt as _;
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0; 8192];
+            while let Ok(n) = pipe.read(&mut chunk).await
+                && n > 0
+            {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Self { bytes, reader }
+    }
+
+    /// Everything written, once the pipe closed (or, if a grandchild keeps it open,
+    /// what was written within 10 s).
+    async fn finish(self) -> Vec<u8> {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.reader).await;
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
+
+/// A fresh, empty directory for the screenshots of one test,
+/// target/tmp/browser-screenshots/<test>: nothing an earlier run left there can stand
+/// in for a page this run did not reach.
+fn screenshot_dir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser-screenshots")
+        .join(test);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("remove {}: {e}", dir.display()),
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts that this run took each of `shots` in `dir` (from [`screenshot_dir`]): a
+/// PNG image with something in it.
+fn assert_screenshots(dir: &Path, shots: &[&str]) {
+    for shot in shots {
+        let path = dir.join(format!("{shot}.png"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("screenshot {shot} ({}): {e}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000,
+            "screenshot {shot} is not a PNG image of a page ({} bytes)",
+            bytes.len()
+        );
+    }
 }
 
 /// A server run by a Node.js script of tests/js that prints one JSON line when it
@@ -123,7 +280,7 @@ async fn openid_client_from_npm_logs_in_and_refreshes() {
         "alice",
         PASSWORD,
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, HTTP_SCRIPT).await);
     assert!(stdout.contains("interop ok"), "{stdout}");
 }
 
@@ -144,7 +301,7 @@ async fn pages_work_in_chromium() {
         .await
         .unwrap();
     let user_code = device["user_code"].as_str().unwrap();
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let artifacts = screenshot_dir("pages");
     let args = [
         "browser.mjs",
         &app.issuer,
@@ -155,22 +312,25 @@ async fn pages_work_in_chromium() {
         &artifacts.display().to_string(),
         user_code,
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, BROWSER_SCRIPT).await);
     let response: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     assert_eq!(response["state"], "st");
-    for shot in [
-        "01-login",
-        "02-login-error",
-        "03-consent",
-        "05-logout",
-        "07-error",
-    ] {
-        assert!(
-            artifacts.join(format!("{shot}.png")).exists(),
-            "{shot} screenshot"
-        );
-    }
+    assert_screenshots(
+        &artifacts,
+        &[
+            "01-login",
+            "02-login-error",
+            "03-consent",
+            "04-callback",
+            "05-logout",
+            "06-signed-out",
+            "07-error",
+            "08-device",
+            "09-device-consent",
+            "10-device-connected",
+        ],
+    );
     // The code the browser carried back is genuine.
     let (status, body) = token_request(
         &app,
@@ -226,15 +386,28 @@ async fn keyward_login_against_oidc_provider_from_npm() {
         ],
     ));
     let url = login.device_url(&issuer).await;
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
-    check(
-        &node(vec![
-            "device-approve.mjs".into(),
-            url,
-            "carol".into(),
-            artifacts.display().to_string(),
-        ])
+    let artifacts = screenshot_dir("oidc-provider-device");
+    let stdout = check(
+        &node(
+            &[
+                "device-approve.mjs",
+                &url,
+                "carol",
+                &artifacts.display().to_string(),
+            ],
+            BROWSER_SCRIPT,
+        )
         .await,
+    );
+    assert_eq!(stdout.trim(), r#"{"approved":true}"#);
+    assert_screenshots(
+        &artifacts,
+        &[
+            "foreign-1-confirm",
+            "foreign-2-sign-in",
+            "foreign-3-authorize",
+            "foreign-4-success",
+        ],
     );
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
@@ -301,7 +474,8 @@ async fn keyward_login_against_oidc_provider_from_npm() {
 /// keyward as a broker in Chromium, with oidc-provider from npm as the upstream OpenID
 /// provider (ID tokens signed with EdDSA for one connector, RS256 for the other) and
 /// the fake GitHub: the login page, the provider round trip, consent, the account page,
-/// and a `web_message` popup (tests/js/broker.mjs). Both codes it brings back are
+/// and a `web_message` popup (tests/js/broker.mjs), each of keyward's pages audited for
+/// accessibility. Both codes it brings back are
 /// redeemed here, for the same account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_pages_in_chromium_through_oidc_provider() {
@@ -361,7 +535,7 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         "openid email",
         "&response_mode=web_message",
     );
-    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
+    let artifacts = screenshot_dir("broker");
     let args = [
         "broker.mjs",
         &app.issuer,
@@ -370,21 +544,42 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         REDIRECT,
         &artifacts.display().to_string(),
     ];
-    let stdout = check(&node(args.iter().map(|a| (*a).to_owned()).collect()).await);
+    let stdout = check(&node(&args, BROWSER_SCRIPT).await);
     let result: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
-    for shot in [
-        "11-login-providers",
-        "13-consent-after-provider",
-        "14-account",
-        "18-sessions",
-        "20-popup-consent",
-    ] {
-        assert!(
-            artifacts.join(format!("{shot}.png")).exists(),
-            "{shot} screenshot"
-        );
-    }
+    assert_screenshots(
+        &artifacts,
+        &[
+            "11-login-providers",
+            "11b-email-sent",
+            "12-upstream-1-sign-in",
+            "12-upstream-2-authorize",
+            "13-consent-after-provider",
+            "14-account",
+            "15-upstream-link-1-authorize",
+            "16-account-linked",
+            "17-other-browser-1-sign-in",
+            "17-other-browser-2-authorize",
+            "18-sessions",
+            "19-app-revoked",
+            "20-popup-consent",
+        ],
+    );
+
+    // keyward's pages on the way, audited for accessibility (the script fails on any
+    // violation).
+    assert_eq!(
+        result["audited"],
+        serde_json::json!([
+            "login-providers",
+            "email-sent",
+            "consent-after-provider",
+            "account",
+            "account-linked",
+            "account-sessions",
+            "account-app-revoked",
+        ])
+    );
 
     // The code from the provider round trip was issued before the app was revoked on
     // the account page: it is refused. The popup's (web_message), issued after a new
@@ -439,4 +634,200 @@ async fn broker_pages_in_chromium_through_oidc_provider() {
         store.get_user(&sub).await.unwrap().unwrap().name.as_deref(),
         Some("ada at npm")
     );
+}
+
+/// Every page in Chromium (tests/js/pages.mjs): none has an accessibility violation
+/// (axe-core, light and dark), login and consent work with the keyboard alone, Deny
+/// sends the application access_denied with its state, an emailed link signs in through
+/// the email-sent and confirmation pages, and with JavaScript off login, consent, a
+/// form_post response, device approval, the account page and sign-out still work.
+/// The script serves the application itself (a real redirect URI, so nothing depends
+/// on intercepting requests in the browser); what reached it is checked here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_is_accessible_keyboard_usable_and_works_without_javascript() {
+    if !available(
+        &["playwright-core", "axe-core", "smtp-server", "mailparser"],
+        &["/usr/bin/chromium"],
+    ) {
+        return;
+    }
+    const PAGES_SECRET: &str = "pages-app-secret-0123456789abcdef";
+    let script = Conversation::start(&["pages.mjs"]).await;
+    let port = |name: &str| script.offered[name].as_u64().unwrap();
+    let redirect = format!("http://127.0.0.1:{}/callback", port("app_port"));
+    // An application that asks for consent, one that does not, both at the script's
+    // redirect URI; an emailed-link connector that sends to the script's SMTP sink.
+    let extra = format!(
+        r#"
+[[connectors]]
+id = "email"
+type = "email"
+from = "keyward <sign-in@keyward.test>"
+smtp = {{ host = "127.0.0.1", port = {smtp}, tls = "none" }}
+
+[[clients]]
+client_id = "pages-app"
+name = "Pages App"
+client_secret = "{PAGES_SECRET}"
+redirect_uris = ["{redirect}"]
+scopes = ["openid", "email"]
+
+[[clients]]
+client_id = "pages-first-party"
+client_secret = "{PAGES_SECRET}"
+redirect_uris = ["{redirect}"]
+scopes = ["openid", "email"]
+skip_consent = true
+"#,
+        smtp = port("smtp_port"),
+    );
+    let app = spawn_app(Db::Sqlite, &extra).await.unwrap();
+    let authorize = |client: &str, extra: &str| {
+        let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+        let url = format!(
+            "{}/authorize?client_id={client}&response_type=code&scope=openid%20email&redirect_uri={}&state=st&code_challenge={}&code_challenge_method=S256{extra}",
+            app.issuer,
+            urlencode(&redirect),
+            challenge.as_str()
+        );
+        (url, verifier)
+    };
+    let (keyboard, keyboard_verifier) = authorize("pages-app", "");
+    let (deny, _) = authorize("pages-app", "&prompt=consent");
+    let (nojs, nojs_verifier) = authorize("pages-app", "&prompt=consent");
+    let (form_post, form_post_verifier) =
+        authorize("pages-app", "&prompt=consent&response_mode=form_post");
+    let (web_message, _) = authorize("pages-first-party", "&response_mode=web_message");
+    let (by_email, email_verifier) = authorize("pages-first-party", "");
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        let device: serde_json::Value = http()
+            .post(format!("{}/device/code", app.issuer))
+            .form(&[("client_id", "cli"), ("scope", "openid")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        devices.push(device);
+    }
+    let user_code = |i: usize| devices[i]["user_code"].as_str().unwrap().to_owned();
+    let input = serde_json::json!({
+        "issuer": app.issuer,
+        "redirect_uri": redirect,
+        "username": "alice",
+        "password": PASSWORD,
+        "email": "erin@example.com",
+        "urls": {
+            "keyboard": keyboard,
+            "deny": deny,
+            "web_message": web_message,
+            "email": by_email,
+            "nojs": nojs,
+            "form_post": form_post,
+        },
+        "device": { "deny": user_code(0), "approve": user_code(1), "approve_nojs": user_code(2) },
+    });
+    let stdout = check(&script.finish(&input, BROWSER_SCRIPT).await);
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+
+    assert_eq!(
+        result["audited"],
+        serde_json::json!([
+            "login",
+            "login-error",
+            "consent",
+            "device",
+            "device-error",
+            "device-consent",
+            "device-denied",
+            "device-connected",
+            "account",
+            "web-message",
+            "error",
+            "logout",
+            "signed-out",
+            "email-sent",
+            "email-confirm",
+            "form-post",
+        ])
+    );
+    // Deny: access_denied with the application's state, from this issuer, no code.
+    assert_eq!(
+        result["denied"],
+        serde_json::json!({
+            "error": "access_denied",
+            "error_description": "the user denied the request",
+            "state": "st",
+            "iss": app.issuer,
+        })
+    );
+    // The codes the browser carried back (by query, and by form_post) are genuine, and
+    // for the person who signed in.
+    for (name, client, verifier, email) in [
+        (
+            "keyboard",
+            "pages-app",
+            &keyboard_verifier,
+            "alice@example.com",
+        ),
+        ("nojs", "pages-app", &nojs_verifier, "alice@example.com"),
+        (
+            "form_post",
+            "pages-app",
+            &form_post_verifier,
+            "alice@example.com",
+        ),
+        (
+            "email",
+            "pages-first-party",
+            &email_verifier,
+            "erin@example.com",
+        ),
+    ] {
+        let response = &result[name];
+        assert_eq!(response["state"], "st", "{name}: {response}");
+        assert_eq!(response["iss"], app.issuer.as_str(), "{name}: {response}");
+        let (status, body) = token_request(
+            &app,
+            client,
+            Some(PAGES_SECRET),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", response["code"].as_str().unwrap()),
+                ("redirect_uri", &redirect),
+                ("code_verifier", verifier.secret()),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+        let claims = jwt_payload(body["id_token"].as_str().unwrap());
+        assert_eq!(claims["email"], email, "{name}: {claims}");
+    }
+    // The devices: the one denied is refused, the two approved (with and without
+    // JavaScript) get tokens.
+    for (i, refused) in [(0, true), (1, false), (2, false)] {
+        let (status, body) = token_request(
+            &app,
+            "cli",
+            None,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("client_id", "cli"),
+                ("device_code", devices[i]["device_code"].as_str().unwrap()),
+            ],
+        )
+        .await;
+        if refused {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("access_denied")),
+                "device {i}: {body}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::OK, "device {i}: {body}");
+        }
+    }
 }
