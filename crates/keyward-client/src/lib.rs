@@ -14,6 +14,9 @@
 //!   package client uses), where it lives, and how it is read and written safely by many
 //!   processes at once (atomic replace, a cross-process lock, a corrupt or half-written
 //!   file read as "no token").
+//! - [`ws`]: the client side of keyward guard's WebSocket protocol: authenticate,
+//!   tell the guard's answers from the service's traffic, decide when to
+//!   re-authenticate.
 //! - [`error`]: what can go wrong, as one [`ClientError`].
 
 pub mod device;
@@ -22,6 +25,7 @@ pub mod exchange;
 pub mod http;
 pub mod login;
 pub mod tokenfile;
+pub mod ws;
 
 pub use error::ClientError;
 pub use login::{Flow, Options, State};

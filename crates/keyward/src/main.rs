@@ -3,6 +3,7 @@
 //! terminal client of any keyward (or RFC 8628) server, in [`terminal`].
 
 mod terminal;
+mod ws;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, IsTerminal as _};
@@ -60,6 +61,12 @@ enum Command {
         (run `keyward login`); 1 on any other error (server unreachable, …), explained on stderr."
     )]
     Token(terminal::TokenArgs),
+    /// Connect to a WebSocket behind keyward guard with the stored login, piping stdin
+    /// and stdout (like websocat) and re-authenticating in-band before the token ends.
+    #[command(
+        after_help = "Exit status: 0 when either side closed normally; 1 when the guard         refused the token or closed the connection (the close code and reason on stderr)."
+    )]
+    Ws(ws::WsArgs),
     /// Revoke a server's tokens at the server and remove them from this machine.
     Logout(terminal::LogoutArgs),
     /// List the servers logged in to: who, and when the tokens expire (never the tokens).
@@ -260,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // The terminal client needs no server configuration.
         Command::Login(args) => terminal::login(args).await,
         Command::Token(args) => terminal::token(args).await,
+        Command::Ws(args) => ws::ws(args).await,
         Command::Logout(args) => terminal::logout(args).await,
         Command::Status(args) => terminal::status(args),
     }

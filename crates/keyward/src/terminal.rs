@@ -25,7 +25,7 @@ pub struct ClientArgs {
     home: Option<PathBuf>,
     /// Give up on a request to the server after this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// The server to talk to.
@@ -94,7 +94,7 @@ pub struct StatusArgs {
 }
 
 impl ClientArgs {
-    fn home(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn home(&self) -> anyhow::Result<PathBuf> {
         match &self.home {
             Some(home) => Ok(home.clone()),
             None => tokenfile::default_home()
@@ -102,14 +102,14 @@ impl ClientArgs {
         }
     }
 
-    fn http(&self) -> anyhow::Result<reqwest::Client> {
+    pub(crate) fn http(&self) -> anyhow::Result<reqwest::Client> {
         Ok(http::http_client(Duration::from_secs(self.timeout.max(1)))?)
     }
 }
 
 impl ServerArg {
     /// The server named, or the only one logged in to.
-    fn resolve(&self, home: &Path) -> anyhow::Result<Url> {
+    pub(crate) fn resolve(&self, home: &Path) -> anyhow::Result<Url> {
         if let Some(server) = &self.server {
             return parse_server(server);
         }
