@@ -593,10 +593,13 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// Starts `command` with stdout and stderr piped.
+    /// Starts `command` with stdout and stderr piped, in a process group of its own
+    /// (so that dropping it ends what it started too, such as a README script's
+    /// background server).
     pub fn spawn(mut command: tokio::process::Command) -> Self {
         use tokio::io::AsyncBufReadExt as _;
         let mut child = command
+            .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -664,6 +667,17 @@ impl Watched {
         .await
         .expect("finished within a minute");
         (status, out, stderr)
+    }
+}
+
+impl Drop for Watched {
+    /// A test that failed half-way leaves nothing running: the whole group is killed.
+    fn drop(&mut self) {
+        if let (Some(pid), Ok(None)) = (self.child.id(), self.child.try_wait()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
