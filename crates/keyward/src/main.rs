@@ -1,7 +1,9 @@
 //! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
 //! and `key` administer its database; `login`, `token`, `logout` and `status` are the
-//! terminal client of any keyward (or RFC 8628) server, in [`terminal`].
+//! terminal client of any keyward (or RFC 8628) server, in [`terminal`]; `guard` is the
+//! reverse proxy that protects a service with keyward's tokens, in [`guard`].
 
+mod guard;
 mod terminal;
 mod ws;
 
@@ -71,6 +73,10 @@ enum Command {
     Logout(terminal::LogoutArgs),
     /// List the servers logged in to: who, and when the tokens expire (never the tokens).
     Status(terminal::StatusArgs),
+    /// Protect an HTTP and WebSocket service with keyward's tokens: a reverse proxy that
+    /// checks each request's bearer token (and each WebSocket's, in-band) and forwards
+    /// the caller's identity.
+    Guard(guard::GuardArgs),
 }
 
 #[derive(Subcommand)]
@@ -270,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ws(args) => ws::ws(args).await,
         Command::Logout(args) => terminal::logout(args).await,
         Command::Status(args) => terminal::status(args),
+        Command::Guard(args) => guard::run(args, shutdown_signal()).await,
     }
 }
 

@@ -17,6 +17,7 @@ mod email;
 mod exchange;
 mod fake_github;
 mod flows;
+mod guard;
 mod hostile;
 mod js;
 mod lifetimes;
