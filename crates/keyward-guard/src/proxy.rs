@@ -579,6 +579,10 @@ impl Connection {
                                 let _ = tx.send(close).await;
                                 let _ = tx.close().await;
                             }
+                            // Complete the closing handshake (RFC 6455 §5.5.1): the
+                            // client's close frame is answered, not met with a reset.
+                            let _ = client_tx.send(axum_ws::Message::Close(frame.clone())).await;
+                            let _ = client_tx.close().await;
                             return "client_closed";
                         }
                     }

@@ -99,23 +99,30 @@ pub async fn ws(args: WsArgs) -> anyhow::Result<()> {
     let mut stdin_open = true;
     let mut stdout = tokio::io::stdout();
     loop {
-        // Until re-authentication is due; nothing to wait for while an answer is pending.
+        // Until re-authentication is due; nothing to wait for while an answer is pending
+        // or once this side has closed.
         let wait = session
             .reauth_in(unix_now(), threshold)
-            .filter(|_| !session.awaiting_answer)
+            .filter(|_| !session.awaiting_answer && stdin_open)
             .map(|s| Duration::from_secs(s.unsigned_abs()));
         tokio::select! {
             frame = stream.next() => {
-                let Some(frame) = frame else { bail!("the connection ended without a close frame") };
+                let Some(frame) = frame else {
+                    if stdin_open {
+                        bail!("the connection ended without a close frame");
+                    }
+                    return Ok(());
+                };
                 match frame.context("the connection failed")? {
                     Message::Text(text) => match GuardMessage::parse(&text) {
                         Some(message) => {
                             let success = matches!(message, GuardMessage::AuthSuccess { .. });
                             match session.handle(message) {
                                 Next::Refused(reason) => bail!("the guard refused the token: {reason}"),
-                                Next::Reauthenticate => {
+                                Next::Reauthenticate if stdin_open => {
                                     reauthenticate(&mut tokens, &mut sink, &mut session, threshold).await?;
                                 }
+                                Next::Reauthenticate => {}
                                 Next::Continue => {}
                             }
                             if success && let Some(end) = session.expires_at {

@@ -716,3 +716,87 @@ async fn a_token_revoked_at_keyward_closes_the_live_websocket_within_the_recheck
         2
     );
 }
+
+/// `keyward ws`, the reference client: logged in from the terminal as alice, it
+/// connects through the guard with a token exchanged for `echo`, pipes stdin and stdout,
+/// and re-authenticates in-band by itself, so the connection outlives two 10-second
+/// tokens; closing stdin ends it normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_ws_pipes_and_reauthenticates_by_itself() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!("device_poll_interval = \"1s\"\n{CONFIG}"),
+    )
+    .await
+    .unwrap();
+    let echo = spawn_echo().await;
+    let guard = spawn_guard(&app.issuer, &echo.url, &[]).await;
+    let home = temp_dir();
+    crate::client::cli_login(&app, &home, &[]).await;
+
+    let url = format!("{}/live", guard.url.replacen("http", "ws", 1));
+    let mut command = keyward_cli(
+        &home,
+        &[
+            "ws",
+            &url,
+            &app.issuer,
+            "--audience",
+            "echo",
+            "--scope",
+            "echo:read",
+        ],
+    );
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = unix_now();
+    let mut sent = 0;
+    // Past two token lifetimes, a line every two seconds, each echoed back.
+    while unix_now() < started + 22.0 {
+        sent += 1;
+        let line = format!("line {sent}");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(WAIT, stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no echo of {line:?} within {WAIT:?}"))
+            .unwrap();
+        assert_eq!(echoed.as_deref(), Some(line.as_str()));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("keyward ws ended after stdin closed")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    {
+        let seen = echo.seen.lock().unwrap();
+        assert_eq!(seen.upgrades.len(), 1, "one connection throughout");
+        assert_eq!(seen.frames.len(), sent, "{:?}", seen.frames);
+        assert!(seen.frames.iter().all(|f| f.starts_with("line ")));
+    }
+    assert_eq!(
+        guard_metric(
+            &guard,
+            r#"keyward_guard_websocket_closes_total{reason="token expired"}"#
+        )
+        .await,
+        0
+    );
+    let _ = std::fs::remove_dir_all(home);
+}
