@@ -14,6 +14,7 @@
 import { parseArgs } from 'node:util';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
+import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
 
 const { values } = parseArgs({
@@ -39,12 +40,22 @@ function certificates() {
     cert.sign(signingKey, md.sha256.create());
     return cert;
   };
-  const caKeys = pki.rsa.generateKeyPair(2048);
+  // Keys from Node's own (native) generator: forge's JavaScript one takes seconds of
+  // CPU, far longer on a loaded machine.
+  const keyPair = () => {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+    });
+    return { publicKey: pki.publicKeyFromPem(publicKey), privateKey: pki.privateKeyFromPem(privateKey) };
+  };
+  const caKeys = keyPair();
   const ca = make('keyward test SMTP CA', 'keyward test SMTP CA', caKeys.publicKey, caKeys.privateKey, [
     { name: 'basicConstraints', cA: true, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
   ]);
-  const keys = pki.rsa.generateKeyPair(2048);
+  const keys = keyPair();
   const server = make('localhost', 'keyward test SMTP CA', keys.publicKey, caKeys.privateKey, [
     { name: 'basicConstraints', cA: false },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p keyward-bench -- all      # keyward vs oidc-provider, ~8 minutes
 //! cargo run --release -p keyward-bench -- smoke    # keyward only, a few seconds each (CI)
+//! cargo run --release -p keyward-bench -- guard    # keyward guard vs the service alone
 //! ```
 //!
 //! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
@@ -15,6 +16,7 @@
 //! machines are shared and noisy.
 //! Everything listens on 127.0.0.1 and every run stops by itself.
 
+mod guard;
 mod load;
 mod scenario;
 mod target;
@@ -40,7 +42,8 @@ use crate::target::{Credentials, Server, Site, cpu_of, rss_of};
 struct Args {
     /// `all`: keyward (SQLite, and PostgreSQL for client_credentials) against the peer,
     /// full length. `smoke`: keyward on SQLite only, a few seconds per scenario, failing
-    /// on any error (what CI runs).
+    /// on any error (what CI runs). `guard`: keyward guard in front of a bare service
+    /// against the service alone, and idle WebSockets held through it.
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
@@ -57,6 +60,10 @@ struct Args {
     /// Pending device authorizations polled. Default: 10000 (all), 1000 (smoke).
     #[arg(long)]
     pending_devices: Option<usize>,
+    /// Idle WebSockets held through the guard (`guard`; fewer when the open-file limit
+    /// does not allow them).
+    #[arg(long, default_value_t = 10_000)]
+    websockets: usize,
     /// Active refresh tokens stored before the memory reading. Default: 100000 (all),
     /// 2000 (smoke).
     #[arg(long)]
@@ -86,6 +93,7 @@ struct Args {
 enum Mode {
     All,
     Smoke,
+    Guard,
 }
 
 /// One row of the report.
@@ -207,6 +215,20 @@ fn keyward_binary(named: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Runs the benchmarks; `Ok(false)` when a smoke run saw errors.
 async fn bench(args: Args) -> anyhow::Result<bool> {
+    if args.mode == Mode::Guard {
+        let exe = keyward_binary(args.keyward.as_deref())?;
+        let plan = guard::GuardPlan {
+            seconds: args.seconds.unwrap_or(10),
+            connections: args.connections,
+            websockets: args.websockets,
+        };
+        let report = guard::bench(&exe, plan).await?;
+        println!("{report}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+        }
+        return Ok(true);
+    }
     let plan = Plan::of(&args);
     let scenarios = chosen_scenarios(&args.only)?;
     let load = Load {

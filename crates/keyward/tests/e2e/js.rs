@@ -237,16 +237,30 @@ impl NodeServer {
             .current_dir(js_dir())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("run node");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
         let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
             .unwrap_or_else(|_| panic!("{args:?} printed nothing within 30 s"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("{args:?} ended before it listened"));
+            .unwrap();
+        let Some(first) = first else {
+            let mut said = String::new();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut said),
+            )
+            .await;
+            panic!("{args:?} ended before it listened:\n{said}");
+        };
+        // Keep draining what it says, so that it never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut stderr, &mut sink).await;
+        });
         Self {
             _child: child,
             started: serde_json::from_str(&first).unwrap(),
