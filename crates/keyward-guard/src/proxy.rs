@@ -649,7 +649,14 @@ impl Connection {
                     if let Some(token) = token.as_deref()
                         && guard.still_active(token).await == Some(false)
                     {
-                        actions = session.on_revoked();
+                        // A token that has just expired is inactive too: that is an
+                        // expiry, not a revocation.
+                        let expired = session.on_tick(unix_now_ms());
+                        actions = if session.is_closed() {
+                            expired
+                        } else {
+                            session.on_revoked()
+                        };
                     }
                 }
             }

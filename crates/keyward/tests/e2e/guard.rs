@@ -39,7 +39,7 @@ scopes = ["echo:*"]
 client_id = "portal"
 client_secret = "portal-secret-0123456789abcdef"
 redirect_uris = ["http://127.0.0.1:5555/callback"]
-grant_types = ["authorization_code", "urn:ietf:params:oauth:grant-type:token-exchange"]
+grant_types = ["authorization_code", "client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 scopes = ["openid", "profile"]
 skip_consent = true
 "#;
@@ -423,6 +423,50 @@ async fn http_through_the_guard_is_allowed_refused_or_forbidden_and_carries_the_
         "{forwarded}"
     );
 
+    // A token with an actor (the portal acting for alice): the chain in x-keyward-act.
+    let (status, portal) = token_request(
+        &app,
+        "portal",
+        Some(PORTAL_SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{portal}");
+    let (status, body) = token_request(
+        &app,
+        "portal",
+        Some(PORTAL_SECRET),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &alice),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("actor_token", portal["access_token"].as_str().unwrap()),
+            ("actor_token_type", ACCESS_TOKEN),
+            ("audience", "echo"),
+            ("scope", "echo:read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let acted = body["access_token"].as_str().unwrap();
+    let response = http()
+        .get(&url)
+        .bearer_auth(acted)
+        .header("x-keyward-act", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        seen["headers"]["x-keyward-act"],
+        serde_json::json!(["portal"])
+    );
+    assert_eq!(
+        seen["headers"]["x-keyward-sub"],
+        serde_json::json!([alice_sub])
+    );
+
     assert_eq!(
         guard_metric(
             &guard,
@@ -441,7 +485,7 @@ async fn http_through_the_guard_is_allowed_refused_or_forbidden_and_carries_the_
     );
     assert_eq!(
         guard_metric(&guard, "keyward_guard_requests_total{outcome=\"allowed\"}").await,
-        1
+        2
     );
 }
 
