@@ -760,3 +760,77 @@ async fn a_token_revoked_at_keyward_closes_the_live_websocket_within_the_recheck
         2
     );
 }
+
+#[tokio::test]
+async fn a_websocket_that_never_authenticates_is_closed_with_4401_after_ten_seconds() {
+    let app = spawn_app(Db::Sqlite, CONFIG).await.unwrap();
+    let echo = spawn_echo().await;
+    let guard = spawn_guard(&app.issuer, &echo.url, &[]).await;
+    let opened = unix_now();
+    let mut ws = connect(&guard, None).await;
+    let (texts, code, reason) = closed(&mut ws, "the auth timeout").await;
+    let after = unix_now() - opened;
+    assert_eq!((code, reason.as_str()), (4401, "authentication timed out"));
+    assert!(texts[0].contains("\"type\":\"auth_error\""), "{texts:?}");
+    assert!((9.5..=11.0).contains(&after), "closed after {after} s");
+    assert!(echo.seen.lock().unwrap().upgrades.is_empty());
+}
+
+#[tokio::test]
+async fn keyward_guard_says_what_is_missing_and_never_starts_half_configured() {
+    // The guard runs beside this test's server, so it is awaited, never blocked on.
+    async fn run(args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+        command
+            .arg("guard")
+            .args(args)
+            .env_remove("KEYWARD_GUARD_CLIENT_SECRET")
+            .env_remove("KEYWARD_GUARD_CLIENT_SECRET_FILE")
+            .env_remove("KEYWARD_CONFIG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = tokio::time::timeout(WAIT, command.output())
+            .await
+            .expect("keyward guard gave up in time")
+            .expect("keyward guard runs");
+        assert!(!output.status.success(), "{args:?} must fail");
+        text(&output.stderr)
+    }
+    let app = spawn_app(Db::Sqlite, CONFIG).await.unwrap();
+    let base = ["--issuer", &app.issuer, "--upstream", "http://127.0.0.1:9"];
+    let stderr = run(
+        &[&base[..], &["--introspect-client", "demo-app"]].concat(),
+        &[],
+    )
+    .await;
+    assert!(
+        stderr.contains("KEYWARD_GUARD_CLIENT_SECRET or KEYWARD_GUARD_CLIENT_SECRET_FILE"),
+        "{stderr}"
+    );
+    let stderr = run(
+        &[&base[..], &["--introspect-client", "demo-app"]].concat(),
+        &[("KEYWARD_GUARD_CLIENT_SECRET_FILE", "/nonexistent/secret")],
+    )
+    .await;
+    assert!(stderr.contains("/nonexistent/secret"), "{stderr}");
+    let stderr = run(&[&base[..], &["--recheck", "soon"]].concat(), &[]).await;
+    assert!(stderr.contains("not a duration"), "{stderr}");
+    let stderr = run(
+        &[
+            "--issuer",
+            "http://127.0.0.1:9",
+            "--upstream",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+    )
+    .await;
+    assert!(stderr.contains("cannot read the issuer"), "{stderr}");
+    let stderr = run(
+        &["--issuer", &app.issuer, "--upstream", "ftp://127.0.0.1:9"],
+        &[],
+    )
+    .await;
+    assert!(stderr.contains("http:// or https://"), "{stderr}");
+}
