@@ -723,7 +723,9 @@ async fn a_token_revoked_at_keyward_closes_the_live_websocket_within_the_recheck
     let (_, code, reason) = closed(&mut ws, "revocation").await;
     assert_eq!((code, reason.as_str()), (4401, "token revoked"));
     assert!(
-        unix_now() - revoked <= 1.5,
+        // The next 1 s recheck, plus its introspection round trip on a busy machine;
+        // an expiry would come only at 10 s, and with another reason.
+        unix_now() - revoked <= 2.5,
         "closed {} s after the revocation",
         unix_now() - revoked
     );
@@ -750,7 +752,11 @@ async fn a_token_revoked_at_keyward_closes_the_live_websocket_within_the_recheck
     let disabled = unix_now();
     let (_, code, reason) = closed(&mut ws, "disabled user").await;
     assert_eq!((code, reason.as_str()), (4401, "token revoked"));
-    assert!(unix_now() - disabled <= 1.5);
+    assert!(
+        unix_now() - disabled <= 2.5,
+        "closed {} s after disabling",
+        unix_now() - disabled
+    );
     assert_eq!(
         guard_metric(
             &guard,
@@ -772,7 +778,7 @@ async fn a_websocket_that_never_authenticates_is_closed_with_4401_after_ten_seco
     let after = unix_now() - opened;
     assert_eq!((code, reason.as_str()), (4401, "authentication timed out"));
     assert!(texts[0].contains("\"type\":\"auth_error\""), "{texts:?}");
-    assert!((9.5..=11.0).contains(&after), "closed after {after} s");
+    assert!((9.5..=12.0).contains(&after), "closed after {after} s");
     assert!(echo.seen.lock().unwrap().upgrades.is_empty());
 }
 
