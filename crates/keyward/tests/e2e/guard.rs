@@ -140,12 +140,19 @@ struct GuardProcess {
 }
 
 async fn spawn_guard(issuer: &str, upstream: &str, extra: &[&str]) -> GuardProcess {
+    let mut args = vec!["--issuer", issuer, "--upstream", upstream];
+    args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    args.extend(["--audience", "echo", "--scope", "echo:read"]);
+    args.extend(extra);
+    start_guard(&args).await
+}
+
+/// `keyward guard ARGS`, once it printed its addresses.
+async fn start_guard(args: &[&str]) -> GuardProcess {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
     command
-        .args(["guard", "--issuer", issuer, "--upstream", upstream])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--audience", "echo", "--scope", "echo:read"])
-        .args(extra)
+        .arg("guard")
+        .args(args)
         .env_remove("KEYWARD_CONFIG")
         .env("KEYWARD_GUARD_CLIENT_SECRET", SECRET)
         .stdout(std::process::Stdio::piped())
@@ -839,4 +846,68 @@ async fn keyward_guard_says_what_is_missing_and_never_starts_half_configured() {
     )
     .await;
     assert!(stderr.contains("http:// or https://"), "{stderr}");
+}
+
+#[tokio::test]
+async fn keyward_guard_reads_its_table_from_the_config_file_and_flags_win() {
+    // The server takes a file with a [guard] table (and leaves it alone).
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!("{CONFIG}\n[guard]\nissuer = \"http://ignored.example\"\n"),
+    )
+    .await
+    .unwrap();
+    let echo = spawn_echo().await;
+    let dir = temp_dir();
+    let file = dir.join("guard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "issuer = \"http://127.0.0.1:9\"\n\n[guard]\nissuer = \"{}\"\nupstream = \"{}\"\n\
+             listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\naudience = \"echo\"\n\
+             scopes = [\"echo:write\"]\nrecheck = \"5s\"\n",
+            app.issuer, echo.url
+        ),
+    )
+    .unwrap();
+    let alice = login(&app, "alice").await;
+    let token = echo_token(&app, &alice, "echo:read").await;
+    let call = |guard: &GuardProcess| {
+        http()
+            .get(format!("{}/x", guard.url))
+            .bearer_auth(&token)
+            .send()
+    };
+
+    // From the file alone: echo:write is required, which the token lacks.
+    let file_arg = file.to_str().unwrap();
+    let guard = start_guard(&["--config", file_arg]).await;
+    let response = call(&guard).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("scope=\"echo:write\""), "{challenge}");
+    drop(guard);
+
+    // A flag wins over the file.
+    let guard = start_guard(&["--config", file_arg, "--scope", "echo:read"]).await;
+    assert_eq!(call(&guard).await.unwrap().status(), StatusCode::OK);
+
+    // An unknown key in [guard] is refused, naming the file.
+    std::fs::write(&file, "[guard]\nissuer = \"x\"\nupstrem = \"y\"\n").unwrap();
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["guard", "--config", file_arg])
+            .env_remove("KEYWARD_CONFIG")
+            .output(),
+    )
+    .await
+    .expect("keyward guard gave up in time")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("guard.toml") && stderr.contains("upstrem"),
+        "{stderr}"
+    );
 }
