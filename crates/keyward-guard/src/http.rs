@@ -214,4 +214,83 @@ mod tests {
         let response = Rejection(VerifyError::Revoked).into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
+
+    #[tokio::test]
+    async fn the_extractor_and_the_layer_let_through_only_good_tokens_with_the_scopes() {
+        use crate::fixture::Issuer;
+        use crate::verify::tests::Signer;
+        use axum::routing::get;
+        use tower::ServiceExt as _;
+
+        let signer = Signer::new("k1");
+        let issuer = Issuer::start(vec![signer.jwk()]).await;
+        let guard = Guard::start(issuer.config(&["queue:read"])).await.unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/extractor",
+                get(|Authenticated(who): Authenticated| async move { who.sub }),
+            )
+            .route(
+                "/layered",
+                get(
+                    |axum::Extension(who): axum::Extension<Principal>| async move {
+                        format!("{} {}", who.sub, who.scopes.join(","))
+                    },
+                )
+                .layer(GuardLayer::new(Arc::clone(&guard))),
+            )
+            .with_state(Arc::clone(&guard));
+        let call = |path: &'static str, token: Option<String>| {
+            let app = app.clone();
+            async move {
+                let mut request = axum::http::Request::get(path);
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let response = app
+                    .oneshot(request.body(axum::body::Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .unwrap();
+                (
+                    status,
+                    challenge,
+                    String::from_utf8(bytes.to_vec()).unwrap(),
+                )
+            }
+        };
+        let good = signer.sign(&issuer.claims("alice", "queue:*"));
+        let narrow = signer.sign(&issuer.claims("alice", "queue:write"));
+        let foreign = Signer::new("k1").sign(&issuer.claims("alice", "queue:*"));
+        for path in ["/extractor", "/layered"] {
+            let (status, _, body) = call(path, Some(good.clone())).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert!(body.starts_with("alice"), "{path}: {body}");
+            for (token, why) in [(None, "no token"), (Some(foreign.clone()), "forged")] {
+                let (status, challenge, body) = call(path, token).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {why}");
+                assert!(
+                    challenge
+                        .unwrap()
+                        .starts_with("Bearer error=\"invalid_token\""),
+                    "{path} {why}"
+                );
+                assert!(body.contains("invalid_token"), "{path} {why}: {body}");
+            }
+            let (status, challenge, _) = call(path, Some(narrow.clone())).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+            assert!(
+                challenge.unwrap().ends_with("scope=\"queue:read\""),
+                "{path}"
+            );
+        }
+        assert_eq!(call("/layered", Some(good)).await.2, "alice queue:*");
+    }
 }

@@ -91,10 +91,11 @@ pub struct JwksCache {
     http: reqwest::Client,
     jwks_uri: String,
     keys: RwLock<Arc<KeySet>>,
-    /// When the keys were last fetched; held across a fetch so that one runs at a time.
-    fetched: Mutex<Instant>,
+    /// When the keys were last fetched again (not counting the first load, so that a key
+    /// rotated in just after start is picked up at once); held across a fetch so that one
+    /// runs at a time.
+    refetched: Mutex<Option<Instant>>,
     refetches: AtomicU64,
-    min_refetch: Duration,
 }
 
 impl JwksCache {
@@ -108,9 +109,8 @@ impl JwksCache {
             http,
             jwks_uri,
             keys: RwLock::new(Arc::new(KeySet::from_jwks(&jwks))),
-            fetched: Mutex::new(Instant::now()),
+            refetched: Mutex::new(None),
             refetches: AtomicU64::new(0),
-            min_refetch: Self::MIN_REFETCH,
         })
     }
 
@@ -125,20 +125,20 @@ impl JwksCache {
     }
 
     /// Called when a token names `kid` and the set does not hold it: fetches the keys
-    /// again unless that was done less than [`Self::MIN_REFETCH`] ago (or another
-    /// caller just did), and returns the keys to retry with, or `None` when there is
+    /// again unless they were fetched again less than [`Self::MIN_REFETCH`] ago (or
+    /// another caller just did), and returns the keys to retry with, or `None` when there is
     /// nothing new to try.
     pub async fn refetch_for(&self, kid: &str) -> Result<Option<Arc<KeySet>>, FetchError> {
-        let mut fetched = self.fetched.lock().await;
+        let mut refetched = self.refetched.lock().await;
         let current = self.keys();
         if current.contains(kid) {
             // Someone else fetched while this caller waited.
             return Ok(Some(current));
         }
-        if !refetch_due(*fetched, Instant::now(), self.min_refetch) {
+        if refetched.is_some_and(|last| !refetch_due(last, Instant::now(), Self::MIN_REFETCH)) {
             return Ok(None);
         }
-        *fetched = Instant::now();
+        *refetched = Some(Instant::now());
         self.refetches.fetch_add(1, Ordering::Relaxed);
         let jwks: Jwks = get_json(&self.http, &self.jwks_uri).await?;
         let keys = Arc::new(KeySet::from_jwks(&jwks));
@@ -163,5 +163,41 @@ mod tests {
         assert!(!refetch_due(last, last, min));
         assert!(!refetch_due(last, last + Duration::from_secs(59), min));
         assert!(refetch_due(last, last + Duration::from_secs(60), min));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_the_keys_again_at_most_once_a_minute() {
+        use crate::fixture::Issuer;
+        use crate::verify::tests::Signer;
+        use crate::{Guard, VerifyError};
+        use keyward_proto::jws::JwtError;
+
+        let (old, new, later) = (Signer::new("k1"), Signer::new("k2"), Signer::new("k3"));
+        let issuer = Issuer::start(vec![old.jwk()]).await;
+        let guard = Guard::start(issuer.config(&[])).await.unwrap();
+        assert_eq!(issuer.fetches(), 1);
+        let by_old = old.sign(&issuer.claims("alice", ""));
+        assert_eq!(guard.verify(&by_old).await.unwrap().sub, "alice");
+        assert_eq!(issuer.fetches(), 1, "a known key needs no fetch");
+
+        // A rotation: the new key is fetched on its first token.
+        issuer.keys.lock().unwrap().push(new.jwk());
+        let by_new = new.sign(&issuer.claims("bob", ""));
+        assert_eq!(guard.verify(&by_new).await.unwrap().sub, "bob");
+        assert_eq!((issuer.fetches(), guard.jwks_refetches()), (2, 1));
+        assert_eq!(guard.verify(&by_new).await.unwrap().sub, "bob");
+        assert_eq!(issuer.fetches(), 2);
+
+        // Within the minute, another unknown kid is refused without a fetch, even once
+        // the issuer publishes it.
+        let by_later = later.sign(&issuer.claims("carol", ""));
+        issuer.keys.lock().unwrap().push(later.jwk());
+        for _ in 0..3 {
+            assert_eq!(
+                guard.verify(&by_later).await,
+                Err(VerifyError::Jwt(JwtError::UnknownKey("k3".into())))
+            );
+        }
+        assert_eq!((issuer.fetches(), guard.jwks_refetches()), (2, 1));
     }
 }

@@ -237,3 +237,67 @@ mod tests {
         assert!(parse_duration("s").is_err());
     }
 }
+
+/// A stand-in issuer for the unit tests: discovery and a JWKS that a test can change,
+/// counting the JWKS fetches.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::get;
+
+    pub(crate) struct Issuer {
+        pub(crate) url: String,
+        pub(crate) keys: Arc<Mutex<Vec<serde_json::Value>>>,
+        pub(crate) fetches: Arc<AtomicUsize>,
+    }
+
+    impl Issuer {
+        pub(crate) async fn start(keys: Vec<serde_json::Value>) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let keys = Arc::new(Mutex::new(keys));
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let discovery = serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+            let (served, counter) = (Arc::clone(&keys), Arc::clone(&fetches));
+            let router = axum::Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    get(move || async move { axum::Json(discovery) }),
+                )
+                .route(
+                    "/jwks",
+                    get(move || async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let keys = served.lock().unwrap().clone();
+                        axum::Json(serde_json::json!({ "keys": keys }))
+                    }),
+                );
+            tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+            Self { url, keys, fetches }
+        }
+
+        pub(crate) fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        /// Claims for a token of this issuer.
+        pub(crate) fn claims(&self, sub: &str, scope: &str) -> serde_json::Value {
+            let mut claims = crate::verify::tests::claims(sub, "queue".into(), scope);
+            claims["iss"] = self.url.clone().into();
+            claims["exp"] = (crate::unix_now() + 600).into();
+            claims
+        }
+
+        pub(crate) fn config(&self, scopes: &[&str]) -> crate::GuardConfig {
+            crate::GuardConfig {
+                issuer: self.url.clone(),
+                audience: Some("queue".into()),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                introspection: None,
+                recheck: std::time::Duration::from_secs(30),
+            }
+        }
+    }
+}

@@ -192,18 +192,24 @@ impl Proxy {
             .with_state(Arc::clone(self))
     }
 
-    /// The upstream URL for `uri`, with `scheme` (`http`/`https` or `ws`/`wss`).
+    /// The upstream URL for `uri`.
     fn target(&self, uri: &Uri, websocket: bool) -> String {
-        let scheme = match (self.upstream.scheme(), websocket) {
-            ("https", true) => "wss",
-            (_, true) => "ws",
-            (scheme, false) => scheme,
-        };
-        let base = &self.upstream[url::Position::AfterScheme..url::Position::AfterPath];
-        let base = base.trim_end_matches('/');
-        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        format!("{scheme}{base}{path_and_query}")
+        target_url(&self.upstream, uri, websocket)
     }
+}
+
+/// The upstream URL for a request to `uri`: the upstream's path prefix, then the
+/// request's path and query; `ws`/`wss` for a WebSocket.
+pub fn target_url(upstream: &url::Url, uri: &Uri, websocket: bool) -> String {
+    let scheme = match (upstream.scheme(), websocket) {
+        ("https", true) => "wss",
+        (_, true) => "ws",
+        (scheme, false) => scheme,
+    };
+    let base = &upstream[url::Position::AfterScheme..url::Position::AfterPath];
+    let base = base.trim_end_matches('/');
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    format!("{scheme}{base}{path_and_query}")
 }
 
 /// Headers that describe one hop (RFC 9110 §7.6.1) and are not forwarded.
@@ -219,7 +225,8 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The request's headers as the upstream gets them: hop-by-hop headers, `Host`,
+/// The request's headers as the upstream gets them: hop-by-hop headers (and those the
+/// `Connection` header names), `Host`,
 /// `Content-Length`, the caller's `Forwarded` and every `x-keyward-*` removed; then the
 /// identity of `principal` and a `Forwarded` for this hop added.
 pub fn upstream_headers(
@@ -227,10 +234,18 @@ pub fn upstream_headers(
     principal: &Principal,
     peer: Option<SocketAddr>,
 ) -> HeaderMap {
+    let named: Vec<String> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     let mut headers = HeaderMap::new();
     for (name, value) in incoming {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)
+            || named.iter().any(|n| n == lower)
             || lower.starts_with(identity_header::PREFIX)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
@@ -638,10 +653,109 @@ impl Connection {
                     if let Some(token) = token.as_deref()
                         && guard.still_active(token).await == Some(false)
                     {
-                        actions = session.on_revoked();
+                        // A token that has just expired is inactive too: that is an
+                        // expiry, not a revocation.
+                        let expired = session.on_tick(unix_now_ms());
+                        actions = if session.is_closed() {
+                            expired
+                        } else {
+                            session.on_revoked()
+                        };
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_headers_carry_the_identity_and_drop_what_the_caller_should_not_set() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("host", "guard.example"),
+            ("x-keyward-sub", "admin"),
+            ("x-keyward-act", "root"),
+            ("X-Keyward-Other", "x"),
+            ("forwarded", "for=6.6.6.6"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "hop"),
+            ("accept", "text/plain"),
+            ("authorization", "Bearer t"),
+        ] {
+            incoming.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let principal = Principal {
+            sub: "alice".into(),
+            scopes: vec!["a".into(), "b:*".into()],
+            act: Some(keyward_proto::exchange::Actor {
+                sub: "ci".into(),
+                act: Some(Box::new(keyward_proto::exchange::Actor {
+                    sub: "bot".into(),
+                    act: None,
+                })),
+            }),
+            client_id: "portal".into(),
+            exp: 0,
+            jti: "j".into(),
+            aud: "queue".into(),
+        };
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let out = upstream_headers(&incoming, &principal, Some(peer));
+        let get = |name: &str| {
+            out.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("x-keyward-sub"), ["alice"]);
+        assert_eq!(get("x-keyward-scope"), ["a b:*"]);
+        assert_eq!(get("x-keyward-act"), ["ci bot"]);
+        assert!(get("x-keyward-other").is_empty());
+        assert_eq!(
+            get("forwarded"),
+            ["for=\"127.0.0.1:4000\";host=\"guard.example\";proto=http"]
+        );
+        for gone in ["host", "connection", "x-secret"] {
+            assert!(get(gone).is_empty(), "{gone}");
+        }
+        assert_eq!(get("accept"), ["text/plain"]);
+        assert_eq!(get("authorization"), ["Bearer t"]);
+
+        // Without an actor, no x-keyward-act at all (a caller's is still removed).
+        let alone = Principal {
+            act: None,
+            ..principal
+        };
+        assert!(
+            upstream_headers(&incoming, &alone, None)
+                .get("x-keyward-act")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_upstream_url_keeps_the_prefix_path_and_query() {
+        let upstream = url::Url::parse("http://127.0.0.1:9000/api/").unwrap();
+        let target = |base: &url::Url, uri: &str, websocket| {
+            target_url(base, &uri.parse().unwrap(), websocket)
+        };
+        assert_eq!(
+            target(&upstream, "/items?x=1", false),
+            "http://127.0.0.1:9000/api/items?x=1"
+        );
+        assert_eq!(
+            target(&upstream, "/live", true),
+            "ws://127.0.0.1:9000/api/live"
+        );
+        let tls = url::Url::parse("https://svc.example").unwrap();
+        assert_eq!(target(&tls, "/", true), "wss://svc.example/");
+        assert_eq!(target(&tls, "/a/b", false), "https://svc.example/a/b");
     }
 }

@@ -160,6 +160,11 @@ pub struct FileConfig {
     audiences: Vec<exchange::AudienceFile>,
     #[serde(default)]
     policies: Vec<exchange::PolicyFile>,
+    /// `[guard]`: read by `keyward guard`, which checks it; the server leaves it alone,
+    /// so that one file can configure both.
+    #[serde(default)]
+    #[allow(dead_code)]
+    guard: Option<toml::Table>,
 }
 
 /// The Julia package-server login protocol (`[pkg_auth]`): served under `/auth/` so

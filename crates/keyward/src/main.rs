@@ -276,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ws(args) => ws::ws(args).await,
         Command::Logout(args) => terminal::logout(args).await,
         Command::Status(args) => terminal::status(args),
-        Command::Guard(args) => guard::run(args, shutdown_signal()).await,
+        Command::Guard(args) => guard::run(args, config, shutdown_signal()).await,
     }
 }
 
