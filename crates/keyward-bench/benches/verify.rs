@@ -5,6 +5,9 @@
 //! seen again with a `jws::SignatureCache` (`verify_cached`). The token and the JWKS
 //! come from keyward's own key ring (keys generated and stored as `keyward serve` does).
 //!
+//! keyward guard's full check is measured too (`guard_check_*`): the same plus `aud`,
+//! `nbf` and the required scopes with the wildcard grammar, as it runs per request.
+//!
 //! `cargo bench -p keyward-bench --bench verify`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -89,6 +92,33 @@ fn verification(c: &mut Criterion) {
         b.iter(|| {
             jws::verify_cached::<AccessTokenClaims>(black_box(&es256), &keys, &expect, &cache)
                 .unwrap()
+        })
+    });
+    // keyward guard's check per request: signature, claims, audience and a required
+    // scope.
+    let requirements = keyward_guard::verify::Requirements {
+        issuer: ISSUER.into(),
+        audience: Some("reports".into()),
+        scopes: vec!["api:read".into()],
+    };
+    let now = keyward_server::domain::now();
+    group.bench_function("guard_check_es256", |b| {
+        b.iter(|| {
+            keyward_guard::verify::check(black_box(&es256), &keys, &requirements, now, None)
+                .unwrap()
+        })
+    });
+    let guard_cache = jws::SignatureCache::new(1024);
+    group.bench_function("guard_check_es256_seen_before", |b| {
+        b.iter(|| {
+            keyward_guard::verify::check(
+                black_box(&es256),
+                &keys,
+                &requirements,
+                now,
+                Some(&guard_cache),
+            )
+            .unwrap()
         })
     });
     group.bench_function("read_jwks", |b| {
