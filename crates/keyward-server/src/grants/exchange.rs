@@ -3,9 +3,18 @@
 //! registered in `[[audiences]]`), holding the scopes the `[[policies]]` give that
 //! subject, and naming who acts for them when an actor token is given.
 //!
-//! Subject and actor tokens accepted here are keyward's own access tokens (token type
-//! `…:access_token` or `…:jwt`), still active, and issued to the exchanging client: a
-//! client cannot exchange another client's token. The new token:
+//! Subject tokens accepted here:
+//! - keyward's own access tokens (token type `…:access_token` or `…:jwt`), still
+//!   active, and issued to the exchanging client: a client cannot exchange another
+//!   client's token (actor tokens are always of this kind);
+//! - a JWT (`…:jwt`) whose `iss` is a `[[trusted_issuers]]` entry (a CI system's
+//!   workload identity), verified as [`crate::upstream::trusted`] says: it names the
+//!   machine subject `trusted:<id>:<claim values>`, which is the new token's `sub` and
+//!   what the policies are matched against. Such a token has no grant: like a client's
+//!   own token, it carries the exchanging client's `client_tag` (so it dies with that
+//!   client record) and lives no longer than the JWT it came from.
+//!
+//! The new token:
 //! - `aud`: the requested audiences and resources (each registered, else
 //!   `invalid_target`);
 //! - `scope`: the requested scopes the subject holds (`invalid_scope` when it holds
@@ -23,57 +32,96 @@ use keyward_proto::claims::{AccessTokenClaims, Audience};
 use keyward_proto::exchange::{Actor, TokenExchangeRequest, token_type};
 use keyward_proto::token::TokenResponse;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::GrantError;
 use crate::domain::Client;
 use crate::issuer::{self, Issuer, ValidAccessToken, validate_access_token};
 use crate::policy::{self, Held};
+use crate::upstream::Connectors;
+use crate::upstream::trusted::MachineIdentity;
 
 /// The most actors an `act` chain may hold (each exchange with an actor adds one).
 pub const MAX_ACTORS: usize = 5;
 
+/// Who a subject token is about.
+enum Subject {
+    /// A keyward access token: a person's login, or a client's own token.
+    Keyward(Box<ValidAccessToken>),
+    /// A machine named by a trusted issuer's JWT.
+    Machine(MachineIdentity),
+}
+
+impl Subject {
+    /// The new token's `sub`.
+    fn name(&self) -> &str {
+        match self {
+            Self::Keyward(valid) => &valid.claims.sub,
+            Self::Machine(machine) => &machine.subject,
+        }
+    }
+
+    /// When the subject token expires.
+    fn exp(&self) -> i64 {
+        match self {
+            Self::Keyward(valid) => valid.claims.exp,
+            Self::Machine(machine) => machine.exp,
+        }
+    }
+
+    /// The grant the new token belongs to, if any.
+    fn gid(&self) -> Option<String> {
+        match self {
+            Self::Keyward(valid) => valid.claims.gid.clone(),
+            Self::Machine(_) => None,
+        }
+    }
+}
+
 /// Exchanges `request`'s subject token for an access token for `client`.
+/// `connectors` holds the trusted issuers of machine subjects.
 pub async fn exchange(
     issuer: &Issuer<'_>,
+    connectors: &Connectors,
     client: &Client,
     request: TokenExchangeRequest,
 ) -> Result<TokenResponse, GrantError> {
     let now = issuer.now();
     let (audience, lifetime) = targets(issuer, &request)?;
-    let subject = keyward_token(
-        issuer,
-        client,
-        &request.subject_token,
-        &request.subject_token_type,
-        "subject_token",
-    )
-    .await?;
+    let subject = subject(issuer, connectors, client, &request).await?;
     let act = match (&request.actor_token, &request.actor_token_type) {
         (Some(token), Some(kind)) => {
             let actor = keyward_token(issuer, client, token, kind, "actor_token").await?;
             Some(actor_of(actor.claims)?)
         }
-        _ => subject.claims.act.clone(),
+        _ => match &subject {
+            Subject::Keyward(valid) => valid.claims.act.clone(),
+            Subject::Machine(_) => None,
+        },
     };
     let held = subject_scopes(issuer, client, &subject).await?;
     let scope = granted_scope(&held, request.scope.as_ref())?;
 
+    let gid = subject.gid();
     let claims = AccessTokenClaims {
         iss: issuer.config.issuer_str().to_owned(),
-        sub: subject.claims.sub.clone(),
+        sub: subject.name().to_owned(),
         aud: audience,
-        exp: (now + lifetime).min(subject.claims.exp),
+        exp: (now + lifetime).min(subject.exp()),
         iat: now,
         jti: keyward_proto::secret::random_urlsafe(16),
         client_id: client.client_id.clone(),
         scope: scope.to_string(),
-        auth_time: subject.claims.auth_time,
-        gid: subject.claims.gid.clone(),
-        act,
-        client_tag: subject
-            .claims
-            .gid
+        auth_time: match &subject {
+            Subject::Keyward(valid) => valid.claims.auth_time,
+            Subject::Machine(_) => None,
+        },
+        client_tag: gid
             .is_none()
             .then(|| issuer::client_tag(issuer.mac, client)),
+        gid,
+        act,
     };
     let token = issuer::sign_access_token(issuer, &claims).map_err(issuer::IssueError::from)?;
     Ok(TokenResponse {
@@ -116,6 +164,54 @@ fn targets(
     }
     let audience = Audience::of(named.into_iter().map(str::to_owned).collect());
     Ok((audience, crate::domain::secs(lifetime)))
+}
+
+/// The subject of `request`: a trusted issuer's JWT when its type is `…:jwt` and its
+/// `iss` is not this server, else a keyward access token.
+async fn subject(
+    issuer: &Issuer<'_>,
+    connectors: &Connectors,
+    client: &Client,
+    request: &TokenExchangeRequest,
+) -> Result<Subject, GrantError> {
+    let token = &request.subject_token;
+    if request.subject_token_type == token_type::JWT
+        && let Some(iss) = unverified_issuer(token)
+        && iss != issuer.config.issuer_str()
+    {
+        let Some(trusted) = connectors.trusted_issuers().by_issuer(&iss) else {
+            return Err(GrantError::invalid_grant(
+                "subject_token: its issuer is not trusted here",
+            ));
+        };
+        let id = &trusted.config().id;
+        return match trusted.verify(token, issuer.now()).await {
+            Ok(machine) => Ok(Subject::Machine(machine)),
+            Err(e) => {
+                tracing::info!(trusted_issuer = %id, error = %e, "a trusted issuer's token was refused");
+                Err(GrantError::invalid_grant(format!(
+                    "subject_token from the trusted issuer {id} was not accepted: {e}"
+                )))
+            }
+        };
+    }
+    keyward_token(
+        issuer,
+        client,
+        token,
+        &request.subject_token_type,
+        "subject_token",
+    )
+    .await
+    .map(|valid| Subject::Keyward(Box::new(valid)))
+}
+
+/// The `iss` of a JWT's payload, unverified: only to pick who must verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// A keyward access token given as `what` (subject or actor token): of a type that
@@ -167,13 +263,22 @@ fn actor_of(claims: AccessTokenClaims) -> Result<Actor, GrantError> {
 
 /// What the subject may hold: for a person, what the policies give their subject
 /// names; for a client's own token, what the policies give `client:<id>` and the scopes
-/// it is registered with.
+/// it is registered with; for a machine, what the policies give its name.
 async fn subject_scopes(
     issuer: &Issuer<'_>,
     client: &Client,
-    subject: &ValidAccessToken,
+    subject: &Subject,
 ) -> Result<Vec<Held>, GrantError> {
     let policies = &issuer.config.exchange.policies;
+    let subject = match subject {
+        Subject::Keyward(valid) => valid,
+        Subject::Machine(machine) => {
+            return Ok(policy::held_scopes(
+                policies,
+                std::slice::from_ref(&machine.subject),
+            ));
+        }
+    };
     match &subject.user {
         Some(user) => {
             let password = issuer.config.password_login().map(|c| c.id.as_str());

@@ -1,0 +1,390 @@
+//! Token exchange (RFC 8693) with subject tokens keyward did not issue: a JWT from a
+//! `[[trusted_issuers]]` entry (a CI system's workload identity, served here by a tiny
+//! discovery + JWKS server signing with ring), traded for a token about the machine it
+//! names; its keys fetched again on an unknown key id at most once a minute; and every
+//! refusal (unknown issuer, wrong audience, expired, not yet valid, a subject claim
+//! missing, a bad signature).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+
+use crate::support::*;
+
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const CI_SECRET: &str = "ci-secret-0123456789abcdef";
+/// The `aud` the trusted issuer's tokens must have.
+const TRUSTED_AUDIENCE: &str = "https://keyward.test";
+/// The machine subject of acme/infra's main branch.
+const MACHINE: &str = "trusted:gha:acme/infra:refs/heads/main";
+
+/// A trusted issuer the test runs: discovery and JWKS on 127.0.0.1, keys made and
+/// published on demand, JWKS fetches counted.
+struct FakeIssuer {
+    issuer: String,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    issuer: String,
+    published: Mutex<Vec<serde_json::Value>>,
+    jwks_fetches: AtomicUsize,
+}
+
+/// A signing key of the fake issuer.
+struct SigningKey {
+    kid: String,
+    pair: EcdsaKeyPair,
+}
+
+impl SigningKey {
+    fn new(kid: &str) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Self {
+            kid: kid.to_owned(),
+            pair,
+        }
+    }
+
+    /// The public JWK.
+    fn jwk(&self) -> serde_json::Value {
+        let point = self.pair.public_key().as_ref();
+        serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "alg": "ES256",
+            "use": "sig",
+            "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        })
+    }
+
+    /// A compact JWS of `claims`, `typ` `JWT`, signed ES256 under this key's id.
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+}
+
+impl FakeIssuer {
+    async fn start() -> Self {
+        let listener = bind().await;
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared {
+            issuer: issuer.clone(),
+            published: Mutex::new(Vec::new()),
+            jwks_fetches: AtomicUsize::new(0),
+        });
+        async fn discovery(State(shared): State<Arc<Shared>>) -> axum::Json<serde_json::Value> {
+            axum::Json(serde_json::json!({
+                "issuer": shared.issuer,
+                "jwks_uri": format!("{}/.well-known/jwks", shared.issuer),
+                "id_token_signing_alg_values_supported": ["ES256"],
+            }))
+        }
+        async fn jwks(State(shared): State<Arc<Shared>>) -> axum::Json<serde_json::Value> {
+            shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            let keys = shared.published.lock().unwrap().clone();
+            axum::Json(serde_json::json!({ "keys": keys }))
+        }
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/.well-known/jwks", get(jwks))
+            .with_state(shared.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { issuer, shared }
+    }
+
+    /// Publishes `key` in the JWKS.
+    fn publish(&self, key: &SigningKey) {
+        self.shared.published.lock().unwrap().push(key.jwk());
+    }
+
+    /// How many times the JWKS was fetched.
+    fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// The claims of a CI job of acme/infra on main, for keyward, valid from `now`
+    /// for an hour.
+    fn ci_claims(&self, now: i64) -> serde_json::Value {
+        serde_json::json!({
+            "iss": self.issuer,
+            "aud": TRUSTED_AUDIENCE,
+            "sub": "repo:acme/infra:ref:refs/heads/main",
+            "repository": "acme/infra",
+            "ref": "refs/heads/main",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+        })
+    }
+}
+
+/// keyward trusting `issuer` as `gha`, with a policy for acme/infra's main branch and
+/// a client `ci` that may exchange.
+fn trusting(issuer: &str) -> String {
+    format!(
+        r#"
+[[audiences]]
+id = "queue"
+
+[[policies]]
+subjects = ["{MACHINE}"]
+scopes = ["queue:create-task:proj-infra/*"]
+
+[[trusted_issuers]]
+id = "gha"
+issuer = "{issuer}"
+audience = "{TRUSTED_AUDIENCE}"
+subject_claims = ["repository", "ref"]
+
+[[clients]]
+client_id = "ci"
+client_secret = "{CI_SECRET}"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+"#
+    )
+}
+
+/// `ci` exchanges the JWT `subject` for a token for `queue` with `scope`.
+async fn exchange_jwt(
+    app: &TestApp,
+    subject: &str,
+    scope: &str,
+) -> (StatusCode, serde_json::Value) {
+    token_request(
+        app,
+        "ci",
+        Some(CI_SECRET),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", JWT),
+            ("audience", "queue"),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+fn refused(answer: &(StatusCode, serde_json::Value), error: &str, describes: &str) {
+    let (status, body) = answer;
+    assert_eq!(
+        (*status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some(error)),
+        "{body}"
+    );
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains(describes), "{body}");
+}
+
+#[tokio::test]
+async fn a_trusted_issuers_jwt_is_exchanged_for_a_token_about_the_machine() {
+    let ci = FakeIssuer::start().await;
+    let key = SigningKey::new("k1");
+    ci.publish(&key);
+    let app = spawn_app(Db::Sqlite, &trusting(&ci.issuer)).await.unwrap();
+    app.freeze_clock();
+    let now = app.state.now();
+
+    // The job's token expires in 10 minutes: the exchanged token (15 by default) with it.
+    let mut claims = ci.ci_claims(now);
+    claims["exp"] = (now + 600).into();
+    let (status, body) = exchange_jwt(
+        &app,
+        &key.sign(&claims),
+        "queue:create-task:proj-infra/build",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["scope"], "queue:create-task:proj-infra/build",
+        "{body}"
+    );
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["expires_in"], 600, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let payload = jwt_payload(token);
+    assert_eq!(payload["sub"], MACHINE, "{payload}");
+    assert_eq!(payload["aud"], "queue", "{payload}");
+    assert_eq!(payload["client_id"], "ci", "{payload}");
+    assert_eq!(payload["exp"], now + 600, "{payload}");
+    assert!(payload.get("gid").is_none(), "{payload}");
+    assert!(payload["client_tag"].is_string(), "{payload}");
+    assert!(
+        is_active(&app, token).await,
+        "the machine's token is active"
+    );
+    assert_eq!(ci.jwks_fetches(), 1);
+
+    // Another branch of the same repository is another machine, which holds nothing.
+    let mut other = ci.ci_claims(now);
+    other["ref"] = "refs/heads/feature".into();
+    refused(
+        &exchange_jwt(
+            &app,
+            &key.sign(&other),
+            "queue:create-task:proj-infra/build",
+        )
+        .await,
+        "invalid_scope",
+        "holds none",
+    );
+    // The keys are kept: no fetch for a key id already known.
+    assert_eq!(ci.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn a_trusted_issuers_keys_are_fetched_again_for_an_unknown_key_at_most_once_a_minute() {
+    let ci = FakeIssuer::start().await;
+    let first = SigningKey::new("k1");
+    ci.publish(&first);
+    let app = spawn_app(Db::Sqlite, &trusting(&ci.issuer)).await.unwrap();
+    app.freeze_clock();
+    let now = app.state.now();
+    let claims = ci.ci_claims(now);
+    let scope = "queue:create-task:proj-infra/build";
+    let ok = |answer: (StatusCode, serde_json::Value)| {
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    };
+    ok(exchange_jwt(&app, &first.sign(&claims), scope).await);
+    assert_eq!(ci.jwks_fetches(), 1);
+
+    // The issuer rotates to k2: within the minute of the last fetch, keyward does not
+    // fetch again, and the token is refused.
+    let second = SigningKey::new("k2");
+    ci.publish(&second);
+    let by_second = second.sign(&claims);
+    refused(
+        &exchange_jwt(&app, &by_second, scope).await,
+        "invalid_grant",
+        "fetched less than 60 s ago",
+    );
+    app.advance(59);
+    refused(
+        &exchange_jwt(&app, &by_second, scope).await,
+        "invalid_grant",
+        "unknown key",
+    );
+    assert_eq!(ci.jwks_fetches(), 1, "no fetch within the minute");
+
+    // A minute after the last fetch, the unknown key id makes keyward fetch again.
+    app.advance(1);
+    ok(exchange_jwt(&app, &by_second, scope).await);
+    assert_eq!(ci.jwks_fetches(), 2);
+    ok(exchange_jwt(&app, &first.sign(&claims), scope).await);
+    assert_eq!(ci.jwks_fetches(), 2, "both keys are known now");
+
+    // A made-up key id costs the issuer at most one fetch a minute.
+    let stranger = SigningKey::new("k3");
+    let by_stranger = stranger.sign(&claims);
+    app.advance(60);
+    refused(
+        &exchange_jwt(&app, &by_stranger, scope).await,
+        "invalid_grant",
+        "unknown key",
+    );
+    assert_eq!(ci.jwks_fetches(), 3);
+    for _ in 0..3 {
+        refused(
+            &exchange_jwt(&app, &by_stranger, scope).await,
+            "invalid_grant",
+            "fetched less than 60 s ago",
+        );
+    }
+    assert_eq!(ci.jwks_fetches(), 3);
+    // Published later, it is accepted once the minute is over.
+    ci.publish(&stranger);
+    app.advance(60);
+    ok(exchange_jwt(&app, &by_stranger, scope).await);
+    assert_eq!(ci.jwks_fetches(), 4);
+}
+
+#[tokio::test]
+async fn trusted_issuer_tokens_that_do_not_verify_are_refused() {
+    let ci = FakeIssuer::start().await;
+    let key = SigningKey::new("k1");
+    ci.publish(&key);
+    let app = spawn_app(Db::Sqlite, &trusting(&ci.issuer)).await.unwrap();
+    app.freeze_clock();
+    let now = app.state.now();
+    let scope = "queue:create-task:proj-infra/build";
+    let with = |name: &str, value: serde_json::Value| {
+        let mut claims = ci.ci_claims(now);
+        claims[name] = value;
+        key.sign(&claims)
+    };
+    let cases = [
+        (
+            with("iss", "https://token.actions.githubusercontent.com".into()),
+            "its issuer is not trusted here",
+        ),
+        (
+            with("aud", "https://elsewhere.example".into()),
+            "its aud is not",
+        ),
+        (
+            with("aud", serde_json::json!(["https://elsewhere.example"])),
+            "its aud is not",
+        ),
+        (with("exp", (now - 1).into()), "expired"),
+        (with("nbf", (now + 30).into()), "not valid yet"),
+        (with("ref", serde_json::Value::Null), "\"ref\" is missing"),
+        (with("ref", 7.into()), "\"ref\" is missing or not a string"),
+        (
+            with("repository", "acme:infra".into()),
+            "only the last subject claim",
+        ),
+        // Signed by another key under the published key id.
+        (
+            SigningKey::new("k1").sign(&ci.ci_claims(now)),
+            "bad signature",
+        ),
+    ];
+    for (token, describes) in &cases {
+        refused(
+            &exchange_jwt(&app, token, scope).await,
+            "invalid_grant",
+            describes,
+        );
+    }
+    // Every one of them was checked against the keys fetched once.
+    assert_eq!(ci.jwks_fetches(), 1);
+    // The same claims, well signed, pass: what was refused was what the cases changed.
+    let (status, body) = exchange_jwt(&app, &key.sign(&ci.ci_claims(now)), scope).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // An audience in a list is one of its audiences.
+    let (status, body) = exchange_jwt(
+        &app,
+        &with("aud", serde_json::json!(["other", TRUSTED_AUDIENCE])),
+        scope,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
