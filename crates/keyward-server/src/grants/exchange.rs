@@ -12,7 +12,23 @@
 //!   machine subject `trusted:<id>:<claim values>`, which is the new token's `sub` and
 //!   what the policies are matched against. Such a token has no grant: like a client's
 //!   own token, it carries the exchanging client's `client_tag` (so it dies with that
-//!   client record) and lives no longer than the JWT it came from.
+//!   client record) and lives no longer than the JWT it came from;
+//! - a GitHub access token (`…:access_token` that is not a keyward JWT), when a
+//!   `github` connector has `token_exchange = true`: GitHub must know it as a token of
+//!   that connector's OAuth app ([`crate::upstream::github`]); the GitHub account maps
+//!   to keyward's account as a sign-in through that connector would
+//!   ([`crate::accounts::resolve`]: linked, or created when the connector creates
+//!   accounts, refused when it does not and nobody holds the identity, refused for a
+//!   disabled account), and the new token is about that person (policies by `user:`,
+//!   `group:`, `connector:` names).
+//!
+//! A token about a person whose proof came from a provider gets a grant of its own,
+//! stored like a browser sign-in's (the exchanging client, the person, the granted
+//! scope, ending when the token does), and its `gid`: the one check every access
+//! token already passes at introspection and userinfo (grant not revoked, user not
+//! disabled) then covers it, the person sees it on the account page and can revoke
+//! it, and signing out everywhere or disabling the account ends it, with no second
+//! path through validation to keep in step.
 //!
 //! The new token:
 //! - `aud`: the requested audiences and resources (each registered, else
@@ -36,11 +52,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::GrantError;
-use crate::domain::Client;
+use crate::accounts::{self, AccountError, Intent};
+use crate::domain::{Client, Grant, User};
 use crate::issuer::{self, Issuer, ValidAccessToken, validate_access_token};
 use crate::policy::{self, Held};
-use crate::upstream::Connectors;
 use crate::upstream::trusted::MachineIdentity;
+use crate::upstream::{Connectors, Provider, UpstreamError, UpstreamIdentity};
 
 /// The most actors an `act` chain may hold (each exchange with an actor adds one).
 pub const MAX_ACTORS: usize = 5;
@@ -51,6 +68,13 @@ enum Subject {
     Keyward(Box<ValidAccessToken>),
     /// A machine named by a trusted issuer's JWT.
     Machine(MachineIdentity),
+    /// A person named by an upstream provider's token, mapped to their account.
+    Person {
+        /// The account.
+        user: Box<User>,
+        /// When the provider's token expires, if it says.
+        exp: Option<i64>,
+    },
 }
 
 impl Subject {
@@ -59,22 +83,16 @@ impl Subject {
         match self {
             Self::Keyward(valid) => &valid.claims.sub,
             Self::Machine(machine) => &machine.subject,
+            Self::Person { user, .. } => &user.id,
         }
     }
 
-    /// When the subject token expires.
-    fn exp(&self) -> i64 {
+    /// When the subject token expires, if it says.
+    fn exp(&self) -> Option<i64> {
         match self {
-            Self::Keyward(valid) => valid.claims.exp,
-            Self::Machine(machine) => machine.exp,
-        }
-    }
-
-    /// The grant the new token belongs to, if any.
-    fn gid(&self) -> Option<String> {
-        match self {
-            Self::Keyward(valid) => valid.claims.gid.clone(),
-            Self::Machine(_) => None,
+            Self::Keyward(valid) => Some(valid.claims.exp),
+            Self::Machine(machine) => Some(machine.exp),
+            Self::Person { exp, .. } => *exp,
         }
     }
 }
@@ -97,18 +115,39 @@ pub async fn exchange(
         }
         _ => match &subject {
             Subject::Keyward(valid) => valid.claims.act.clone(),
-            Subject::Machine(_) => None,
+            Subject::Machine(_) | Subject::Person { .. } => None,
         },
     };
     let held = subject_scopes(issuer, client, &subject).await?;
     let scope = granted_scope(&held, request.scope.as_ref())?;
 
-    let gid = subject.gid();
+    let exp = subject
+        .exp()
+        .map_or(now + lifetime, |until| (now + lifetime).min(until));
+    let gid = match &subject {
+        Subject::Keyward(valid) => valid.claims.gid.clone(),
+        Subject::Machine(_) => None,
+        Subject::Person { user, .. } => {
+            let grant = Grant {
+                id: keyward_proto::secret::random_urlsafe(16),
+                client_id: client.client_id.clone(),
+                user_id: user.id.clone(),
+                scope: scope.clone(),
+                auth_time: now,
+                nonce: None,
+                created_at: now,
+                expires_at: exp,
+                revoked: false,
+            };
+            issuer.store.insert_grant(&grant).await?;
+            Some(grant.id)
+        }
+    };
     let claims = AccessTokenClaims {
         iss: issuer.config.issuer_str().to_owned(),
         sub: subject.name().to_owned(),
         aud: audience,
-        exp: (now + lifetime).min(subject.exp()),
+        exp,
         iat: now,
         jti: keyward_proto::secret::random_urlsafe(16),
         client_id: client.client_id.clone(),
@@ -116,6 +155,7 @@ pub async fn exchange(
         auth_time: match &subject {
             Subject::Keyward(valid) => valid.claims.auth_time,
             Subject::Machine(_) => None,
+            Subject::Person { .. } => Some(now),
         },
         client_tag: gid
             .is_none()
@@ -167,7 +207,8 @@ fn targets(
 }
 
 /// The subject of `request`: a trusted issuer's JWT when its type is `…:jwt` and its
-/// `iss` is not this server, else a keyward access token.
+/// `iss` is not this server; a GitHub token when its type is `…:access_token`, it is
+/// not a JWT and a `github` connector exchanges tokens; else a keyward access token.
 async fn subject(
     issuer: &Issuer<'_>,
     connectors: &Connectors,
@@ -195,6 +236,12 @@ async fn subject(
             }
         };
     }
+    if request.subject_token_type == token_type::ACCESS_TOKEN
+        && token.split('.').count() != 3
+        && let Some(person) = github_person(issuer, connectors, token).await?
+    {
+        return Ok(person);
+    }
     keyward_token(
         issuer,
         client,
@@ -204,6 +251,76 @@ async fn subject(
     )
     .await
     .map(|valid| Subject::Keyward(Box::new(valid)))
+}
+
+/// The person a GitHub access token belongs to, through the first enabled `github`
+/// connector with `token_exchange = true` that accepts it; `None` when no connector
+/// exchanges GitHub tokens.
+async fn github_person(
+    issuer: &Issuer<'_>,
+    connectors: &Connectors,
+    token: &str,
+) -> Result<Option<Subject>, GrantError> {
+    let mut refusal = None;
+    for connector in connectors.all_enabled() {
+        let Provider::Github(github) = &connector.provider else {
+            continue;
+        };
+        if !connector.config.token_exchange {
+            continue;
+        }
+        match github.identity_of_token(token).await {
+            Ok(identity) => {
+                return person(issuer, &connector.config, &identity, None)
+                    .await
+                    .map(Some);
+            }
+            Err(e) => refusal = Some((connector.config.id.clone(), e)),
+        }
+    }
+    match refusal {
+        None => Ok(None),
+        Some((id, e)) => Err(upstream_refused(&id, &e)),
+    }
+}
+
+/// `invalid_grant` for a provider's token the connector `id` did not accept.
+fn upstream_refused(id: &str, e: &UpstreamError) -> GrantError {
+    tracing::info!(connector = %id, error = %e, "a provider's token was refused for exchange");
+    GrantError::invalid_grant(format!(
+        "subject_token was not accepted by the connector {id}: {e}"
+    ))
+}
+
+/// The account `identity` signs in to through `connector`, as a browser sign-in would
+/// find (or create) it.
+async fn person(
+    issuer: &Issuer<'_>,
+    connector: &crate::config::ConnectorConfig,
+    identity: &UpstreamIdentity,
+    exp: Option<i64>,
+) -> Result<Subject, GrantError> {
+    match accounts::resolve(
+        issuer.store,
+        connector,
+        identity,
+        Intent::SignIn,
+        issuer.now(),
+    )
+    .await
+    {
+        Ok((user, _)) => Ok(Subject::Person {
+            user: Box::new(user),
+            exp,
+        }),
+        Err(AccountError::Store(e)) => Err(e.into()),
+        Err(
+            e @ (AccountError::Disabled | AccountError::NoAccount | AccountError::HeldByAnother),
+        ) => Err(GrantError::invalid_grant(format!(
+            "subject_token: {e} (connector {})",
+            connector.id
+        ))),
+    }
 }
 
 /// The `iss` of a JWT's payload, unverified: only to pick who must verify it.
@@ -278,20 +395,10 @@ async fn subject_scopes(
                 std::slice::from_ref(&machine.subject),
             ));
         }
+        Subject::Person { user, .. } => return person_scopes(issuer, user).await,
     };
     match &subject.user {
-        Some(user) => {
-            let password = issuer.config.password_login().map(|c| c.id.as_str());
-            let names = policy::user_subjects(
-                issuer.store,
-                user,
-                password,
-                issuer.now(),
-                issuer.config.groups_max_age,
-            )
-            .await?;
-            Ok(policy::held_scopes(policies, &names))
-        }
+        Some(user) => person_scopes(issuer, user).await,
         None => {
             let name = policy::client_subject(&client.client_id);
             let mut held = policy::held_scopes(policies, std::slice::from_ref(&name));
@@ -303,6 +410,23 @@ async fn subject_scopes(
             Ok(held)
         }
     }
+}
+
+/// What the policies give a person's subject names.
+async fn person_scopes(issuer: &Issuer<'_>, user: &User) -> Result<Vec<Held>, GrantError> {
+    let password = issuer.config.password_login().map(|c| c.id.as_str());
+    let names = policy::user_subjects(
+        issuer.store,
+        user,
+        password,
+        issuer.now(),
+        issuer.config.groups_max_age,
+    )
+    .await?;
+    Ok(policy::held_scopes(
+        &issuer.config.exchange.policies,
+        &names,
+    ))
 }
 
 /// The requested scopes the subject holds; `invalid_scope` when it holds none of

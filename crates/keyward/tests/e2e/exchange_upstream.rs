@@ -388,3 +388,188 @@ async fn trusted_issuer_tokens_that_do_not_verify_are_refused() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const PORTAL_SECRET: &str = "portal-secret-0123456789abcdef";
+
+/// The downstream's exchange settings: the `queue` audience, scopes for GitHub's acme
+/// organisation and for anyone signed in through `github` or `corp`, and `portal`, a
+/// client that may exchange.
+fn person_policies() -> String {
+    format!(
+        r#"
+[[audiences]]
+id = "queue"
+
+[[policies]]
+subjects = ["group:github:acme", "group:corp:sre"]
+scopes = ["queue:create-task:proj-infra/*"]
+
+[[policies]]
+subjects = ["connector:github", "connector:corp"]
+scopes = ["hooks:read"]
+
+[[clients]]
+client_id = "portal"
+client_secret = "{PORTAL_SECRET}"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+"#
+    )
+}
+
+/// `portal` exchanges `subject` of `kind` for a token for `queue` with `scope`.
+async fn portal_exchange(
+    app: &TestApp,
+    subject: &str,
+    kind: &str,
+    scope: &str,
+) -> (StatusCode, serde_json::Value) {
+    token_request(
+        app,
+        "portal",
+        Some(PORTAL_SECRET),
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", kind),
+            ("audience", "queue"),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+const GITHUB_SCOPES: &str = r#"scopes = ["read:user", "user:email", "read:org"]"#;
+
+#[tokio::test]
+async fn a_github_token_is_exchanged_for_a_token_about_the_linked_account() {
+    let broker = crate::connectors::broker_with(
+        Db::Sqlite,
+        &person_policies(),
+        "",
+        &format!("{GITHUB_SCOPES}\ntoken_exchange = true"),
+    )
+    .await
+    .unwrap();
+    let (app, github) = (&broker.down, &broker.github);
+    let token = github.issue_token("octocat", &["read:user", "user:email", "read:org"]);
+    let scope = "queue:create-task:proj-infra/build hooks:read";
+
+    let (status, body) = portal_exchange(app, &token, ACCESS_TOKEN, scope).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Held through the acme organisation and through signing in with GitHub.
+    assert_eq!(
+        body["scope"], "hooks:read queue:create-task:proj-infra/build",
+        "{body}"
+    );
+    let exchanged = body["access_token"].as_str().unwrap().to_owned();
+    let payload = jwt_payload(&exchanged);
+    let octocat = app
+        .state
+        .store()
+        .get_user_by_username("octocat")
+        .await
+        .unwrap()
+        .expect("an account was created for octocat, as a sign-in would");
+    assert_eq!(payload["sub"], octocat.id.as_str(), "{payload}");
+    assert_eq!(payload["client_id"], "portal");
+    assert!(payload["gid"].is_string(), "{payload}");
+    assert!(payload.get("client_tag").is_none(), "{payload}");
+    assert!(is_active(app, &exchanged).await);
+    assert_eq!(
+        github.token_checks(),
+        1,
+        "the token was checked as the app's"
+    );
+
+    // Again: the same account, not a new one.
+    let (status, again) = portal_exchange(app, &token, ACCESS_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        jwt_payload(again["access_token"].as_str().unwrap())["sub"],
+        payload["sub"]
+    );
+
+    // Disabling the account (without revoking anything) ends the exchanged tokens and
+    // refuses new exchanges.
+    app.state
+        .store()
+        .set_user_disabled(&octocat.id, true)
+        .await
+        .unwrap();
+    assert!(
+        !is_active(app, &exchanged).await,
+        "a disabled user's exchanged token"
+    );
+    refused(
+        &portal_exchange(app, &token, ACCESS_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "the account is disabled",
+    );
+}
+
+#[tokio::test]
+async fn github_tokens_of_another_app_or_unknown_are_refused() {
+    let broker = crate::connectors::broker_with(
+        Db::Sqlite,
+        &person_policies(),
+        "",
+        &format!("{GITHUB_SCOPES}\ntoken_exchange = true"),
+    )
+    .await
+    .unwrap();
+    let (app, github) = (&broker.down, &broker.github);
+    // Another app's token works at GitHub's API, but is not this connector's.
+    let foreign = github.issue_token_for_another_app("octocat", &["read:user"]);
+    refused(
+        &portal_exchange(app, &foreign, ACCESS_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "not know the token as one of this connector's app",
+    );
+    refused(
+        &portal_exchange(app, "gho_madeup0123456789", ACCESS_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "not know the token",
+    );
+    assert_eq!(github.token_checks(), 2);
+    assert!(
+        app.state
+            .store()
+            .get_user_by_username("octocat")
+            .await
+            .unwrap()
+            .is_none(),
+        "no account was made for a refused token"
+    );
+}
+
+#[tokio::test]
+async fn github_tokens_are_refused_without_token_exchange_or_an_account_to_map_to() {
+    // Without token_exchange, a GitHub token is just not a token of this server.
+    let broker = crate::connectors::broker_with(Db::Sqlite, &person_policies(), "", GITHUB_SCOPES)
+        .await
+        .unwrap();
+    let token = broker.github.issue_token("octocat", &["read:user"]);
+    refused(
+        &portal_exchange(&broker.down, &token, ACCESS_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "not an active token of this server",
+    );
+    assert_eq!(broker.github.token_checks(), 0, "GitHub was not asked");
+
+    // With create_accounts = false, an identity nobody holds maps to no account.
+    let broker = crate::connectors::broker_with(
+        Db::Sqlite,
+        &person_policies(),
+        "",
+        &format!("{GITHUB_SCOPES}\ntoken_exchange = true\ncreate_accounts = false"),
+    )
+    .await
+    .unwrap();
+    let token = broker.github.issue_token("octocat", &["read:user"]);
+    refused(
+        &portal_exchange(&broker.down, &token, ACCESS_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "no account is linked to this identity",
+    );
+}
