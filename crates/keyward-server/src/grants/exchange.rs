@@ -20,7 +20,12 @@
 //!   ([`crate::accounts::resolve`]: linked, or created when the connector creates
 //!   accounts, refused when it does not and nobody holds the identity, refused for a
 //!   disabled account), and the new token is about that person (policies by `user:`,
-//!   `group:`, `connector:` names).
+//!   `group:`, `connector:` names);
+//! - an upstream provider's ID token (`…:id_token`) whose `iss` is the issuer of an
+//!   `oidc` connector with `token_exchange = true`, verified against that connector's
+//!   JWKS with `aud` its `client_id` or one of its `exchange_audiences`
+//!   ([`crate::upstream::oidc`]), mapped to the account like a GitHub token; the new
+//!   token lives no longer than the ID token.
 //!
 //! A token about a person whose proof came from a provider gets a grant of its own,
 //! stored like a browser sign-in's (the exchanging client, the person, the granted
@@ -206,9 +211,10 @@ fn targets(
     Ok((audience, crate::domain::secs(lifetime)))
 }
 
-/// The subject of `request`: a trusted issuer's JWT when its type is `…:jwt` and its
-/// `iss` is not this server; a GitHub token when its type is `…:access_token`, it is
-/// not a JWT and a `github` connector exchanges tokens; else a keyward access token.
+/// The subject of `request`: an upstream ID token when its type is `…:id_token`; a
+/// trusted issuer's JWT when its type is `…:jwt` and its `iss` is not this server; a
+/// GitHub token when its type is `…:access_token`, it is not a JWT and a `github`
+/// connector exchanges tokens; else a keyward access token.
 async fn subject(
     issuer: &Issuer<'_>,
     connectors: &Connectors,
@@ -216,6 +222,9 @@ async fn subject(
     request: &TokenExchangeRequest,
 ) -> Result<Subject, GrantError> {
     let token = &request.subject_token;
+    if request.subject_token_type == token_type::ID_TOKEN {
+        return oidc_person(issuer, connectors, token).await;
+    }
     if request.subject_token_type == token_type::JWT
         && let Some(iss) = unverified_issuer(token)
         && iss != issuer.config.issuer_str()
@@ -284,6 +293,39 @@ async fn github_person(
     }
 }
 
+/// The person an upstream ID token is about, through the enabled `oidc` connector with
+/// `token_exchange = true` whose issuer is the token's `iss`.
+async fn oidc_person(
+    issuer: &Issuer<'_>,
+    connectors: &Connectors,
+    token: &str,
+) -> Result<Subject, GrantError> {
+    let iss = unverified_issuer(token).unwrap_or_default();
+    let same = |a: &str| a.trim_end_matches('/') == iss.trim_end_matches('/');
+    let found = connectors
+        .all_enabled()
+        .find_map(|connector| match &connector.provider {
+            Provider::Oidc(oidc)
+                if connector.config.token_exchange
+                    && !iss.is_empty()
+                    && same(oidc.issuer().as_str()) =>
+            {
+                Some((connector, oidc))
+            }
+            _ => None,
+        });
+    let Some((connector, oidc)) = found else {
+        return Err(GrantError::invalid_grant(
+            "subject_token: its issuer is not an oidc connector with token_exchange = true",
+        ));
+    };
+    let (identity, exp) = oidc
+        .identity_of_id_token(token, issuer.now())
+        .await
+        .map_err(|e| upstream_refused(&connector.config.id, &e))?;
+    person(issuer, &connector.config, &identity, Some(exp)).await
+}
+
 /// `invalid_grant` for a provider's token the connector `id` did not accept.
 fn upstream_refused(id: &str, e: &UpstreamError) -> GrantError {
     tracing::info!(connector = %id, error = %e, "a provider's token was refused for exchange");
@@ -341,8 +383,13 @@ async fn keyward_token(
     what: &str,
 ) -> Result<ValidAccessToken, GrantError> {
     if kind != token_type::ACCESS_TOKEN && kind != token_type::JWT {
+        let id_token = if what == "subject_token" {
+            format!(" (or {})", token_type::ID_TOKEN)
+        } else {
+            String::new()
+        };
         return Err(GrantError::invalid_request(format!(
-            "{what}_type must be {} or {}",
+            "{what}_type must be {} or {}{id_token}",
             token_type::ACCESS_TOKEN,
             token_type::JWT
         )));

@@ -8,7 +8,7 @@ use crate::fake_github::{FakeGithub, FakeUser, Trouble};
 use crate::support::*;
 use keyward_server::store::IdentityKey;
 
-pub(crate) const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
+const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
 pub(crate) const GITHUB_SECRET: &str = "github-secret-0123456789abcdef";
 
 /// A keyward ("down", on 127.0.0.1) that signs people in through another keyward

@@ -573,3 +573,177 @@ async fn github_tokens_are_refused_without_token_exchange_or_an_account_to_map_t
         "no account is linked to this identity",
     );
 }
+
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const DOWNSTREAM_SECRET: &str = "downstream-secret-0123456789abcdef";
+
+/// An upstream keyward (on localhost, its client `downstream`) and a downstream one
+/// whose `corp` connector signs in there, with `corp_keys` (TOML lines) in it.
+async fn oidc_pair(corp_keys: &str) -> (TestApp, TestApp) {
+    let up = spawn_app_on(
+        bind().await,
+        "localhost",
+        Db::Sqlite,
+        &base_config(&format!(
+            r#"
+[[clients]]
+client_id = "downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "profile", "email"]
+skip_consent = true
+"#
+        )),
+    )
+    .await
+    .unwrap();
+    let down = spawn_app(
+        Db::Sqlite,
+        &format!(
+            r#"{}
+[[connectors]]
+id = "corp"
+type = "oidc"
+issuer = "{}"
+client_id = "downstream"
+client_secret = "{DOWNSTREAM_SECRET}"
+{corp_keys}
+"#,
+            person_policies(),
+            up.issuer
+        ),
+    )
+    .await
+    .unwrap();
+    (up, down)
+}
+
+/// alice signs in at `app` through `client`; the ID token it is given.
+async fn id_token_of_alice(app: &TestApp, client: &str, secret: &str) -> String {
+    let (url, verifier) = authorize_url(&app.issuer, client, "openid profile email", "");
+    let params = drive(&browser(), &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    let (status, tokens) = redeem_code(
+        app,
+        client,
+        Some(secret),
+        &params["code"],
+        verifier.secret(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens["id_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_upstream_id_token_is_exchanged_for_a_token_about_the_linked_account() {
+    let (up, down) = oidc_pair("token_exchange = true").await;
+    let id_token = id_token_of_alice(&up, "downstream", DOWNSTREAM_SECRET).await;
+    let upstream_sub = jwt_payload(&id_token)["sub"].as_str().unwrap().to_owned();
+    let id_token_exp = jwt_payload(&id_token)["exp"].as_i64().unwrap();
+
+    let (status, body) = portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "hooks:read", "held through connector:corp");
+    let exchanged = body["access_token"].as_str().unwrap().to_owned();
+    let payload = jwt_payload(&exchanged);
+    let store = down.state.store();
+    let identity = store
+        .get_identity(keyward_server::store::IdentityKey {
+            connector_id: "corp",
+            subject: &upstream_sub,
+        })
+        .await
+        .unwrap()
+        .expect("the identity was linked to an account, as a sign-in would");
+    assert_eq!(payload["sub"], identity.user_id.as_str(), "{payload}");
+    let local_alice = store.get_user_by_username("alice").await.unwrap().unwrap();
+    assert_ne!(
+        identity.user_id, local_alice.id,
+        "a new account: addresses are not matched without trust_email"
+    );
+    assert!(payload["gid"].is_string(), "{payload}");
+    assert!(
+        payload["exp"].as_i64().unwrap() <= id_token_exp,
+        "{payload}"
+    );
+    assert!(is_active(&down, &exchanged).await);
+
+    // Again: the same account.
+    let (status, again) = portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        jwt_payload(again["access_token"].as_str().unwrap())["sub"],
+        payload["sub"]
+    );
+
+    // Disabled (nothing revoked): the exchanged token is inactive, exchanges refused.
+    store
+        .set_user_disabled(&identity.user_id, true)
+        .await
+        .unwrap();
+    assert!(
+        !is_active(&down, &exchanged).await,
+        "a disabled user's exchanged token"
+    );
+    refused(
+        &portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "the account is disabled",
+    );
+}
+
+#[tokio::test]
+async fn upstream_id_tokens_are_refused_for_another_audience_expired_or_from_elsewhere() {
+    let (up, down) = oidc_pair("token_exchange = true").await;
+    // For another client of the provider, not listed in exchange_audiences.
+    let for_demo = id_token_of_alice(&up, "demo-app", SECRET).await;
+    refused(
+        &portal_exchange(&down, &for_demo, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "its aud is neither the connector's client_id nor one of its exchange_audiences",
+    );
+    // From an issuer that is no connector: the downstream's own ID token.
+    let own = id_token_of_alice(&down, "demo-app", SECRET).await;
+    refused(
+        &portal_exchange(&down, &own, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "its issuer is not an oidc connector with token_exchange = true",
+    );
+    // Expired, by the downstream's clock (ID tokens live an hour).
+    let id_token = id_token_of_alice(&up, "downstream", DOWNSTREAM_SECRET).await;
+    let (status, body) = portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    down.advance(3601);
+    refused(
+        &portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "expired",
+    );
+
+    // Listed in exchange_audiences, another client's ID token is accepted.
+    let (up, down) = oidc_pair("token_exchange = true\nexchange_audiences = [\"demo-app\"]").await;
+    let for_demo = id_token_of_alice(&up, "demo-app", SECRET).await;
+    let (status, body) = portal_exchange(&down, &for_demo, ID_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn upstream_id_tokens_are_refused_without_token_exchange_or_an_account_to_map_to() {
+    let (up, down) = oidc_pair("").await;
+    let id_token = id_token_of_alice(&up, "downstream", DOWNSTREAM_SECRET).await;
+    refused(
+        &portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "its issuer is not an oidc connector with token_exchange = true",
+    );
+
+    let (up, down) = oidc_pair("token_exchange = true\ncreate_accounts = false").await;
+    let id_token = id_token_of_alice(&up, "downstream", DOWNSTREAM_SECRET).await;
+    refused(
+        &portal_exchange(&down, &id_token, ID_TOKEN, "hooks:read").await,
+        "invalid_grant",
+        "no account is linked to this identity",
+    );
+}
