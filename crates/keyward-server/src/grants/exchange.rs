@@ -293,8 +293,10 @@ async fn github_person(
     }
 }
 
-/// The person an upstream ID token is about, through the enabled `oidc` connector with
-/// `token_exchange = true` whose issuer is the token's `iss`.
+/// The person an upstream ID token is about, through the enabled `oidc` connectors
+/// with `token_exchange = true` whose issuer is the token's `iss`: the first that
+/// accepts it (several may share a provider, as clients of different algorithms or
+/// audiences).
 async fn oidc_person(
     issuer: &Issuer<'_>,
     connectors: &Connectors,
@@ -302,28 +304,27 @@ async fn oidc_person(
 ) -> Result<Subject, GrantError> {
     let iss = unverified_issuer(token).unwrap_or_default();
     let same = |a: &str| a.trim_end_matches('/') == iss.trim_end_matches('/');
-    let found = connectors
-        .all_enabled()
-        .find_map(|connector| match &connector.provider {
-            Provider::Oidc(oidc)
-                if connector.config.token_exchange
-                    && !iss.is_empty()
-                    && same(oidc.issuer().as_str()) =>
-            {
-                Some((connector, oidc))
+    let mut refusal = None;
+    for connector in connectors.all_enabled() {
+        let Provider::Oidc(oidc) = &connector.provider else {
+            continue;
+        };
+        if !connector.config.token_exchange || iss.is_empty() || !same(oidc.issuer().as_str()) {
+            continue;
+        }
+        match oidc.identity_of_id_token(token, issuer.now()).await {
+            Ok((identity, exp)) => {
+                return person(issuer, &connector.config, &identity, Some(exp)).await;
             }
-            _ => None,
-        });
-    let Some((connector, oidc)) = found else {
-        return Err(GrantError::invalid_grant(
+            Err(e) => refusal = Some((connector.config.id.clone(), e)),
+        }
+    }
+    Err(match refusal {
+        Some((id, e)) => upstream_refused(&id, &e),
+        None => GrantError::invalid_grant(
             "subject_token: its issuer is not an oidc connector with token_exchange = true",
-        ));
-    };
-    let (identity, exp) = oidc
-        .identity_of_id_token(token, issuer.now())
-        .await
-        .map_err(|e| upstream_refused(&connector.config.id, &e))?;
-    person(issuer, &connector.config, &identity, Some(exp)).await
+        ),
+    })
 }
 
 /// `invalid_grant` for a provider's token the connector `id` did not accept.

@@ -1,9 +1,17 @@
-//! Token exchange (RFC 8693) with subject tokens keyward did not issue: a JWT from a
-//! `[[trusted_issuers]]` entry (a CI system's workload identity, served here by a tiny
-//! discovery + JWKS server signing with ring), traded for a token about the machine it
-//! names; its keys fetched again on an unknown key id at most once a minute; and every
-//! refusal (unknown issuer, wrong audience, expired, not yet valid, a subject claim
-//! missing, a bad signature).
+//! Token exchange (RFC 8693) with subject tokens keyward did not issue:
+//! - a JWT from a `[[trusted_issuers]]` entry (a CI system's workload identity, served
+//!   here by a tiny discovery + JWKS server signing with ring), traded for a token about
+//!   the machine it names; its keys fetched again on an unknown key id at most once a
+//!   minute; refusals (unknown issuer, wrong audience, expired, not yet valid, a subject
+//!   claim missing, a bad signature);
+//! - a GitHub access token (the fake GitHub), checked as the connector's app's, for a
+//!   token about the linked account;
+//! - an upstream ID token (a second keyward, and oidc-provider from npm), for a token
+//!   about the linked account.
+//!
+//! For both of the latter: the account's grant (a disabled user's exchanged token is
+//! inactive), and the refusals (another app or audience, expired, a connector without
+//! `token_exchange`, an unlinked identity with `create_accounts = false`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -746,4 +754,143 @@ async fn upstream_id_tokens_are_refused_without_token_exchange_or_an_account_to_
         "invalid_grant",
         "no account is linked to this identity",
     );
+}
+
+/// Signs `login` in at oidc-provider (its development login and consent pages) for
+/// `client`, redeems the code and returns the ID token.
+async fn npm_id_token(issuer: &str, client: &str, secret: &str, login: &str) -> String {
+    let browser = browser();
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let mut response = browser
+        .get(format!(
+            "{issuer}/auth?client_id={client}&response_type=code&scope=openid&redirect_uri={}&state=st&code_challenge={}&code_challenge_method=S256",
+            urlencode(REDIRECT),
+            challenge.as_str()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut code = None;
+    for _ in 0..12 {
+        if response.status().is_redirection() {
+            let next = location(&response);
+            if next.as_str().starts_with(REDIRECT) {
+                let params: std::collections::BTreeMap<String, String> =
+                    next.query_pairs().into_owned().collect();
+                code = Some(
+                    params
+                        .get("code")
+                        .cloned()
+                        .unwrap_or_else(|| panic!("oidc-provider refused: {params:?}")),
+                );
+                break;
+            }
+            response = browser.get(next).send().await.unwrap();
+            continue;
+        }
+        let page = response.url().clone();
+        let html = response.text().await.unwrap();
+        let start = html.find("action=\"").expect("a form at oidc-provider") + 8;
+        let action = &html[start..start + html[start..].find('"').unwrap()];
+        let form: Vec<(&str, &str)> = if html.contains("name=\"login\"") {
+            vec![
+                ("prompt", "login"),
+                ("login", login),
+                ("password", "any password works here"),
+            ]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        response = browser
+            .post(page.join(action).unwrap())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+    }
+    let code = code.expect("oidc-provider sent the browser back within 12 steps");
+    let tokens: serde_json::Value = http()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client, Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id_token: {tokens}"))
+        .to_owned()
+}
+
+/// oidc-provider from npm as the upstream: its ID tokens (RS256 for one client, EdDSA
+/// for the other, two connectors on one issuer) are exchanged for tokens about the
+/// account linked to the identity; one for a client no connector is refused.
+#[tokio::test]
+async fn an_id_token_from_oidc_provider_from_npm_is_exchanged() {
+    if !crate::js::available(&["oidc-provider"], &[]) {
+        return;
+    }
+    const NPM_SECRET: &str = "npm-upstream-secret-0123456789abcdef";
+    let upstream =
+        crate::js::NodeServer::start(&["oidc-upstream.mjs", NPM_SECRET, REDIRECT, REDIRECT]).await;
+    let npm = upstream.started["issuer"].as_str().unwrap().to_owned();
+    let connector = |id: &str, client: &str| {
+        format!(
+            "[[connectors]]\nid = \"{id}\"\ntype = \"oidc\"\nissuer = \"{npm}\"\nclient_id = \"{client}\"\nclient_secret = \"{NPM_SECRET}\"\ntoken_exchange = true\n"
+        )
+    };
+    let down = spawn_app(
+        Db::Sqlite,
+        &format!(
+            "{}\n{}\n{}",
+            person_policies().replace("connector:corp", "connector:npm-rs"),
+            connector("npm-rs", "keyward-rs"),
+            connector("npm-ed", "keyward-ed"),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let rs = npm_id_token(&npm, "keyward-rs", NPM_SECRET, "ada").await;
+    let (status, body) = portal_exchange(&down, &rs, ID_TOKEN, "hooks:read").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "hooks:read", "held through connector:npm-rs");
+    let store = down.state.store();
+    let ada = store
+        .get_identity(keyward_server::store::IdentityKey {
+            connector_id: "npm-rs",
+            subject: "ada",
+        })
+        .await
+        .unwrap()
+        .expect("ada's npm identity was linked to a new account");
+    let exchanged = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_payload(&exchanged)["sub"], ada.user_id.as_str());
+    assert!(is_active(&down, &exchanged).await);
+
+    // The EdDSA client's ID token goes through the other connector on the same issuer;
+    // the policies give connector:npm-ed nothing it asks for.
+    let ed = npm_id_token(&npm, "keyward-ed", NPM_SECRET, "grace").await;
+    refused(
+        &portal_exchange(&down, &ed, ID_TOKEN, "hooks:read").await,
+        "invalid_scope",
+        "holds none",
+    );
+    let grace = store
+        .get_identity(keyward_server::store::IdentityKey {
+            connector_id: "npm-ed",
+            subject: "grace",
+        })
+        .await
+        .unwrap();
+    assert!(grace.is_some(), "grace's identity came through npm-ed");
+    drop(upstream);
 }
