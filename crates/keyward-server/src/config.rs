@@ -165,6 +165,8 @@ pub struct FileConfig {
     #[serde(default)]
     #[allow(dead_code)]
     guard: Option<toml::Table>,
+    #[serde(default)]
+    trusted_issuers: Vec<exchange::TrustedIssuerFile>,
 }
 
 /// The Julia package-server login protocol (`[pkg_auth]`): served under `/auth/` so
@@ -395,7 +397,12 @@ impl Config {
             users: user_passwords(file.users)?,
             connectors,
             warnings,
-            exchange: exchange::validate(file.exchange, file.audiences, file.policies)?,
+            exchange: exchange::validate(exchange::Sections {
+                exchange: file.exchange,
+                audiences: file.audiences,
+                policies: file.policies,
+                trusted_issuers: file.trusted_issuers,
+            })?,
             at_rest_key: env
                 .get("KEYWARD_KEY_ENCRYPTION_KEY_FILE")
                 .map(|path| at_rest_key(path))
@@ -985,6 +992,7 @@ mod tests {
         assert_eq!(defaults.connectors.len(), 1, "the password connector");
         assert_eq!(example.exchange.audiences.len(), 1);
         assert_eq!(example.exchange.policies.len(), 1);
+        assert_eq!(example.exchange.trusted_issuers.len(), 1);
     }
 
     /// `[exchange]`, `[[audiences]]` and `[[policies]]` are checked at start, each
@@ -1038,6 +1046,76 @@ mod tests {
             ),
         ] {
             let err = Config::from_toml(text, &env(&[])).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    /// `[[trusted_issuers]]` are checked at start, each error naming its key: an id
+    /// that fits in a subject name, an https issuer (http only on this machine) declared
+    /// once, an audience, and at least one subject claim.
+    #[test]
+    fn trusted_issuers_are_validated() {
+        let entry = |id: &str, issuer: &str, audience: &str, claims: &str| {
+            format!(
+                "[[trusted_issuers]]\nid = \"{id}\"\nissuer = \"{issuer}\"\naudience = \"{audience}\"\nsubject_claims = {claims}\n"
+            )
+        };
+        let gha = entry(
+            "gha",
+            "https://token.actions.githubusercontent.com",
+            "https://id.example.com",
+            "[\"repository\", \"ref\"]",
+        );
+        let ok = Config::from_toml(
+            &format!(
+                "{gha}{}",
+                entry("local", "http://127.0.0.1:9000", "keyward", "[\"sub\"]")
+            ),
+            &env(&[]),
+        )
+        .unwrap();
+        let trusted = &ok.exchange.trusted_issuers;
+        assert_eq!(trusted.len(), 2);
+        assert_eq!(trusted[0].id, "gha");
+        assert_eq!(
+            trusted[0].issuer,
+            "https://token.actions.githubusercontent.com"
+        );
+        assert_eq!(trusted[0].audience, "https://id.example.com");
+        assert_eq!(trusted[0].subject_claims, ["repository", "ref"]);
+        for (text, key) in [
+            (entry("", "https://a", "x", "[\"sub\"]"), "trusted_issuers[0].id"),
+            (entry("g:h", "https://a", "x", "[\"sub\"]"), "trusted_issuers[0].id"),
+            (format!("{gha}{gha}"), "trusted_issuers[1].id"),
+            (entry("g", "not a url", "x", "[\"sub\"]"), "trusted_issuers[0].issuer"),
+            (
+                entry("g", "http://ci.example.com", "x", "[\"sub\"]"),
+                "trusted_issuers[0].issuer",
+            ),
+            (
+                format!(
+                    "{gha}{}",
+                    entry(
+                        "other",
+                        "https://token.actions.githubusercontent.com",
+                        "x",
+                        "[\"sub\"]"
+                    )
+                ),
+                "trusted_issuers[1].issuer",
+            ),
+            (entry("g", "https://a", " ", "[\"sub\"]"), "trusted_issuers[0].audience"),
+            (entry("g", "https://a", "x", "[]"), "trusted_issuers[0].subject_claims"),
+            (
+                entry("g", "https://a", "x", "[\"sub\", \"\"]"),
+                "trusted_issuers[0].subject_claims[1]",
+            ),
+            (
+                "[[trusted_issuers]]\nid = \"g\"\nissuer = \"https://a\"\naudience = \"x\"\nsubject_claims = [\"sub\"]\njwks_uri = \"https://a/k\"".to_owned(),
+                "jwks_uri",
+            ),
+        ] {
+            let err = Config::from_toml(&text, &env(&[])).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
     }

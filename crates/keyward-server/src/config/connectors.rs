@@ -42,6 +42,9 @@ pub(super) struct ConnectorFile {
     orgs: Option<Vec<String>>,
     smtp: Option<SmtpFile>,
     from: Option<String>,
+    #[serde(default)]
+    token_exchange: bool,
+    exchange_audiences: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -109,6 +112,10 @@ pub struct ConnectorConfig {
     /// Create an account for an identity nobody holds; when false, only identities
     /// already linked (or linked from the account page) can sign in.
     pub create_accounts: bool,
+    /// Whether the provider's tokens (an `oidc` connector's ID tokens, a `github`
+    /// connector's access tokens) are accepted as subject tokens in a token exchange,
+    /// naming the linked account as a sign-in through it would.
+    pub token_exchange: bool,
     /// What kind of provider, with its settings.
     pub kind: ConnectorKind,
 }
@@ -165,6 +172,10 @@ pub struct OidcSettings {
     pub client_id: String,
     /// keyward's client secret there; `None` for a public client (PKCE only).
     pub client_secret: Option<ClientSecret>,
+    /// Besides `client_id`, the `aud` values an ID token may have to be exchanged
+    /// (`exchange_audiences`: other clients of the same provider whose users' ID tokens
+    /// keyward accepts).
+    pub exchange_audiences: Vec<String>,
     /// The scopes asked for; always includes `openid`.
     pub scopes: Vec<String>,
 }
@@ -265,6 +276,7 @@ pub(super) fn validate(
             enabled: true,
             trust_email: false,
             create_accounts: false,
+            token_exchange: false,
             kind: ConnectorKind::Password,
         });
     }
@@ -314,6 +326,7 @@ fn validate_one(
         trust_email: file.trust_email,
         create_accounts: file.create_accounts.unwrap_or(true)
             && !matches!(settings, ConnectorKind::Password),
+        token_exchange: file.token_exchange,
         kind: settings,
     })
 }
@@ -371,6 +384,8 @@ fn check_keys_apply(
             "scopes",
             "trust_email",
             "create_accounts",
+            "token_exchange",
+            "exchange_audiences",
         ],
         ConnectorType::Github => &[
             "client_id",
@@ -381,6 +396,7 @@ fn check_keys_apply(
             "orgs",
             "trust_email",
             "create_accounts",
+            "token_exchange",
         ],
         ConnectorType::Email => &["smtp", "from", "trust_email", "create_accounts"],
         ConnectorType::Password => &[],
@@ -397,6 +413,8 @@ fn check_keys_apply(
         ("from", file.from.is_some()),
         ("trust_email", file.trust_email),
         ("create_accounts", file.create_accounts.is_some()),
+        ("token_exchange", file.token_exchange),
+        ("exchange_audiences", file.exchange_audiences.is_some()),
     ] {
         if present && !takes.contains(&field) {
             return Err(invalid(
@@ -439,12 +457,26 @@ fn oidc_settings(
         return Err(invalid(key("scopes"), "must include \"openid\""));
     }
     check_scopes(&key("scopes"), &scopes)?;
+    let exchange_audiences = file.exchange_audiences.take().unwrap_or_default();
+    if !exchange_audiences.is_empty() && !file.token_exchange {
+        return Err(invalid(
+            key("exchange_audiences"),
+            "applies only with token_exchange = true",
+        ));
+    }
+    if let Some(i) = exchange_audiences.iter().position(|a| a.trim().is_empty()) {
+        return Err(invalid(
+            format!("{prefix}.exchange_audiences[{i}]"),
+            "must not be empty",
+        ));
+    }
     Ok((
         issuer.host_str().unwrap_or("OpenID Connect").to_owned(),
         ConnectorKind::Oidc(OidcSettings {
             issuer,
             client_id: required(prefix, file.kind, "client_id", file.client_id.take())?,
             client_secret: file.client_secret.take(),
+            exchange_audiences,
             scopes,
         }),
     ))
@@ -666,6 +698,49 @@ type = "email"
             "http://127.0.0.1:8080/callback/corp"
         );
         assert!(config.password_login().is_some());
+    }
+
+    /// `token_exchange` (oidc and github) and `exchange_audiences` (oidc, only with
+    /// `token_exchange`) are read, and refused where they do not apply, naming the key.
+    #[test]
+    fn token_exchange_keys_are_validated() {
+        let oidc = "[[connectors]]\nid = \"corp\"\ntype = \"oidc\"\nissuer = \"https://sso.example.com\"\nclient_id = \"keyward\"\n";
+        let github = "[[connectors]]\nid = \"gh\"\ntype = \"github\"\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+        let config = load(&format!(
+            "{oidc}token_exchange = true\nexchange_audiences = [\"portal\"]\n{github}token_exchange = true\n"
+        ))
+        .unwrap();
+        assert!(config.connectors[0].token_exchange && config.connectors[1].token_exchange);
+        let ConnectorKind::Oidc(settings) = &config.connectors[0].kind else {
+            panic!("oidc")
+        };
+        assert_eq!(settings.exchange_audiences, ["portal"]);
+        let off = load(&format!("{oidc}{github}")).unwrap();
+        assert!(
+            off.connectors.iter().all(|c| !c.token_exchange),
+            "off by default"
+        );
+        for (text, key) in [
+            (
+                format!("{oidc}exchange_audiences = [\"portal\"]"),
+                "connectors[0].exchange_audiences",
+            ),
+            (
+                format!("{oidc}token_exchange = true\nexchange_audiences = [\"\"]"),
+                "connectors[0].exchange_audiences[0]",
+            ),
+            (
+                format!("{github}token_exchange = true\nexchange_audiences = [\"x\"]"),
+                "connectors[0].exchange_audiences",
+            ),
+            (
+                "[[connectors]]\nid = \"mail\"\ntype = \"email\"\ntoken_exchange = true".to_owned(),
+                "connectors[0].token_exchange",
+            ),
+        ] {
+            let err = load(&text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

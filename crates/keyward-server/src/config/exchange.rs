@@ -1,6 +1,7 @@
 //! Token exchange (RFC 8693) settings: `[exchange]` (the issued tokens' lifetime),
-//! `[[audiences]]` (the services an exchanged token may be for) and `[[policies]]`
-//! (which subjects may hold which scopes), as written and as validated.
+//! `[[audiences]]` (the services an exchanged token may be for), `[[policies]]`
+//! (which subjects may hold which scopes) and `[[trusted_issuers]]` (whose JWTs name
+//! machine subjects, such as CI workload identities), as written and as validated.
 //!
 //! ```toml
 //! [exchange]
@@ -13,6 +14,12 @@
 //! [[policies]]
 //! subjects = ["group:corp:sre", "user:alice", "client:ci", "connector:github"]
 //! scopes = ["queue:create-task:proj-infra/*", "secrets:get:infra/*"]
+//!
+//! [[trusted_issuers]]
+//! id = "gha"
+//! issuer = "https://token.actions.githubusercontent.com"
+//! audience = "https://id.example.com"
+//! subject_claims = ["repository", "ref"]
 //! ```
 
 use std::time::Duration;
@@ -20,7 +27,10 @@ use std::time::Duration;
 use keyward_proto::ScopeSet;
 use serde::Deserialize;
 
+use url::Url;
+
 use super::{ConfigError, invalid, parse_duration};
+use crate::net::is_loopback_host;
 
 /// The kinds of subject a policy may name, as the prefix before the first `:`.
 pub const SUBJECT_KINDS: [&str; 5] = ["user", "group", "client", "connector", "trusted"];
@@ -53,6 +63,16 @@ pub(super) struct PolicyFile {
     scopes: Vec<String>,
 }
 
+/// A `[[trusted_issuers]]` entry as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrustedIssuerFile {
+    id: String,
+    issuer: String,
+    audience: String,
+    subject_claims: Vec<String>,
+}
+
 /// The validated token exchange settings.
 #[derive(Clone, Debug)]
 pub struct ExchangeConfig {
@@ -62,6 +82,24 @@ pub struct ExchangeConfig {
     pub audiences: Vec<AudienceConfig>,
     /// Which subjects hold which scopes.
     pub policies: Vec<Policy>,
+    /// Issuers whose JWTs are accepted as subject tokens naming machine subjects.
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+}
+
+/// An issuer of JWTs about machines (a CI system's workload identities): a JWT it
+/// signed, for `audience`, is a subject token naming the machine subject
+/// `trusted:<id>:<values of subject_claims joined by ':'>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedIssuerConfig {
+    /// Its name in subject names (no `:`).
+    pub id: String,
+    /// Its `iss`, exactly; its discovery document is at
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` its tokens must have to be exchanged here.
+    pub audience: String,
+    /// The claims whose values name the machine, in order.
+    pub subject_claims: Vec<String>,
 }
 
 /// A service an exchanged token may be for.
@@ -90,12 +128,22 @@ impl ExchangeConfig {
     }
 }
 
-/// Validates the three sections.
-pub(super) fn validate(
-    exchange: ExchangeFile,
-    audiences: Vec<AudienceFile>,
-    policies: Vec<PolicyFile>,
-) -> Result<ExchangeConfig, ConfigError> {
+/// The sections of the file this module validates.
+pub(super) struct Sections {
+    pub exchange: ExchangeFile,
+    pub audiences: Vec<AudienceFile>,
+    pub policies: Vec<PolicyFile>,
+    pub trusted_issuers: Vec<TrustedIssuerFile>,
+}
+
+/// Validates the four sections.
+pub(super) fn validate(sections: Sections) -> Result<ExchangeConfig, ConfigError> {
+    let Sections {
+        exchange,
+        audiences,
+        policies,
+        trusted_issuers,
+    } = sections;
     let default = lifetime("exchange.lifetime", exchange.lifetime)?
         .unwrap_or(Duration::from_secs(DEFAULT_LIFETIME));
     let mut seen = std::collections::BTreeSet::new();
@@ -151,7 +199,86 @@ pub(super) fn validate(
         lifetime: default,
         audiences: checked,
         policies: rules,
+        trusted_issuers: trusted(trusted_issuers)?,
     })
+}
+
+/// Validates `[[trusted_issuers]]`: ids fit in a subject name and are unique, issuers
+/// are https (http only on this machine) and unique, audiences and claims are named.
+fn trusted(entries: Vec<TrustedIssuerFile>) -> Result<Vec<TrustedIssuerConfig>, ConfigError> {
+    let mut checked: Vec<TrustedIssuerConfig> = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = |field: &str| format!("trusted_issuers[{i}].{field}");
+        let id = entry.id;
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                key("id"),
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if checked.iter().any(|t| t.id == id) {
+            return Err(invalid(key("id"), format!("{id:?} is declared twice")));
+        }
+        let url = Url::parse(&entry.issuer).map_err(|e| {
+            invalid(
+                key("issuer"),
+                format!("{:?} is not a URL: {e}", entry.issuer),
+            )
+        })?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback_host(url.host_str()) => {}
+            _ => {
+                return Err(invalid(
+                    key("issuer"),
+                    "must be https (http only for localhost)",
+                ));
+            }
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(invalid(
+                key("issuer"),
+                "must not have a query, fragment or user info",
+            ));
+        }
+        if checked.iter().any(|t| t.issuer == entry.issuer) {
+            return Err(invalid(
+                key("issuer"),
+                format!("{:?} is declared twice", entry.issuer),
+            ));
+        }
+        if entry.audience.trim().is_empty() {
+            return Err(invalid(key("audience"), "must not be empty"));
+        }
+        if entry.subject_claims.is_empty() {
+            return Err(invalid(
+                key("subject_claims"),
+                "must name at least one claim (such as \"repository\")",
+            ));
+        }
+        if let Some(j) = entry
+            .subject_claims
+            .iter()
+            .position(|c| c.trim().is_empty())
+        {
+            return Err(invalid(
+                format!("trusted_issuers[{i}].subject_claims[{j}]"),
+                "must not be empty",
+            ));
+        }
+        checked.push(TrustedIssuerConfig {
+            id,
+            issuer: entry.issuer,
+            audience: entry.audience,
+            subject_claims: entry.subject_claims,
+        });
+    }
+    Ok(checked)
 }
 
 /// A lifetime within [`LIFETIME_RANGE`], if given.

@@ -64,7 +64,9 @@ async fn token(
         if !client.allows_grant(&grant_type) {
             return Err(not_allowed(&grant_type).into());
         }
-        let response = grants::exchange::exchange(&state.issuer(), &client, request).await?;
+        let response =
+            grants::exchange::exchange(&state.issuer(), state.connectors(), &client, request)
+                .await?;
         state.metrics().increment(
             "keyward_tokens_issued_total",
             &[("grant_type", TOKEN_EXCHANGE_GRANT)],

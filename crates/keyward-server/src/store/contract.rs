@@ -544,8 +544,14 @@ async fn grant_revocation(store: Arc<dyn Store>) {
     assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
     let (g2, c2, _) = grant("g2");
     store.insert_grant_with_code(&g2, &c2).await.unwrap();
-    // g2 and g-after.
-    assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 2);
+    // A grant without a code (a token exchange's) is stored as it is, and revoked with
+    // the user's others.
+    let (g3, _, _) = grant("g3");
+    store.insert_grant(&g3).await.unwrap();
+    assert_eq!(store.get_grant("g3").await.unwrap(), Some(g3));
+    // g2, g3 and g-after.
+    assert_eq!(store.revoke_user_grants("id-alice").await.unwrap(), 3);
+    assert!(store.get_grant("g3").await.unwrap().unwrap().revoked);
 }
 
 /// Device authorization: user codes are unique; approval and collection happen once.

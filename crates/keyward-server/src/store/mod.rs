@@ -239,6 +239,9 @@ pub trait GrantStore: Send + Sync {
     -> StoreResult<()>;
     /// Stores a grant and the code that starts it, in one transaction.
     async fn insert_grant_with_code(&self, grant: &Grant, code: &AuthCode) -> StoreResult<()>;
+    /// Stores a grant that starts with no code (a token exchange's, whose access token
+    /// is issued at once).
+    async fn insert_grant(&self, grant: &Grant) -> StoreResult<()>;
     /// A grant by id.
     async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>>;
     /// A grant by id with its user, in one read.

@@ -1128,6 +1128,18 @@ macro_rules! sql_store {
                 .await
             }
 
+            async fn insert_grant(&self, g: &Grant) -> StoreResult<()> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!("INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                });
+                let (writer, g) = (self.writer.clone(), g.clone());
+                to_completion(async move {
+                    Self::grant_query(&SQL, &g).execute(&writer).await?;
+                    Ok(())
+                })
+                .await
+            }
+
             async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>> {
                 let sql = format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1");
                 let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;

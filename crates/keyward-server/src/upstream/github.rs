@@ -10,6 +10,15 @@
 //!   `Link: rel="next"`), which become the groups `org` and `org:team`, as Taskcluster
 //!   turns them into roles; `orgs = […]` in the configuration admits only their members.
 //!
+//! In a token exchange (the connector's `token_exchange = true`), a GitHub access token
+//! is a subject token: keyward first asks GitHub whether the token is one of this
+//! connector's OAuth app (`POST <api>/applications/<client_id>/token` with the app's
+//! credentials, GitHub's "check a token"; 404 for a token of any other app, revoked or
+//! made up), which also says its scopes, then reads `/user` and the rest as after a
+//! sign-in ([`GithubProvider::identity_of_token`]). Checking the app matters: a token
+//! of another app the person authorised (any app can get one, with no scope at all)
+//! must not let that app become the person here.
+//!
 //! The person may grant fewer scopes than were asked for; the token answer's `scope`
 //! says which ([`Granted`]). Without `user:email` the identity has no address; without
 //! `read:org` it has no groups, and where `orgs` admits only members, nobody whose
@@ -179,6 +188,55 @@ impl GithubProvider {
             }
         };
 
+        self.identity(&token, &granted).await
+    }
+
+    /// Who the access token `token` of this connector's OAuth app belongs to, for a
+    /// token exchange (see the module docs); [`UpstreamError::NotAllowed`] when GitHub
+    /// does not know it as one of the app's tokens.
+    pub async fn identity_of_token(&self, token: &str) -> Result<UpstreamIdentity, UpstreamError> {
+        #[derive(Deserialize)]
+        struct Checked {
+            #[serde(default)]
+            scopes: Option<Vec<String>>,
+        }
+        let url = Self::endpoint(
+            &self.settings.api_url,
+            &format!("/applications/{}/token", self.settings.client_id),
+        );
+        let response = self
+            .http
+            .post(&url)
+            .basic_auth(
+                &self.settings.client_id,
+                Some(self.settings.client_secret.secret()),
+            )
+            .header(ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .json(&serde_json::json!({ "access_token": token }))
+            .send()
+            .await
+            .map_err(|source| UpstreamError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if matches!(response.status().as_u16(), 404 | 422) {
+            return Err(UpstreamError::NotAllowed(
+                "GitHub does not know the token as one of this connector's app (another app's, revoked, or made up)".into(),
+            ));
+        }
+        let checked: Checked = read_json(&url, response).await?;
+        let granted = Granted(Some(checked.scopes.unwrap_or_default()));
+        self.identity(token, &granted).await
+    }
+
+    /// Reads who `token` belongs to (`/user`, the verified primary address, groups)
+    /// as far as `granted` allows, and checks `orgs`.
+    async fn identity(
+        &self,
+        token: &str,
+        granted: &Granted,
+    ) -> Result<UpstreamIdentity, UpstreamError> {
         let reads_orgs = self.settings.reads_orgs() && granted.orgs();
         if !self.settings.orgs.is_empty() && !reads_orgs {
             return Err(UpstreamError::NotAllowed(format!(
@@ -186,17 +244,17 @@ impl GithubProvider {
                 self.settings.orgs.join(", ")
             )));
         }
-        let user: GithubUser = self.get(&token, "/user").await?.0;
+        let user: GithubUser = self.get(token, "/user").await?.0;
         let primary = if granted.emails() {
-            let emails: Vec<GithubEmail> = self.get(&token, "/user/emails").await?.0;
+            let emails: Vec<GithubEmail> = self.get(token, "/user/emails").await?.0;
             emails.into_iter().find(|e| e.primary && e.verified)
         } else {
             None
         };
         let mut groups = Vec::new();
         if reads_orgs {
-            let orgs: Vec<GithubOrg> = self.get_all(&token, "/user/orgs?per_page=100").await?;
-            let teams: Vec<GithubTeam> = self.get_all(&token, "/user/teams?per_page=100").await?;
+            let orgs: Vec<GithubOrg> = self.get_all(token, "/user/orgs?per_page=100").await?;
+            let teams: Vec<GithubTeam> = self.get_all(token, "/user/teams?per_page=100").await?;
             groups.extend(orgs.into_iter().map(|o| o.login));
             groups.extend(
                 teams

@@ -6,6 +6,8 @@
 //!   state and nonce; ID tokens verified against the provider's JWKS).
 //! - [`github`]: GitHub's OAuth web flow and REST API (or GitHub Enterprise's).
 //! - [`email`]: one-time links sent over SMTP.
+//! - [`trusted`]: not a connector: the `[[trusted_issuers]]` whose JWTs name machines
+//!   in a token exchange (found by discovery, keys from their JWKS).
 //!
 //! The password connector needs nothing here: it is the local users of the server core.
 //! Sign-ins in progress live in the store ([`crate::domain::ConnectorLogin`]), so any
@@ -26,6 +28,7 @@ pub mod email;
 pub mod github;
 pub mod guard;
 pub mod oidc;
+pub mod trusted;
 
 /// How long keyward waits for a provider.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -153,6 +156,8 @@ pub struct Connectors {
     list: Vec<Arc<Connector>>,
     /// Every connector's id and display name, the password connector's too.
     names: Vec<(String, String)>,
+    /// The issuers of machine identities trusted in token exchange.
+    trusted: trusted::TrustedIssuers,
 }
 
 impl Connectors {
@@ -184,7 +189,17 @@ impl Connectors {
             .iter()
             .map(|c| (c.id.clone(), c.name.clone()))
             .collect();
-        Ok(Self { list, names })
+        let trusted = trusted::TrustedIssuers::new(&config.exchange.trusted_issuers, &http);
+        Ok(Self {
+            list,
+            names,
+            trusted,
+        })
+    }
+
+    /// The issuers of machine identities trusted in token exchange.
+    pub fn trusted_issuers(&self) -> &trusted::TrustedIssuers {
+        &self.trusted
     }
 
     /// An enabled connector by id.

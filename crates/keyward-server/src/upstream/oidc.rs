@@ -9,6 +9,14 @@
 //! fetch the JWKS again (once per unknown key id per [`MIN_JWKS_REFETCH`]), so provider
 //! key rotation needs nothing from anyone. Claims come from the ID token and, where the provider has
 //! one, from its userinfo endpoint.
+//!
+//! In a token exchange (the connector's `token_exchange = true`), an ID token the
+//! provider issued is a subject token ([`OidcProvider::identity_of_id_token`]): checked
+//! the same way (signature by the provider's JWKS with the same refetch on an unknown
+//! key id, issuer, expiry by the server's clock) but for an `aud` that is the
+//! connector's `client_id` or one of its `exchange_audiences`, and without a nonce (no
+//! sign-in of keyward's asked for it). The identity is what the ID token says; there is
+//! no access token to call userinfo with.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +28,8 @@ use keyward_proto::error::error_chain;
 use keyward_proto::pkce::CodeVerifier;
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim,
-    CoreIdToken, CoreIdTokenClaims, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
+    CoreIdToken, CoreIdTokenClaims, CoreIdTokenVerifier, CoreJsonWebKeySet,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -345,6 +353,74 @@ impl OidcProvider {
                 }
                 Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
             }
+        }
+    }
+
+    /// Who the ID token `token` is about, and when it expires, for a token exchange (see
+    /// the module docs), as of `now` by the server's clock.
+    pub async fn identity_of_id_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(UpstreamIdentity, i64), UpstreamError> {
+        let id_token: CoreIdToken = token
+            .parse()
+            .map_err(|_| UpstreamError::IdToken("not a JWT".into()))?;
+        let time = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+        let mut found = self.discovered().await?;
+        let mut refetched = false;
+        loop {
+            let announced = found.metadata.id_token_signing_alg_values_supported();
+            let allowed: Vec<_> = ACCEPTED_ALGS
+                .iter()
+                .filter(|alg| announced.contains(alg))
+                .cloned()
+                .collect();
+            let verifier = CoreIdTokenVerifier::new_public_client(
+                ClientId::new(self.settings.client_id.clone()),
+                found.metadata.issuer().clone(),
+                found.metadata.jwks().clone(),
+            )
+            .set_allowed_algs(allowed)
+            .require_audience_match(false)
+            .set_time_fn(move || time);
+            let verified = id_token
+                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                .cloned();
+            let claims = match verified {
+                Ok(claims) => claims,
+                Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )) if !refetched && self.refetch_jwks(&header_kid(token)).await? => {
+                    refetched = true;
+                    found = self.discovered().await?;
+                    continue;
+                }
+                Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
+            };
+            let settings = &self.settings;
+            let for_us = claims.audiences().iter().any(|aud| {
+                **aud == settings.client_id
+                    || settings.exchange_audiences.iter().any(|a| **aud == *a)
+            });
+            if !for_us {
+                return Err(UpstreamError::IdToken(format!(
+                    "its aud is neither the connector's client_id nor one of its exchange_audiences ({})",
+                    settings.client_id
+                )));
+            }
+            let identity = UpstreamIdentity {
+                subject: claims.subject().as_str().to_owned(),
+                email: claims.email().map(|e| e.as_str().to_owned()),
+                email_verified: claims.email_verified().unwrap_or(false),
+                name: claims
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| n.as_str().to_owned()),
+                username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+                groups: groups_of(&groups_claim_of(token)),
+            };
+            return Ok((identity, claims.expiration().timestamp()));
         }
     }
 

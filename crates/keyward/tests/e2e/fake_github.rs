@@ -18,6 +18,12 @@
 //!   without `read:org`: the fake has none), `/user/teams` (403 without `read:org`),
 //!   paged with `per_page`, `page` and a `Link` header; 401 `Bad credentials` without
 //!   a valid token;
+//! - `POST <api>/applications/{client_id}/token` ("Check a token", OAuth apps), with the
+//!   app's credentials in Basic auth and `{"access_token": …}`: 200 with the token's
+//!   `scopes` and `user` for a token of this app, 404 `Not Found` for any other (another
+//!   app's, revoked, made up) or for wrong credentials; tokens are minted without the
+//!   web flow by [`FakeGithub::issue_token`] and, for another app,
+//!   [`FakeGithub::issue_token_for_another_app`];
 //! - what goes wrong, on demand ([`Trouble`]): a code that expired before it was
 //!   redeemed, a token revoked as soon as it was issued, a used-up rate limit (403 or
 //!   429 with `x-ratelimit-remaining: 0`, as "Rate limits for the REST API" says).
@@ -82,6 +88,11 @@ struct Inner {
     issued: Vec<String>,
     /// The scopes the person grants, comma-separated; `None`: all that were asked.
     granted: Option<String>,
+    /// Tokens issued to another OAuth app (they work at the API, but are not this
+    /// app's).
+    other_apps: std::collections::HashSet<String>,
+    /// How many "check a token" requests were received.
+    token_checks: usize,
 }
 
 #[derive(Clone)]
@@ -115,6 +126,7 @@ impl FakeGithub {
             .route("/api/v3/user/emails", get(emails))
             .route("/api/v3/user/orgs", get(orgs))
             .route("/api/v3/user/teams", get(teams))
+            .route("/api/v3/applications/{client_id}/token", post(check_token))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -165,6 +177,36 @@ impl FakeGithub {
     /// The scopes the person grants from now on (`None`: all that are asked for).
     pub fn grant_scopes(&self, scopes: Option<&[&str]>) {
         self.fake.inner.lock().unwrap().granted = scopes.map(|s| s.join(","));
+    }
+
+    /// A token of this OAuth app for `login` with `scopes`, as if the person had
+    /// authorised the app through the web flow.
+    pub fn issue_token(&self, login: &str, scopes: &[&str]) -> String {
+        let token = format!("gho_{}", keyward_proto::secret::random_urlsafe(18));
+        let mut inner = self.fake.inner.lock().unwrap();
+        inner.issued.push(token.clone());
+        inner
+            .tokens
+            .insert(token.clone(), (login.to_owned(), scopes.join(",")));
+        token
+    }
+
+    /// A token of another OAuth app for `login`: the API answers it, but it is not
+    /// this app's.
+    pub fn issue_token_for_another_app(&self, login: &str, scopes: &[&str]) -> String {
+        let token = self.issue_token(login, scopes);
+        self.fake
+            .inner
+            .lock()
+            .unwrap()
+            .other_apps
+            .insert(token.clone());
+        token
+    }
+
+    /// How many "check a token" requests were received.
+    pub fn token_checks(&self) -> usize {
+        self.fake.inner.lock().unwrap().token_checks
     }
 
     /// Every access token issued.
@@ -573,4 +615,68 @@ async fn teams(
             .into_response(),
         Err(response) => response,
     }
+}
+
+/// "Check a token" (`POST /applications/{client_id}/token`): the token's scopes and
+/// user when it is one of this app's and the app's credentials are right; 404
+/// otherwise, as GitHub answers.
+async fn check_token(
+    State(fake): State<Fake>,
+    axum::extract::Path(client_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::Json<serde_json::Value>,
+) -> Response {
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "message": "Not Found",
+                "documentation_url": "https://docs.github.com/rest/apps/oauth-applications#check-a-token",
+                "status": "404"
+            })),
+        )
+            .into_response()
+    };
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", fake.client_id, fake.client_secret))
+    );
+    let mut inner = fake.inner.lock().unwrap();
+    inner.token_checks += 1;
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    if !authorized || client_id != fake.client_id {
+        return not_found();
+    }
+    let Some(token) = body.0["access_token"].as_str() else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(serde_json::json!({"message": "Validation Failed", "status": "422"})),
+        )
+            .into_response();
+    };
+    if inner.other_apps.contains(token) {
+        return not_found();
+    }
+    let Some((login, scope)) = inner.tokens.get(token).cloned() else {
+        return not_found();
+    };
+    let Some(user) = inner.users.get(&login).cloned() else {
+        return not_found();
+    };
+    let scopes: Vec<&str> = scope.split(',').filter(|s| !s.is_empty()).collect();
+    axum::Json(serde_json::json!({
+        "id": 1,
+        "url": format!("https://api.github.com/authorizations/1"),
+        "scopes": scopes,
+        "token": token,
+        "token_last_eight": &token[token.len().saturating_sub(8)..],
+        "app": {"client_id": fake.client_id, "name": "keyward", "url": "http://127.0.0.1"},
+        "user": {"login": user.login, "id": user.id, "type": "User"},
+        "created_at": "2011-09-06T17:26:27Z",
+        "updated_at": "2011-09-06T20:39:23Z"
+    }))
+    .into_response()
 }

@@ -15,6 +15,7 @@ mod connectors;
 mod device;
 mod email;
 mod exchange;
+mod exchange_upstream;
 mod fake_github;
 mod flows;
 mod guard;
