@@ -914,7 +914,7 @@ async fn keyward_guard_reads_its_table_from_the_config_file_and_flags_win() {
 
 /// `keyward ws`, the reference client: logged in from the terminal as alice, it
 /// connects through the guard with a token exchanged for `echo`, pipes stdin and stdout,
-/// and re-authenticates in-band by itself, so the connection outlives two 10-second
+/// and re-authenticates in-band by itself, so the connection outlives three 10-second
 /// tokens; closing stdin ends it normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyward_ws_pipes_and_reauthenticates_by_itself() {
@@ -954,8 +954,8 @@ async fn keyward_ws_pipes_and_reauthenticates_by_itself() {
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let started = unix_now();
     let mut sent = 0;
-    // Past two token lifetimes, a line every two seconds, each echoed back.
-    while unix_now() < started + 22.0 {
+    // Past three token lifetimes, a line every two seconds, each echoed back.
+    while unix_now() < started + 32.0 {
         sent += 1;
         let line = format!("line {sent}");
         stdin
@@ -993,5 +993,90 @@ async fn keyward_ws_pipes_and_reauthenticates_by_itself() {
         .await,
         0
     );
+    let _ = std::fs::remove_dir_all(home);
+}
+
+/// `keyward logout` in another terminal ends the grant at keyward, and with it the
+/// exchanged token a running `keyward ws` holds: the guard's next check closes the
+/// connection with 4401 "token revoked", and `keyward ws` exits saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_logout_elsewhere_closes_a_running_keyward_ws() {
+    let app = spawn_app(
+        Db::Sqlite,
+        &format!("device_poll_interval = \"1s\"\n{CONFIG}"),
+    )
+    .await
+    .unwrap();
+    let echo = spawn_echo().await;
+    let guard = spawn_guard(
+        &app.issuer,
+        &echo.url,
+        &["--introspect-client", "demo-app", "--recheck", "1s"],
+    )
+    .await;
+    let home = temp_dir();
+    crate::client::cli_login(&app, &home, &[]).await;
+    let url = format!("{}/live", guard.url.replacen("http", "ws", 1));
+    // stdin stays open (it is held here), so only the guard can end the connection.
+    let mut ws = keyward_cli(
+        &home,
+        &[
+            "ws",
+            &url,
+            &app.issuer,
+            "--audience",
+            "echo",
+            "--scope",
+            "echo:read",
+            // Re-authenticating only in a token's last second leaves the guard's 1 s
+            // check to notice the logout first.
+            "--reauth-before",
+            "1",
+        ],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let _stdin = ws.stdin.take().unwrap();
+    // Connected: the upstream saw the upgrade.
+    tokio::time::timeout(WAIT, async {
+        while echo.seen.lock().unwrap().upgrades.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("keyward ws connected through the guard");
+
+    let out = crate::client::keyward(&home, &["logout", &app.issuer]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logged_out = unix_now();
+    let mut stderr_pipe = ws.stderr.take().unwrap();
+    let ended = tokio::time::timeout(WAIT, ws.wait()).await;
+    let mut said = String::new();
+    if ended.is_err() {
+        let _ = ws.start_kill();
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr_pipe, &mut said),
+    )
+    .await;
+    let status = ended
+        .unwrap_or_else(|_| panic!("keyward ws did not end after the logout:\n{said}"))
+        .unwrap();
+    let output = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: said.into_bytes(),
+    };
+    let after = unix_now() - logged_out;
+    let (status, stderr) = (output.status, text(&output.stderr));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("4401 token revoked"), "{stderr}");
+    // The next 1 s check and its round trip; an expiry would come only at 10 s.
+    assert!(after < 5.0, "closed {after} s after the logout");
     let _ = std::fs::remove_dir_all(home);
 }
