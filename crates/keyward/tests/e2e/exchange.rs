@@ -50,10 +50,16 @@ grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exc
 scopes = ["hooks:trigger:*"]
 "#;
 
-/// alice signs in to the portal; its access token.
+/// alice signs in to the portal; its token response.
 async fn alice_at_portal(app: &TestApp) -> serde_json::Value {
+    portal_sign_in(app, "alice").await
+}
+
+/// `who` signs in to the portal (the client of [`CONFIG`] that may exchange); its token
+/// response (the access token's audience is `portal`).
+pub(crate) async fn portal_sign_in(app: &TestApp, who: &str) -> serde_json::Value {
     let (url, verifier) = authorize_url(&app.issuer, "portal", "openid profile", "");
-    let params = drive(&browser(), &url, "alice", PASSWORD, "approve")
+    let params = drive(&browser(), &url, who, PASSWORD, "approve")
         .await
         .callback();
     let (status, tokens) = redeem_code(

@@ -188,19 +188,7 @@ async fn start_guard(args: &[&str]) -> GuardProcess {
 
 /// `who` signs in to the portal; the portal's access token (audience `portal`).
 async fn login(app: &TestApp, who: &str) -> String {
-    let (url, verifier) = authorize_url(&app.issuer, "portal", "openid profile", "");
-    let params = drive(&browser(), &url, who, PASSWORD, "approve")
-        .await
-        .callback();
-    let (status, tokens) = redeem_code(
-        app,
-        "portal",
-        Some(PORTAL_SECRET),
-        &params["code"],
-        verifier.secret(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let tokens = crate::exchange::portal_sign_in(app, who).await;
     tokens["access_token"].as_str().unwrap().to_owned()
 }
 
