@@ -1,13 +1,15 @@
-//! Administrative operations on the store, behind `keyward client|user|key` and the
-//! start-up sync of the clients and users declared in the configuration file.
+//! Administrative operations on the store, behind `keyward client|user|key|backup|restore`
+//! and the start-up sync of the clients and users declared in the configuration file.
 
 use keyward_proto::{ClientSecret, Password, ScopeSet};
 
+use crate::at_rest::{self, AtRestError, AtRestKey};
 use crate::config::{ClientConfig, Config, UserConfig};
 use crate::domain::SigningAlg;
 use crate::domain::{self, Client, StoredKey, User, now};
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
+use crate::store::backup::{self, BackupError, Inspection, Restored};
 use crate::store::{Store, StoreError};
 
 /// An administrative failure.
@@ -28,6 +30,22 @@ pub enum AdminError {
     /// An argument is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A backup or a restore failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// A backup's sealed secrets do not open with the configured key file.
+    #[error(
+        "{what} in {file} is encrypted at rest and cannot be read (a backup needs the key file of the server that made it)"
+    )]
+    Sealed {
+        /// Which secret.
+        what: String,
+        /// The backup.
+        file: String,
+        /// Why.
+        #[source]
+        source: AtRestError,
+    },
 }
 
 /// The scopes a client gets when none are given.
@@ -328,4 +346,86 @@ async fn config_user(declared: &UserConfig) -> Result<User, AdminError> {
         disabled: false,
         created_at: now(),
     })
+}
+
+/// How the secrets of a database or a backup (signing keys, the MAC key) are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealing {
+    /// Sealed with a key file (`KEYWARD_KEY_ENCRYPTION_KEY_FILE`).
+    pub sealed: usize,
+    /// In clear (made before a key file was set, or with none set).
+    pub clear: usize,
+    /// Whether the configured key file opens every sealed one; `None` when no key file
+    /// is configured.
+    pub opens: Option<bool>,
+}
+
+impl Sealing {
+    /// Counts the sealed secrets of `inspection` and tries `at_rest` on each.
+    fn of(inspection: &Inspection, at_rest: Option<&AtRestKey>) -> Self {
+        let sealed: Vec<&str> = inspection
+            .secrets
+            .iter()
+            .map(|s| s.value.as_str())
+            .filter(|v| at_rest::is_sealed(v))
+            .collect();
+        Self {
+            sealed: sealed.len(),
+            clear: inspection.secrets.len() - sealed.len(),
+            opens: at_rest.map(|key| sealed.iter().all(|v| at_rest::load(Some(key), v).is_ok())),
+        }
+    }
+}
+
+/// What `keyward backup` wrote.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// What the backup holds.
+    pub inspection: Inspection,
+    /// How long the copy took (snapshot, sync and check).
+    pub took: std::time::Duration,
+    /// How its secrets are kept.
+    pub sealing: Sealing,
+}
+
+/// Writes an online, consistent copy of the SQLite database at `database_url` to
+/// `dest` ([`backup::snapshot`]), and says how the secrets in it are kept: sealed ones
+/// need the key file `at_rest` was read from, which is not in the backup.
+pub async fn backup(
+    database_url: &str,
+    dest: &std::path::Path,
+    force: bool,
+    at_rest: Option<&AtRestKey>,
+) -> Result<BackupReport, AdminError> {
+    let started = std::time::Instant::now();
+    let inspection = backup::snapshot(database_url, dest, force).await?;
+    let took = started.elapsed();
+    let sealing = Sealing::of(&inspection, at_rest);
+    Ok(BackupReport {
+        inspection,
+        took,
+        sealing,
+    })
+}
+
+/// Puts the backup `file` in place of the SQLite database at `database_url`, once it
+/// has passed every check ([`backup::stage_restore`]) and its sealed secrets open with
+/// `at_rest` (a server could not start on them otherwise); refused while anything has
+/// the database open. The database replaced is kept beside it.
+pub async fn restore(
+    database_url: &str,
+    file: &std::path::Path,
+    at_rest: Option<&AtRestKey>,
+) -> Result<Restored, AdminError> {
+    let staged = backup::stage_restore(database_url, file).await?;
+    for secret in &staged.inspection().secrets {
+        if let Err(source) = at_rest::load(at_rest, &secret.value) {
+            return Err(AdminError::Sealed {
+                what: secret.name.clone(),
+                file: file.display().to_string(),
+                source,
+            });
+        }
+    }
+    Ok(staged.commit().await?)
 }

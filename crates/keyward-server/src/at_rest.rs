@@ -91,6 +91,11 @@ pub fn store(key: Option<&AtRestKey>, plaintext: &[u8]) -> Result<String, AtRest
     }
 }
 
+/// Whether a stored value is sealed (needs the key file to be read).
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(PREFIX)
+}
+
 /// Reads a secret as [`store`] wrote it.
 pub fn load(key: Option<&AtRestKey>, stored: &str) -> Result<Vec<u8>, AtRestError> {
     let Some(sealed) = stored.strip_prefix(PREFIX) else {
@@ -122,6 +127,7 @@ mod tests {
         let other = AtRestKey::from_material(&[2; 40]).unwrap();
         let stored = store(Some(&key), b"private key").unwrap();
         assert!(stored.starts_with("enc:v1:"));
+        assert!(is_sealed(&stored));
         assert!(!stored.contains("private"));
         assert_eq!(load(Some(&key), &stored).unwrap(), b"private key");
         assert!(matches!(
@@ -138,6 +144,7 @@ mod tests {
             store(Some(&key), b"x").unwrap()
         );
         let clear = store(None, b"plain").unwrap();
+        assert!(!is_sealed(&clear));
         assert_eq!(load(Some(&key), &clear).unwrap(), b"plain");
         assert!(AtRestKey::from_material(b"too short").is_none());
         assert!(format!("{key:?}").contains("redacted"));

@@ -1,5 +1,5 @@
 //! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
-//! and `key` administer its database; `login`, `token`, `logout` and `status` are the
+//! and `key` administer its database, `backup` and `restore` save and put it back; `login`, `token`, `logout` and `status` are the
 //! terminal client of any keyward (or RFC 8628) server, in [`terminal`]; `guard` is the
 //! reverse proxy that protects a service with keyward's tokens, in [`guard`].
 
@@ -47,6 +47,23 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Copy the database into a new file FILE while keyward serve runs (SQLite: a
+    /// consistent snapshot as of one commit; PostgreSQL: says how to use pg_dump).
+    #[command(after_help = BACKUP_HELP)]
+    Backup {
+        /// The backup file to write (mode 0600).
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup made by `keyward backup` in place of the database, with every
+    /// keyward serve stopped; the database it replaces is kept beside it.
+    #[command(after_help = RESTORE_HELP)]
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
     /// Show the configured ways to sign in ([[connectors]] in the configuration file).
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -78,6 +95,18 @@ enum Command {
     /// the caller's identity.
     Guard(guard::GuardArgs),
 }
+
+const BACKUP_HELP: &str = "The backup holds everything a restored server needs: \
+clients, users, grants, refresh tokens, and the signing keys and MAC key. With \
+KEYWARD_KEY_ENCRYPTION_KEY_FILE set, those keys are encrypted in it and the key file is \
+not: keep a copy of the key file apart from the backups, a restore needs it. Without it \
+they are in clear and the backup can sign tokens: keep it as secret as the database.";
+
+const RESTORE_HELP: &str = "FILE is checked before anything is touched: a whole, \
+undamaged keyward database of a schema this keyward can migrate, whose encrypted keys \
+open with KEYWARD_KEY_ENCRYPTION_KEY_FILE. Refused while anything has the database \
+open. The replaced database is renamed NAME.replaced-TIME; the next keyward serve \
+migrates the backup if it is older.";
 
 #[derive(Subcommand)]
 enum ScopesCommand {
@@ -265,6 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let at_rest = load_config(config)?.at_rest_key;
             key_command(&*server_store(config).await?, command, at_rest).await
         }
+        Command::Backup { file, force } => backup(&load_config(config)?, &file, force).await,
+        Command::Restore { file } => restore(&load_config(config)?, &file).await,
         Command::Scopes(ScopesCommand::Expand { subject }) => {
             let config = load_config(config)?;
             let store = open_store(&config).await?;
@@ -342,6 +373,92 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     keyward_server::serve::run(state, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// `keyward backup FILE`: the snapshot, what it holds, and what a restore will need.
+async fn backup(config: &Config, file: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let report = admin::backup(
+        &config.database_url,
+        file,
+        force,
+        config.at_rest_key.as_deref(),
+    )
+    .await
+    .with_context(|| format!("backup of {} failed", redact_url(&config.database_url)))?;
+    let held = &report.inspection;
+    println!(
+        "wrote {}: {} bytes in {:.2} s, a consistent copy of {}",
+        file.display(),
+        held.bytes,
+        report.took.as_secs_f64(),
+        redact_url(&config.database_url)
+    );
+    println!("  {}", holdings(held));
+    let sealing = report.sealing;
+    if sealing.sealed > 0 {
+        let check = match sealing.opens {
+            Some(true) => "the configured key file opens them",
+            Some(false) => "WARNING: the configured key file does not open them",
+            None => "KEYWARD_KEY_ENCRYPTION_KEY_FILE is not set here, so they were not checked",
+        };
+        println!(
+            "  {} secrets (signing keys, MAC key) are encrypted at rest; {check}",
+            sealing.sealed
+        );
+        println!(
+            "  a restore needs that key file (KEYWARD_KEY_ENCRYPTION_KEY_FILE), which is not \
+             in the backup: keep a copy of it apart from the backups"
+        );
+    }
+    if sealing.clear > 0 {
+        println!(
+            "  {} secrets (signing keys, MAC key) are in clear: this file can sign tokens as \
+             the server; keep it as secret as the database (see README, Backups)",
+            sealing.clear
+        );
+    }
+    Ok(())
+}
+
+/// `keyward restore FILE`: the checks, the swap, and where the old database went.
+async fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let restored = admin::restore(&config.database_url, file, config.at_rest_key.as_deref())
+        .await
+        .with_context(|| format!("nothing restored into {}", redact_url(&config.database_url)))?;
+    let held = &restored.inspection;
+    println!(
+        "restored {} into {}",
+        file.display(),
+        restored.database.display()
+    );
+    println!("  {}", holdings(held));
+    let latest = keyward_server::store::backup::latest_schema_version();
+    if held.schema_version < latest {
+        println!(
+            "  schema version {}: keyward serve migrates it to {latest} when it starts",
+            held.schema_version
+        );
+    }
+    if let Some(replaced) = &restored.replaced {
+        println!(
+            "  the database it replaced is kept at {}",
+            replaced.display()
+        );
+    }
+    Ok(())
+}
+
+/// One line saying what a database file holds.
+fn holdings(held: &keyward_server::store::backup::Inspection) -> String {
+    format!(
+        "schema version {}; {} users, {} clients, {} grants, {} refresh tokens, {} signing keys",
+        held.schema_version,
+        held.users,
+        held.clients,
+        held.grants,
+        held.refresh_tokens,
+        held.signing_keys
+    )
 }
 
 /// One line per connector: name, type, and what its provider needs to know (the

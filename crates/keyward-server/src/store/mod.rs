@@ -5,6 +5,8 @@
 //! ([`sql::SqliteStore`], the embedded default, and [`sql::PostgresStore`], for several
 //! replicas), and one contract test suite that runs against both.
 //!
+//! [`backup`] copies the SQLite database while it serves and puts a copy back.
+//!
 //! Everything a second replica would need lives here: logins in progress (also those
 //! waiting at an upstream provider), sessions, codes, grants, refresh tokens, signing
 //! keys, and the identities linked to each account. Lookups return
@@ -23,6 +25,7 @@ use crate::domain::{
     RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
+pub mod backup;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod sql;

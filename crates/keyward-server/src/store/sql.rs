@@ -37,7 +37,7 @@ use crate::domain::{
 };
 
 /// The schema, in order; each entry runs once per database.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_initial.sql")),
     (2, include_str!("../../migrations/0002_device.sql")),
     (3, include_str!("../../migrations/0003_pkg_challenge.sql")),
@@ -63,7 +63,7 @@ pub struct SqliteStore {
 
 /// Creates the database's directory, readable by keyward's user only (0700), when it
 /// does not exist; an existing directory is left as its owner made it.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(super) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

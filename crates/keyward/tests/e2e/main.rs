@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_cli;
+mod backup;
 mod browser_security;
 mod cli_promises;
 mod client;

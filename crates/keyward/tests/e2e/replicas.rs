@@ -33,10 +33,22 @@ pub fn start_replica_logging(
     level: &str,
     log: Stdio,
 ) -> Replica {
+    start_replica_env(config, dir, level, log, &[])
+}
+
+/// Like [`start_replica_logging`], with environment variables added (a key file).
+pub fn start_replica_env(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    level: &str,
+    log: Stdio,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Replica {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["serve", "--config"])
         .arg(config)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("KEYWARD_LISTEN", "127.0.0.1:0")
         .env("KEYWARD_LOG", level)
         .stdout(Stdio::piped())
