@@ -21,10 +21,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// The system's clock shifted by an offset that only grows: for tests, which move time
-/// forward (past an expiry, a polling interval, a back-off) instead of sleeping. A
-/// frozen clock stands still except when moved, for tests that must not depend on two
-/// requests landing in the same wall-clock second.
+/// The system's clock shifted by an offset that only grows once the clock exists: for
+/// tests, which move time forward (past an expiry, a polling interval, a back-off)
+/// instead of sleeping. A frozen clock stands still except when moved, for tests that
+/// must not depend on two requests landing in the same wall-clock second; a clock made
+/// [`ShiftedClock::starting_at`] a past time serves tokens a fixture keeps as at the
+/// time they were issued.
 #[derive(Debug, Default)]
 pub struct ShiftedClock {
     offset: AtomicI64,
@@ -33,6 +35,14 @@ pub struct ShiftedClock {
 }
 
 impl ShiftedClock {
+    /// A running clock that reads `start` now and goes on from there.
+    pub fn starting_at(start: i64) -> Self {
+        Self {
+            offset: AtomicI64::new(start - crate::domain::now()),
+            frozen_at: AtomicI64::new(0),
+        }
+    }
+
     /// Moves this clock `seconds` forward.
     pub fn advance(&self, seconds: i64) {
         self.offset.fetch_add(seconds.max(0), Ordering::SeqCst);
@@ -71,6 +81,15 @@ mod tests {
         assert!(clock.now() >= before + 3600);
         clock.advance(-100);
         assert!(clock.now() >= before + 3600);
+    }
+
+    #[test]
+    fn a_clock_may_start_in_the_past() {
+        let start = crate::domain::now() - 86_400 * 400;
+        let clock = ShiftedClock::starting_at(start);
+        assert!((start..start + 5).contains(&clock.now()));
+        clock.advance(60);
+        assert!(clock.now() >= start + 60);
     }
 
     #[test]

@@ -26,3 +26,4 @@ mod lifetimes;
 mod pkg;
 mod replicas;
 mod throttles;
+mod upgrade;
