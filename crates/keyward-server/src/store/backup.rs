@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::Duration;
 
-use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions as _, Connection as _};
 
 use crate::config::DatabaseKind;
 
@@ -53,6 +53,9 @@ pub enum BackupError {
     /// The backup's destination exists.
     #[error("{0} exists; pass --force to replace it")]
     Exists(String),
+    /// The backup file named is the database itself, or one of its companion files.
+    #[error("{0} is the database itself (or its log): a backup is another file")]
+    IsTheDatabase(String),
     /// A file could not be read, written, renamed or synced.
     #[error("cannot {what} {path}")]
     Io {
@@ -187,14 +190,17 @@ pub async fn snapshot(url: &str, dest: &Path, force: bool) -> Result<Inspection,
     if !exists(&source)? {
         return Err(BackupError::NoDatabase(source_name));
     }
+    refuse_the_database(&source, dest)?;
     if !force && exists(dest)? {
         return Err(BackupError::Exists(dest.display().to_string()));
     }
     let partial = Partial::create(dest, "partial")?;
+    // The copy takes as long as the database is large: not a slow statement to warn of.
     let options = SqliteConnectOptions::new()
         .filename(&source)
         .read_only(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        .disable_statement_logging();
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .map_err(|e| sqlite_error(&source_name, e))?;
@@ -409,6 +415,7 @@ pub struct Restored {
 /// not touched.
 pub async fn stage_restore(url: &str, backup: &Path) -> Result<StagedRestore, BackupError> {
     let target = sqlite_file(url)?;
+    refuse_the_database(&target, backup)?;
     let shown = backup.display().to_string();
     let mut from = std::fs::File::open(backup).map_err(|source| BackupError::Io {
         what: "read",
@@ -514,6 +521,24 @@ impl StagedRestore {
             inspection,
         })
     }
+}
+
+/// Refuses `file` when it is the database `database` or one of its companion files (log,
+/// index, journal): a backup written over them, or restored from them, would wreck the
+/// database. Compared as the files they are, whatever the path says.
+fn refuse_the_database(database: &Path, file: &Path) -> Result<(), BackupError> {
+    let Ok(file_id) = std::fs::canonicalize(file) else {
+        // No such file yet: not one of the database's.
+        return Ok(());
+    };
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut companion = database.as_os_str().to_owned();
+        companion.push(suffix);
+        if std::fs::canonicalize(&companion).is_ok_and(|id| id == file_id) {
+            return Err(BackupError::IsTheDatabase(file.display().to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the write-ahead log, its index and a rollback journal named after `target`
@@ -836,6 +861,29 @@ mod tests {
             snapshot(&url, &backup, false).await,
             Err(BackupError::Exists(_))
         ));
+        // Never over the database or its log, nor from them, however they are named.
+        let database = dir.join("data").join("keyward.db");
+        for named in [
+            database.clone(),
+            dir.join("data")
+                .join("..")
+                .join("data")
+                .join("keyward.db-wal"),
+        ] {
+            assert!(matches!(
+                snapshot(&url, &named, true).await,
+                Err(BackupError::IsTheDatabase(_))
+            ));
+            assert!(matches!(
+                stage_restore(&url, &named).await,
+                Err(BackupError::IsTheDatabase(_))
+            ));
+        }
+        assert_eq!(
+            store.list_keys().await.unwrap()[0].kid,
+            key.kid,
+            "the database is intact"
+        );
         snapshot(&url, &backup, true).await.unwrap();
         #[cfg(unix)]
         {
