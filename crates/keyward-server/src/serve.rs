@@ -48,7 +48,7 @@ pub async fn build_with_clock(
     for notice in &config.warnings {
         tracing::warn!("{notice}");
     }
-    let store = store::open(&config.database_url).await?;
+    let store = store::open_with(&config.database_url, config.durability).await?;
     admin::sync_config(store.as_ref(), &config).await?;
     Ok(AppState::with_clock(config, store, clock).await?)
 }

@@ -236,12 +236,14 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    store::open(&config.database_url).await.with_context(|| {
-        format!(
-            "cannot open the database {}",
-            redact_url(&config.database_url)
-        )
-    })
+    store::open_with(&config.database_url, config.durability)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })
 }
 
 /// A database URL without its password, for messages.

@@ -112,6 +112,23 @@ pub fn parse_form_repeating<T: DeserializeOwned>(
     })
 }
 
+/// The bytes of parameter `name` in a form body or query string, exactly as sent
+/// (percent-decoded, but not forced into UTF-8 as [`parse_form`]'s strings are): for
+/// values that must go back unchanged, such as `state`. The first one if it repeats.
+pub fn form_value_bytes(input: &[u8], name: &str) -> Option<Vec<u8>> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &[][..]),
+            };
+            (crate::domain::decode_form_bytes(key) == name.as_bytes())
+                .then(|| crate::domain::decode_form_bytes(value))
+        })
+}
+
 /// The value of cookie `name`, if the request carries it.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -256,6 +273,25 @@ impl FromRequestParts<AppState> for ClientAddr {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn form_value_bytes_are_exact() {
+        let input = b"client_id=c&state=%FF%00a+b%2B&st%61te=second&flag";
+        assert_eq!(
+            form_value_bytes(input, "state").as_deref(),
+            Some(&b"\xff\x00a b+"[..])
+        );
+        assert_eq!(
+            form_value_bytes(input, "client_id").as_deref(),
+            Some(&b"c"[..])
+        );
+        assert_eq!(form_value_bytes(input, "flag").as_deref(), Some(&b""[..]));
+        assert_eq!(form_value_bytes(input, "nonce"), None);
+        assert_eq!(
+            form_value_bytes(b"&&state=%zz&", "state").as_deref(),
+            Some(&b"%zz"[..])
+        );
+    }
 
     #[derive(serde::Deserialize, Debug)]
     struct Params {

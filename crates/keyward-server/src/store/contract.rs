@@ -9,9 +9,9 @@ use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 use super::{IdentityKey, Store, StoreError, UserClient};
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
-    DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session,
-    StoredKey, Unlink, User,
+    AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
+    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
+    ResponseMode, Session, StoredKey, Unlink, User,
 };
 
 pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
@@ -213,7 +213,8 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
             scope: ScopeSet::parse("openid profile").unwrap(),
             redirect_uri: "http://127.0.0.1:5555/cb".into(),
             redirect_uri_given: true,
-            state: Some("s".into()),
+            // Bytes that are not UTF-8, NUL, `+` and space come back exact on both.
+            state: Some(ClientState::from_bytes(b"s\xff\x00 +%")),
             nonce: Some("n".into()),
             code_challenge: "c".repeat(43),
             response_mode: mode,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use keyward_proto::{ScopeSet, TokenHash};
 
-use crate::config::DatabaseKind;
+use crate::config::{DatabaseKind, Durability};
 
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
@@ -371,11 +371,19 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Opens the store named by a database URL, creating the SQLite file (and its
-/// directory) when missing, and runs the migrations.
+/// directory) when missing, and runs the migrations; commits as durable as the default
+/// [`Durability`].
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    open_with(url, Durability::default()).await
+}
+
+/// Like [`open`], with commits as durable as `durability` says.
+pub async fn open_with(url: &str, durability: Durability) -> StoreResult<Arc<dyn Store>> {
     match DatabaseKind::of(url) {
-        Some(DatabaseKind::Sqlite) => Ok(Arc::new(sql::SqliteStore::open(url).await?)),
-        Some(DatabaseKind::Postgres) => Ok(Arc::new(sql::PostgresStore::open(url).await?)),
+        Some(DatabaseKind::Sqlite) => Ok(Arc::new(sql::SqliteStore::open(url, durability).await?)),
+        Some(DatabaseKind::Postgres) => {
+            Ok(Arc::new(sql::PostgresStore::open(url, durability).await?))
+        }
         None => Err(StoreError::UnsupportedUrl),
     }
 }

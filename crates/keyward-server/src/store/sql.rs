@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use keyward_proto::{ScopeSet, TokenHash};
 use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -29,11 +29,12 @@ use super::{
     ClientStore, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore, LoginStore,
     SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
 };
+use crate::config::Durability;
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
-    DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session,
-    StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
+    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
+    ResponseMode, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/0007_groups_confirmed.sql"),
     ),
+    (8, include_str!("../../migrations/0008_state_bytes.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -177,12 +179,18 @@ pub struct PostgresStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the SQLite database at `url` and migrates it.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Opens (creating when missing) the SQLite database at `url` and migrates it. The
+    /// write-ahead log is synced at each commit with [`Durability::Full`], at each
+    /// checkpoint otherwise.
+    pub async fn open(url: &str, durability: Durability) -> StoreResult<Self> {
+        let synchronous = match durability {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
+        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let file = options.get_filename().to_owned();
@@ -268,12 +276,18 @@ async fn apply_migrations_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResu
 }
 
 impl PostgresStore {
-    /// Connects to PostgreSQL at `url` and migrates the database.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Connects to PostgreSQL at `url` and migrates the database. With
+    /// [`Durability::Full`], keyward's connections commit with `synchronous_commit = on`
+    /// even where the server's default is lower.
+    pub async fn open(url: &str, durability: Durability) -> StoreResult<Self> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if durability == Durability::Full {
+            options = options.options([("synchronous_commit", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         let store = Self {
             writer: pool.clone(),
@@ -432,7 +446,7 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at, introspect";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
-const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
+const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state_encoded, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
 const SESSION_COLUMNS: &str =
     "id_hash, user_id, auth_time, created_at, expires_at, csrf, method, user_agent, ip";
 const IDENTITY_COLUMNS: &str = "connector_id, subject, user_id, email, email_verified, name, username, group_names, created_at, last_login_at, groups_confirmed_at";
@@ -511,6 +525,19 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A code flow's `state`: its exact bytes, or the text a row written before
+            /// migration 8 kept.
+            fn client_state(row: &$row) -> StoreResult<Option<ClientState>> {
+                match row.try_get::<Option<String>, _>("state_encoded")? {
+                    Some(encoded) => ClientState::from_encoded(&encoded)
+                        .map(Some)
+                        .ok_or_else(|| corrupt("auth request state", encoded)),
+                    None => Ok(row
+                        .try_get::<Option<String>, _>("state")?
+                        .map(|text| ClientState::from_bytes(text.as_bytes()))),
+                }
+            }
+
             /// An auth request from its row: the columns of the code flow (blank for the
             /// other kinds, where the schema keeps them NOT NULL) become the kind's.
             fn auth_request(row: &$row) -> StoreResult<AuthRequest> {
@@ -522,7 +549,7 @@ macro_rules! sql_store {
                         scope,
                         redirect_uri: row.try_get("redirect_uri")?,
                         redirect_uri_given: row.try_get("redirect_uri_given")?,
-                        state: row.try_get("state")?,
+                        state: Self::client_state(row)?,
                         nonce: row.try_get("nonce")?,
                         code_challenge: row.try_get("code_challenge")?,
                         response_mode: {
@@ -932,7 +959,7 @@ macro_rules! sql_store {
                     .bind(flow.map_or("", |f| f.redirect_uri.as_str()))
                     .bind(flow.is_some_and(|f| f.redirect_uri_given))
                     .bind(scope.to_string())
-                    .bind(flow.and_then(|f| f.state.as_deref()))
+                    .bind(flow.and_then(|f| f.state.as_ref().map(ClientState::encoded)))
                     .bind(flow.and_then(|f| f.nonce.as_deref()))
                     .bind(flow.map_or("", |f| f.code_challenge.as_str()))
                     .bind(&r.prompt)
@@ -953,7 +980,7 @@ macro_rules! sql_store {
             }
 
             async fn get_auth_request(&self, id: &str, now: i64) -> StoreResult<Option<AuthRequest>> {
-                let sql = format!("SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND expires_at > $2");
+                let sql = format!("SELECT {AUTH_REQUEST_COLUMNS}, state FROM auth_requests WHERE id = $1 AND expires_at > $2");
                 let row = sqlx::query(&sql).bind(id).bind(now).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::auth_request).transpose()
             }
@@ -1594,3 +1621,73 @@ macro_rules! sql_store {
 
 sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
 sql_store!(PostgresStore, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `durability` reaches the connections that commit: SQLite's `synchronous` (1 is
+    /// NORMAL, 2 FULL) on the writer and on the checkpointer's connection.
+    #[tokio::test]
+    async fn sqlite_durability_sets_synchronous() {
+        for (durability, expected) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let dir = std::env::temp_dir().join(format!(
+                "keyward-durability-{}",
+                keyward_proto::secret::random_urlsafe(9)
+            ));
+            let url = format!("sqlite://{}/k.db", dir.display());
+            let store = SqliteStore::open(&url, durability).await.unwrap();
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.writer)
+                .await
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+            drop(store);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// With `durability = "full"`, PostgreSQL commits synchronously even when the
+    /// database's default says otherwise.
+    #[tokio::test]
+    async fn postgres_full_durability_overrides_the_server_default() {
+        let Some(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL").ok() else {
+            assert!(std::env::var_os("KEYWARD_REQUIRE_POSTGRES").is_none());
+            eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let name = format!(
+            "keyward_test_{}",
+            keyward_proto::secret::random_urlsafe(9)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let admin = PgPool::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        for (durability, expected) in [(Durability::Normal, "off"), (Durability::Full, "on")] {
+            let store = PostgresStore::open(url.as_str(), durability).await.unwrap();
+            let level: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&store.writer)
+                .await
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+            store.writer.close().await;
+        }
+        sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
