@@ -2,11 +2,9 @@
 //! remembered) or denied by the person the login is for, who must still be the one
 //! signed in in this browser.
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
 use keyward_proto::ErrorCode;
 use serde::Deserialize;
 
@@ -15,13 +13,16 @@ use super::error::OAuthError;
 use super::extract::Body;
 use super::login::{RequestRef, Stored, check_csrf, error_page, finish, load_request, reject};
 use super::page_error::{PageError, page_form};
+use super::routes::Routes;
 use crate::domain::{AuthRequest, LoginKind, User};
 use crate::state::AppState;
 use crate::store::UserClient;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/consent", get(consent_page).post(consent_submit))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/consent", consent_page)
+        .post("/consent", consent_submit)
 }
 
 /// What a scope lets an application do, for the consent page.

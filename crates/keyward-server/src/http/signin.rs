@@ -2,11 +2,9 @@
 //! emailed-link connector, the password form) and the password sign-in (`POST /login`),
 //! throttled before the password is checked ([`crate::throttle`]).
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
 use serde::Deserialize;
 
 use super::browser::{known_browser, remember_browser};
@@ -16,6 +14,7 @@ use super::login::{
     LoginNotice, RequestRef, check_csrf, error_page, load_request, render_login, sign_in,
 };
 use super::page_error::{PageError, page_form};
+use super::routes::Routes;
 use crate::state::AppState;
 use crate::throttle;
 
@@ -38,8 +37,10 @@ async fn user_with_password(
 }
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/login", get(login_page).post(login_submit))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/login", login_page)
+        .post("/login", login_submit)
 }
 
 async fn login_page(
