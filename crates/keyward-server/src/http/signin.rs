@@ -2,14 +2,14 @@
 //! emailed-link connector, the password form) and the password sign-in (`POST /login`),
 //! throttled before the password is checked ([`crate::throttle`]).
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::browser::{known_browser, remember_browser};
 use super::error::{OAuthError, wait_text, with_retry_after};
-use super::extract::{Body, ClientAddr};
+use super::extract::{Body, ClientAddr, parse_form};
 use super::login::{
     LoginNotice, RequestRef, check_csrf, error_page, load_request, render_login, sign_in,
 };
@@ -46,9 +46,9 @@ pub fn router() -> Routes {
 async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let Ok(Query(query)) = query else {
+    let Ok(query) = parse_form::<RequestRef>(query.unwrap_or_default().as_bytes()) else {
         return Err(error_page(
             "Invalid request",
             "The sign-in link is incomplete.",
