@@ -11,11 +11,9 @@
 
 use std::net::IpAddr;
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
 use keyward_proto::{ErrorCode, ScopeSet, TokenHash};
 use serde::Deserialize;
 
@@ -26,6 +24,7 @@ use super::login::{
     Responder, Stored, advance, attach_session, error_page, prompt_values, web_message_origin,
 };
 use super::page_error::PageError;
+use super::routes::Routes;
 use crate::domain::{AuthRequest, Client, ClientState, CodeFlow, LoginKind, ResponseMode, secs};
 use crate::state::AppState;
 
@@ -33,8 +32,10 @@ use crate::state::AppState;
 const MAX_PARAM_LEN: usize = 2048;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/authorize", get(authorize_get).post(authorize_post))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/authorize", authorize_get)
+        .post("/authorize", authorize_post)
 }
 
 /// The parameters of an authorization request.

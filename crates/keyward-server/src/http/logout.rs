@@ -6,11 +6,9 @@
 //! `id_token_hint` for the signed-in user logs out at once; otherwise the user confirms
 //! with a CSRF-protected form, so that a third-party page cannot sign anyone out.
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use keyward_proto::TokenHash;
 use keyward_proto::claims::IdTokenClaims;
 use serde::Deserialize;
@@ -20,13 +18,16 @@ use super::browser::{BROWSER_COOKIE, SESSION_COOKIE, csrf_matches, current_sessi
 use super::error::OAuthError;
 use super::extract::{Body, append_our_cookie, form_value_bytes, our_cookie, parse_form};
 use super::page_error::PageError;
+use super::routes::Routes;
 use crate::domain::ClientState;
 use crate::issuer::ID_TOKEN_TYP;
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/logout", get(logout_get).post(logout_post))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/logout", logout_get)
+        .post("/logout", logout_post)
 }
 
 #[derive(Debug, Default, Deserialize)]

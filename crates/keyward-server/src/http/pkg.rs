@@ -15,11 +15,10 @@
 //! expiry rules apply. Bodies are accepted without a content type, as the Julia client
 //! sends them.
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use keyward_proto::token::TokenResponse;
 use keyward_proto::{ErrorCode, OpaqueToken, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
 use super::login::{error_page, start_login};
 use super::page_error::PageError;
+use super::routes::Routes;
 use crate::domain::{Client, DeviceStatus};
 use crate::grants;
 use crate::state::AppState;
@@ -38,16 +38,16 @@ use crate::state::AppState;
 pub const PKG_SCOPE: &str = "openid profile email offline_access";
 
 /// Routes of this module (empty when `[pkg_auth] enabled = false`).
-pub fn router(enabled: bool) -> Router<AppState> {
+pub fn router(enabled: bool) -> Routes {
     if !enabled {
-        return Router::new();
+        return Routes::new();
     }
-    Router::new()
-        .route("/auth/configuration", get(configuration))
-        .route("/auth/challenge", post(challenge))
-        .route("/auth/response", get(response_page))
-        .route("/auth/claimtoken", post(claim_token))
-        .route("/auth/refresh", get(refresh_token_file))
+    Routes::new()
+        .get("/auth/configuration", configuration)
+        .post("/auth/challenge", challenge)
+        .get("/auth/response", response_page)
+        .post("/auth/claimtoken", claim_token)
+        .get("/auth/refresh", refresh_token_file)
 }
 
 #[derive(Serialize)]

@@ -3,11 +3,10 @@
 //! each grant live (token exchange, RFC 8693, included: its `audience` and `resource`
 //! are the only parameters that may repeat).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use keyward_proto::ErrorCode;
 use keyward_proto::exchange::{TOKEN_EXCHANGE_GRANT, TokenExchangeRequest};
 use keyward_proto::token::{ClientCredentialsInBody, GRANT_TYPES, TokenRequest};
@@ -15,12 +14,13 @@ use keyward_proto::token::{ClientCredentialsInBody, GRANT_TYPES, TokenRequest};
 use super::client_auth::authenticate;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form, parse_form_repeating};
+use super::routes::Routes;
 use crate::grants;
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/token", post(token))
+pub fn router() -> Routes {
+    Routes::new().post("/token", token)
 }
 
 /// The parameters that may repeat in a token request (RFC 8693 §2.1).
