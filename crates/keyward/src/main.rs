@@ -1,5 +1,5 @@
-//! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
-//! and `key` administer its database; `login`, `token`, `logout` and `status` are the
+//! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`,
+//! `key` and `store` administer its database; `login`, `token`, `logout` and `status` are the
 //! terminal client of any keyward (or RFC 8628) server, in [`terminal`]; `guard` is the
 //! reverse proxy that protects a service with keyward's tokens, in [`guard`].
 
@@ -47,6 +47,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Look after the database.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Show the configured ways to sign in ([[connectors]] in the configuration file).
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -193,6 +196,18 @@ enum KeyCommand {
     List,
 }
 
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Check that the database's records agree with each other: every refresh token's,
+    /// code's and device authorization's grant exists, every grant's user and client
+    /// exist, each rotation chain has exactly one live token. Safe while servers run.
+    #[command(
+        after_help = "Exit status: 0 when consistent; 1 with one line per problem on stdout \
+        (ids and counts only, never token material), or on any other error."
+    )]
+    Check,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -266,6 +281,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(command) => {
             let at_rest = load_config(config)?.at_rest_key;
             key_command(&*server_store(config).await?, command, at_rest).await
+        }
+        Command::Store(StoreCommand::Check) => {
+            let config = load_config(config)?;
+            store_check(&*open_store(&config).await?, &config).await
         }
         Command::Scopes(ScopesCommand::Expand { subject }) => {
             let config = load_config(config)?;
@@ -647,6 +666,27 @@ async fn key_command(
         }
     }
     Ok(())
+}
+
+/// `keyward store check`: what was checked, then each problem on a line of its own;
+/// an error (exit status 1) when there is any.
+async fn store_check(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+    let report = store
+        .check_consistency(keyward_server::domain::now())
+        .await
+        .context("the consistency check failed to run")?;
+    let database = redact_url(&config.database_url);
+    println!("checked {database}: {}", report.checked);
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    match report.problems.len() {
+        0 => {
+            println!("consistent");
+            Ok(())
+        }
+        n => bail!("the database is inconsistent: {n} problem(s)"),
+    }
 }
 
 #[cfg(test)]

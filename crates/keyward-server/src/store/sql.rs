@@ -25,9 +25,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::check;
 use super::{
-    ClientStore, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore, LoginStore,
-    SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
+    ClientStore, Consistency, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore,
+    LoginStore, SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
 };
 use crate::config::Durability;
 use crate::domain::SigningAlg;
@@ -401,6 +402,23 @@ impl OneTrip for PostgresStore {
         });
         &SQL
     }
+}
+
+/// How a read of several queries sees one state of the database.
+trait Snapshot {
+    /// What starts such a read inside a transaction just begun, if anything.
+    const BEGIN: Option<&'static str>;
+}
+
+impl Snapshot for SqliteStore {
+    /// Any transaction: a reader of a WAL database keeps the snapshot of its first read.
+    const BEGIN: Option<&'static str> = None;
+}
+
+impl Snapshot for PostgresStore {
+    /// Read committed would give each statement a snapshot of its own.
+    const BEGIN: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
 }
 
 /// Runs a write of several statements in a task of its own, so that a caller that
@@ -806,7 +824,12 @@ macro_rules! sql_store {
                     ("DELETE FROM sessions WHERE expires_at < $1", now),
                     ("DELETE FROM auth_codes WHERE expires_at < $1", day_ago),
                     ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
+                    // What names an expired grant goes with it, so that nothing names a
+                    // grant that is gone (a code presented again then is unknown rather
+                    // than replayed: refused either way).
                     ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
+                    ("DELETE FROM auth_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
+                    ("DELETE FROM device_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
                     ("DELETE FROM grants WHERE expires_at < $1", now),
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
                     ("DELETE FROM device_codes WHERE expires_at < $1", hour_ago),
@@ -817,6 +840,38 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(deleted)
+            }
+
+            async fn check_consistency(&self, now: i64) -> StoreResult<Consistency> {
+                // One snapshot for every query: on SQLite a read transaction, on
+                // PostgreSQL a repeatable-read one, so that writes landing meanwhile
+                // (a live server's) cannot make the queries disagree with each other.
+                let mut tx = self.pool.begin().await?;
+                if let Some(sql) = <$store as Snapshot>::BEGIN {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                let counts = sqlx::query(check::COUNTS).fetch_one(&mut *tx).await?;
+                let count = |i: usize| -> StoreResult<u64> { Ok(u64::try_from(counts.try_get::<i64, _>(i)?).unwrap_or(0)) };
+                let checked = check::Checked {
+                    users: count(0)?,
+                    clients: count(1)?,
+                    grants: count(2)?,
+                    refresh_tokens: count(3)?,
+                    auth_codes: count(4)?,
+                    device_codes: count(5)?,
+                };
+                let mut problems = Vec::new();
+                for query in check::QUERIES.iter() {
+                    let mut q = sqlx::query(&query.sql);
+                    if query.takes_now {
+                        q = q.bind(now);
+                    }
+                    for row in q.fetch_all(&mut *tx).await? {
+                        problems.push(query.finding.of(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+                    }
+                }
+                tx.rollback().await?;
+                Ok(Consistency { checked, problems })
             }
         }
 
@@ -1183,9 +1238,14 @@ macro_rules! sql_store {
                 row.map(|row| Ok((Self::grant(&row)?, Self::user_at(&row, GRANT_COLUMN_COUNT)?))).transpose()
             }
 
-            async fn revoke_grant(&self, id: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2").bind(true).bind(id).execute(&self.writer).await?;
-                Ok(())
+            async fn revoke_grant(&self, id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2 AND revoked = $3")
+                    .bind(true)
+                    .bind(id)
+                    .bind(false)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn revoke_user_grants(&self, user_id: &str) -> StoreResult<u64> {
