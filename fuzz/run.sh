@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds every fuzz target with libFuzzer on stable Rust and runs each for
 # SECONDS_PER_TARGET seconds (default 30), starting from the committed seeds in
-# fuzz/corpus/<target>/. Exits non-zero when any target crashes (a panic, an abort, an
-# allocation over -malloc_limit_mb, an input running over -timeout, a leak of memory
-# past -rss_limit_mb), after printing the reproducer path of each crash.
+# fuzz/corpus/<target>/. Exits non-zero when any target crashes (a panic or an abort,
+# a failed allocation included; one input running over 10 s; the process growing over
+# 2 GB), after printing the reproducer path of each crash.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # Environment: CARGO_TARGET_DIR (default fuzz/target), FUZZ_WORK (where new corpus
-# entries and crash files go; default fuzz/work). SECONDS_PER_TARGET 0 only builds.
+# entries and crash files go; default fuzz/work), FUZZ_BUILD=0 (run the targets as last
+# built). SECONDS_PER_TARGET 0 only builds.
 #
 # No nightly flag is used: the coverage instrumentation that libFuzzer needs is LLVM's
 # SanitizerCoverage pass, which stable rustc runs with -Cpasses=sancov-module and its
@@ -47,9 +48,11 @@ else
   done
 fi
 
-started=$(date +%s)
-(cd "$here" && cargo build --locked --release --target "$triple" --bins)
-echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - started )) s"
+if [ "${FUZZ_BUILD:-1}" != 0 ]; then
+  started=$(date +%s)
+  (cd "$here" && cargo build --locked --release --target "$triple" --bins)
+  echo "fuzz: built the targets in $(( $(date +%s) - started )) s"
+fi
 bin="$CARGO_TARGET_DIR/$triple/release"
 if [ "$seconds" -eq 0 ]; then
   exit 0
@@ -74,7 +77,6 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" \
     -timeout=10 \
     -rss_limit_mb=2048 \
-    -malloc_limit_mb=512 \
     -max_len=16384 \
     -print_final_stats=1 \
     -artifact_prefix="$artifacts/" \
@@ -95,7 +97,7 @@ done
 echo "fuzz: summary"
 printf '  %s\n' "${summary[@]}"
 if [ "${#failed[@]}" -gt 0 ]; then
-  echo "fuzz: ${#failed[@]} target(s) crashed: ${failed[*]}" >&2
+  echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]}" >&2
   exit 1
 fi
 echo "fuzz: ${#targets[@]} passed, 0 failed"

@@ -19,8 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = Config::from_toml(text, &BTreeMap::new());
     // Every string of the file, as a duration: both readers must agree.
     if let Ok(table) = text.parse::<toml::Table>() {
+        let table = toml::Value::Table(table);
         let mut strings = Vec::new();
-        collect_strings(&toml::Value::Table(table), &mut strings);
+        collect_strings(&table, &mut strings);
         for value in strings {
             same_duration(value);
         }
