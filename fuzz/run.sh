@@ -13,10 +13,11 @@
 #
 # No nightly flag is used: the coverage instrumentation that libFuzzer needs is LLVM's
 # SanitizerCoverage pass, which stable rustc runs with -Cpasses=sancov-module and its
-# -Cllvm-args options (the set cargo-fuzz passes, without -Zsanitizer=address: Rust code
-# needs no address sanitizer to catch what the fuzzer looks for here, panics, aborts,
-# unbounded allocation and hangs). `cargo fuzz build --sanitizer none` builds the same
-# binaries where cargo-fuzz is installed.
+# -Cllvm-args options: the coverage flags `cargo fuzz build --sanitizer none` passes
+# (it adds no nightly flag with that option), without its tuning (branch folding, stack
+# depth, one codegen unit), and without -Zsanitizer=address, which needs nightly:
+# keyward forbids unsafe code, and what the fuzzer looks for here is panics, aborts,
+# unbounded memory and hangs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
