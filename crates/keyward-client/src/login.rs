@@ -563,7 +563,7 @@ pub fn token_file_for(
         refresh_url: Some(token_endpoint.to_owned()),
         expires_at,
         expires: Some(expires_at),
-        expires_in: Some(u64::try_from(expires_at - now).unwrap_or(0)),
+        expires_in: Some(u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0)),
         user_name: claim("preferred_username")
             .or_else(|| claim("name"))
             .or_else(|| previous.and_then(|p| p.user_name.clone())),
@@ -823,6 +823,34 @@ mod tests {
         assert!(text.contains("cannot create directory"), "{text}");
         assert!(!text.contains("access"), "{text}");
         let _ = std::fs::remove_dir_all(home);
+    }
+
+    /// Found while writing the `client_answers` fuzz target, which reproduces it with
+    /// fuzz/corpus/client_answers/tokens-exp-min: a token answer without `expires_in`
+    /// whose access token says `exp` -2^63 overflowed the lifetime left (a panic in a
+    /// debug build, a lifetime of centuries in a release build).
+    #[test]
+    fn an_access_token_from_long_ago_has_no_lifetime_left() {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":-9223372036854775808}"#);
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": format!("e30.{payload}.c2ln"),
+            "token_type": "Bearer",
+        }))
+        .unwrap();
+        let server = Url::parse("https://kw.example").unwrap();
+        let file = token_file_for(
+            tokens,
+            None,
+            "https://kw.example/token",
+            &server,
+            "cli",
+            1_800_000_000,
+        );
+        assert_eq!(file.expires_at, i64::MIN);
+        assert_eq!(file.expires_in, Some(0));
+        assert!(!file.is_fresh(1_800_000_000, 0));
     }
 
     #[test]
