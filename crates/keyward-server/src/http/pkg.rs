@@ -154,7 +154,22 @@ async fn token_file(
 }
 
 /// The longest challenge accepted (the Julia client sends 32 characters).
-const MAX_CHALLENGE: usize = 256;
+pub const MAX_CHALLENGE: usize = 256;
+
+/// Reads the body of `POST /auth/challenge`: the client's challenge, 1 to
+/// [`MAX_CHALLENGE`] ASCII letters and digits, around which white space is ignored.
+pub fn read_challenge(body: &[u8]) -> Result<&str, OAuthError> {
+    let challenge = std::str::from_utf8(body).map(str::trim).unwrap_or_default();
+    if challenge.is_empty()
+        || challenge.len() > MAX_CHALLENGE
+        || !challenge.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(OAuthError::invalid_request(
+            "the body must be a challenge of 1 to 256 letters and digits",
+        ));
+    }
+    Ok(challenge)
+}
 
 async fn challenge(
     State(state): State<AppState>,
@@ -164,18 +179,7 @@ async fn challenge(
     let Body(body) = body?;
     // Anyone may start a Julia login: limit how many per address.
     state.creations().allow(addr).map_err(ApiError::too_many)?;
-    let challenge = std::str::from_utf8(&body)
-        .map(str::trim)
-        .unwrap_or_default();
-    if challenge.is_empty()
-        || challenge.len() > MAX_CHALLENGE
-        || !challenge.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(OAuthError::invalid_request(
-            "the body must be a challenge of 1 to 256 letters and digits",
-        )
-        .into());
-    }
+    let challenge = read_challenge(&body)?;
     let client = pkg_client(&state).await?;
     let response = OpaqueToken::generate();
     let scope = keyward_proto::ScopeSet::parse(PKG_SCOPE)
@@ -229,10 +233,22 @@ async fn response_page(
     start_login(&state, addr, &headers, &browser, device).await
 }
 
+/// The body of `POST /auth/claimtoken`: the challenge the client made up and the
+/// response keyward answered it with.
 #[derive(Deserialize)]
-struct Claim {
-    challenge: String,
-    response: String,
+pub struct Claim {
+    /// The client's challenge.
+    pub challenge: String,
+    /// keyward's response to it.
+    pub response: String,
+}
+
+/// Reads the body of `POST /auth/claimtoken`, a JSON object with `challenge` and
+/// `response`.
+pub fn read_claim(body: &[u8]) -> Result<Claim, OAuthError> {
+    serde_json::from_slice(body).map_err(|_| {
+        OAuthError::invalid_request("the body must be {\"challenge\": …, \"response\": …}")
+    })
 }
 
 #[derive(Serialize)]
@@ -247,9 +263,7 @@ async fn claim_token(
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
     let Body(body) = body?;
-    let claim: Claim = serde_json::from_slice(&body).map_err(|_| {
-        OAuthError::invalid_request("the body must be {\"challenge\": …, \"response\": …}")
-    })?;
+    let claim = read_claim(&body)?;
     let unknown = || OAuthError::invalid_grant("unknown challenge or response");
     let device = state
         .store()
