@@ -23,6 +23,70 @@ pub struct Conn {
     addr: SocketAddr,
     host: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
+    watch: Option<Arc<Watch>>,
+}
+
+/// The server gave no answer: no connection could be made (the request never left), or
+/// the connection broke before the whole response arrived (the server may have acted
+/// on it). The fault harness retries such requests; anything else is an answer.
+#[derive(Debug)]
+pub struct NoAnswer {
+    /// Whether the request may have reached the server.
+    pub sent: bool,
+    source: anyhow::Error,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.sent {
+            true => write!(f, "no answer (the connection broke): {:#}", self.source),
+            false => write!(f, "no connection: {:#}", self.source),
+        }
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+/// The [`NoAnswer`] somewhere in `error`'s chain, if any.
+pub fn no_answer(error: &anyhow::Error) -> Option<&NoAnswer> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<NoAnswer>())
+}
+
+/// What the fault harness watches in every answer of the connections it gives a
+/// [`Watch`]: server errors (5xx), and bodies that leak a database's lock errors.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Answers with a 5xx status.
+    pub server_errors: std::sync::atomic::AtomicU64,
+    /// Answers whose body mentions a locked database.
+    pub locked: std::sync::atomic::AtomicU64,
+    /// The first few of those, described (status and OAuth error code, never the body).
+    pub samples: std::sync::Mutex<Vec<String>>,
+}
+
+impl Watch {
+    fn look(&self, path: &str, reply: &Reply) {
+        let server_error = reply.status.is_server_error();
+        let locked = reply
+            .text()
+            .to_ascii_lowercase()
+            .contains("database is locked");
+        if server_error {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if locked {
+            self.locked.fetch_add(1, Ordering::Relaxed);
+        }
+        if (server_error || locked)
+            && let Ok(mut samples) = self.samples.lock()
+            && samples.len() < 10
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            samples.push(format!("{} {}", path, reply.describe()));
+        }
+    }
 }
 
 /// A response, read whole.
@@ -76,6 +140,15 @@ impl Conn {
             addr,
             host,
             sender: None,
+            watch: None,
+        }
+    }
+
+    /// A connection to `addr` whose every answer `watch` looks at.
+    pub fn watched(addr: SocketAddr, watch: Arc<Watch>) -> Self {
+        Self {
+            watch: Some(watch),
+            ..Self::new(addr)
         }
     }
 
@@ -85,13 +158,19 @@ impl Conn {
         {
             return self.sender.as_mut().context("connection");
         }
+        let unconnected = |e: anyhow::Error| NoAnswer {
+            sent: false,
+            source: e,
+        };
         let stream = TcpStream::connect(self.addr)
             .await
-            .with_context(|| format!("cannot connect to {}", self.addr))?;
+            .with_context(|| format!("cannot connect to {}", self.addr))
+            .map_err(unconnected)?;
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .context("HTTP handshake")?;
+            .context("HTTP handshake")
+            .map_err(unconnected)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -127,16 +206,36 @@ impl Conn {
             Ok(response) => response,
             Err(e) => {
                 self.sender = None;
-                return Err(e).context("request failed");
+                // Refused before it was written (a connection the server had already
+                // closed), or cut after: hyper cannot always tell, so it may have been sent.
+                return Err(NoAnswer {
+                    sent: !e.is_canceled(),
+                    source: anyhow::Error::new(e).context("request failed"),
+                }
+                .into());
             }
         };
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.context("read body")?.to_bytes();
-        Ok(Reply {
+        let body = match body.collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                self.sender = None;
+                return Err(NoAnswer {
+                    sent: true,
+                    source: anyhow::Error::new(e).context("read body"),
+                }
+                .into());
+            }
+        };
+        let reply = Reply {
             status: parts.status,
             headers: parts.headers,
             body,
-        })
+        };
+        if let Some(watch) = &self.watch {
+            watch.look(path_and_query, &reply);
+        }
+        Ok(reply)
     }
 
     /// A form POST.

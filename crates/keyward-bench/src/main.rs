@@ -4,7 +4,12 @@
 //! cargo run --release -p keyward-bench -- all      # keyward vs oidc-provider, ~8 minutes
 //! cargo run --release -p keyward-bench -- smoke    # keyward only, a few seconds each (CI)
 //! cargo run --release -p keyward-bench -- guard    # keyward guard vs the service alone
+//! cargo run --release -p keyward-bench -- crash    # kill -9 under load, on SQLite and PostgreSQL
+//! cargo run --release -p keyward-bench -- contention  # concurrent refreshes and reuses
 //! ```
+//!
+//! `crash` and `contention` check promises rather than measure speed ([`crash`],
+//! [`contention`]); they print a Markdown table and exit non-zero on any violation.
 //!
 //! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
 //! one scenario, on a fresh PostgreSQL database), installs and starts the peer
@@ -16,6 +21,8 @@
 //! machines are shared and noisy.
 //! Everything listens on 127.0.0.1 and every run stops by itself.
 
+mod contention;
+mod crash;
 mod guard;
 mod load;
 mod scenario;
@@ -43,13 +50,40 @@ struct Args {
     /// `all`: keyward (SQLite, and PostgreSQL for client_credentials) against the peer,
     /// full length. `smoke`: keyward on SQLite only, a few seconds per scenario, failing
     /// on any error (what CI runs). `guard`: keyward guard in front of a bare service
-    /// against the service alone, and idle WebSockets held through it.
+    /// against the service alone, and idle WebSockets held through it. `crash`: keyward
+    /// killed with SIGKILL at random moments under code flows and refresh rotations,
+    /// restarted on the same database; then no chain broken, no code or token accepted
+    /// twice, no 5xx, `keyward store check` consistent. `contention`: concurrent
+    /// refreshes of distinct grants, and concurrent reuses of one rotated token.
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
-    /// 2 (smoke).
+    /// 2 (smoke), 30 (crash: the load, with the kills inside it).
     #[arg(long)]
     seconds: Option<u64>,
+    /// `crash`: how many times keyward is killed in each run.
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
+    /// `crash`: concurrent clients, each with its own session and rotation chain.
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// `crash`, `contention`: the databases, comma-separated (a fresh one per run; a
+    /// PostgreSQL database is created on --postgres and dropped).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite", "postgres"])]
+    database: Vec<Database>,
+    /// `crash`: runs per database.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// `crash`: the seed of the kill moments and the clients' choices in the first run
+    /// (each further run adds one). Default: random, printed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `contention`: concurrent refreshes of distinct grants.
+    #[arg(long, default_value_t = 200)]
+    refreshes: usize,
+    /// `contention`: concurrent reuses of one rotated refresh token.
+    #[arg(long, default_value_t = 50)]
+    reuses: usize,
     /// Concurrent connections per scenario.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -94,6 +128,24 @@ enum Mode {
     All,
     Smoke,
     Guard,
+    Crash,
+    Contention,
+}
+
+/// A database keyward runs on in the fault modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+impl Database {
+    fn name(self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite",
+            Database::Postgres => "PostgreSQL",
+        }
+    }
 }
 
 /// One row of the report.
@@ -215,6 +267,9 @@ fn keyward_binary(named: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Runs the benchmarks; `Ok(false)` when a smoke run saw errors.
 async fn bench(args: Args) -> anyhow::Result<bool> {
+    if matches!(args.mode, Mode::Crash | Mode::Contention) {
+        return faults(&args).await;
+    }
     if args.mode == Mode::Guard {
         let exe = keyward_binary(args.keyward.as_deref())?;
         let plan = guard::GuardPlan {
@@ -301,6 +356,183 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
     }
     Ok(report_failures(&rows))
+}
+
+/// `crash` or `contention`, on each database asked for: the report, and whether every
+/// promise held.
+async fn faults(args: &Args) -> anyhow::Result<bool> {
+    let exe = keyward_binary(args.keyward.as_deref())?;
+    let first_seed = args
+        .seed
+        .unwrap_or_else(|| rand::Rng::r#gen(&mut rand::rngs::OsRng));
+    let mut report = String::new();
+    let mut violations = Vec::new();
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let _ = writeln!(
+        report,
+        "`cargo run --release -p keyward-bench -- {command}` on {}, {}.\n",
+        machine(),
+        utc_now()
+    );
+    if args.mode == Mode::Crash {
+        let _ = writeln!(
+            report,
+            "| run | database | kills | seed | load | rotations | codes redeemed | requests cut by a kill | rotations retried after a cut | codes retried: accepted / refused | back after a kill (mean / max) | chains kept / broken | replays: refused / accepted | left alive by a replay | 5xx / \"locked\" | store problems | result |"
+        );
+        let _ = writeln!(
+            report,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+    } else {
+        let _ = writeln!(
+            report,
+            "| database | refreshes of distinct grants: ok | p50 | p99 | max | reuses of one token: refused | p50 | p99 | max | revocations logged | revoked grants in the store | chain dead | 5xx | \"database is locked\" | store check | result |"
+        );
+        let _ = writeln!(
+            report,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"
+        );
+    }
+    let mut run_number = 0;
+    for &database in &args.database {
+        let runs = if args.mode == Mode::Crash {
+            args.runs
+        } else {
+            1
+        };
+        for _ in 0..runs {
+            run_number += 1;
+            let db = match database {
+                Database::Sqlite => None,
+                Database::Postgres => Some(PostgresDb::create(&args.postgres).await?),
+            };
+            let url = db.as_ref().map(|db| db.url.as_str());
+            let result = match args.mode {
+                Mode::Crash => {
+                    let plan = crash::CrashPlan {
+                        kills: args.kills,
+                        clients: args.clients,
+                        seconds: args.seconds.unwrap_or(30),
+                        seed: first_seed.wrapping_add(run_number - 1),
+                    };
+                    crash::run(&exe, url, database.name(), plan)
+                        .await
+                        .map(|run| {
+                            crash_row(&mut report, run_number, &run);
+                            run.violations
+                        })
+                }
+                _ => {
+                    let plan = contention::ContentionPlan {
+                        refreshes: args.refreshes,
+                        reuses: args.reuses,
+                    };
+                    contention::run(&exe, url, database.name(), plan)
+                        .await
+                        .map(|run| {
+                            contention_row(&mut report, &run);
+                            run.violations
+                        })
+                }
+            };
+            if let Some(db) = db {
+                db.drop().await;
+            }
+            for violation in result? {
+                violations.push(format!(
+                    "{} (run {run_number}): {violation}",
+                    database.name()
+                ));
+            }
+        }
+    }
+    if violations.is_empty() {
+        let _ = writeln!(report, "\nEvery promise held.");
+    } else {
+        let _ = writeln!(report, "\nViolations:\n");
+        for violation in &violations {
+            let _ = writeln!(report, "- {violation}");
+        }
+    }
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(violations.is_empty())
+}
+
+fn crash_row(out: &mut String, number: u64, run: &crash::CrashRun) {
+    let restarts = &run.restarts;
+    let mean = match restarts.len() {
+        0 => Duration::ZERO,
+        n => restarts.iter().sum::<Duration>() / u32::try_from(n).unwrap_or(1),
+    };
+    let max = restarts.iter().max().copied().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "| {number} | {} | {} | {} | {:.0} s | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} | {} / {} | {} | {} |",
+        run.database,
+        run.kills,
+        run.seed,
+        run.load.as_secs_f64(),
+        run.rotations,
+        run.codes,
+        run.cut,
+        run.rotations_retried,
+        run.codes_retried_accepted,
+        run.codes_retried_refused,
+        ms(mean),
+        ms(max),
+        run.chains_kept,
+        run.chains_broken,
+        run.replays - run.accepted_twice,
+        run.accepted_twice,
+        run.survived_reuse,
+        run.server_errors,
+        run.locked,
+        run.store_problems,
+        if run.passed() { "pass" } else { "FAIL" },
+    );
+}
+
+fn contention_row(out: &mut String, run: &contention::ContentionRun) {
+    let [p50, p99, max] = run.refresh_latency;
+    let [r50, r99, rmax] = run.reuse_latency;
+    let _ = writeln!(
+        out,
+        "| {} | {}/{} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        run.database,
+        run.refreshed,
+        run.refreshes,
+        ms(p50),
+        ms(p99),
+        ms(max),
+        run.reuses_refused,
+        run.reuses,
+        ms(r50),
+        ms(r99),
+        ms(rmax),
+        run.revocations_logged,
+        run.revoked_in_store,
+        if run.chain_dead { "yes" } else { "NO" },
+        run.server_errors,
+        run.locked,
+        if run.store_consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT"
+        },
+        if run.passed() { "pass" } else { "FAIL" },
+    );
+}
+
+/// The date and time now, UTC, to the minute.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    keyward_server::domain::utc_text(i64::try_from(secs).unwrap_or_default())
 }
 
 /// keyward's resident memory idle and with many refresh tokens stored.

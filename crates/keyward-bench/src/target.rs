@@ -115,6 +115,52 @@ pub struct Server {
     child: Child,
     pid: u32,
     dir: Option<PathBuf>,
+    /// How keyward was started (none for the peer).
+    launch: Option<Launch>,
+}
+
+/// How a keyward server was started, to start it again on the same port and database.
+struct Launch {
+    exe: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
+    /// The database it runs on.
+    database_url: String,
+    /// The file its log (stderr) goes to, when not to the terminal.
+    log: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Starts `keyward serve` and waits for it to listen.
+    async fn spawn(&self) -> anyhow::Result<Child> {
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("open {}", path.display()))?,
+            ),
+            None => Stdio::inherit(),
+        };
+        let mut child = Command::new(&self.exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .env("KEYWARD_LOG", "warn")
+            .env_remove("KEYWARD_ISSUER")
+            .env_remove("KEYWARD_LISTEN")
+            .env_remove("KEYWARD_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.exe.display()))?;
+        wait_for_line(&mut child, "keyward serve", |l| l.contains("listening on ")).await?;
+        Ok(child)
+    }
 }
 
 impl Drop for Server {
@@ -164,6 +210,25 @@ impl Server {
         database_url: Option<&str>,
         credentials: &Credentials,
     ) -> anyhow::Result<Self> {
+        Self::start_keyward(exe, database_url, credentials, false).await
+    }
+
+    /// Like [`Server::keyward`], its log (warnings and errors) in
+    /// [`Server::log_file`] instead of on the terminal.
+    pub async fn keyward_logged(
+        exe: &Path,
+        database_url: Option<&str>,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Self> {
+        Self::start_keyward(exe, database_url, credentials, true).await
+    }
+
+    async fn start_keyward(
+        exe: &Path,
+        database_url: Option<&str>,
+        credentials: &Credentials,
+        logged: bool,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_urlsafe(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let port = free_port()?;
@@ -196,28 +261,63 @@ password = "{password}"
         );
         let config_path = dir.join("keyward.toml");
         std::fs::write(&config_path, config).context("write keyward.toml")?;
-        let mut child = Command::new(exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(&dir)
-            .env("KEYWARD_LOG", "warn")
-            .env_remove("KEYWARD_ISSUER")
-            .env_remove("KEYWARD_LISTEN")
-            .env_remove("KEYWARD_DATABASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        wait_for_line(&mut child, "keyward serve", |l| l.contains("listening on ")).await?;
+        let launch = Launch {
+            exe: exe.to_owned(),
+            dir: dir.clone(),
+            config: config_path,
+            database_url: database_url.clone(),
+            log: logged.then(|| dir.join("keyward.log")),
+        };
+        let child = launch.spawn().await?;
         let label = if database_url.starts_with("postgres") {
             "keyward (PostgreSQL)"
         } else {
             "keyward"
         };
-        Self::ready(Kind::Keyward, label, child, port, Some(dir), credentials).await
+        let mut server =
+            Self::ready(Kind::Keyward, label, child, port, Some(dir), credentials).await?;
+        server.launch = Some(launch);
+        Ok(server)
+    }
+
+    /// Kills keyward with SIGKILL (`kill -9`: no shutdown, no flush) and waits for it to
+    /// be gone.
+    pub async fn kill_hard(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("kill -9")?;
+        self.child
+            .wait()
+            .await
+            .context("wait for the killed server")?;
+        Ok(())
+    }
+
+    /// Starts keyward again, on the same port, configuration and database, and waits
+    /// for it to listen.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let launch = self.launch.as_ref().context("only keyward restarts")?;
+        self.child = launch.spawn().await?;
+        self.pid = self.child.id().context("child exited")?;
+        Ok(())
+    }
+
+    /// The keyward binary it runs.
+    pub fn exe(&self) -> Option<&Path> {
+        self.launch.as_ref().map(|l| l.exe.as_path())
+    }
+
+    /// keyward's database.
+    pub fn database_url(&self) -> Option<&str> {
+        self.launch.as_ref().map(|l| l.database_url.as_str())
+    }
+
+    /// keyward's configuration file.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.launch.as_ref().map(|l| l.config.as_path())
+    }
+
+    /// The file keyward's log goes to, when [`Server::keyward_logged`] started it.
+    pub fn log_file(&self) -> Option<&Path> {
+        self.launch.as_ref().and_then(|l| l.log.as_deref())
     }
 
     /// Starts the peer: `node peer.mjs` in `peer_dir` (its npm packages installed).
@@ -286,6 +386,7 @@ password = "{password}"
             child,
             pid,
             dir,
+            launch: None,
         })
     }
 

@@ -16,6 +16,10 @@ pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 pub const MAX_TRANSIENT_FAILURES: u32 = 5;
 /// The longest back-off after transient failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest `interval` taken from a server: a longer one is taken as this.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest a device code is polled for, whatever its `expires_in` says.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// The polling schedule of one device authorization.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +45,13 @@ pub enum PollDecision {
 
 impl DevicePoll {
     /// The schedule for a device code issued at `now` with the server's `interval` and
-    /// `expires_in`, in seconds. A zero interval is taken as one second.
+    /// `expires_in`, in seconds. A zero interval is taken as one second, one over
+    /// [`MAX_INTERVAL`] as that, and the code is polled for at most [`MAX_LIFETIME`]:
+    /// whatever numbers a server sends, the schedule stays countable.
     pub fn new(interval: u64, expires_in: u64, now: Instant) -> Self {
         Self {
-            interval: Duration::from_secs(interval.max(1)),
-            deadline: now + Duration::from_secs(expires_in),
+            interval: Duration::from_secs(interval.max(1)).min(MAX_INTERVAL),
+            deadline: now + Duration::from_secs(expires_in).min(MAX_LIFETIME),
             transient_failures: 0,
         }
     }
@@ -116,6 +122,28 @@ mod tests {
             PollDecision::Wait(d) => d,
             other => panic!("expected a wait, got {other:?}"),
         }
+    }
+
+    /// Found while writing the `client_answers` fuzz target, which reproduces it with
+    /// fuzz/corpus/client_answers/device-huge-*: a server's `expires_in` or `interval`
+    /// of 2^63 seconds or more made `keyward login` panic ("overflow when adding
+    /// duration to instant"), in release builds too.
+    #[test]
+    fn a_server_cannot_make_the_schedule_overflow() {
+        let now = Instant::now();
+        for (interval, expires_in) in [(5, u64::MAX), (u64::MAX, 600), (i64::MAX as u64, 600)] {
+            let mut poll = DevicePoll::new(interval, expires_in, now);
+            assert!(poll.interval <= MAX_INTERVAL, "{interval}");
+            assert!(poll.deadline <= now + MAX_LIFETIME, "{expires_in}");
+            let next = now + poll.interval;
+            for answer in [refused("slow_down"), unavailable(), unavailable()] {
+                let _ = poll.decide(answer, next);
+            }
+        }
+        // What a real server says is kept as it is.
+        let poll = DevicePoll::new(5, 1800, now);
+        assert_eq!(poll.interval, Duration::from_secs(5));
+        assert_eq!(poll.deadline, now + Duration::from_secs(1800));
     }
 
     #[test]

@@ -215,11 +215,17 @@ pub async fn refresh_julia(
             status,
         });
     }
-    let text = std::str::from_utf8(&body).map_err(|_| bad_response(refresh_url, "not UTF-8"))?;
+    read_julia_token_file(refresh_url, &body)
+}
+
+/// Reads the answer of a Julia `GET refresh_url` (fetched from `url`): a complete token
+/// file in TOML, with an access token and a refresh token.
+pub fn read_julia_token_file(url: &str, body: &[u8]) -> Result<TokenFile, ClientError> {
+    let text = std::str::from_utf8(body).map_err(|_| bad_response(url, "not UTF-8"))?;
     let token: TokenFile =
-        toml::from_str(text).map_err(|_| bad_response(refresh_url, "not a token file in TOML"))?;
+        toml::from_str(text).map_err(|_| bad_response(url, "not a token file in TOML"))?;
     if token.access_token.is_empty() || token.refresh_token.is_none() {
-        return Err(bad_response(refresh_url, "the token file lacks tokens"));
+        return Err(bad_response(url, "the token file lacks tokens"));
     }
     Ok(token)
 }

@@ -507,61 +507,80 @@ impl Flow {
             })
     }
 
-    /// The token file for a token response: what is new replaces what was, a refresh
-    /// token or ID token the response leaves out is kept, and the user's name and
-    /// address are read from the ID token for `keyward status`.
+    /// The token file for a token response ([`token_file_for`], now).
     fn token_file(
         &self,
         tokens: TokenResponse,
         previous: Option<&TokenFile>,
         token_endpoint: &str,
     ) -> TokenFile {
-        let now = unix_now();
-        let expires_at = match tokens.expires_in {
-            Some(seconds) => now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX)),
-            None => jwt_claims(&tokens.access_token)
-                .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_i64))
-                .unwrap_or(now + ASSUMED_LIFETIME),
-        };
-        let id_token = tokens
-            .id_token
-            .or_else(|| previous.and_then(|p| p.id_token.clone()));
-        let claims = id_token.as_deref().and_then(jwt_claims);
-        let claim = |name: &str| {
-            claims
-                .as_ref()
-                .and_then(|c| c.get(name))
-                .and_then(serde_json::Value::as_str)
-                .map(String::from)
-        };
-        let scope = tokens.scope.to_string();
-        TokenFile {
-            access_token: tokens.access_token,
-            refresh_token: tokens
-                .refresh_token
-                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
-            refresh_url: Some(token_endpoint.to_owned()),
-            expires_at,
-            expires: Some(expires_at),
-            expires_in: Some(u64::try_from(expires_at - now).unwrap_or(0)),
-            user_name: claim("preferred_username")
-                .or_else(|| claim("name"))
-                .or_else(|| previous.and_then(|p| p.user_name.clone())),
-            user_email: claim("email").or_else(|| previous.and_then(|p| p.user_email.clone())),
-            server: Some(server_name(&self.server)),
-            client_id: Some(
-                previous
-                    .and_then(|p| p.client_id.clone())
-                    .unwrap_or_else(|| self.options.client_id.clone()),
-            ),
-            scope: if scope.is_empty() {
-                previous.and_then(|p| p.scope.clone())
-            } else {
-                Some(scope)
-            },
-            extra: previous.map(|p| p.extra.clone()).unwrap_or_default(),
-            id_token,
-        }
+        token_file_for(
+            tokens,
+            previous,
+            token_endpoint,
+            &self.server,
+            &self.options.client_id,
+            unix_now(),
+        )
+    }
+}
+
+/// The token file for a token response from `token_endpoint` of `server`, received at
+/// `now` by the client `client_id`: what is new replaces what was (`previous`), a
+/// refresh token or ID token the response leaves out is kept, and the user's name and
+/// address are read from the ID token for `keyward status`.
+pub fn token_file_for(
+    tokens: TokenResponse,
+    previous: Option<&TokenFile>,
+    token_endpoint: &str,
+    server: &Url,
+    client_id: &str,
+    now: i64,
+) -> TokenFile {
+    let expires_at = match tokens.expires_in {
+        Some(seconds) => now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX)),
+        None => jwt_claims(&tokens.access_token)
+            .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_i64))
+            .unwrap_or(now + ASSUMED_LIFETIME),
+    };
+    let id_token = tokens
+        .id_token
+        .or_else(|| previous.and_then(|p| p.id_token.clone()));
+    let claims = id_token.as_deref().and_then(jwt_claims);
+    let claim = |name: &str| {
+        claims
+            .as_ref()
+            .and_then(|c| c.get(name))
+            .and_then(serde_json::Value::as_str)
+            .map(String::from)
+    };
+    let scope = tokens.scope.to_string();
+    TokenFile {
+        access_token: tokens.access_token,
+        refresh_token: tokens
+            .refresh_token
+            .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+        refresh_url: Some(token_endpoint.to_owned()),
+        expires_at,
+        expires: Some(expires_at),
+        expires_in: Some(u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0)),
+        user_name: claim("preferred_username")
+            .or_else(|| claim("name"))
+            .or_else(|| previous.and_then(|p| p.user_name.clone())),
+        user_email: claim("email").or_else(|| previous.and_then(|p| p.user_email.clone())),
+        server: Some(server_name(server)),
+        client_id: Some(
+            previous
+                .and_then(|p| p.client_id.clone())
+                .unwrap_or_else(|| client_id.to_owned()),
+        ),
+        scope: if scope.is_empty() {
+            previous.and_then(|p| p.scope.clone())
+        } else {
+            Some(scope)
+        },
+        extra: previous.map(|p| p.extra.clone()).unwrap_or_default(),
+        id_token,
     }
 }
 
@@ -804,6 +823,34 @@ mod tests {
         assert!(text.contains("cannot create directory"), "{text}");
         assert!(!text.contains("access"), "{text}");
         let _ = std::fs::remove_dir_all(home);
+    }
+
+    /// Found while writing the `client_answers` fuzz target, which reproduces it with
+    /// fuzz/corpus/client_answers/tokens-exp-min: a token answer without `expires_in`
+    /// whose access token says `exp` -2^63 overflowed the lifetime left (a panic in a
+    /// debug build, a lifetime of centuries in a release build).
+    #[test]
+    fn an_access_token_from_long_ago_has_no_lifetime_left() {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":-9223372036854775808}"#);
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": format!("e30.{payload}.c2ln"),
+            "token_type": "Bearer",
+        }))
+        .unwrap();
+        let server = Url::parse("https://kw.example").unwrap();
+        let file = token_file_for(
+            tokens,
+            None,
+            "https://kw.example/token",
+            &server,
+            "cli",
+            1_800_000_000,
+        );
+        assert_eq!(file.expires_at, i64::MIN);
+        assert_eq!(file.expires_in, Some(0));
+        assert!(!file.is_fresh(1_800_000_000, 0));
     }
 
     #[test]

@@ -117,6 +117,14 @@ impl std::fmt::Debug for TokenFile {
 }
 
 impl TokenFile {
+    /// Reads the text of an `auth.toml`: `None` when it is not a token file, or one
+    /// without an access token (a corrupt or half-written file is as good as absent).
+    pub fn parse(text: &str) -> Option<Self> {
+        toml::from_str::<TokenFile>(text)
+            .ok()
+            .filter(|t| !t.access_token.is_empty())
+    }
+
     /// Whether the access token is still good `margin` seconds after `now`.
     pub fn is_fresh(&self, now: i64, margin: i64) -> bool {
         self.expires_at > now.saturating_add(margin)
@@ -226,9 +234,7 @@ impl TokenStore {
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
             Err(e) => return Err(io("cannot read", &self.path)(e)),
         };
-        Ok(toml::from_str::<TokenFile>(&text)
-            .ok()
-            .filter(|t| !t.access_token.is_empty()))
+        Ok(TokenFile::parse(&text))
     }
 
     /// Replaces the token atomically, with mode 0600, creating the directory (0700).

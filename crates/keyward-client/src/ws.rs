@@ -131,7 +131,7 @@ impl Session {
             return false;
         }
         match self.expires_at {
-            Some(end) => self.reauth_requested || end - now < threshold,
+            Some(end) => self.reauth_requested || end.saturating_sub(now) < threshold,
             None => false,
         }
     }
@@ -140,13 +140,30 @@ impl Session {
     /// before the first success.
     pub fn reauth_in(&self, now: i64, threshold: i64) -> Option<i64> {
         let end = self.expires_at?;
-        Some((end - threshold - now).max(0))
+        Some(end.saturating_sub(threshold).saturating_sub(now).max(0))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found while extending the `ws_frame` fuzz target to the session, which reproduces
+    /// it with fuzz/corpus/ws_frame/success-long-ago: a guard's `expires_at` of -2^63
+    /// overflowed the time left (a panic in a debug build, a re-authentication
+    /// centuries away in a release build).
+    #[test]
+    fn any_expires_at_a_guard_sends_is_counted_without_overflow() {
+        for expires_at in [i64::MIN, i64::MAX] {
+            let mut session = Session::default();
+            session.sent_auth();
+            session.handle(GuardMessage::AuthSuccess { expires_at });
+            let due = session.reauth_due(1_800_000_000, 60);
+            let wait = session.reauth_in(1_800_000_000, 60);
+            assert_eq!(due, expires_at == i64::MIN, "{expires_at}");
+            assert_eq!(wait == Some(0), expires_at == i64::MIN, "{expires_at}");
+        }
+    }
 
     #[test]
     fn the_guards_messages_are_told_from_the_services_traffic() {

@@ -221,7 +221,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(format!("{text:?} is not a duration like 30s or 5m")),
     };
-    Ok(Duration::from_secs(number * scale))
+    number
+        .checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]
@@ -235,6 +238,25 @@ mod tests {
         assert_eq!(parse_duration("1"), Ok(Duration::from_secs(1)));
         assert!(parse_duration("1x").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    /// Found while writing the `config` fuzz target's duration check, which reproduces
+    /// it with fuzz/corpus/config/duration-overflow (`x = "9223372036854775807m"`): the
+    /// number times the unit overflowed, a panic in a debug build and a wrapped, far
+    /// shorter duration in a release build.
+    #[test]
+    fn a_duration_too_long_to_count_is_refused() {
+        for text in [
+            "9223372036854775807m",
+            "213503982334602d",
+            "18446744073709551615h",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            parse_duration("213503982334601d"),
+            Ok(Duration::from_secs(213_503_982_334_601 * 86_400))
+        );
     }
 }
 

@@ -48,6 +48,24 @@ impl DatabaseKind {
     }
 }
 
+/// How far each commit is made durable before it is answered (`durability`). Either
+/// way a commit survives the keyward process being killed; they differ on a power loss
+/// or an operating-system crash. RELIABILITY.md says what each can lose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// SQLite: write-ahead log with `synchronous = NORMAL`: the log is flushed to disk at
+    /// each checkpoint, not at each commit, so a power loss may roll back the commits
+    /// since the last one (the database stays consistent). PostgreSQL: the server's own
+    /// `synchronous_commit` setting (by default `on`, every commit flushed).
+    #[default]
+    Normal,
+    /// Every commit flushed to disk before it is answered: SQLite `synchronous = FULL`;
+    /// PostgreSQL `synchronous_commit = on` for keyward's connections, whatever the
+    /// server's default.
+    Full,
+}
+
 /// The default database: an embedded SQLite file.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward-data/keyward.db";
 
@@ -124,6 +142,7 @@ pub struct FileConfig {
     issuer: Option<String>,
     listen: Option<String>,
     database_url: Option<String>,
+    durability: Option<Durability>,
     access_token_ttl: Option<String>,
     id_token_ttl: Option<String>,
     refresh_token_ttl: Option<String>,
@@ -261,6 +280,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
+    /// How far each commit is made durable before it is answered.
+    pub durability: Durability,
     /// Access token lifetime.
     pub access_token_ttl: Duration,
     /// ID token lifetime.
@@ -373,6 +394,7 @@ impl Config {
             issuer,
             listen,
             database_url,
+            durability: file.durability.unwrap_or_default(),
             access_token_ttl: duration("access_token_ttl", file.access_token_ttl, 15 * 60)?,
             id_token_ttl: duration("id_token_ttl", file.id_token_ttl, 60 * 60)?,
             refresh_token_ttl: duration(
@@ -961,6 +983,11 @@ mod tests {
         assert_eq!(example.issuer, defaults.issuer);
         assert_eq!(example.listen, defaults.listen);
         assert_eq!(example.database_url, defaults.database_url);
+        assert_eq!(example.durability, defaults.durability);
+        assert_eq!(defaults.durability, Durability::Normal);
+        let full = Config::from_toml("durability = \"full\"", &env(&[])).unwrap();
+        assert_eq!(full.durability, Durability::Full);
+        assert!(Config::from_toml("durability = \"fsync\"", &env(&[])).is_err());
         for (a, b) in [
             (example.access_token_ttl, defaults.access_token_ttl),
             (example.id_token_ttl, defaults.id_token_ttl),

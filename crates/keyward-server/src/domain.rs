@@ -266,14 +266,83 @@ pub struct CodeFlow {
     pub redirect_uri: String,
     /// Whether the request named `redirect_uri` (then the token request must repeat it).
     pub redirect_uri_given: bool,
-    /// The client's `state`.
-    pub state: Option<String>,
+    /// The client's `state`, as the bytes it sent.
+    pub state: Option<ClientState>,
     /// The client's `nonce`.
     pub nonce: Option<String>,
     /// The PKCE S256 challenge.
     pub code_challenge: String,
     /// How the authorization response reaches the client.
     pub response_mode: ResponseMode,
+}
+
+/// A client's `state` parameter: the exact bytes the client sent (after percent-decoding),
+/// which go back to it unchanged (RFC 6749 §4.1.2), even when they are not UTF-8 text.
+/// Held, and stored, in the `application/x-www-form-urlencoded` encoding of those bytes,
+/// which is ASCII and decodes to exactly them again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientState {
+    encoded: String,
+}
+
+impl ClientState {
+    /// The state whose decoded bytes are `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self {
+            encoded: url::form_urlencoded::byte_serialize(bytes).collect(),
+        }
+    }
+
+    /// A state from its stored (encoded) form, as [`Self::encoded`] wrote it; `None` if
+    /// `encoded` is not such a form.
+    pub fn from_encoded(encoded: &str) -> Option<Self> {
+        let state = Self::from_bytes(&decode_form_bytes(encoded.as_bytes()));
+        (state.encoded == encoded).then_some(state)
+    }
+
+    /// The encoded form: safe in a query string as it is, and what the store keeps.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
+
+    /// The bytes the client sent.
+    pub fn bytes(&self) -> Vec<u8> {
+        decode_form_bytes(self.encoded.as_bytes())
+    }
+
+    /// The state as text, when its bytes are UTF-8 without NUL: what an HTML form
+    /// field or a JSON string can carry exactly (`form_post`, `web_message`).
+    pub fn text(&self) -> Option<String> {
+        String::from_utf8(self.bytes())
+            .ok()
+            .filter(|text| !text.contains('\0'))
+    }
+
+    /// How many bytes the client sent.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// Whether the client sent `state=` with nothing after it.
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ClientState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ClientState").field(&self.encoded).finish()
+    }
+}
+
+/// Percent-decodes one `application/x-www-form-urlencoded` name or value into its
+/// bytes, exactly (`+` is a space); bytes that are not UTF-8 stay as they are.
+pub fn decode_form_bytes(input: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = input
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&spaced).collect()
 }
 
 /// How the authorization response is delivered (OAuth 2.0 Multiple Response Type
@@ -697,6 +766,39 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any bytes, UTF-8 or not, survive the encoded form and the store's round trip.
+    #[test]
+    fn client_state_keeps_its_bytes() {
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"abc",
+            b"a b+c&d=e%",
+            b"\xff\xfe\x00",
+            b"\xc0\xaf",
+            "h\u{e9}".as_bytes(),
+        ];
+        for bytes in cases {
+            let state = ClientState::from_bytes(bytes);
+            assert_eq!(state.bytes(), bytes);
+            assert_eq!(state.len(), bytes.len());
+            let again = ClientState::from_encoded(state.encoded()).expect("its own form");
+            assert_eq!(again, state);
+            assert!(state.encoded().bytes().all(|b| b.is_ascii_graphic()));
+        }
+        assert_eq!(
+            ClientState::from_bytes("h\u{e9}".as_bytes())
+                .text()
+                .as_deref(),
+            Some("h\u{e9}")
+        );
+        assert_eq!(ClientState::from_bytes(b"\xff").text(), None);
+        assert_eq!(ClientState::from_bytes(b"a\x00").text(), None);
+        // Only the canonical form is a stored state.
+        assert_eq!(ClientState::from_encoded("a%20b"), None);
+        assert!(ClientState::from_encoded("a+b").is_some());
+        assert_eq!(decode_form_bytes(b"%FF+%2B%zz"), b"\xff +%zz");
+    }
 
     /// No record that holds a secret prints it: CSRF tokens, PKCE verifiers and nonces,
     /// private keys stay out of `{:?}` (error messages, traces).

@@ -20,6 +20,7 @@
 //! - [`issuer`]: minting and checking access tokens, ID tokens and refresh tokens.
 //! - [`grants`]: the rules of each grant of the token endpoint, with no HTTP types.
 //! - [`serve`]: start-up, housekeeping and serving.
+//! - [`memory`]: giving the memory a burst of requests freed back to the system.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
 //! - [`pages`]: the page renderer (templates compiled in).
 //! - [`state`]: the shared state of the HTTP handlers.
@@ -42,6 +43,7 @@ pub mod http;
 pub mod issuer;
 pub mod keys;
 pub mod mac;
+pub mod memory;
 pub mod net;
 pub mod pages;
 pub mod password;

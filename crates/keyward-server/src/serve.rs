@@ -48,7 +48,7 @@ pub async fn build_with_clock(
     for notice in &config.warnings {
         tracing::warn!("{notice}");
     }
-    let store = store::open(&config.database_url).await?;
+    let store = store::open_with(&config.database_url, config.durability).await?;
     admin::sync_config(store.as_ref(), &config).await?;
     Ok(AppState::with_clock(config, store, clock).await?)
 }
@@ -189,7 +189,8 @@ fn connection_cap(configured: usize) -> usize {
     }
 }
 
-/// Reloads keys every [`RELOAD_INTERVAL`] and purges expired records every few minutes.
+/// Reloads keys every [`RELOAD_INTERVAL`] (and returns freed memory to the system as
+/// often, see [`crate::memory`]) and purges expired records every few minutes.
 async fn housekeeping(state: AppState) {
     let mut ticks: u64 = 0;
     let mut interval = tokio::time::interval(RELOAD_INTERVAL);
@@ -197,6 +198,7 @@ async fn housekeeping(state: AppState) {
     loop {
         interval.tick().await;
         ticks += 1;
+        crate::memory::release_freed_memory();
         if let Err(e) = state.keys().reload().await {
             crate::telemetry::log_internal(&e);
         }

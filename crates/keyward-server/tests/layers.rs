@@ -110,7 +110,7 @@ const RULES: &[(&str, &str, &str)] = &[
 
 /// The endpoint modules of `http/`: none of them may use another (what they share
 /// sits beside them: browser, login, provider, extract, error, page_error,
-/// client_auth).
+/// client_auth, routes).
 const ENDPOINTS: &[&str] = &[
     "account",
     "authorize",
@@ -121,6 +121,7 @@ const ENDPOINTS: &[&str] = &[
     "health",
     "introspect",
     "logout",
+    "openapi",
     "pkg",
     "signin",
     "token",

@@ -1,5 +1,6 @@
-//! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`
-//! and `key` administer its database, `backup` and `restore` save and put it back; `login`, `token`, `logout` and `status` are the
+//! `keyward`: the one binary. `serve` runs the authorization server; `client`, `user`,
+//! `key` and `store` administer its database, `backup` and `restore` save and put it
+//! back; `login`, `token`, `logout` and `status` are the
 //! terminal client of any keyward (or RFC 8628) server, in [`terminal`]; `guard` is the
 //! reverse proxy that protects a service with keyward's tokens, in [`guard`].
 
@@ -64,6 +65,9 @@ enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Look after the database.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Show the configured ways to sign in ([[connectors]] in the configuration file).
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -222,6 +226,18 @@ enum KeyCommand {
     List,
 }
 
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Check that the database's records agree with each other: every refresh token's,
+    /// code's and device authorization's grant exists, every grant's user and client
+    /// exist, each rotation chain has exactly one live token. Safe while servers run.
+    #[command(
+        after_help = "Exit status: 0 when consistent; 1 with one line per problem on stdout \
+        (ids and counts only, never token material), or on any other error."
+    )]
+    Check,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -265,12 +281,14 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    store::open(&config.database_url).await.with_context(|| {
-        format!(
-            "cannot open the database {}",
-            redact_url(&config.database_url)
-        )
-    })
+    store::open_with(&config.database_url, config.durability)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })
 }
 
 /// A database URL without its password, for messages.
@@ -296,6 +314,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { file, force } => backup(&load_config(config)?, &file, force).await,
         Command::Restore { file } => restore(&load_config(config)?, &file).await,
+        Command::Store(StoreCommand::Check) => {
+            let config = load_config(config)?;
+            store_check(&*open_store(&config).await?, &config).await
+        }
         Command::Scopes(ScopesCommand::Expand { subject }) => {
             let config = load_config(config)?;
             let store = open_store(&config).await?;
@@ -762,6 +784,27 @@ async fn key_command(
         }
     }
     Ok(())
+}
+
+/// `keyward store check`: what was checked, then each problem on a line of its own;
+/// an error (exit status 1) when there is any.
+async fn store_check(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+    let report = store
+        .check_consistency(keyward_server::domain::now())
+        .await
+        .context("the consistency check failed to run")?;
+    let database = redact_url(&config.database_url);
+    println!("checked {database}: {}", report.checked);
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    match report.problems.len() {
+        0 => {
+            println!("consistent");
+            Ok(())
+        }
+        n => bail!("the database is inconsistent: {n} problem(s)"),
+    }
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ pub async fn ws(args: WsArgs) -> anyhow::Result<()> {
                             }
                             if success && let Some(end) = session.expires_at {
                                 // Never wait past half the token's life.
-                                let half = (end - unix_now()) / 2;
+                                let half = end.saturating_sub(unix_now()) / 2;
                                 threshold = i64::try_from(args.reauth_before).unwrap_or(60).min(half).max(1);
                             }
                         }

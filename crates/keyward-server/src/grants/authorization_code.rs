@@ -24,8 +24,9 @@ pub async fn redeem(
     let record = match store.redeem_code(&code.hash(), at).await? {
         CodeRedemption::Redeemed(record) => record,
         CodeRedemption::AlreadyUsed(record) => {
-            store.revoke_grant(&record.grant_id).await?;
-            tracing::warn!(client_id = %client.client_id, grant_id = %record.grant_id, "authorization code replayed; grant revoked");
+            if store.revoke_grant(&record.grant_id).await? {
+                tracing::warn!(client_id = %client.client_id, grant_id = %record.grant_id, "authorization code replayed; grant revoked");
+            }
             return Err(GrantError::invalid_grant(
                 "authorization code already used; the tokens issued with it are revoked",
             ));

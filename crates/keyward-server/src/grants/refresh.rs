@@ -64,8 +64,11 @@ pub async fn refresh(
             .await?
             .is_some_and(|s| s.rotated_at.is_none());
         if !successor_unused {
-            store.revoke_grant(&grant.id).await?;
-            tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "a refresh token was used again after its successor; grant revoked");
+            // Many requests reusing one token may race here; one revokes the grant
+            // (and says so), the others find it revoked.
+            if store.revoke_grant(&grant.id).await? {
+                tracing::warn!(client_id = %client.client_id, grant_id = %grant.id, "a refresh token was used again after its successor; grant revoked");
+            }
             return Err(GrantError::invalid_grant(
                 "refresh token already used; the grant is revoked",
             ));

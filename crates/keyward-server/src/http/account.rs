@@ -11,11 +11,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
@@ -27,6 +25,7 @@ use super::page_error::{PageError, page_form};
 use super::provider::{
     connector_buttons, email_sent_page, not_found, send_email_link, to_account, to_provider,
 };
+use super::routes::Routes;
 use crate::domain::secs;
 use crate::domain::{AuthRequest, ConnectorPurpose, LoginKind, Session, Unlink, User, utc_text};
 use crate::state::AppState;
@@ -35,13 +34,13 @@ use crate::upstream::Provider;
 use crate::upstream::email::normalize_address;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/account", get(account_page))
-        .route("/account/link/{connector}", post(link_start))
-        .route("/account/unlink", post(unlink))
-        .route("/account/sessions/end", post(end_session))
-        .route("/account/apps/revoke", post(revoke_app))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/account", account_page)
+        .post("/account/link/{connector}", link_start)
+        .post("/account/unlink", unlink)
+        .post("/account/sessions/end", end_session)
+        .post("/account/apps/revoke", revoke_app)
 }
 
 /// What a notice code in `?notice=` says, and whether it is good news. Only these

@@ -11,30 +11,31 @@
 
 use std::net::IpAddr;
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
 use keyward_proto::{ErrorCode, ScopeSet, TokenHash};
 use serde::Deserialize;
 
 use super::browser::Browser;
 use super::error::OAuthError;
-use super::extract::{Body, ClientAddr, parse_form};
+use super::extract::{Body, ClientAddr, form_value_bytes, parse_form};
 use super::login::{
     Responder, Stored, advance, attach_session, error_page, prompt_values, web_message_origin,
 };
 use super::page_error::PageError;
-use crate::domain::{AuthRequest, Client, CodeFlow, LoginKind, ResponseMode, secs};
+use super::routes::Routes;
+use crate::domain::{AuthRequest, Client, ClientState, CodeFlow, LoginKind, ResponseMode, secs};
 use crate::state::AppState;
 
 /// Longest accepted `state`, `nonce` or `login_hint`.
 const MAX_PARAM_LEN: usize = 2048;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/authorize", get(authorize_get).post(authorize_post))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/authorize", authorize_get)
+        .post("/authorize", authorize_post)
 }
 
 /// The parameters of an authorization request.
@@ -45,7 +46,9 @@ struct AuthorizeParams {
     response_type: Option<String>,
     response_mode: Option<String>,
     scope: Option<String>,
-    state: Option<String>,
+    /// Not parsed as text: read by [`AuthorizeParams::parse`], byte-exact.
+    #[serde(skip)]
+    state: Option<ClientState>,
     nonce: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
@@ -56,13 +59,22 @@ struct AuthorizeParams {
     request_uri: Option<String>,
 }
 
+impl AuthorizeParams {
+    /// Parses a query string or form body; `state` keeps the bytes the client sent.
+    fn parse(input: &[u8]) -> Result<Self, OAuthError> {
+        let mut params: Self = parse_form(input)?;
+        params.state = form_value_bytes(input, "state").map(|b| ClientState::from_bytes(&b));
+        Ok(params)
+    }
+}
+
 async fn authorize_get(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let params = parse_form(query.unwrap_or_default().as_bytes());
+    let params = AuthorizeParams::parse(query.unwrap_or_default().as_bytes());
     authorize(&state, addr, &headers, params).await
 }
 
@@ -72,7 +84,7 @@ async fn authorize_post(
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, PageError> {
-    let params = body.and_then(|Body(bytes)| parse_form(&bytes));
+    let params = body.and_then(|Body(bytes)| AuthorizeParams::parse(&bytes));
     authorize(&state, addr, &headers, params).await
 }
 
@@ -215,11 +227,24 @@ fn validate(
             "this client may not use the authorization code flow".into(),
         ));
     }
-    for (name, value) in [
-        ("state", &params.state),
-        ("nonce", &params.nonce),
-        ("login_hint", &params.login_hint),
-    ] {
+    if let Some(client_state) = &params.state {
+        if client_state.len() > MAX_PARAM_LEN {
+            return invalid(&format!("state is longer than {MAX_PARAM_LEN} bytes"));
+        }
+        let in_a_page = matches!(
+            params
+                .response_mode
+                .as_deref()
+                .and_then(ResponseMode::parse),
+            Some(ResponseMode::FormPost | ResponseMode::WebMessage)
+        );
+        if in_a_page && client_state.text().is_none() {
+            return invalid(
+                "state must be UTF-8 text without NUL with response_mode=form_post or web_message",
+            );
+        }
+    }
+    for (name, value) in [("nonce", &params.nonce), ("login_hint", &params.login_hint)] {
         if value.as_ref().is_some_and(|v| v.len() > MAX_PARAM_LEN) {
             return invalid(&format!("{name} is longer than {MAX_PARAM_LEN} bytes"));
         }

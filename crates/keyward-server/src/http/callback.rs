@@ -14,11 +14,9 @@
 
 use std::net::IpAddr;
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use keyward_proto::TokenHash;
 use serde::Deserialize;
 
@@ -28,6 +26,7 @@ use super::extract::{Body, ClientAddr, our_cookie, parse_form};
 use super::login::{LoginNotice, check_csrf, load_request, prompt_values, render_login, sign_in};
 use super::page_error::{PageError, page_form};
 use super::provider::{email_sent_page, not_found, send_email_link, to_account, to_provider};
+use super::routes::Routes;
 use crate::accounts::{self, AccountError, Intent, Outcome};
 use crate::domain::{ConnectorLogin, ConnectorPurpose, User};
 use crate::state::AppState;
@@ -35,10 +34,11 @@ use crate::upstream::email::normalize_address;
 use crate::upstream::{Connector, Provider, UpstreamError, UpstreamIdentity};
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login/{connector}", post(start))
-        .route("/callback/{connector}", get(callback).post(email_confirmed))
+pub fn router() -> Routes {
+    Routes::new()
+        .post("/login/{connector}", start)
+        .get("/callback/{connector}", callback)
+        .post("/callback/{connector}", email_confirmed)
 }
 
 fn expired() -> PageError {

@@ -12,34 +12,39 @@ use crate::domain::Client;
 pub use crate::domain::ClientAuth;
 use crate::state::AppState;
 
+/// The client id and secret a request presents: from `Authorization: Basic` or from
+/// the body (`client_secret_post`, or a public client's bare `client_id`), never both
+/// methods at once, and a body `client_id` beside Basic credentials must name the same
+/// client. Nothing is looked up: [`authenticate`] checks them.
+pub fn presented_credentials(
+    headers: &HeaderMap,
+    body: ClientCredentialsInBody,
+) -> Result<(String, Option<ClientSecret>), OAuthError> {
+    let basic = basic_credentials(headers)?;
+    match (basic, body.client_id, body.client_secret) {
+        (Some(_), _, Some(_)) => Err(OAuthError::invalid_request(
+            "use one client authentication method, not two",
+        )),
+        (Some((id, secret)), body_id, None) => {
+            if body_id.is_some_and(|b| b != id) {
+                return Err(OAuthError::invalid_request(
+                    "client_id in the body differs from the Authorization header",
+                ));
+            }
+            Ok((id, Some(ClientSecret::new(secret))))
+        }
+        (None, Some(id), secret) => Ok((id, secret)),
+        (None, None, _) => Err(OAuthError::invalid_client("client authentication required")),
+    }
+}
+
 /// Authenticates the client of a request from its headers and body credentials.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     body: ClientCredentialsInBody,
 ) -> Result<(Client, ClientAuth), ApiError> {
-    let basic = basic_credentials(headers)?;
-    let (client_id, secret) = match (basic, body.client_id, body.client_secret) {
-        (Some(_), _, Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method, not two",
-            )
-            .into());
-        }
-        (Some((id, secret)), body_id, None) => {
-            if body_id.is_some_and(|b| b != id) {
-                return Err(OAuthError::invalid_request(
-                    "client_id in the body differs from the Authorization header",
-                )
-                .into());
-            }
-            (id, Some(ClientSecret::new(secret)))
-        }
-        (None, Some(id), secret) => (id, secret),
-        (None, None, _) => {
-            return Err(OAuthError::invalid_client("client authentication required").into());
-        }
-    };
+    let (client_id, secret) = presented_credentials(headers, body)?;
     let unknown = || OAuthError::invalid_client("unknown client or bad credentials");
     if client_id.len() > 256 {
         return Err(unknown().into());

@@ -2,26 +2,27 @@
 //! remembered) or denied by the person the login is for, who must still be the one
 //! signed in in this browser.
 
-use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
 use keyward_proto::ErrorCode;
 use serde::Deserialize;
 
 use super::browser::current_session;
 use super::error::OAuthError;
-use super::extract::Body;
+use super::extract::{Body, parse_form};
 use super::login::{RequestRef, Stored, check_csrf, error_page, finish, load_request, reject};
 use super::page_error::{PageError, page_form};
+use super::routes::Routes;
 use crate::domain::{AuthRequest, LoginKind, User};
 use crate::state::AppState;
 use crate::store::UserClient;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/consent", get(consent_page).post(consent_submit))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/consent", consent_page)
+        .post("/consent", consent_submit)
 }
 
 /// What a scope lets an application do, for the consent page.
@@ -39,9 +40,9 @@ fn describe_scope(scope: &str) -> String {
 async fn consent_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let Ok(Query(query)) = query else {
+    let Ok(query) = parse_form::<RequestRef>(query.unwrap_or_default().as_bytes()) else {
         return Err(error_page(
             "Invalid request",
             "The consent link is incomplete.",

@@ -9,11 +9,9 @@
 //! ([`crate::throttle::USER_CODE_PER_ADDRESS`]).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use keyward_proto::device::{DeviceAuthorizationResponse, UserCode};
 use keyward_proto::token::{ClientCredentialsInBody, DEVICE_CODE_GRANT};
 use keyward_proto::{ErrorCode, OpaqueToken, ScopeSet, TokenHash};
@@ -25,15 +23,17 @@ use super::error::{ApiError, OAuthError, no_store, wait_text, with_retry_after};
 use super::extract::{Body, ClientAddr, parse_form};
 use super::login::{error_page, start_login};
 use super::page_error::{PageError, page_form};
+use super::routes::Routes;
 use crate::grants;
 use crate::state::AppState;
 use crate::throttle;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/device/code", post(device_authorization))
-        .route("/device", get(entry_page).post(entry_submit))
+pub fn router() -> Routes {
+    Routes::new()
+        .post("/device/code", device_authorization)
+        .get("/device", entry_page)
+        .post("/device", entry_submit)
 }
 
 #[derive(Deserialize)]

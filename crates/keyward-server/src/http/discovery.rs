@@ -1,21 +1,21 @@
 //! Discovery: provider metadata (OpenID Connect Discovery 1.0, RFC 8414) and the JWKS.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use keyward_proto::discovery::ProviderMetadata;
 
+use super::routes::Routes;
 use crate::domain::SigningAlg;
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/.well-known/openid-configuration", get(metadata))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/jwks", get(jwks))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/.well-known/openid-configuration", metadata)
+        .get("/.well-known/oauth-authorization-server", metadata)
+        .get("/jwks", jwks)
 }
 
 /// The metadata document of this server.

@@ -85,8 +85,18 @@ pub async fn limit_header_sizes(
     next.run(request).await
 }
 
+/// The most parameters a form body or query string may hold: no request of any
+/// protocol keyward speaks needs more than a few dozen.
+pub const MAX_PARAMS: usize = 100;
+
+/// The parameter whose value may hold NUL: `state` goes back to the client byte-exact
+/// (RFC 6749 §4.1.2) and is read and stored as bytes ([`form_value_bytes`]), never as
+/// text.
+const BYTE_EXACT: &str = "state";
+
 /// Parses an `application/x-www-form-urlencoded` body or query string into `T`,
-/// refusing a repeated parameter (RFC 6749 §3.1, §3.2).
+/// refusing a repeated parameter (RFC 6749 §3.1, §3.2) and a NUL in any name or value
+/// but `state`'s ([`has_nul`]).
 pub fn parse_form<T: DeserializeOwned>(input: &[u8]) -> Result<T, OAuthError> {
     parse_form_repeating(input, &[])
 }
@@ -97,8 +107,24 @@ pub fn parse_form_repeating<T: DeserializeOwned>(
     input: &[u8],
     repeatable: &[&str],
 ) -> Result<T, OAuthError> {
+    // Counted before anything is built from them: a hostile form of 10,000 parameters
+    // costs a scan, not a set of 10,000 names.
+    let count = input
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .count();
+    if count > MAX_PARAMS {
+        return Err(OAuthError::invalid_request(format!(
+            "more than {MAX_PARAMS} parameters"
+        )));
+    }
     let mut seen = HashSet::new();
-    for (key, _) in url::form_urlencoded::parse(input) {
+    for (key, value) in url::form_urlencoded::parse(input) {
+        if has_nul(&key) || (key != BYTE_EXACT && has_nul(&value)) {
+            return Err(OAuthError::invalid_request(
+                "parameters may not contain NUL (%00)",
+            ));
+        }
         if !repeatable.contains(&key.as_ref()) && !seen.insert(key.clone()) {
             let key: String = key.chars().take(40).collect();
             return Err(OAuthError::invalid_request(format!(
@@ -110,6 +136,31 @@ pub fn parse_form_repeating<T: DeserializeOwned>(
         let message: String = e.to_string().chars().take(200).collect();
         OAuthError::invalid_request(format!("malformed parameters: {message}"))
     })
+}
+
+/// The bytes of parameter `name` in a form body or query string, exactly as sent
+/// (percent-decoded, but not forced into UTF-8 as [`parse_form`]'s strings are): for
+/// values that must go back unchanged, such as `state`. The first one if it repeats.
+pub fn form_value_bytes(input: &[u8], name: &str) -> Option<Vec<u8>> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &[][..]),
+            };
+            (crate::domain::decode_form_bytes(key) == name.as_bytes())
+                .then(|| crate::domain::decode_form_bytes(value))
+        })
+}
+
+/// Whether `value` holds a NUL character. No OAuth parameter may (RFC 6749 Appendix A
+/// allows none; only `state`'s bytes are kept whatever they are), and PostgreSQL cannot
+/// store one in text: refused at the edge, a NUL never reaches a database lookup, where
+/// it would fail the query.
+pub fn has_nul(value: &str) -> bool {
+    value.contains('\0')
 }
 
 /// The value of cookie `name`, if the request carries it.
@@ -199,7 +250,11 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>
     let (id, secret) = decoded
         .split_once(':')
         .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-    Ok(Some((form_decode(id)?, form_decode(secret)?)))
+    let (id, secret) = (form_decode(id)?, form_decode(secret)?);
+    if has_nul(&id) || has_nul(&secret) {
+        return Err(OAuthError::invalid_client("malformed Basic credentials"));
+    }
+    Ok(Some((id, secret)))
 }
 
 fn form_decode(value: &str) -> Result<String, OAuthError> {
@@ -257,6 +312,40 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    #[test]
+    fn too_many_parameters_are_refused_before_parsing() {
+        let at_limit: Vec<String> = (0..MAX_PARAMS).map(|i| format!("p{i}=v")).collect();
+        assert!(parse_form::<serde_json::Value>(at_limit.join("&").as_bytes()).is_ok());
+        let over: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=v")).collect();
+        let error = parse_form::<serde_json::Value>(over.join("&").as_bytes()).unwrap_err();
+        assert_eq!(
+            error.description,
+            format!("more than {MAX_PARAMS} parameters")
+        );
+        // Empty pairs (`&&`) are not parameters.
+        let sparse = format!("{}{}", at_limit.join("&"), "&".repeat(500));
+        assert!(parse_form::<serde_json::Value>(sparse.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn form_value_bytes_are_exact() {
+        let input = b"client_id=c&state=%FF%00a+b%2B&st%61te=second&flag";
+        assert_eq!(
+            form_value_bytes(input, "state").as_deref(),
+            Some(&b"\xff\x00a b+"[..])
+        );
+        assert_eq!(
+            form_value_bytes(input, "client_id").as_deref(),
+            Some(&b"c"[..])
+        );
+        assert_eq!(form_value_bytes(input, "flag").as_deref(), Some(&b""[..]));
+        assert_eq!(form_value_bytes(input, "nonce"), None);
+        assert_eq!(
+            form_value_bytes(b"&&state=%zz&", "state").as_deref(),
+            Some(&b"%zz"[..])
+        );
+    }
+
     #[derive(serde::Deserialize, Debug)]
     struct Params {
         a: String,
@@ -268,6 +357,26 @@ mod tests {
         assert!(err.description.contains("repeated"));
         assert_eq!(parse_form::<Params>(b"a=x+y%21").unwrap().a, "x y!");
         assert!(parse_form::<Params>(b"b=1").is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_in_names_values_and_basic_credentials() {
+        for input in [&b"a=x%00y"[..], b"a=1&b%00=2", b"a=\0"] {
+            let err = parse_form::<Params>(input).unwrap_err();
+            assert!(err.description.contains("NUL"), "{input:?}");
+        }
+        // `state` is read as bytes, and goes back as they came.
+        assert_eq!(parse_form::<Params>(b"a=1&state=%00").unwrap().a, "1");
+        let mut headers = HeaderMap::new();
+        for credentials in ["app%00:secret", "app:se\0cret"] {
+            let encoded = STANDARD.encode(credentials);
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+            );
+            let err = basic_credentials(&headers).unwrap_err();
+            assert_eq!(err.code, keyward_proto::ErrorCode::InvalidClient);
+        }
     }
 
     #[test]

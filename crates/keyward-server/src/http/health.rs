@@ -1,22 +1,21 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the store
 //! answers), `/metrics` (Prometheus text), and the request-counting middleware.
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use super::extract::{ClientAddr, bearer_token};
+use super::routes::Routes;
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics_text)
 }
 
 async fn healthz() -> &'static str {

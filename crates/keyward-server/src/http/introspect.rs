@@ -6,11 +6,10 @@
 //! its shape: access tokens are JWTs, refresh tokens are opaque. Revocation answers 200 whatever the token was (RFC 7009 §2.2); revoking a
 //! refresh token revokes its whole grant, and with it the grant's access tokens.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use keyward_proto::claims::AccessTokenClaims;
 use keyward_proto::introspect::{IntrospectionRequest, IntrospectionResponse, RevocationRequest};
 use keyward_proto::token::ClientCredentialsInBody;
@@ -18,15 +17,16 @@ use keyward_proto::token::ClientCredentialsInBody;
 use super::client_auth::{ClientAuth, authenticate};
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, parse_form};
+use super::routes::Routes;
 use crate::domain::Client;
 use crate::issuer::{ACCESS_TOKEN_TYP, validate_access_token};
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/introspect", post(introspect))
-        .route("/revoke", post(revoke))
+pub fn router() -> Routes {
+    Routes::new()
+        .post("/introspect", introspect)
+        .post("/revoke", revoke)
 }
 
 /// Whether `client` may learn what introspection says about a token: a resource

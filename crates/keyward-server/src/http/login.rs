@@ -20,8 +20,8 @@ use super::extract::{append_our_cookie, our_cookie};
 use super::page_error::PageError;
 use super::provider::connector_buttons;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeFlow, DeviceCode, Grant, LoginKind, ResponseMode, Session,
-    SigningAlg, User, secs,
+    AuthCode, AuthRequest, Client, ClientState, CodeFlow, DeviceCode, Grant, LoginKind,
+    ResponseMode, Session, SigningAlg, User, secs,
 };
 use crate::pages::Pages;
 use crate::state::AppState;
@@ -39,7 +39,7 @@ pub(super) struct Responder<'a> {
     /// Where the response goes.
     pub(super) redirect_uri: String,
     /// The client's `state`, returned as it came.
-    pub(super) state: Option<String>,
+    pub(super) state: Option<ClientState>,
     /// This issuer (`iss`, RFC 9207).
     pub(super) issuer: String,
     /// How the response is delivered.
@@ -48,22 +48,35 @@ pub(super) struct Responder<'a> {
 
 impl Responder<'_> {
     /// Sends `pairs` (with `state` and `iss`) to the client.
+    /// In a redirect, `state` goes back as the exact bytes the client sent; a page
+    /// (`form_post`, `web_message`) can only carry text, and the authorization request
+    /// refuses a state that is not.
     pub(super) fn send(&self, pairs: &[(&str, &str)]) -> Response {
-        let mut params: Vec<(&str, &str)> = pairs.to_vec();
-        if let Some(state) = &self.state {
-            params.push(("state", state));
-        }
-        params.push(("iss", &self.issuer));
         match self.mode {
             ResponseMode::Query => {
                 let Ok(mut url) = Url::parse(&self.redirect_uri) else {
                     // Registered redirect URIs are validated URLs; this cannot happen.
                     return (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response();
                 };
-                url.query_pairs_mut().extend_pairs(&params);
+                let query = redirect_query(url.query(), pairs, self.state.as_ref(), &self.issuer);
+                url.set_query(Some(&query));
                 Redirect::to(url.as_str()).into_response()
             }
-            ResponseMode::FormPost => self.pages.form_post(&self.redirect_uri, &params),
+            ResponseMode::FormPost | ResponseMode::WebMessage => self.send_in_page(pairs),
+        }
+    }
+
+    fn send_in_page(&self, pairs: &[(&str, &str)]) -> Response {
+        let state = self.state.as_ref().and_then(ClientState::text);
+        let mut params: Vec<(&str, &str)> = pairs.to_vec();
+        if let Some(state) = &state {
+            params.push(("state", state));
+        }
+        params.push(("iss", &self.issuer));
+        match self.mode {
+            ResponseMode::Query | ResponseMode::FormPost => {
+                self.pages.form_post(&self.redirect_uri, &params)
+            }
             ResponseMode::WebMessage => match web_message_origin(&self.redirect_uri) {
                 Some(origin) => self.pages.web_message(&origin, &params),
                 None => (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response(),
@@ -75,6 +88,30 @@ impl Responder<'_> {
     pub(super) fn error(&self, code: ErrorCode, description: &str) -> Response {
         self.send(&[("error", code.as_str()), ("error_description", description)])
     }
+}
+
+/// The query of an authorization response redirect: the redirect URI's own query (kept,
+/// RFC 6749 §3.1.2), then `pairs`, the client's `state` in its exact encoded bytes, and
+/// `iss`.
+pub(super) fn redirect_query(
+    existing: Option<&str>,
+    pairs: &[(&str, &str)],
+    client_state: Option<&ClientState>,
+    issuer: &str,
+) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(existing.unwrap_or_default().to_owned());
+    query.extend_pairs(pairs);
+    let mut query = query.finish();
+    if let Some(client_state) = client_state {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str("state=");
+        query.push_str(client_state.encoded());
+    }
+    url::form_urlencoded::Serializer::for_suffix(query, 0)
+        .append_pair("iss", issuer)
+        .finish()
 }
 
 /// The origin a `web_message` response is posted to: the redirect URI's scheme, host

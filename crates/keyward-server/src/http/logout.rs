@@ -6,11 +6,9 @@
 //! `id_token_hint` for the signed-in user logs out at once; otherwise the user confirms
 //! with a CSRF-protected form, so that a third-party page cannot sign anyone out.
 
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use keyward_proto::TokenHash;
 use keyward_proto::claims::IdTokenClaims;
 use serde::Deserialize;
@@ -18,14 +16,18 @@ use url::Url;
 
 use super::browser::{BROWSER_COOKIE, SESSION_COOKIE, csrf_matches, current_session};
 use super::error::OAuthError;
-use super::extract::{Body, append_our_cookie, our_cookie, parse_form};
+use super::extract::{Body, append_our_cookie, form_value_bytes, our_cookie, parse_form};
 use super::page_error::PageError;
+use super::routes::Routes;
+use crate::domain::ClientState;
 use crate::issuer::ID_TOKEN_TYP;
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/logout", get(logout_get).post(logout_post))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/logout", logout_get)
+        .post("/logout", logout_post)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,12 +40,28 @@ struct LogoutParams {
     decision: Option<String>,
 }
 
+impl LogoutParams {
+    /// Parses a query string or form body. `state` goes back exactly as it came, through
+    /// the confirmation page's form too, so it must be text: a `state` whose bytes are
+    /// not UTF-8 (or hold NUL) is refused rather than returned altered.
+    fn parse(input: &[u8]) -> Result<Self, OAuthError> {
+        let params: Self = parse_form(input)?;
+        let state_bytes = form_value_bytes(input, "state");
+        if state_bytes.is_some_and(|b| ClientState::from_bytes(&b).text().is_none()) {
+            return Err(OAuthError::invalid_request(
+                "state must be UTF-8 text without NUL",
+            ));
+        }
+        Ok(params)
+    }
+}
+
 async fn logout_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let params = parse_form(query.unwrap_or_default().as_bytes());
+    let params = LogoutParams::parse(query.unwrap_or_default().as_bytes());
     logout(&state, &headers, params, false).await
 }
 
@@ -52,7 +70,7 @@ async fn logout_post(
     headers: HeaderMap,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, PageError> {
-    let params = body.and_then(|Body(bytes)| parse_form(&bytes));
+    let params = body.and_then(|Body(bytes)| LogoutParams::parse(&bytes));
     logout(&state, &headers, params, true).await
 }
 

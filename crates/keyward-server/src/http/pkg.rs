@@ -15,11 +15,10 @@
 //! expiry rules apply. Bodies are accepted without a content type, as the Julia client
 //! sends them.
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use keyward_proto::token::TokenResponse;
 use keyward_proto::{ErrorCode, OpaqueToken, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
 use super::login::{error_page, start_login};
 use super::page_error::PageError;
+use super::routes::Routes;
 use crate::domain::{Client, DeviceStatus};
 use crate::grants;
 use crate::state::AppState;
@@ -38,16 +38,16 @@ use crate::state::AppState;
 pub const PKG_SCOPE: &str = "openid profile email offline_access";
 
 /// Routes of this module (empty when `[pkg_auth] enabled = false`).
-pub fn router(enabled: bool) -> Router<AppState> {
+pub fn router(enabled: bool) -> Routes {
     if !enabled {
-        return Router::new();
+        return Routes::new();
     }
-    Router::new()
-        .route("/auth/configuration", get(configuration))
-        .route("/auth/challenge", post(challenge))
-        .route("/auth/response", get(response_page))
-        .route("/auth/claimtoken", post(claim_token))
-        .route("/auth/refresh", get(refresh_token_file))
+    Routes::new()
+        .get("/auth/configuration", configuration)
+        .post("/auth/challenge", challenge)
+        .get("/auth/response", response_page)
+        .post("/auth/claimtoken", claim_token)
+        .get("/auth/refresh", refresh_token_file)
 }
 
 #[derive(Serialize)]
@@ -154,7 +154,22 @@ async fn token_file(
 }
 
 /// The longest challenge accepted (the Julia client sends 32 characters).
-const MAX_CHALLENGE: usize = 256;
+pub const MAX_CHALLENGE: usize = 256;
+
+/// Reads the body of `POST /auth/challenge`: the client's challenge, 1 to
+/// [`MAX_CHALLENGE`] ASCII letters and digits, around which white space is ignored.
+pub fn read_challenge(body: &[u8]) -> Result<&str, OAuthError> {
+    let challenge = std::str::from_utf8(body).map(str::trim).unwrap_or_default();
+    if challenge.is_empty()
+        || challenge.len() > MAX_CHALLENGE
+        || !challenge.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(OAuthError::invalid_request(
+            "the body must be a challenge of 1 to 256 letters and digits",
+        ));
+    }
+    Ok(challenge)
+}
 
 async fn challenge(
     State(state): State<AppState>,
@@ -164,18 +179,7 @@ async fn challenge(
     let Body(body) = body?;
     // Anyone may start a Julia login: limit how many per address.
     state.creations().allow(addr).map_err(ApiError::too_many)?;
-    let challenge = std::str::from_utf8(&body)
-        .map(str::trim)
-        .unwrap_or_default();
-    if challenge.is_empty()
-        || challenge.len() > MAX_CHALLENGE
-        || !challenge.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(OAuthError::invalid_request(
-            "the body must be a challenge of 1 to 256 letters and digits",
-        )
-        .into());
-    }
+    let challenge = read_challenge(&body)?;
     let client = pkg_client(&state).await?;
     let response = OpaqueToken::generate();
     let scope = keyward_proto::ScopeSet::parse(PKG_SCOPE)
@@ -229,10 +233,22 @@ async fn response_page(
     start_login(&state, addr, &headers, &browser, device).await
 }
 
+/// The body of `POST /auth/claimtoken`: the challenge the client made up and the
+/// response keyward answered it with.
 #[derive(Deserialize)]
-struct Claim {
-    challenge: String,
-    response: String,
+pub struct Claim {
+    /// The client's challenge.
+    pub challenge: String,
+    /// keyward's response to it.
+    pub response: String,
+}
+
+/// Reads the body of `POST /auth/claimtoken`, a JSON object with `challenge` and
+/// `response`.
+pub fn read_claim(body: &[u8]) -> Result<Claim, OAuthError> {
+    serde_json::from_slice(body).map_err(|_| {
+        OAuthError::invalid_request("the body must be {\"challenge\": …, \"response\": …}")
+    })
 }
 
 #[derive(Serialize)]
@@ -247,9 +263,7 @@ async fn claim_token(
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
     let Body(body) = body?;
-    let claim: Claim = serde_json::from_slice(&body).map_err(|_| {
-        OAuthError::invalid_request("the body must be {\"challenge\": …, \"response\": …}")
-    })?;
+    let claim = read_claim(&body)?;
     let unknown = || OAuthError::invalid_grant("unknown challenge or response");
     let device = state
         .store()

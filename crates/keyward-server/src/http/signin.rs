@@ -2,20 +2,19 @@
 //! emailed-link connector, the password form) and the password sign-in (`POST /login`),
 //! throttled before the password is checked ([`crate::throttle`]).
 
-use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
 use serde::Deserialize;
 
 use super::browser::{known_browser, remember_browser};
 use super::error::{OAuthError, wait_text, with_retry_after};
-use super::extract::{Body, ClientAddr};
+use super::extract::{Body, ClientAddr, parse_form};
 use super::login::{
     LoginNotice, RequestRef, check_csrf, error_page, load_request, render_login, sign_in,
 };
 use super::page_error::{PageError, page_form};
+use super::routes::Routes;
 use crate::state::AppState;
 use crate::throttle;
 
@@ -38,16 +37,18 @@ async fn user_with_password(
 }
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/login", get(login_page).post(login_submit))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/login", login_page)
+        .post("/login", login_submit)
 }
 
 async fn login_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<RequestRef>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
-    let Ok(Query(query)) = query else {
+    let Ok(query) = parse_form::<RequestRef>(query.unwrap_or_default().as_bytes()) else {
         return Err(error_page(
             "Invalid request",
             "The sign-in link is incomplete.",

@@ -1,21 +1,23 @@
 //! The userinfo endpoint (OpenID Connect Core §5.3): the claims of the user behind an
 //! access token, as far as its scope releases them.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use keyward_proto::{ErrorCode, ScopeSet};
 
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, bearer_token, parse_form};
+use super::routes::Routes;
 use crate::issuer::{user_claims, validate_access_token};
 use crate::state::AppState;
 
 /// Routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/userinfo", get(userinfo_get).post(userinfo_post))
+pub fn router() -> Routes {
+    Routes::new()
+        .get("/userinfo", userinfo_get)
+        .post("/userinfo", userinfo_post)
 }
 
 async fn userinfo_get(

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 
-use super::{IdentityKey, Store, StoreError, UserClient};
+use super::{IdentityKey, Inconsistency, Store, StoreError, UserClient};
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
-    DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session,
-    StoredKey, Unlink, User,
+    AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
+    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
+    ResponseMode, Session, StoredKey, Unlink, User,
 };
 
 pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
@@ -25,6 +25,12 @@ pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
 
 /// A fresh PostgreSQL database, or `None` (the test reports itself skipped).
 pub(crate) async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let url = postgres_url().await?;
+    Some(super::open(&url).await.unwrap())
+}
+
+/// The URL of a fresh PostgreSQL database, or `None` (the test reports itself skipped).
+async fn postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
         assert!(
             std::env::var_os("KEYWARD_REQUIRE_POSTGRES").is_none(),
@@ -47,7 +53,7 @@ pub(crate) async fn postgres_store() -> Option<Arc<dyn Store>> {
     admin.close().await;
     let mut url = url::Url::parse(&admin_url).unwrap();
     url.set_path(&name);
-    Some(super::open(url.as_str()).await.unwrap())
+    Some(url.into())
 }
 
 fn client(id: &str) -> Client {
@@ -213,7 +219,8 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
             scope: ScopeSet::parse("openid profile").unwrap(),
             redirect_uri: "http://127.0.0.1:5555/cb".into(),
             redirect_uri_given: true,
-            state: Some("s".into()),
+            // Bytes that are not UTF-8, NUL, `+` and space come back exact on both.
+            state: Some(ClientState::from_bytes(b"s\xff\x00 +%")),
             nonce: Some("n".into()),
             code_challenge: "c".repeat(43),
             response_mode: mode,
@@ -540,8 +547,18 @@ async fn grant_revocation(store: Arc<dyn Store>) {
         .insert_grant_with_code(&after, &after_code)
         .await
         .unwrap();
-    store.revoke_grant("g1").await.unwrap();
+    // Of many callers revoking one grant at once, one revoked it.
+    let revocations = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.revoke_grant("g1").await.unwrap() })
+    });
+    let mut revoked = 0;
+    for revocation in revocations {
+        revoked += usize::from(revocation.await.unwrap());
+    }
+    assert_eq!(revoked, 1, "revoked exactly once");
     assert!(store.get_grant("g1").await.unwrap().unwrap().revoked);
+    assert!(!store.revoke_grant("unknown").await.unwrap());
     let (g2, c2, _) = grant("g2");
     store.insert_grant_with_code(&g2, &c2).await.unwrap();
     // A grant without a code (a token exchange's) is stored as it is, and revoked with
@@ -1261,6 +1278,458 @@ async fn accounts(store: Arc<dyn Store>) {
             .is_empty()
     );
     assert!(store.get_grant("g-app").await.unwrap().unwrap().revoked);
+}
+
+/// Runs `sql` on the database at `url` behind the store's back: the half-written
+/// states no write of keyward leaves, made on purpose.
+async fn behind_its_back(url: &str, sql: &str) {
+    match crate::config::DatabaseKind::of(url) {
+        Some(crate::config::DatabaseKind::Sqlite) => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Some(crate::config::DatabaseKind::Postgres) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        None => panic!("not a database URL"),
+    }
+}
+
+/// A refresh token of grant `grant_id`, never rotated.
+fn refresh_token(name: &str, grant_id: &str) -> RefreshToken {
+    RefreshToken {
+        token_hash: TokenHash::of(name),
+        grant_id: grant_id.into(),
+        created_at: 100,
+        expires_at: 10_000,
+        rotated_at: None,
+    }
+}
+
+/// A device authorization of client "app", pending.
+fn device_code(name: &str, user_code: &str) -> DeviceCode {
+    DeviceCode {
+        device_code_hash: TokenHash::of(name),
+        user_code: user_code.into(),
+        client_id: "app".into(),
+        scope: ScopeSet::parse("openid").unwrap(),
+        created_at: 100,
+        expires_at: 700,
+        interval: 5,
+        last_poll_at: None,
+        status: DeviceStatus::Pending,
+        grant_id: None,
+        challenge_hash: None,
+    }
+}
+
+/// The consistency check: every state keyward's writes leave (rotated chains, a
+/// revoked grant, a grant without a code, device authorizations at each step, and what
+/// purge leaves) passes; each kind of half-written state, made on purpose, is found
+/// and named by its ids (never by token material).
+async fn consistency(store: Arc<dyn Store>, url: &str) {
+    const NOW: i64 = 200;
+    let check = async || store.check_consistency(NOW).await.unwrap();
+    assert_eq!(check().await.problems, [], "an empty store");
+
+    // What keyward writes: a chain rotated twice.
+    store.insert_client(&client("app")).await.unwrap();
+    store.insert_client(&client("other")).await.unwrap();
+    store.insert_user(&user("alice")).await.unwrap();
+    let (chain, chain_code, code) = grant("g-chain");
+    store
+        .insert_grant_with_code(&chain, &chain_code)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.redeem_code(&code.hash(), 120).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    store
+        .insert_refresh_token(&refresh_token("r0", "g-chain"))
+        .await
+        .unwrap();
+    for (old, new) in [("r0", "r1"), ("r1", "r2")] {
+        assert!(
+            store
+                .rotate_refresh_token(&TokenHash::of(old), &refresh_token(new, "g-chain"), 130)
+                .await
+                .unwrap()
+        );
+    }
+    // A grant revoked after a reuse; a grant with no code (a token exchange's); a
+    // grant whose code was never redeemed.
+    let (revoked, revoked_code, _) = grant("g-revoked");
+    store
+        .insert_grant_with_code(&revoked, &revoked_code)
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&refresh_token("rv0", "g-revoked"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .rotate_refresh_token(
+                &TokenHash::of("rv0"),
+                &refresh_token("rv1", "g-revoked"),
+                130
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.revoke_grant("g-revoked").await.unwrap());
+    store.insert_grant(&grant("g-exchange").0).await.unwrap();
+    let (unredeemed, unredeemed_code, _) = grant("g-unredeemed");
+    store
+        .insert_grant_with_code(&unredeemed, &unredeemed_code)
+        .await
+        .unwrap();
+    // Device authorizations: pending, denied, approved, collected.
+    for (name, user_code) in [("d-pending", "BBBBBBBB"), ("d-denied", "CCCCCCCC")] {
+        store
+            .insert_device_code(&device_code(name, user_code))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .deny_device_code(&TokenHash::of("d-denied"))
+            .await
+            .unwrap()
+    );
+    for (name, user_code, grant_id) in [
+        ("d-approved", "DDDDDDDD", "g-approved"),
+        ("d-used", "FFFFFFFF", "g-device"),
+    ] {
+        store
+            .insert_device_code(&device_code(name, user_code))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .approve_device_code(&TokenHash::of(name), &grant(grant_id).0)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .consume_device_code(&TokenHash::of("d-used"))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_refresh_token(&refresh_token("rd0", "g-device"))
+        .await
+        .unwrap();
+    // A grant that expires before its code does, and the purge that removes it.
+    let (short, short_code, _) = grant("g-short");
+    let short = Grant {
+        expires_at: 150,
+        ..short
+    };
+    store
+        .insert_grant_with_code(&short, &short_code)
+        .await
+        .unwrap();
+    assert!(store.purge_expired(NOW).await.unwrap() > 0);
+    assert_eq!(store.get_grant("g-short").await.unwrap(), None);
+    let consistent = check().await;
+    assert_eq!(consistent.problems, [], "what keyward writes is consistent");
+    assert_eq!(
+        (
+            consistent.checked.users,
+            consistent.checked.clients,
+            consistent.checked.grants,
+            consistent.checked.refresh_tokens,
+            consistent.checked.auth_codes,
+            consistent.checked.device_codes,
+        ),
+        (1, 2, 6, 6, 3, 4)
+    );
+
+    // Each kind of breakage, on records of its own; the check finds exactly it.
+    let mut found = Vec::new();
+    let mut expect = async |what: &str, expected: Vec<Inconsistency>| {
+        let problems = check().await.problems;
+        let new: Vec<_> = problems
+            .iter()
+            .filter(|p| !found.contains(*p))
+            .cloned()
+            .collect();
+        assert_eq!(new, expected, "{what}");
+        assert_eq!(problems.len(), found.len() + expected.len(), "{what}");
+        found = problems;
+    };
+
+    // A grant that never landed while its code and first refresh token did.
+    let (lost, lost_code, _) = grant("g-lost");
+    store
+        .insert_grant_with_code(&lost, &lost_code)
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&refresh_token("rl0", "g-lost"))
+        .await
+        .unwrap();
+    behind_its_back(url, "DELETE FROM grants WHERE id = 'g-lost'").await;
+    expect(
+        "grant lost",
+        vec![
+            Inconsistency::RefreshTokensWithoutGrant {
+                grant_id: "g-lost".into(),
+                count: 1,
+            },
+            Inconsistency::CodesWithoutGrant {
+                grant_id: "g-lost".into(),
+                count: 1,
+            },
+        ],
+    )
+    .await;
+
+    // A rotation that marked the old token and lost its successor: the chain is cut.
+    let (cut, cut_code, _) = grant("g-cut");
+    store.insert_grant_with_code(&cut, &cut_code).await.unwrap();
+    store
+        .insert_refresh_token(&refresh_token("rc0", "g-cut"))
+        .await
+        .unwrap();
+    behind_its_back(
+        url,
+        "UPDATE refresh_tokens SET rotated_at = 130 WHERE grant_id = 'g-cut'",
+    )
+    .await;
+    expect(
+        "rotation half-written",
+        vec![Inconsistency::CutChain {
+            grant_id: "g-cut".into(),
+        }],
+    )
+    .await;
+
+    // Two live tokens in one chain: a fork.
+    let (fork, fork_code, _) = grant("g-fork");
+    store
+        .insert_grant_with_code(&fork, &fork_code)
+        .await
+        .unwrap();
+    for name in ["rf0", "rf1"] {
+        store
+            .insert_refresh_token(&refresh_token(name, "g-fork"))
+            .await
+            .unwrap();
+    }
+    expect(
+        "forked chain",
+        vec![Inconsistency::ForkedChain {
+            grant_id: "g-fork".into(),
+            live: 2,
+        }],
+    )
+    .await;
+
+    // A code that says it belongs to another client than its grant.
+    let (mixed, mixed_code, _) = grant("g-mixed");
+    store
+        .insert_grant_with_code(&mixed, &mixed_code)
+        .await
+        .unwrap();
+    behind_its_back(
+        url,
+        "UPDATE auth_codes SET client_id = 'other' WHERE grant_id = 'g-mixed'",
+    )
+    .await;
+    expect(
+        "code of another client",
+        vec![Inconsistency::CodesOfAnotherClient {
+            grant_id: "g-mixed".into(),
+            count: 1,
+        }],
+    )
+    .await;
+
+    // An approval whose grant never landed, and one that lost its grant's id.
+    for (name, user_code, grant_id) in [
+        ("d-lost", "GGGGGGGG", "g-device-lost"),
+        ("d-bare", "HHHHHHHH", "g-device-bare"),
+    ] {
+        store
+            .insert_device_code(&device_code(name, user_code))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .approve_device_code(&TokenHash::of(name), &grant(grant_id).0)
+                .await
+                .unwrap()
+        );
+    }
+    behind_its_back(url, "DELETE FROM grants WHERE id = 'g-device-lost'").await;
+    expect(
+        "device approval without its grant",
+        vec![Inconsistency::DeviceCodesWithoutGrant {
+            grant_id: "g-device-lost".into(),
+            count: 1,
+        }],
+    )
+    .await;
+    behind_its_back(
+        url,
+        "UPDATE device_codes SET grant_id = NULL WHERE grant_id = 'g-device-bare'",
+    )
+    .await;
+    expect(
+        "device approval naming no grant",
+        vec![Inconsistency::DeviceCodesInBadState {
+            status: "approved".into(),
+            count: 1,
+        }],
+    )
+    .await;
+
+    // A user lost with their grant, session, identity and consent left behind.
+    store.insert_user(&user("carol")).await.unwrap();
+    let carol = Grant {
+        user_id: "id-carol".into(),
+        ..grant("g-carol").0
+    };
+    store.insert_grant(&carol).await.unwrap();
+    store
+        .insert_session(&Session {
+            id_hash: TokenHash::of("carol-cookie"),
+            user_id: "id-carol".into(),
+            auth_time: 100,
+            created_at: 100,
+            expires_at: 500,
+            csrf: "c".into(),
+            method: "password".into(),
+            user_agent: None,
+            ip: None,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_identity(&Identity {
+            connector_id: "github".into(),
+            subject: "carol-at-github".into(),
+            user_id: "id-carol".into(),
+            email: None,
+            email_verified: false,
+            name: None,
+            username: None,
+            groups: vec![],
+            created_at: 100,
+            last_login_at: 100,
+            groups_confirmed_at: 100,
+        })
+        .await
+        .unwrap();
+    let carol_at_app = UserClient {
+        user_id: "id-carol",
+        client_id: "app",
+    };
+    store
+        .put_consent(carol_at_app, &ScopeSet::parse("openid").unwrap(), 100)
+        .await
+        .unwrap();
+    behind_its_back(url, "DELETE FROM users WHERE id = 'id-carol'").await;
+    expect(
+        "user lost",
+        vec![
+            Inconsistency::GrantWithoutUser {
+                grant_id: "g-carol".into(),
+                user_id: "id-carol".into(),
+            },
+            Inconsistency::SessionsWithoutUser {
+                user_id: "id-carol".into(),
+                count: 1,
+            },
+            Inconsistency::IdentitiesWithoutUser {
+                user_id: "id-carol".into(),
+                count: 1,
+            },
+            Inconsistency::ConsentsWithoutUser {
+                user_id: "id-carol".into(),
+                count: 1,
+            },
+        ],
+    )
+    .await;
+
+    // A client lost with a grant and a consent left behind.
+    store.insert_client(&client("gone")).await.unwrap();
+    let gone = Grant {
+        client_id: "gone".into(),
+        ..grant("g-gone").0
+    };
+    store.insert_grant(&gone).await.unwrap();
+    let alice_at_gone = UserClient {
+        user_id: "id-alice",
+        client_id: "gone",
+    };
+    store
+        .put_consent(alice_at_gone, &ScopeSet::parse("openid").unwrap(), 100)
+        .await
+        .unwrap();
+    behind_its_back(url, "DELETE FROM clients WHERE client_id = 'gone'").await;
+    expect(
+        "client lost",
+        vec![
+            Inconsistency::GrantWithoutClient {
+                grant_id: "g-gone".into(),
+                client_id: "gone".into(),
+            },
+            Inconsistency::ConsentsWithoutClient {
+                client_id: "gone".into(),
+                count: 1,
+            },
+        ],
+    )
+    .await;
+
+    // What is reported names ids, never a token's hash.
+    let report: String = check()
+        .await
+        .problems
+        .iter()
+        .map(|p| format!("{p}\n"))
+        .collect();
+    for token in [
+        "rl0",
+        "rc0",
+        "rf0",
+        "rf1",
+        "d-lost",
+        "d-bare",
+        "carol-cookie",
+    ] {
+        assert!(!report.contains(TokenHash::of(token).as_str()), "{report}");
+    }
+}
+
+#[tokio::test]
+async fn consistency_check_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!(
+        "keyward-store-{}",
+        keyward_proto::secret::random_urlsafe(9)
+    ));
+    let url = format!("sqlite://{}/keyward.db", dir.display());
+    let store = super::open(&url).await.unwrap();
+    consistency(store, &url).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn consistency_check_on_postgres() {
+    if let Some(url) = postgres_url().await {
+        let store = super::open(&url).await.unwrap();
+        consistency(store, &url).await;
+    }
 }
 
 /// Attack: a local user reading the database (password hashes, signing keys). Before

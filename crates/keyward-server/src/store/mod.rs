@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use keyward_proto::{ScopeSet, TokenHash};
 
-use crate::config::DatabaseKind;
+use crate::config::{DatabaseKind, Durability};
 
 use crate::domain::{
     AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
@@ -26,9 +26,12 @@ use crate::domain::{
 };
 
 pub mod backup;
+pub mod check;
 #[cfg(test)]
 pub(crate) mod contract;
 pub mod sql;
+
+pub use check::{Consistency, Inconsistency};
 
 /// A user and a client: the key of a consent, and of "revoke this application's
 /// access". Named fields, so that the two ids cannot be passed the wrong way round.
@@ -134,9 +137,12 @@ pub trait Store:
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes what has expired: logins in progress, sessions, codes, device codes,
-    /// grants, refresh tokens, revocation entries, throttles quiet for a day. Returns
-    /// rows deleted.
+    /// grants with everything that names them, refresh tokens, revocation entries,
+    /// throttles quiet for a day. Returns rows deleted.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+    /// Checks that the records agree with each other at `now` ([`check`]): what a write
+    /// cut in half, or a lost commit, would leave behind. Reads only.
+    async fn check_consistency(&self, now: i64) -> StoreResult<Consistency>;
 }
 
 /// Registered clients. Part of [`Store`].
@@ -249,8 +255,9 @@ pub trait GrantStore: Send + Sync {
     async fn get_grant(&self, id: &str) -> StoreResult<Option<Grant>>;
     /// A grant by id with its user, in one read.
     async fn get_grant_with_user(&self, id: &str) -> StoreResult<Option<(Grant, User)>>;
-    /// Revokes a grant: its refresh tokens and access tokens stop working.
-    async fn revoke_grant(&self, id: &str) -> StoreResult<()>;
+    /// Revokes a grant: its refresh tokens and access tokens stop working. True for the
+    /// one caller that revoked it (false when it was revoked already, or is unknown).
+    async fn revoke_grant(&self, id: &str) -> StoreResult<bool>;
     /// Revokes every grant of a user.
     async fn revoke_user_grants(&self, user_id: &str) -> StoreResult<u64>;
     /// Marks a code used. Exactly one caller gets `Redeemed`.
@@ -374,11 +381,19 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Opens the store named by a database URL, creating the SQLite file (and its
-/// directory) when missing, and runs the migrations.
+/// directory) when missing, and runs the migrations; commits as durable as the default
+/// [`Durability`].
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    open_with(url, Durability::default()).await
+}
+
+/// Like [`open`], with commits as durable as `durability` says.
+pub async fn open_with(url: &str, durability: Durability) -> StoreResult<Arc<dyn Store>> {
     match DatabaseKind::of(url) {
-        Some(DatabaseKind::Sqlite) => Ok(Arc::new(sql::SqliteStore::open(url).await?)),
-        Some(DatabaseKind::Postgres) => Ok(Arc::new(sql::PostgresStore::open(url).await?)),
+        Some(DatabaseKind::Sqlite) => Ok(Arc::new(sql::SqliteStore::open(url, durability).await?)),
+        Some(DatabaseKind::Postgres) => {
+            Ok(Arc::new(sql::PostgresStore::open(url, durability).await?))
+        }
         None => Err(StoreError::UnsupportedUrl),
     }
 }

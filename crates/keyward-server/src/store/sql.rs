@@ -20,20 +20,22 @@ use std::time::Duration;
 
 use keyward_proto::{ScopeSet, TokenHash};
 use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::check;
 use super::{
-    ClientStore, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore, LoginStore,
-    SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
+    ClientStore, Consistency, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore,
+    LoginStore, SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
 };
+use crate::config::Durability;
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeFlow, CodeRedemption, ConnectorLogin, ConnectorPurpose,
-    DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken, ResponseMode, Session,
-    StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
+    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
+    ResponseMode, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -48,6 +50,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/0007_groups_confirmed.sql"),
     ),
+    (8, include_str!("../../migrations/0008_state_bytes.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -177,12 +180,18 @@ pub struct PostgresStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the SQLite database at `url` and migrates it.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Opens (creating when missing) the SQLite database at `url` and migrates it. The
+    /// write-ahead log is synced at each commit with [`Durability::Full`], at each
+    /// checkpoint otherwise.
+    pub async fn open(url: &str, durability: Durability) -> StoreResult<Self> {
+        let synchronous = match durability {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
+        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let file = options.get_filename().to_owned();
@@ -268,12 +277,18 @@ async fn apply_migrations_sqlite(conn: &mut sqlx::SqliteConnection) -> StoreResu
 }
 
 impl PostgresStore {
-    /// Connects to PostgreSQL at `url` and migrates the database.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Connects to PostgreSQL at `url` and migrates the database. With
+    /// [`Durability::Full`], keyward's connections commit with `synchronous_commit = on`
+    /// even where the server's default is lower.
+    pub async fn open(url: &str, durability: Durability) -> StoreResult<Self> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if durability == Durability::Full {
+            options = options.options([("synchronous_commit", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         let store = Self {
             writer: pool.clone(),
@@ -389,6 +404,23 @@ impl OneTrip for PostgresStore {
     }
 }
 
+/// How a read of several queries sees one state of the database.
+trait Snapshot {
+    /// What starts such a read inside a transaction just begun, if anything.
+    const BEGIN: Option<&'static str>;
+}
+
+impl Snapshot for SqliteStore {
+    /// Any transaction: a reader of a WAL database keeps the snapshot of its first read.
+    const BEGIN: Option<&'static str> = None;
+}
+
+impl Snapshot for PostgresStore {
+    /// Read committed would give each statement a snapshot of its own.
+    const BEGIN: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+}
+
 /// Runs a write of several statements in a task of its own, so that a caller that
 /// stops waiting (a client that hung up) cannot stop it between two statements.
 async fn to_completion<T: Send + 'static>(
@@ -432,7 +464,7 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
 const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at, introspect";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
-const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
+const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state_encoded, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
 const SESSION_COLUMNS: &str =
     "id_hash, user_id, auth_time, created_at, expires_at, csrf, method, user_agent, ip";
 const IDENTITY_COLUMNS: &str = "connector_id, subject, user_id, email, email_verified, name, username, group_names, created_at, last_login_at, groups_confirmed_at";
@@ -511,6 +543,19 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A code flow's `state`: its exact bytes, or the text a row written before
+            /// migration 8 kept.
+            fn client_state(row: &$row) -> StoreResult<Option<ClientState>> {
+                match row.try_get::<Option<String>, _>("state_encoded")? {
+                    Some(encoded) => ClientState::from_encoded(&encoded)
+                        .map(Some)
+                        .ok_or_else(|| corrupt("auth request state", encoded)),
+                    None => Ok(row
+                        .try_get::<Option<String>, _>("state")?
+                        .map(|text| ClientState::from_bytes(text.as_bytes()))),
+                }
+            }
+
             /// An auth request from its row: the columns of the code flow (blank for the
             /// other kinds, where the schema keeps them NOT NULL) become the kind's.
             fn auth_request(row: &$row) -> StoreResult<AuthRequest> {
@@ -522,7 +567,7 @@ macro_rules! sql_store {
                         scope,
                         redirect_uri: row.try_get("redirect_uri")?,
                         redirect_uri_given: row.try_get("redirect_uri_given")?,
-                        state: row.try_get("state")?,
+                        state: Self::client_state(row)?,
                         nonce: row.try_get("nonce")?,
                         code_challenge: row.try_get("code_challenge")?,
                         response_mode: {
@@ -779,7 +824,12 @@ macro_rules! sql_store {
                     ("DELETE FROM sessions WHERE expires_at < $1", now),
                     ("DELETE FROM auth_codes WHERE expires_at < $1", day_ago),
                     ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
+                    // What names an expired grant goes with it, so that nothing names a
+                    // grant that is gone (a code presented again then is unknown rather
+                    // than replayed: refused either way).
                     ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
+                    ("DELETE FROM auth_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
+                    ("DELETE FROM device_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
                     ("DELETE FROM grants WHERE expires_at < $1", now),
                     ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
                     ("DELETE FROM device_codes WHERE expires_at < $1", hour_ago),
@@ -790,6 +840,38 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(deleted)
+            }
+
+            async fn check_consistency(&self, now: i64) -> StoreResult<Consistency> {
+                // One snapshot for every query: on SQLite a read transaction, on
+                // PostgreSQL a repeatable-read one, so that writes landing meanwhile
+                // (a live server's) cannot make the queries disagree with each other.
+                let mut tx = self.pool.begin().await?;
+                if let Some(sql) = <$store as Snapshot>::BEGIN {
+                    sqlx::query(sql).execute(&mut *tx).await?;
+                }
+                let counts = sqlx::query(check::COUNTS).fetch_one(&mut *tx).await?;
+                let count = |i: usize| -> StoreResult<u64> { Ok(u64::try_from(counts.try_get::<i64, _>(i)?).unwrap_or(0)) };
+                let checked = check::Checked {
+                    users: count(0)?,
+                    clients: count(1)?,
+                    grants: count(2)?,
+                    refresh_tokens: count(3)?,
+                    auth_codes: count(4)?,
+                    device_codes: count(5)?,
+                };
+                let mut problems = Vec::new();
+                for query in check::QUERIES.iter() {
+                    let mut q = sqlx::query(&query.sql);
+                    if query.takes_now {
+                        q = q.bind(now);
+                    }
+                    for row in q.fetch_all(&mut *tx).await? {
+                        problems.push(query.finding.of(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+                    }
+                }
+                tx.rollback().await?;
+                Ok(Consistency { checked, problems })
             }
         }
 
@@ -932,7 +1014,7 @@ macro_rules! sql_store {
                     .bind(flow.map_or("", |f| f.redirect_uri.as_str()))
                     .bind(flow.is_some_and(|f| f.redirect_uri_given))
                     .bind(scope.to_string())
-                    .bind(flow.and_then(|f| f.state.as_deref()))
+                    .bind(flow.and_then(|f| f.state.as_ref().map(ClientState::encoded)))
                     .bind(flow.and_then(|f| f.nonce.as_deref()))
                     .bind(flow.map_or("", |f| f.code_challenge.as_str()))
                     .bind(&r.prompt)
@@ -953,7 +1035,7 @@ macro_rules! sql_store {
             }
 
             async fn get_auth_request(&self, id: &str, now: i64) -> StoreResult<Option<AuthRequest>> {
-                let sql = format!("SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = $1 AND expires_at > $2");
+                let sql = format!("SELECT {AUTH_REQUEST_COLUMNS}, state FROM auth_requests WHERE id = $1 AND expires_at > $2");
                 let row = sqlx::query(&sql).bind(id).bind(now).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::auth_request).transpose()
             }
@@ -1156,9 +1238,14 @@ macro_rules! sql_store {
                 row.map(|row| Ok((Self::grant(&row)?, Self::user_at(&row, GRANT_COLUMN_COUNT)?))).transpose()
             }
 
-            async fn revoke_grant(&self, id: &str) -> StoreResult<()> {
-                sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2").bind(true).bind(id).execute(&self.writer).await?;
-                Ok(())
+            async fn revoke_grant(&self, id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE grants SET revoked = $1 WHERE id = $2 AND revoked = $3")
+                    .bind(true)
+                    .bind(id)
+                    .bind(false)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn revoke_user_grants(&self, user_id: &str) -> StoreResult<u64> {
@@ -1594,3 +1681,73 @@ macro_rules! sql_store {
 
 sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
 sql_store!(PostgresStore, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `durability` reaches the connections that commit: SQLite's `synchronous` (1 is
+    /// NORMAL, 2 FULL) on the writer and on the checkpointer's connection.
+    #[tokio::test]
+    async fn sqlite_durability_sets_synchronous() {
+        for (durability, expected) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let dir = std::env::temp_dir().join(format!(
+                "keyward-durability-{}",
+                keyward_proto::secret::random_urlsafe(9)
+            ));
+            let url = format!("sqlite://{}/k.db", dir.display());
+            let store = SqliteStore::open(&url, durability).await.unwrap();
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&store.writer)
+                .await
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+            drop(store);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// With `durability = "full"`, PostgreSQL commits synchronously even when the
+    /// database's default says otherwise.
+    #[tokio::test]
+    async fn postgres_full_durability_overrides_the_server_default() {
+        let Some(admin_url) = std::env::var("KEYWARD_TEST_DATABASE_URL").ok() else {
+            assert!(std::env::var_os("KEYWARD_REQUIRE_POSTGRES").is_none());
+            eprintln!("SKIPPED: KEYWARD_TEST_DATABASE_URL is not set");
+            return;
+        };
+        let name = format!(
+            "keyward_test_{}",
+            keyward_proto::secret::random_urlsafe(9)
+                .to_lowercase()
+                .replace(['-', '_'], "x")
+        );
+        let admin = PgPool::connect(&admin_url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        ))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        for (durability, expected) in [(Durability::Normal, "off"), (Durability::Full, "on")] {
+            let store = PostgresStore::open(url.as_str(), durability).await.unwrap();
+            let level: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&store.writer)
+                .await
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+            store.writer.close().await;
+        }
+        sqlx::raw_sql(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}

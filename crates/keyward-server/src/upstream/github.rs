@@ -359,7 +359,7 @@ async fn read_json<T: DeserializeOwned>(
 /// provider (or whoever tampers with its answers) must not send keyward's bearer token
 /// to `https://api.github.com.evil.example/` or `https://api.github.com@evil.example/`,
 /// which a comparison of text prefixes lets through.
-fn is_under(api: &Url, candidate: &str) -> bool {
+pub fn is_under(api: &Url, candidate: &str) -> bool {
     let Ok(url) = Url::parse(candidate) else {
         return false;
     };
@@ -374,7 +374,7 @@ fn is_under(api: &Url, candidate: &str) -> bool {
 }
 
 /// The `rel="next"` URL of a `Link` header (RFC 8288).
-fn next_page(headers: &HeaderMap) -> Option<String> {
+pub fn next_page(headers: &HeaderMap) -> Option<String> {
     let link = headers.get(LINK)?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;

@@ -72,12 +72,16 @@ struct Discovered {
 
 /// Claims keyward reads beyond the standard ones: `groups`.
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
-struct Groups {
+pub struct Groups {
     #[serde(default)]
     groups: Option<serde_json::Value>,
 }
 
 impl openidconnect::AdditionalClaims for Groups {}
+
+/// A provider's userinfo answer (OpenID Connect Core §5.3.2) as `openidconnect` reads
+/// it, with [`Groups`].
+pub type UserInfo = openidconnect::UserInfoClaims<Groups, CoreGenderClaim>;
 
 impl OidcProvider {
     /// A provider, not contacted yet.
@@ -117,26 +121,7 @@ impl OidcProvider {
         let metadata = CoreProviderMetadata::discover_async(issuer_url, &self.http)
             .await
             .map_err(|e| discovery_error(error_chain(&e)))?;
-        // The provider's document names where keyward sends browsers, codes and
-        // tokens: none of it may point off to plain http or a metadata address.
-        let endpoints = [
-            Some(metadata.authorization_endpoint().url()),
-            metadata.token_endpoint().map(|u| u.url()),
-            metadata.userinfo_endpoint().map(|u| u.url()),
-            Some(metadata.jwks_uri().url()),
-        ];
-        for endpoint in endpoints.into_iter().flatten() {
-            endpoint_allowed(endpoint).map_err(discovery_error)?;
-        }
-        if !metadata
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .any(|alg| ACCEPTED_ALGS.contains(alg))
-        {
-            return Err(discovery_error(
-                "the provider signs ID tokens with none of RS256, ES256, EdDSA".into(),
-            ));
-        }
+        check_metadata(&metadata).map_err(discovery_error)?;
         let found = Arc::new(Discovered {
             metadata,
             fetched_at: Instant::now(),
@@ -363,64 +348,28 @@ impl OidcProvider {
         token: &str,
         now: i64,
     ) -> Result<(UpstreamIdentity, i64), UpstreamError> {
-        let id_token: CoreIdToken = token
-            .parse()
-            .map_err(|_| UpstreamError::IdToken("not a JWT".into()))?;
-        let time = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+        // A token that is not even a JWT is refused before the provider is contacted.
+        if token.parse::<CoreIdToken>().is_err() {
+            return Err(UpstreamError::IdToken("not a JWT".into()));
+        }
         let mut found = self.discovered().await?;
         let mut refetched = false;
         loop {
-            let announced = found.metadata.id_token_signing_alg_values_supported();
-            let allowed: Vec<_> = ACCEPTED_ALGS
-                .iter()
-                .filter(|alg| announced.contains(alg))
-                .cloned()
-                .collect();
-            let verifier = CoreIdTokenVerifier::new_public_client(
-                ClientId::new(self.settings.client_id.clone()),
-                found.metadata.issuer().clone(),
-                found.metadata.jwks().clone(),
-            )
-            .set_allowed_algs(allowed)
-            .require_audience_match(false)
-            .set_time_fn(move || time);
-            let verified = id_token
-                .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                .cloned();
-            let claims = match verified {
-                Ok(claims) => claims,
-                Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )) if !refetched && self.refetch_jwks(&header_kid(token)).await? => {
+            match check_exchange_id_token(&self.settings, &found.metadata, token, now)? {
+                Some(done) => return Ok(done),
+                None if !refetched && self.refetch_jwks(&header_kid(token)).await? => {
                     refetched = true;
                     found = self.discovered().await?;
-                    continue;
                 }
-                Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
-            };
-            let settings = &self.settings;
-            let for_us = claims.audiences().iter().any(|aud| {
-                **aud == settings.client_id
-                    || settings.exchange_audiences.iter().any(|a| **aud == *a)
-            });
-            if !for_us {
-                return Err(UpstreamError::IdToken(format!(
-                    "its aud is neither the connector's client_id nor one of its exchange_audiences ({})",
-                    settings.client_id
-                )));
+                None => {
+                    return Err(UpstreamError::IdToken(
+                        ClaimsVerificationError::SignatureVerification(
+                            SignatureVerificationError::NoMatchingKey,
+                        )
+                        .to_string(),
+                    ));
+                }
             }
-            let identity = UpstreamIdentity {
-                subject: claims.subject().as_str().to_owned(),
-                email: claims.email().map(|e| e.as_str().to_owned()),
-                email_verified: claims.email_verified().unwrap_or(false),
-                name: claims
-                    .name()
-                    .and_then(|n| n.get(None))
-                    .map(|n| n.as_str().to_owned()),
-                username: claims.preferred_username().map(|u| u.as_str().to_owned()),
-                groups: groups_of(&groups_claim_of(token)),
-            };
-            return Ok((identity, claims.expiration().timestamp()));
         }
     }
 
@@ -448,25 +397,113 @@ impl OidcProvider {
                     url: userinfo_url,
                     detail: error_chain(&e),
                 })?;
-            // The ID token wins where both speak; userinfo fills the gaps.
-            if identity.email.is_none() {
-                identity.email = info.email().map(|e| e.as_str().to_owned());
-                identity.email_verified = info.email_verified().unwrap_or(false);
-            }
-            if identity.name.is_none() {
-                identity.name = info
-                    .name()
-                    .and_then(|n| n.get(None))
-                    .map(|n| n.as_str().to_owned());
-            }
-            if identity.username.is_none() {
-                identity.username = info.preferred_username().map(|u| u.as_str().to_owned());
-            }
-            if identity.groups.is_empty() {
-                identity.groups = groups_of(&info.additional_claims().groups);
-            }
+            merge_userinfo(identity, &info);
         }
         Ok(())
+    }
+}
+
+/// Why a provider's discovery document (OpenID Connect Discovery §3, as `openidconnect`
+/// read it) is not used: it names an endpoint keyward must not send browsers, codes or
+/// tokens to (plain http, a metadata address: [`endpoint_allowed`]), or it signs ID
+/// tokens with none of the algorithms keyward accepts.
+pub fn check_metadata(metadata: &CoreProviderMetadata) -> Result<(), String> {
+    let endpoints = [
+        Some(metadata.authorization_endpoint().url()),
+        metadata.token_endpoint().map(|u| u.url()),
+        metadata.userinfo_endpoint().map(|u| u.url()),
+        Some(metadata.jwks_uri().url()),
+    ];
+    for endpoint in endpoints.into_iter().flatten() {
+        endpoint_allowed(endpoint)?;
+    }
+    if !metadata
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .any(|alg| ACCEPTED_ALGS.contains(alg))
+    {
+        return Err("the provider signs ID tokens with none of RS256, ES256, EdDSA".into());
+    }
+    Ok(())
+}
+
+/// Who the ID token `token`, offered in a token exchange, is about and when it expires
+/// (see the module docs), checked against the provider `metadata` (with its JWKS) of
+/// the connector `settings` as of `now`; `Ok(None)` when no key of the JWKS signed it
+/// (the caller may fetch the keys again and retry).
+pub fn check_exchange_id_token(
+    settings: &OidcSettings,
+    metadata: &CoreProviderMetadata,
+    token: &str,
+    now: i64,
+) -> Result<Option<(UpstreamIdentity, i64)>, UpstreamError> {
+    let id_token: CoreIdToken = token
+        .parse()
+        .map_err(|_| UpstreamError::IdToken("not a JWT".into()))?;
+    let time = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default();
+    let announced = metadata.id_token_signing_alg_values_supported();
+    let allowed: Vec<_> = ACCEPTED_ALGS
+        .iter()
+        .filter(|alg| announced.contains(alg))
+        .cloned()
+        .collect();
+    let verifier = CoreIdTokenVerifier::new_public_client(
+        ClientId::new(settings.client_id.clone()),
+        metadata.issuer().clone(),
+        metadata.jwks().clone(),
+    )
+    .set_allowed_algs(allowed)
+    .require_audience_match(false)
+    .set_time_fn(move || time);
+    let claims = match id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())) {
+        Ok(claims) => claims,
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        )) => return Ok(None),
+        Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
+    };
+    let for_us = claims.audiences().iter().any(|aud| {
+        **aud == settings.client_id || settings.exchange_audiences.iter().any(|a| **aud == *a)
+    });
+    if !for_us {
+        return Err(UpstreamError::IdToken(format!(
+            "its aud is neither the connector's client_id nor one of its exchange_audiences ({})",
+            settings.client_id
+        )));
+    }
+    let identity = UpstreamIdentity {
+        subject: claims.subject().as_str().to_owned(),
+        email: claims.email().map(|e| e.as_str().to_owned()),
+        email_verified: claims.email_verified().unwrap_or(false),
+        name: claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned()),
+        username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+        groups: groups_of(&groups_claim_of(token)),
+    };
+    Ok(Some((identity, claims.expiration().timestamp())))
+}
+
+/// Fills what `identity` (from the ID token) does not say from the provider's userinfo
+/// answer `info`: the ID token wins where both speak.
+pub fn merge_userinfo(identity: &mut UpstreamIdentity, info: &UserInfo) {
+    // The ID token wins where both speak; userinfo fills the gaps.
+    if identity.email.is_none() {
+        identity.email = info.email().map(|e| e.as_str().to_owned());
+        identity.email_verified = info.email_verified().unwrap_or(false);
+    }
+    if identity.name.is_none() {
+        identity.name = info
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned());
+    }
+    if identity.username.is_none() {
+        identity.username = info.preferred_username().map(|u| u.as_str().to_owned());
+    }
+    if identity.groups.is_empty() {
+        identity.groups = groups_of(&info.additional_claims().groups);
     }
 }
 

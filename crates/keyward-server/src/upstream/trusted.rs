@@ -135,97 +135,23 @@ impl TrustedIssuer {
             }
         };
         drop(fetched);
-        self.machine(&claims, now)
-    }
-
-    /// The machine named by verified `claims`, once `aud` and `nbf` are checked.
-    fn machine(
-        &self,
-        claims: &serde_json::Map<String, serde_json::Value>,
-        now: i64,
-    ) -> Result<MachineIdentity, TrustError> {
-        let audience = &self.config.audience;
-        let for_us = match claims.get("aud") {
-            Some(serde_json::Value::String(aud)) => aud == audience,
-            Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a == audience),
-            _ => false,
-        };
-        if !for_us {
-            return Err(TrustError::Token(format!(
-                "its aud is not {:?}",
-                printable(audience)
-            )));
-        }
-        if let Some(nbf) = claims.get("nbf") {
-            let nbf = nbf
-                .as_i64()
-                .ok_or_else(|| TrustError::Token("nbf is not a number".into()))?;
-            if nbf > now {
-                return Err(TrustError::Token("not valid yet (nbf)".into()));
-            }
-        }
-        let exp = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| TrustError::Token("exp is not a number".into()))?;
-        let names = &self.config.subject_claims;
-        let mut values = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let value = claims
-                .get(name)
-                .and_then(serde_json::Value::as_str)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    TrustError::Token(format!("the claim {name:?} is missing or not a string"))
-                })?;
-            if i + 1 < names.len() && value.contains(':') {
-                return Err(TrustError::Token(format!(
-                    "the claim {name:?} contains ':', which only the last subject claim may"
-                )));
-            }
-            values.push(value);
-        }
-        Ok(MachineIdentity {
-            subject: format!("trusted:{}:{}", self.config.id, values.join(":")),
-            exp,
-        })
+        machine_identity(&self.config, &claims, now)
     }
 
     /// Fetches the discovery document, then the JWKS it names.
     async fn fetch_keys(&self) -> Result<KeySet, UpstreamError> {
         let issuer = &self.config.issuer;
-        let discovery_error = |detail: String| UpstreamError::Discovery {
-            issuer: issuer.clone(),
-            detail,
-        };
         let document = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        #[derive(serde::Deserialize)]
-        struct Document {
-            issuer: String,
-            jwks_uri: String,
-        }
-        let found: Document = self.get_json(&document).await?;
-        if found.issuer != *issuer {
-            return Err(discovery_error(format!(
-                "the document names the issuer {:?}",
-                found.issuer
-            )));
-        }
-        let jwks_uri =
-            Url::parse(&found.jwks_uri).map_err(|e| discovery_error(format!("jwks_uri: {e}")))?;
-        endpoint_allowed(&jwks_uri).map_err(discovery_error)?;
-        let jwks: Jwks = self.get_json(jwks_uri.as_str()).await?;
-        Ok(KeySet::from_jwks(&jwks))
+        let jwks_uri = jwks_uri_of(issuer, &document, &self.get(&document).await?)?;
+        read_jwks(jwks_uri.as_str(), &self.get(jwks_uri.as_str()).await?)
     }
 
-    /// GETs `url` (checked as any provider URL) and reads its JSON answer.
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        url: &str,
-    ) -> Result<T, UpstreamError> {
+    /// GETs `url` (checked as any provider URL) and reads its answer, at most
+    /// [`super::guard::MAX_ANSWER`] bytes.
+    async fn get(&self, url: &str) -> Result<Vec<u8>, UpstreamError> {
         let parsed = Url::parse(url).map_err(|e| UpstreamError::Malformed {
             url: url.to_owned(),
             detail: e.to_string(),
@@ -250,10 +176,99 @@ impl TrustedIssuer {
                 status: response.status().as_u16(),
             });
         }
-        let body = read_capped(url, response).await?;
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::Malformed {
-            url: url.to_owned(),
-            detail: e.to_string(),
-        })
+        read_capped(url, response).await
     }
+}
+
+/// The machine named by `claims`, the verified claims of a token of the trusted issuer
+/// `config`, once `aud` and `nbf` are checked as of `now` (see the module docs).
+pub fn machine_identity(
+    config: &TrustedIssuerConfig,
+    claims: &serde_json::Map<String, serde_json::Value>,
+    now: i64,
+) -> Result<MachineIdentity, TrustError> {
+    let audience = &config.audience;
+    let for_us = match claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => aud == audience,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a == audience),
+        _ => false,
+    };
+    if !for_us {
+        return Err(TrustError::Token(format!(
+            "its aud is not {:?}",
+            printable(audience)
+        )));
+    }
+    if let Some(nbf) = claims.get("nbf") {
+        let nbf = nbf
+            .as_i64()
+            .ok_or_else(|| TrustError::Token("nbf is not a number".into()))?;
+        if nbf > now {
+            return Err(TrustError::Token("not valid yet (nbf)".into()));
+        }
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or_else(|| TrustError::Token("exp is not a number".into()))?;
+    let names = &config.subject_claims;
+    let mut values = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let value = claims
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                TrustError::Token(format!("the claim {name:?} is missing or not a string"))
+            })?;
+        if i + 1 < names.len() && value.contains(':') {
+            return Err(TrustError::Token(format!(
+                "the claim {name:?} contains ':', which only the last subject claim may"
+            )));
+        }
+        values.push(value);
+    }
+    Ok(MachineIdentity {
+        subject: format!("trusted:{}:{}", config.id, values.join(":")),
+        exp,
+    })
+}
+
+/// The `jwks_uri` of the discovery `document` (fetched from `url`) of the trusted
+/// issuer `issuer`: the document must name that issuer, and the URL must be one keyward
+/// may fetch ([`endpoint_allowed`]).
+pub fn jwks_uri_of(issuer: &str, url: &str, document: &[u8]) -> Result<Url, UpstreamError> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let discovery_error = |detail: String| UpstreamError::Discovery {
+        issuer: issuer.to_owned(),
+        detail,
+    };
+    let found: Document = parse_json(url, document)?;
+    if found.issuer != issuer {
+        return Err(discovery_error(format!(
+            "the document names the issuer {:?}",
+            found.issuer
+        )));
+    }
+    let jwks_uri =
+        Url::parse(&found.jwks_uri).map_err(|e| discovery_error(format!("jwks_uri: {e}")))?;
+    endpoint_allowed(&jwks_uri).map_err(discovery_error)?;
+    Ok(jwks_uri)
+}
+
+/// The signature keys of the JWK Set `body` (fetched from `url`).
+pub fn read_jwks(url: &str, body: &[u8]) -> Result<KeySet, UpstreamError> {
+    let jwks: Jwks = parse_json(url, body)?;
+    Ok(KeySet::from_jwks(&jwks))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, UpstreamError> {
+    serde_json::from_slice(body).map_err(|e| UpstreamError::Malformed {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })
 }

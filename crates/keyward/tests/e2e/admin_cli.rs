@@ -182,6 +182,136 @@ async fn admin_commands_manage_the_database_the_server_uses() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs `sql` on the database at `url` behind keyward's back.
+async fn behind_its_back(db: Db, url: &str, sql: &str) {
+    match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// A code flow for alice at demo-app, redeemed: the token response.
+async fn signed_in(app: &TestApp) -> serde_json::Value {
+    let (url, verifier) = authorize_url(&app.issuer, "demo-app", "openid offline_access", "");
+    let params = drive(&browser(), &url, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    let (status, tokens) = redeem_code(
+        app,
+        "demo-app",
+        Some(SECRET),
+        &params["code"],
+        verifier.secret(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens
+}
+
+/// `keyward store check` on the database of a running server, with the server's
+/// configuration: after real flows (codes redeemed, a chain rotated) it exits 0; with
+/// a rotation chain cut and a grant deleted behind keyward's back it exits 1, naming
+/// both grants and never a token or a token's hash.
+async fn store_check_finds_a_database_broken_on_purpose(db: Db) {
+    let Some(app) = spawn_app(db, "").await else {
+        return;
+    };
+    let url = app.state.config().database_url.clone();
+    std::fs::write(
+        app.dir.join("check.toml"),
+        format!("database_url = \"{url}\"\n"),
+    )
+    .unwrap();
+    let check = || {
+        keyward(
+            &app.dir,
+            &["store", "check", "--config", "check.toml"],
+            None,
+        )
+    };
+
+    let chain = signed_in(&app).await;
+    let first = chain["refresh_token"].as_str().unwrap().to_owned();
+    let (status, rotated) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", &first)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let other = signed_in(&app).await;
+    let output = check();
+    let out = stdout(&output);
+    assert!(out.contains("consistent"), "{out}");
+    assert!(
+        out.contains("2 users, 4 clients, 2 grants, 3 refresh tokens"),
+        "{out}"
+    );
+
+    let gid = |tokens: &serde_json::Value| {
+        jwt_payload(tokens["access_token"].as_str().unwrap())["gid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (cut, lost) = (gid(&chain), gid(&other));
+    behind_its_back(
+        db,
+        &url,
+        &format!("UPDATE refresh_tokens SET rotated_at = 1 WHERE grant_id = '{cut}'"),
+    )
+    .await;
+    behind_its_back(db, &url, &format!("DELETE FROM grants WHERE id = '{lost}'")).await;
+    let output = check();
+    let (out, err) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("inconsistent: 3 problem(s)"), "{err}");
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("problem: ")).collect();
+    assert_eq!(problems.len(), 3, "{out}");
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains(&format!("grant {cut} is live")) && l.contains("cut")),
+        "{out}"
+    );
+    assert_eq!(
+        problems
+            .iter()
+            .filter(|l| l.contains(&format!("grant {lost} is missing")))
+            .count(),
+        2,
+        "its refresh token and its code: {out}"
+    );
+    for token in [
+        &first,
+        rotated["refresh_token"].as_str().unwrap(),
+        other["refresh_token"].as_str().unwrap(),
+    ] {
+        let hash = keyward_proto::TokenHash::of(token);
+        assert!(!out.contains(token) && !err.contains(token));
+        assert!(!out.contains(hash.as_str()) && !err.contains(hash.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn store_check_on_sqlite() {
+    store_check_finds_a_database_broken_on_purpose(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn store_check_on_postgres() {
+    store_check_finds_a_database_broken_on_purpose(Db::Postgres).await;
+}
+
 #[test]
 fn configuration_errors_name_the_key_before_listening() {
     let dir = temp_dir();

@@ -482,6 +482,8 @@ async fn a_backup_of_a_live_server_restores_its_tokens_and_forgets_what_came_aft
         !users.contains("carol"),
         "a user added after the backup: {users}"
     );
+    let check = succeeded(&site.run(key, &["store", "check"], "").await);
+    assert!(check.contains("consistent"), "{check}");
 
     // Bob's chain continues from the token that was current when the backup was
     // taken: the newer ones are unknown, that one refreshes, and to the very token
@@ -502,6 +504,8 @@ async fn a_backup_of_a_live_server_restores_its_tokens_and_forgets_what_came_aft
         "the backup began after the fourth rotation, found {i}"
     );
     assert_eq!(Some(&next), bob_chain.get(i + 1), "the same successor");
+    let check = succeeded(&site.run(key, &["store", "check"], "").await);
+    assert!(check.contains("consistent"), "{check}");
     drop(server);
 }
 

@@ -1352,3 +1352,98 @@ async fn logout_with_a_bad_id_token_hint_is_refused() {
     let params = drive(&browser, &url, "-", "-", "-").await.callback();
     assert!(params.contains_key("code"), "{params:?}");
 }
+
+/// RFC 6749 §4.1.2: `state` comes back exactly as the client sent it, also bytes that
+/// are not UTF-8 (and NUL, `+`, `%`), through a stored login on SQLite and PostgreSQL;
+/// and, where a page would have to carry it as text, it is refused instead of altered.
+#[tokio::test]
+async fn state_comes_back_byte_exact() {
+    // Percent-encoded as a client that sends raw random bytes would.
+    let sent = "%FF%FE%00a+b%2B%25%C0%AF%E2%82";
+    let exact = |location: &str| {
+        let query = location.split_once('?').expect("a query").1;
+        let values: Vec<&str> = query
+            .split('&')
+            .filter_map(|pair| pair.strip_prefix("state="))
+            .collect();
+        assert_eq!(values.len(), 1, "one state in {location}");
+        percent_decode_form(values[0])
+    };
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(app) = spawn_app(db, "").await else {
+            continue;
+        };
+        let (url, _) =
+            crate::support::authorize_url(&app.issuer, "demo-app", "openid", "&prompt=login");
+        let url = url.replace("state=st", &format!("state={sent}"));
+        // The login is stored (prompt=login), so the state makes a trip to the database.
+        let browser = browser();
+        let to_login = browser.get(&url).send().await.unwrap();
+        assert_eq!(to_login.status(), StatusCode::SEE_OTHER, "{db:?}");
+        let page = browser.get(location(&to_login)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{db:?}");
+        let login_url = page.url().join("login").unwrap();
+        let html = page.text().await.unwrap();
+        let mut response = browser
+            .post(login_url.clone())
+            .form(&[
+                ("req", hidden(&html, "req")),
+                ("csrf", hidden(&html, "csrf")),
+                ("username", "alice".to_owned()),
+                ("password", PASSWORD.to_owned()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            let html = response.text().await.unwrap();
+            assert!(html.contains("name=\"decision\""), "{db:?}: {html}");
+            response = browser
+                .post(login_url.join("consent").unwrap())
+                .form(&[
+                    ("req", hidden(&html, "req")),
+                    ("csrf", hidden(&html, "csrf")),
+                    ("decision", "approve".to_owned()),
+                ])
+                .send()
+                .await
+                .unwrap();
+        }
+        assert!(
+            response.status().is_redirection(),
+            "{db:?}: {}",
+            response.status()
+        );
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with(REDIRECT), "{location}");
+        assert!(location.contains("code="), "{location}");
+        assert_eq!(
+            exact(&location),
+            percent_decode_form(sent),
+            "{db:?}: {location}"
+        );
+
+        // An error redirect (prompt=none without a session) returns it exactly too.
+        let (url, _) =
+            crate::support::authorize_url(&app.issuer, "demo-app", "openid", "&prompt=none");
+        let url = url.replace("state=st", &format!("state={sent}"));
+        let response = self::browser().get(&url).send().await.unwrap();
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.contains("error=login_required"), "{location}");
+        assert_eq!(exact(&location), percent_decode_form(sent));
+
+        // form_post can only carry text: refused, not altered.
+        let url = url.replace("prompt=none", "response_mode=form_post");
+        let response = self::browser().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("state must be UTF-8 text"), "{html}");
+        assert!(!html.contains("name=\"state\""), "{html}");
+    }
+}
+
+/// The bytes of one form-urlencoded value (`+` is a space), not forced into UTF-8.
+fn percent_decode_form(value: &str) -> Vec<u8> {
+    let spaced = value.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).collect()
+}

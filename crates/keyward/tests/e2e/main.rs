@@ -23,6 +23,7 @@ mod guard;
 mod hostile;
 mod js;
 mod lifetimes;
+mod openapi;
 mod pkg;
 mod replicas;
 mod throttles;

@@ -196,7 +196,7 @@ async fn start_app(
     database_url: String,
     config_text: &str,
 ) -> TestApp {
-    start_app_as(listener, "http", host, dir, database_url, config_text).await
+    start_app_as(listener, "http", host, "", dir, database_url, config_text).await
 }
 
 /// Starts keyward on 127.0.0.1:0 with `base_config(extra)`, its issuer named
@@ -209,6 +209,7 @@ pub async fn spawn_https_app(extra: &str) -> TestApp {
         bind().await,
         "https",
         "127.0.0.1",
+        "",
         dir,
         database_url,
         &base_config(extra),
@@ -216,20 +217,40 @@ pub async fn spawn_https_app(extra: &str) -> TestApp {
     .await
 }
 
+/// Starts keyward on 127.0.0.1:0 with `base_config(extra)` on SQLite, its issuer
+/// `http://127.0.0.1:<port><path>`, so that every endpoint is served under `path`.
+pub async fn spawn_app_under(path: &str, extra: &str) -> TestApp {
+    let dir = temp_dir();
+    let database_url = database_url(Db::Sqlite, &dir).await.expect("sqlite");
+    start_app_as(
+        bind().await,
+        "http",
+        "127.0.0.1",
+        path,
+        dir,
+        database_url,
+        &base_config(extra),
+    )
+    .await
+}
+
+/// Starts keyward on `listener`, its issuer `<scheme>://<host>:<port><path>`; the
+/// test talks plain http to it, at `TestApp::issuer` (which includes `path`).
 async fn start_app_as(
     listener: tokio::net::TcpListener,
     scheme: &str,
     host: &str,
+    path: &str,
     dir: std::path::PathBuf,
     database_url: String,
     config_text: &str,
 ) -> TestApp {
     let addr = listener.local_addr().expect("addr");
-    let issuer = format!("http://{host}:{}", addr.port());
+    let issuer = format!("http://{host}:{}{path}", addr.port());
     let env: BTreeMap<String, String> = [
         (
             "KEYWARD_ISSUER".to_owned(),
-            format!("{scheme}://{host}:{}", addr.port()),
+            format!("{scheme}://{host}:{}{path}", addr.port()),
         ),
         ("KEYWARD_LISTEN".to_owned(), addr.to_string()),
         ("KEYWARD_DATABASE_URL".to_owned(), database_url),

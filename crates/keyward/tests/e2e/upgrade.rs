@@ -127,6 +127,8 @@ async fn keyward_serve_migrates_an_earlier_database_and_serves_its_tokens() {
 
     // Its keys were written in clear (the earlier keyward could not encrypt them), and
     // a backup of it says so.
+    let check = succeeded(&keyward_admin(&dir, &config, &["store", "check"]).await);
+    assert!(check.contains("consistent"), "{check}");
     let report = succeeded(&keyward_admin(&dir, &config, &["backup", "backup.db"]).await);
     assert!(
         report.contains("are in clear: this file can sign tokens"),
