@@ -283,17 +283,7 @@ impl OidcProvider {
             .await?;
         check_at_hash(&client, id_token, &claims, response.access_token())?;
 
-        let mut identity = UpstreamIdentity {
-            subject: claims.subject().as_str().to_owned(),
-            email: claims.email().map(|e| e.as_str().to_owned()),
-            email_verified: claims.email_verified().unwrap_or(false),
-            name: claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str().to_owned()),
-            username: claims.preferred_username().map(|u| u.as_str().to_owned()),
-            groups: groups_of(&groups_claim_of(&id_token.to_string())),
-        };
+        let mut identity = identity_of(&claims, &id_token.to_string());
 
         self.fill_from_userinfo(
             &client,
@@ -471,17 +461,7 @@ pub fn check_exchange_id_token(
             settings.client_id
         )));
     }
-    let identity = UpstreamIdentity {
-        subject: claims.subject().as_str().to_owned(),
-        email: claims.email().map(|e| e.as_str().to_owned()),
-        email_verified: claims.email_verified().unwrap_or(false),
-        name: claims
-            .name()
-            .and_then(|n| n.get(None))
-            .map(|n| n.as_str().to_owned()),
-        username: claims.preferred_username().map(|u| u.as_str().to_owned()),
-        groups: groups_of(&groups_claim_of(token)),
-    };
+    let identity = identity_of(claims, token);
     Ok(Some((identity, claims.expiration().timestamp())))
 }
 
@@ -604,5 +584,21 @@ fn token_error<RE: std::error::Error + 'static>(
             url: url.to_owned(),
             detail,
         },
+    }
+}
+
+/// The person an ID token's verified `claims` describe; `raw` is the token itself, whose
+/// `groups` claim the typed claims do not carry.
+fn identity_of(claims: &CoreIdTokenClaims, raw: &str) -> UpstreamIdentity {
+    UpstreamIdentity {
+        subject: claims.subject().as_str().to_owned(),
+        email: claims.email().map(|e| e.as_str().to_owned()),
+        email_verified: claims.email_verified().unwrap_or(false),
+        name: claims
+            .name()
+            .and_then(|n| n.get(None))
+            .map(|n| n.as_str().to_owned()),
+        username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+        groups: groups_of(&groups_claim_of(raw)),
     }
 }
