@@ -24,6 +24,8 @@ pub struct Conn {
     host: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
     watch: Option<Arc<Watch>>,
+    /// Whether a connection carries more than one request (keep-alive).
+    reuse: bool,
 }
 
 /// The server gave no answer: no connection could be made (the request never left), or
@@ -141,6 +143,16 @@ impl Conn {
             host,
             sender: None,
             watch: None,
+            reuse: true,
+        }
+    }
+
+    /// The same, but every request on a new connection: behind a balancer that picks a
+    /// backend per connection, consecutive requests go to different backends.
+    pub fn without_keep_alive(self) -> Self {
+        Self {
+            reuse: false,
+            ..self
         }
     }
 
@@ -227,6 +239,9 @@ impl Conn {
                 .into());
             }
         };
+        if !self.reuse {
+            self.sender = None;
+        }
         let reply = Reply {
             status: parts.status,
             headers: parts.headers,

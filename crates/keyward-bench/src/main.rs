@@ -6,10 +6,13 @@
 //! cargo run --release -p keyward-bench -- guard    # keyward guard vs the service alone
 //! cargo run --release -p keyward-bench -- crash    # kill -9 under load, on SQLite and PostgreSQL
 //! cargo run --release -p keyward-bench -- contention  # concurrent refreshes and reuses
+//! cargo run --release -p keyward-bench -- replicas # 3 replicas, one killed, keys rotated
+//! cargo run --release -p keyward-bench -- outage   # PostgreSQL away; SQLite disk full
 //! ```
 //!
-//! `crash` and `contention` check promises rather than measure speed ([`crash`],
-//! [`contention`]); they print a Markdown table and exit non-zero on any violation.
+//! `crash`, `contention`, `replicas` and `outage` check promises rather than measure
+//! speed ([`crash`], [`contention`], [`replicas`], [`outage`]); they print a Markdown
+//! table and exit non-zero on any violation.
 //!
 //! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
 //! one scenario, on a fresh PostgreSQL database), installs and starts the peer
@@ -25,6 +28,9 @@ mod contention;
 mod crash;
 mod guard;
 mod load;
+mod outage;
+mod proxy;
+mod replicas;
 mod scenario;
 mod target;
 
@@ -55,6 +61,12 @@ struct Args {
     /// restarted on the same database; then no chain broken, no code or token accepted
     /// twice, no 5xx, `keyward store check` consistent. `contention`: concurrent
     /// refreshes of distinct grants, and concurrent reuses of one rotated token.
+    /// `replicas`: three keyward on one PostgreSQL behind a round-robin balancer, one
+    /// killed with SIGKILL mid-load, the signing keys rotated; flows fail at most once,
+    /// every replica signs with the new key within its cache interval. `outage`:
+    /// PostgreSQL away for 10 s under load (fast JSON 503s, /readyz 503, recovery
+    /// without a restart), and SQLite on a full tmpfs (503, nothing committed lost;
+    /// needs root).
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
@@ -64,10 +76,11 @@ struct Args {
     /// `crash`: how many times keyward is killed in each run.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// `crash`: concurrent clients, each with its own session and rotation chain.
+    /// `crash`, `replicas`, `outage`: concurrent clients, each with its own session and
+    /// rotation chain.
     #[arg(long, default_value_t = 20)]
     clients: usize,
-    /// `crash`, `contention`: the databases, comma-separated (a fresh one per run; a
+    /// `crash`, `contention`, `outage`: the databases, comma-separated (a fresh one per run; a
     /// PostgreSQL database is created on --postgres and dropped).
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite", "postgres"])]
     database: Vec<Database>,
@@ -130,6 +143,8 @@ enum Mode {
     Guard,
     Crash,
     Contention,
+    Replicas,
+    Outage,
 }
 
 /// A database keyward runs on in the fault modes.
@@ -269,6 +284,9 @@ fn keyward_binary(named: Option<&Path>) -> anyhow::Result<PathBuf> {
 async fn bench(args: Args) -> anyhow::Result<bool> {
     if matches!(args.mode, Mode::Crash | Mode::Contention) {
         return faults(&args).await;
+    }
+    if matches!(args.mode, Mode::Replicas | Mode::Outage) {
+        return replicas_and_outages(&args).await;
     }
     if args.mode == Mode::Guard {
         let exe = keyward_binary(args.keyward.as_deref())?;
@@ -444,6 +462,153 @@ async fn faults(args: &Args) -> anyhow::Result<bool> {
                     database.name()
                 ));
             }
+        }
+    }
+    if violations.is_empty() {
+        let _ = writeln!(report, "\nEvery promise held.");
+    } else {
+        let _ = writeln!(report, "\nViolations:\n");
+        for violation in &violations {
+            let _ = writeln!(report, "- {violation}");
+        }
+    }
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(violations.is_empty())
+}
+
+/// `replicas` or `outage`: the report, and whether every promise held.
+async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
+    let exe = keyward_binary(args.keyward.as_deref())?;
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "`cargo run --release -p keyward-bench -- {command}` on {}, {}.\n",
+        machine(),
+        utc_now()
+    );
+    let mut violations = Vec::new();
+    if args.mode == Mode::Replicas {
+        let plan = replicas::ReplicaPlan {
+            clients: args.clients,
+            seconds: args.seconds.unwrap_or(60),
+            seed: args
+                .seed
+                .unwrap_or_else(|| rand::Rng::r#gen(&mut rand::rngs::OsRng)),
+        };
+        let db = PostgresDb::create(&args.postgres).await?;
+        let result = replicas::run(&exe, &db.url, plan).await;
+        db.drop().await;
+        let run = result?;
+        let [p50a, p99a] = run.latency[0];
+        let [p50b, p99b] = run.latency[1];
+        let _ = writeln!(
+            report,
+            "| replicas | clients | seconds | seed | steps before / after the kill | requests before / after | p50 / p99 before | p50 / p99 after | steps retried once | failed twice | chains kept / broken | new key signed by the survivors after | new-key tokens accepted / refused elsewhere | restarted replica signs with the new key | 5xx | store problems | result |"
+        );
+        let _ = writeln!(
+            report,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|"
+        );
+        let adopted = run
+            .adopted
+            .iter()
+            .map(|(replica, after)| match after {
+                Some(d) => format!("#{replica}: {:.1} s", d.as_secs_f64()),
+                None => format!("#{replica}: never"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            report,
+            "| 3 | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} | {} | {} / {} | {adopted} | {} / {} | {} | {} | {} | {} |",
+            plan.clients,
+            plan.seconds,
+            plan.seed,
+            run.steps[0],
+            run.steps[1],
+            run.requests[0],
+            run.requests[1],
+            ms(p50a),
+            ms(p99a),
+            ms(p50b),
+            ms(p99b),
+            run.retried,
+            run.failed_twice,
+            run.chains[0],
+            run.chains[1],
+            run.cross_checks[0],
+            run.cross_checks[1],
+            if run.restarted_signs_new { "yes" } else { "no" },
+            run.server_errors,
+            run.store_problems,
+            if run.violations.is_empty() {
+                "pass"
+            } else {
+                "FAIL"
+            },
+        );
+        violations.extend(run.violations);
+    } else {
+        let _ = writeln!(
+            report,
+            "| fault | 200 before / during / after | JSON 503s | slowest answer during the fault | slowest 503 | /readyz 503 after / 200 again after | first token after the fault | chains kept / broken | same process | other 5xx | store problems | result |"
+        );
+        let _ = writeln!(
+            report,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
+        );
+        for &database in &args.database {
+            let run = match database {
+                Database::Postgres => {
+                    let db = PostgresDb::create(&args.postgres).await?;
+                    let result = outage::postgres_away(&exe, &db.url, args.clients).await;
+                    db.drop().await;
+                    result?
+                }
+                Database::Sqlite => outage::sqlite_disk_full(&exe, args.clients).await?,
+            };
+            if let Some(reason) = &run.skipped {
+                let _ = writeln!(report, "| {} | skipped: {reason} |||||||||||", run.fault);
+            } else {
+                let readyz = run.readyz.map_or_else(
+                    || "not checked".to_owned(),
+                    |(down, up)| format!("{:.1} s / {:.1} s", down.as_secs_f64(), up.as_secs_f64()),
+                );
+                let _ = writeln!(
+                    report,
+                    "| {} | {} / {} / {} | {} | {} | {} | {readyz} | {} | {} / {} | {} | {} | {} | {} |",
+                    run.fault,
+                    run.ok[0],
+                    run.ok[1],
+                    run.ok[2],
+                    run.unavailable,
+                    ms(run.slowest_in_fault),
+                    ms(run.slowest_503),
+                    run.recovered_in.map_or_else(
+                        || "never".to_owned(),
+                        |d| format!("{:.1} s", d.as_secs_f64())
+                    ),
+                    run.chains[0],
+                    run.chains[1],
+                    if run.same_process { "yes" } else { "no" },
+                    run.server_errors,
+                    run.store_problems,
+                    if run.violations.is_empty() {
+                        "pass"
+                    } else {
+                        "FAIL"
+                    },
+                );
+            }
+            violations.extend(
+                run.violations
+                    .into_iter()
+                    .map(|v| format!("{}: {v}", run.fault)),
+            );
         }
     }
     if violations.is_empty() {

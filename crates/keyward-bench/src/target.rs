@@ -223,11 +223,33 @@ impl Server {
         Self::start_keyward(exe, database_url, credentials, true).await
     }
 
+    /// A replica: `keyward serve` with its log in [`Server::log_file`], on
+    /// `database_url`, listening on a port of its own but with `issuer` (the balancer in
+    /// front of every replica) in its tokens and links.
+    pub async fn keyward_replica(
+        exe: &Path,
+        database_url: &str,
+        credentials: &Credentials,
+        issuer: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_keyward_at(exe, Some(database_url), credentials, true, Some(issuer)).await
+    }
+
     async fn start_keyward(
         exe: &Path,
         database_url: Option<&str>,
         credentials: &Credentials,
         logged: bool,
+    ) -> anyhow::Result<Self> {
+        Self::start_keyward_at(exe, database_url, credentials, logged, None).await
+    }
+
+    async fn start_keyward_at(
+        exe: &Path,
+        database_url: Option<&str>,
+        credentials: &Credentials,
+        logged: bool,
+        issuer: Option<&str>,
     ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_urlsafe(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -236,8 +258,9 @@ impl Server {
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}", dir.join("keyward.db").display()),
         };
+        let issuer = issuer.map_or_else(|| format!("http://127.0.0.1:{port}"), str::to_owned);
         let config = format!(
-            r#"issuer = "http://127.0.0.1:{port}"
+            r#"issuer = "{issuer}"
 listen = "127.0.0.1:{port}"
 database_url = "{database_url}"
 # The load generator is one address starting thousands of logins a minute.
@@ -298,6 +321,11 @@ password = "{password}"
         self.child = launch.spawn().await?;
         self.pid = self.child.id().context("child exited")?;
         Ok(())
+    }
+
+    /// Whether the process is still running (it has not exited since it was started).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The keyward binary it runs.

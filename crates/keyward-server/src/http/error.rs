@@ -199,7 +199,7 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %chain, "database unavailable");
                 let mut error = OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
-                    "the database is out of reach; retry later",
+                    "the database is unavailable (out of reach, or out of room); retry later",
                 );
                 error.status = Some(StatusCode::SERVICE_UNAVAILABLE);
                 error.retry_after = Some(UNAVAILABLE_RETRY_AFTER);

@@ -89,9 +89,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the database could not be reached (refused or lost connections, a pool
-    /// that waited in vain, a server shutting down or not accepting connections): a
-    /// passing condition to answer with 503, unlike a query keyward got wrong.
+    /// Whether the database could not be reached or could not take the request (refused
+    /// or lost connections, a pool that waited in vain, a server shutting down or not
+    /// accepting connections; for SQLite a full disk, an I/O error or a lock held past
+    /// the busy timeout): a passing condition to answer with 503, unlike a query keyward
+    /// got wrong. SQLite rolls back the statement that failed, so nothing already
+    /// committed is lost, and writes go on once there is room again.
     pub fn is_unavailable(&self) -> bool {
         let Self::Database(error) = self else {
             return false;
@@ -101,6 +104,16 @@ impl StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db)
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+            {
+                // The extended result code; its low byte is the primary code.
+                let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or_default();
+                matches!(
+                    code & 0xff,
+                    SQLITE_BUSY | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+                )
+            }
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
                 // PostgreSQL: class 08 connection exceptions, 57P01-03 shutting down
@@ -114,6 +127,13 @@ impl StoreError {
         }
     }
 }
+
+/// SQLite's primary result codes that mean "not now" rather than "wrong"
+/// (<https://www.sqlite.org/rescode.html>).
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
 
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -117,6 +117,13 @@ struct Checkpointer {
     _alive: tokio::sync::oneshot::Sender<()>,
 }
 
+/// How long a request waits for a PostgreSQL connection before it is answered 503
+/// `temporarily_unavailable`. While the database is away (stopped, restarting, out of
+/// reach) a new connection is refused and sqlx tries again until this deadline; a short
+/// one makes requests fail fast instead of hanging, and `/readyz` answer 503 within it.
+/// Under normal load a connection is free within milliseconds (16 per replica).
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How often the write-ahead log is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// The log size (in 4 KiB pages) past which the checkpointer makes it start over:
@@ -287,7 +294,7 @@ impl PostgresStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         let store = Self {
@@ -1706,6 +1713,66 @@ mod tests {
             drop(store);
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+
+    /// A full disk is a passing condition (503), not a fault of keyward's (500): the
+    /// write that did not fit fails with SQLITE_FULL, classed as unavailable, and rolls
+    /// back; everything committed before stays; writes go on once there is room. The
+    /// disk is made "full" with `max_page_count` on the writer's one connection (the
+    /// harness, `keyward-bench outage`, fills a real tmpfs).
+    #[tokio::test]
+    async fn sqlite_full_disk_is_unavailable_and_loses_nothing() {
+        use crate::domain::ThrottlePolicy;
+        use keyward_proto::TokenHash;
+        let dir = std::env::temp_dir().join(format!(
+            "keyward-full-{}",
+            keyward_proto::secret::random_urlsafe(9)
+        ));
+        let url = format!("sqlite://{}/k.db", dir.display());
+        let store = SqliteStore::open(&url, Durability::Normal).await.unwrap();
+        let policy = ThrottlePolicy {
+            free: 5,
+            first_delay: 1,
+            max_delay: 60,
+            forget_after: 3600,
+        };
+        let kept = TokenHash::of("committed before the disk filled");
+        store.throttle_attempt(&kept, &policy, 1000).await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        // Distinct keys, each a new row, until one does not fit.
+        let mut failure = None;
+        for i in 0..10_000 {
+            let key = TokenHash::of(&format!("filler {i}"));
+            if let Err(e) = store.throttle_attempt(&key, &policy, 1000).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let failure = failure.expect("the database never filled up");
+        assert!(failure.is_unavailable(), "{failure:?}");
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM throttles WHERE key = $1")
+            .bind(kept.as_str())
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "a row committed before the disk filled is gone");
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        store
+            .throttle_attempt(&TokenHash::of("after"), &policy, 1000)
+            .await
+            .unwrap();
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// With `durability = "full"`, PostgreSQL commits synchronously even when the
