@@ -26,6 +26,7 @@
 
 mod contention;
 mod crash;
+mod floor;
 mod guard;
 mod load;
 mod outage;
@@ -177,6 +178,8 @@ struct Row {
     cpu_ratio: Option<f64>,
     /// The share of the cores the load generator used meanwhile.
     load_cores: Option<f64>,
+    /// keyward's rate over the scenario's floor ([`floor`]), on keyward's rows.
+    of_floor: Option<f64>,
 }
 
 /// What one measured run saw besides its [`Stats`].
@@ -320,6 +323,16 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut half_rate: Vec<(String, Stats)> = Vec::new();
+    // The floors, measured in this run, right before keyward.
+    let postgres_for_floor = plan.with_postgres.then_some(args.postgres.as_str());
+    let costs = match floor::measure(load, argon.1, postgres_for_floor).await {
+        Ok(costs) => costs,
+        Err(e) if postgres_for_floor.is_some() => {
+            notes.push(format!("PostgreSQL commit floor skipped: {e:#}"));
+            floor::measure(load, argon.1, None).await?
+        }
+        Err(e) => return Err(e.context("measuring the floors")),
+    };
 
     // keyward on SQLite: memory idle and with many refresh tokens stored (first, so
     // that no scenario's peak is in the reading), then every scenario, each followed by
@@ -353,9 +366,12 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
 
     set_ratios(&mut rows, &scenarios);
+    set_floors(&mut rows, &scenarios, &costs);
 
     let report = Report {
         args: &args,
+        costs: &costs,
+        scenarios: &scenarios,
         seconds: plan.seconds,
         pending_devices: plan.pending_devices,
         rows: &rows,
@@ -812,6 +828,20 @@ fn chosen_scenarios(only: &[String]) -> anyhow::Result<Vec<Scenario>> {
 
 /// Fills in each keyward row's ratios to the peer's row of the same scenario: of the
 /// rate, and of the CPU time per iteration.
+/// keyward's rate over each scenario's floor, on keyward's rows.
+fn set_floors(rows: &mut [Row], scenarios: &[Scenario], costs: &floor::Costs) {
+    for row in rows.iter_mut().filter(|r| r.server.starts_with("keyward")) {
+        let Some(scenario) = scenarios.iter().find(|s| s.name() == row.scenario) else {
+            continue;
+        };
+        let (work, _) = floor::minimal_work(*scenario);
+        let postgres = row.server.contains("PostgreSQL");
+        row.of_floor = costs
+            .floor(work, postgres)
+            .map(|floor| row.stats.rate / floor);
+    }
+}
+
 fn set_ratios(rows: &mut [Row], scenarios: &[Scenario]) {
     for scenario in scenarios {
         let Some((peer_rate, peer_cpu)) = rows
@@ -865,6 +895,7 @@ fn row(scenario: Scenario, site: &Site, stats: Stats, usage: Usage) -> Row {
         cpu: usage.cpu,
         cpu_ratio: None,
         load_cores: usage.load_cores,
+        of_floor: None,
     }
 }
 
@@ -1171,6 +1202,8 @@ fn mib(bytes: Option<u64>) -> String {
 /// Everything the report shows.
 struct Report<'a> {
     args: &'a Args,
+    costs: &'a floor::Costs,
+    scenarios: &'a [Scenario],
     seconds: u64,
     pending_devices: usize,
     rows: &'a [Row],
@@ -1199,13 +1232,14 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "| scenario | server | requests/s | p50 | p99 | errors | peak RSS | server CPU per iteration | load generator | keyward/peer | CPU, peer/keyward |"
+            "| scenario | server | requests/s | p50 | p99 | errors | peak RSS | server CPU per iteration | load generator | keyward/peer | CPU, peer/keyward | % of floor |"
         );
         let _ = writeln!(
             out,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         self.render_rows(&mut out);
+        self.render_floors(&mut out);
         self.render_half_rate(&mut out);
         self.render_memory(&mut out);
         let (params, cost) = &self.argon;
@@ -1230,7 +1264,7 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.server,
                 r.stats.rate,
@@ -1244,6 +1278,44 @@ impl Report<'_> {
                     .map_or("-".into(), |c| format!("{:.0} %", c * 100.0)),
                 times(r.ratio),
                 times(r.cpu_ratio),
+                r.of_floor
+                    .map_or(String::new(), |f| format!("{:.0} %", f * 100.0)),
+            );
+        }
+    }
+
+    /// What each scenario must do at the least, its floor, and keyward against it.
+    fn render_floors(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nFloors, measured in this run ([`floor.rs`](crates/keyward-bench/src/floor.rs)): {}.\n",
+            self.costs.describe()
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | requests | signatures made / checked | Argon2id | commits | floor (iterations/s, SQLite) | keyward | % of floor |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for scenario in self.scenarios {
+            let (work, _) = floor::minimal_work(*scenario);
+            let floor = self.costs.floor(work, false).unwrap_or_default();
+            let keyward = self
+                .rows
+                .iter()
+                .find(|r| r.scenario == scenario.name() && r.server == "keyward");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} | {} | {floor:.0} | {} | {} |",
+                scenario.name(),
+                work.trips,
+                work.signs,
+                work.verifies,
+                work.hashes,
+                work.commits,
+                keyward.map_or("-".into(), |r| format!("{:.0}", r.stats.rate)),
+                keyward
+                    .and_then(|r| r.of_floor)
+                    .map_or("-".into(), |f| format!("{:.0} %", f * 100.0)),
             );
         }
     }
