@@ -10,6 +10,7 @@ use crate::domain::{self, Client, StoredKey, User, now};
 use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
 use crate::store::backup::{self, BackupError, Inspection, Restored};
+use crate::store::cache;
 use crate::store::{Store, StoreError};
 
 /// An administrative failure.
@@ -171,9 +172,12 @@ pub async fn add_client(
     Ok((client, secret))
 }
 
-/// Removes a client and everything issued to it.
+/// Removes a client and everything issued to it. Returns once every running server on
+/// this database has stopped using it: each keeps the clients in memory and drops its
+/// copy within [`cache::FRESH_FOR`] of the change ([`crate::store::cache`]).
 pub async fn remove_client(store: &dyn Store, client_id: &str) -> Result<(), AdminError> {
     if store.delete_client(client_id).await? {
+        tokio::time::sleep(cache::FRESH_FOR + cache::POLL_EVERY).await;
         Ok(())
     } else {
         Err(AdminError::NotFound(format!("client {client_id:?}")))

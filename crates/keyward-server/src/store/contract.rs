@@ -1712,6 +1712,77 @@ async fn consistency(store: Arc<dyn Store>, url: &str) {
     }
 }
 
+/// Two stores on one database, as two replicas (or a server and a `keyward client`
+/// command) are: each keeps the clients in memory ([`super::cache`]). A change made
+/// through one is seen by it at once and by the other within its polling interval; a
+/// client removed stops being found everywhere. Before the counter, the other replica
+/// kept serving its copy.
+async fn client_changes_reach_every_replica(url: &str) {
+    let a = super::open(url).await.unwrap();
+    let b = super::open(url).await.unwrap();
+    let settle = super::cache::POLL_EVERY * 4;
+    // Both trust their caches once they have polled.
+    tokio::time::sleep(settle).await;
+    a.insert_client(&client("shared")).await.unwrap();
+    tokio::time::sleep(settle).await;
+    assert!(a.get_client("shared").await.unwrap().is_some());
+    assert!(b.get_client("shared").await.unwrap().is_some());
+    // Read again: now from memory on both.
+    assert!(b.get_client("shared").await.unwrap().is_some());
+
+    // Changed through b: b at once, a within the interval.
+    let mut changed = client("shared");
+    changed.scopes = ScopeSet::parse("openid profile").unwrap();
+    b.upsert_client(&changed).await.unwrap();
+    assert_eq!(
+        b.get_client("shared").await.unwrap().unwrap().scopes,
+        changed.scopes
+    );
+    tokio::time::sleep(settle).await;
+    assert_eq!(
+        a.get_client("shared").await.unwrap().unwrap().scopes,
+        changed.scopes
+    );
+
+    // Removed through b: gone from a within the interval.
+    assert!(a.get_client("shared").await.unwrap().is_some());
+    assert!(b.delete_client("shared").await.unwrap());
+    assert!(b.get_client("shared").await.unwrap().is_none());
+    tokio::time::sleep(settle).await;
+    assert!(
+        a.get_client("shared").await.unwrap().is_none(),
+        "a removed client is still served from memory"
+    );
+
+    // An unknown id, asked for many times, is not remembered.
+    for i in 0..100 {
+        assert!(
+            a.get_client(&format!("nobody-{i}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_changes_reach_every_replica_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!(
+        "keyward-store-{}",
+        keyward_proto::secret::random_urlsafe(9)
+    ));
+    let url = format!("sqlite://{}/keyward.db", dir.display());
+    client_changes_reach_every_replica(&url).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn client_changes_reach_every_replica_on_postgres() {
+    if let Some(url) = postgres_url().await {
+        client_changes_reach_every_replica(&url).await;
+    }
+}
+
 #[tokio::test]
 async fn consistency_check_on_sqlite() {
     let dir = std::env::temp_dir().join(format!(

@@ -26,6 +26,7 @@ use crate::domain::{
 };
 
 pub mod backup;
+pub mod cache;
 pub mod check;
 #[cfg(test)]
 pub(crate) mod contract;

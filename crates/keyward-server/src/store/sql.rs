@@ -25,6 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::cache::{self, ClientCache};
 use super::check;
 use super::{
     ClientStore, Consistency, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore,
@@ -51,6 +52,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0007_groups_confirmed.sql"),
     ),
     (8, include_str!("../../migrations/0008_state_bytes.sql")),
+    (9, include_str!("../../migrations/0009_change_counters.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -62,6 +64,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Keeps the background checkpointer running while the store lives.
     _checkpoints: Arc<Checkpointer>,
+    /// The registered clients, in memory.
+    clients: Arc<ClientCache>,
 }
 
 /// Creates the database's directory, readable by keyward's user only (0700), when it
@@ -184,6 +188,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL takes concurrent writers.
     writer: PgPool,
+    /// The registered clients, in memory.
+    clients: Arc<ClientCache>,
 }
 
 impl SqliteStore {
@@ -225,6 +231,7 @@ impl SqliteStore {
             pool: writer.clone(),
             writer,
             _checkpoints: checkpoints,
+            clients: Arc::new(ClientCache::default()),
         };
         store.migrate().await?;
         // SQLite gives its -wal and -shm files the database file's mode; an older
@@ -240,7 +247,9 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { pool, ..store })
+        let store = Self { pool, ..store };
+        store.poll_client_changes();
+        Ok(store)
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -300,8 +309,10 @@ impl PostgresStore {
         let store = Self {
             writer: pool.clone(),
             pool,
+            clients: Arc::new(ClientCache::default()),
         };
         store.migrate().await?;
+        store.poll_client_changes();
         Ok(store)
     }
 
@@ -513,6 +524,21 @@ fn qualified(alias: &str, columns: &str) -> String {
 macro_rules! sql_store {
     ($store:ty, $row:ty) => {
         impl $store {
+            /// Starts reading the `clients` change counter for the client cache
+            /// ([`cache`]), until the store is dropped.
+            fn poll_client_changes(&self) {
+                let pool = self.pool.clone();
+                cache::spawn_poller(&self.clients, move || {
+                    let pool = pool.clone();
+                    async move {
+                        sqlx::query_scalar::<_, i64>(cache::VERSION_SQL)
+                            .fetch_one(&pool)
+                            .await
+                            .ok()
+                    }
+                });
+            }
+
             fn client(row: &$row) -> StoreResult<Client> {
                 Ok(Client {
                     client_id: row.try_get("client_id")?,
@@ -885,6 +911,7 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl ClientStore for $store {
             async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
                 let sql = format!(
                     "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
@@ -892,23 +919,38 @@ macro_rules! sql_store {
                      grant_types = excluded.grant_types, scopes = excluded.scopes, skip_consent = excluded.skip_consent,
                      id_token_alg = excluded.id_token_alg, introspect = excluded.introspect"
                 );
-                Self::client_query(&sql, client).execute(&self.writer).await?;
+                Self::client_query(&sql, client).execute(&mut *tx).await?;
+                sqlx::query(cache::BUMP_SQL).execute(&mut *tx).await?;
+                tx.commit().await?;
+                self.clients.clear();
                 Ok(())
             }
 
             async fn insert_client(&self, client: &Client) -> StoreResult<()> {
                 let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
+                let mut tx = self.writer.begin().await?;
                 Self::client_query(&sql, client)
-                    .execute(&self.writer)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| unique_violation(e, format!("client {:?}", client.client_id)))?;
+                sqlx::query(cache::BUMP_SQL).execute(&mut *tx).await?;
+                tx.commit().await?;
+                self.clients.clear();
                 Ok(())
             }
 
             async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+                if let Some(client) = self.clients.get(client_id) {
+                    return Ok(Some(client));
+                }
+                let generation = self.clients.generation();
                 let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = $1");
                 let row = sqlx::query(&sql).bind(client_id).fetch_optional(&self.pool).await?;
-                row.as_ref().map(Self::client).transpose()
+                let client = row.as_ref().map(Self::client).transpose()?;
+                if let Some(client) = &client {
+                    self.clients.put(generation, client);
+                }
+                Ok(client)
             }
 
             async fn list_clients(&self) -> StoreResult<Vec<Client>> {
@@ -934,7 +976,9 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query(cache::BUMP_SQL).execute(&mut *tx).await?;
                 tx.commit().await?;
+                self.clients.clear();
                 Ok(deleted > 0)
             }
         }
