@@ -85,34 +85,17 @@ pub async fn poll(
     let store = issuer.store;
     let at = issuer.now();
     let hash = device_code.hash();
-    // A Julia classic-flow login is claimed with its challenge at /auth/claimtoken
-    // only: whoever saw its URL must not take the login by polling here.
-    let record = store
-        .get_device_code(&hash)
+    // One trip: the poll recorded, and the slow-down decided, in the same statement.
+    let Some((record, too_soon)) = store
+        .poll_device_code(&hash, &client.client_id, at, SLOW_DOWN_STEP)
         .await?
-        .filter(|record| !record.needs_challenge())
-        .ok_or_else(|| GrantError::invalid_grant("unknown device code"))?;
-    if record.client_id != client.client_id {
-        return Err(GrantError::invalid_grant(
-            "device code was issued to another client",
-        ));
-    }
-    if record.expires_at < at {
-        return Err(GrantError::refused(
-            ErrorCode::ExpiredToken,
-            "the device code has expired",
-        ));
-    }
-    if record
-        .last_poll_at
-        .is_some_and(|last| at - last < record.interval)
-    {
-        let interval = record.interval + SLOW_DOWN_STEP;
-        store.record_device_poll(&hash, at, interval).await?;
-        let message = format!("poll at most every {interval} seconds");
+    else {
+        return Err(why_not_polled(issuer, client, &hash, at).await?);
+    };
+    if too_soon {
+        let message = format!("poll at most every {} seconds", record.interval);
         return Err(GrantError::refused(ErrorCode::SlowDown, message));
     }
-    store.record_device_poll(&hash, at, record.interval).await?;
     match record.status {
         DeviceStatus::Pending => Err(GrantError::refused(
             ErrorCode::AuthorizationPending,
@@ -127,6 +110,38 @@ pub async fn poll(
         )),
         DeviceStatus::Approved => collect(issuer, client, &record).await,
     }
+}
+
+/// Why a poll found no live device authorization of `client` with that code (the rare
+/// path: a second look, to answer precisely).
+async fn why_not_polled(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    hash: &TokenHash,
+    at: i64,
+) -> Result<GrantError, GrantError> {
+    // A Julia classic-flow login is claimed with its challenge at /auth/claimtoken
+    // only: whoever saw its URL must not take the login by polling here.
+    let Some(record) = issuer
+        .store
+        .get_device_code(hash)
+        .await?
+        .filter(|record| !record.needs_challenge())
+    else {
+        return Ok(GrantError::invalid_grant("unknown device code"));
+    };
+    if record.client_id != client.client_id {
+        return Ok(GrantError::invalid_grant(
+            "device code was issued to another client",
+        ));
+    }
+    if record.expires_at < at {
+        return Ok(GrantError::refused(
+            ErrorCode::ExpiredToken,
+            "the device code has expired",
+        ));
+    }
+    Ok(GrantError::invalid_grant("unknown device code"))
 }
 
 /// Hands an approved device authorization its tokens, once.

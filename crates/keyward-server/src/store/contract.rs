@@ -611,16 +611,45 @@ async fn device_codes(store: Arc<dyn Store>) {
         None,
         "expired"
     );
-    store
-        .record_device_poll(&device.device_code_hash, 210, 10)
-        .await
-        .unwrap();
-    let polled = store
-        .get_device_code(&device.device_code_hash)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((polled.last_poll_at, polled.interval), (Some(210), 10));
+    // A code claimed with a challenge (the Julia classic flow) is not polled here.
+    assert!(
+        store
+            .poll_device_code(&device.device_code_hash, "app", 210, 5)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let polled_code = DeviceCode {
+        device_code_hash: TokenHash::of("dc-polled"),
+        user_code: "PPPPPPPP".into(),
+        challenge_hash: None,
+        ..device.clone()
+    };
+    store.insert_device_code(&polled_code).await.unwrap();
+    let hash = &polled_code.device_code_hash;
+    let poll = |client: &'static str, at: i64| {
+        let store = store.clone();
+        let hash = hash.clone();
+        async move {
+            store
+                .poll_device_code(&hash, client, at, 5)
+                .await
+                .unwrap()
+                .map(|(d, too_soon)| (d.last_poll_at, d.interval, too_soon))
+        }
+    };
+    // The first poll, then one in time, then one too soon (the interval grows by the
+    // step), then one too soon for the new interval.
+    assert_eq!(poll("app", 200).await, Some((Some(200), 5, false)));
+    assert_eq!(poll("app", 205).await, Some((Some(205), 5, false)));
+    assert_eq!(poll("app", 207).await, Some((Some(207), 10, true)));
+    assert_eq!(poll("app", 215).await, Some((Some(215), 15, true)));
+    assert_eq!(poll("app", 230).await, Some((Some(230), 15, false)));
+    // Another client's poll, or one after expiry, records nothing.
+    assert_eq!(poll("other", 231).await, None);
+    assert_eq!(poll("app", 701).await, None);
+    let polled = store.get_device_code(hash).await.unwrap().unwrap();
+    assert_eq!((polled.last_poll_at, polled.interval), (Some(230), 15));
     assert!(
         !store
             .consume_device_code(&device.device_code_hash)

@@ -321,13 +321,19 @@ pub trait DeviceStore: Send + Sync {
         user_code: &str,
         now: i64,
     ) -> StoreResult<Option<DeviceCode>>;
-    /// Records a poll and the interval in force from now on.
-    async fn record_device_poll(
+    /// Records a poll at `now` of the live device authorization `hash` (issued to
+    /// `client_id`, unexpired, not one claimed with a challenge), in one step: when it
+    /// comes less than the interval after the previous poll, the interval grows by
+    /// `slow_down_step`. Returns the authorization as it stands after the poll, and
+    /// whether this poll came too soon; `None`, and nothing recorded, when there is no
+    /// such authorization.
+    async fn poll_device_code(
         &self,
         hash: &TokenHash,
+        client_id: &str,
         now: i64,
-        interval: i64,
-    ) -> StoreResult<()>;
+        slow_down_step: i64,
+    ) -> StoreResult<Option<(DeviceCode, bool)>>;
     /// Approves a pending device authorization and stores its grant, in one
     /// transaction. False (and nothing stored) when it was no longer pending.
     async fn approve_device_code(&self, hash: &TokenHash, grant: &Grant) -> StoreResult<bool>;

@@ -53,6 +53,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../../migrations/0008_state_bytes.sql")),
     (9, include_str!("../../migrations/0009_change_counters.sql")),
+    (10, include_str!("../../migrations/0010_device_poll.sql")),
 ];
 
 /// The embedded SQLite store.
@@ -1464,14 +1465,33 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::device).transpose()
             }
 
-            async fn record_device_poll(&self, hash: &TokenHash, now: i64, interval: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE device_codes SET last_poll_at = $1, poll_interval = $2 WHERE device_code_hash = $3")
+            async fn poll_device_code(
+                &self,
+                hash: &TokenHash,
+                client_id: &str,
+                now: i64,
+                slow_down_step: i64,
+            ) -> StoreResult<Option<(DeviceCode, bool)>> {
+                // Every SET expression sees the row as it was before this UPDATE.
+                let sql = format!(
+                    "UPDATE device_codes SET
+                       last_poll_too_soon = (last_poll_at IS NOT NULL AND $1 - last_poll_at < poll_interval),
+                       poll_interval = CASE WHEN last_poll_at IS NOT NULL AND $1 - last_poll_at < poll_interval
+                                            THEN poll_interval + $2 ELSE poll_interval END,
+                       last_poll_at = $1
+                     WHERE device_code_hash = $3 AND client_id = $4 AND expires_at >= $1 AND challenge_hash IS NULL
+                     RETURNING {DEVICE_COLUMNS}, last_poll_too_soon"
+                );
+                let row = sqlx::query(&sql)
                     .bind(now)
-                    .bind(interval)
+                    .bind(slow_down_step)
                     .bind(hash.as_str())
-                    .execute(&self.writer)
+                    .bind(client_id)
+                    .fetch_optional(&self.writer)
                     .await?;
-                Ok(())
+                row.as_ref()
+                    .map(|row| Ok((Self::device(row)?, row.try_get::<bool, _>("last_poll_too_soon")?)))
+                    .transpose()
             }
 
             async fn approve_device_code(&self, hash: &TokenHash, g: &Grant) -> StoreResult<bool> {
