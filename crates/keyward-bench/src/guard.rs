@@ -340,7 +340,7 @@ async fn hold_websockets(guard: &GuardChild, token: &str, wanted: usize) -> anyh
 }
 
 /// This process's open-file limit (its children inherit it), from /proc (Linux).
-fn open_file_limit() -> Option<u64> {
+pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     limits
         .lines()

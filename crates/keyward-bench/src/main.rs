@@ -116,6 +116,10 @@ struct Args {
     /// 2000 (smoke).
     #[arg(long)]
     refresh_tokens: Option<u64>,
+    /// Idle keep-alive connections held open for the memory reading. Default: 10000
+    /// (all), 1000 (smoke); fewer when the open-file limit does not allow them.
+    #[arg(long)]
+    idle_connections: Option<usize>,
     /// PostgreSQL server for the PostgreSQL row (a database is created and dropped).
     #[arg(
         long,
@@ -253,6 +257,7 @@ struct Plan {
     seconds: u64,
     pending_devices: usize,
     refresh_tokens: u64,
+    idle_connections: usize,
     with_peer: bool,
     with_postgres: bool,
 }
@@ -268,6 +273,9 @@ impl Plan {
             refresh_tokens: args
                 .refresh_tokens
                 .unwrap_or(if smoke { 2_000 } else { 100_000 }),
+            idle_connections: args
+                .idle_connections
+                .unwrap_or(if smoke { 1_000 } else { 10_000 }),
             with_peer: !smoke && !args.no_peer,
             with_postgres: !smoke && !args.no_postgres,
         }
@@ -338,7 +346,13 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     // that no scenario's peak is in the reading), then every scenario, each followed by
     // latency at half its maximum rate.
     let server = Server::keyward(&exe, None, &credentials).await?;
-    let memory = Memory::measure(&server, plan.refresh_tokens, args.connections).await?;
+    let memory = Memory::measure(
+        &server,
+        plan.refresh_tokens,
+        args.connections,
+        plan.idle_connections,
+    )
+    .await?;
     for &scenario in &scenarios {
         let (full, at_half) = keyward_row(&server, scenario, load).await?;
         rows.push(full);
@@ -382,6 +396,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         refresh_tokens: memory.stored,
         counted: memory.counted,
         many_keyward: memory.with_tokens,
+        with_connections: memory.with_connections,
         notes: &notes,
     }
     .render();
@@ -720,6 +735,8 @@ fn utc_now() -> String {
 struct Memory {
     idle: Option<u64>,
     with_tokens: Option<u64>,
+    /// The RSS with idle keep-alive connections open, and how many.
+    with_connections: (Option<u64>, usize),
     /// How many refresh tokens were stored through the token endpoint.
     stored: u64,
     /// How many active refresh tokens the SQLite file holds afterwards (a check on `stored`).
@@ -732,6 +749,7 @@ impl Memory {
         server: &Server,
         refresh_tokens: u64,
         connections: usize,
+        idle_connections: usize,
     ) -> anyhow::Result<Self> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = server.rss();
@@ -742,13 +760,44 @@ impl Memory {
             Some(file) => active_refresh_tokens(&file).await.ok(),
             None => None,
         };
+        let with_connections = with_idle_connections(server, idle_connections).await?;
         Ok(Memory {
             idle,
             with_tokens,
+            with_connections,
             stored,
             counted,
         })
     }
+}
+
+/// Opens `wanted` keep-alive connections (fewer when this process may not open that
+/// many files), each answered once (`/healthz`) and then left idle, and reads keyward's
+/// RSS with them open. Returns the RSS and how many were held.
+async fn with_idle_connections(
+    server: &Server,
+    wanted: usize,
+) -> anyhow::Result<(Option<u64>, usize)> {
+    let limit = guard::open_file_limit().unwrap_or(1024);
+    let count = wanted.min(usize::try_from(limit.saturating_sub(256)).unwrap_or(wanted));
+    say(format!(
+        "holding {count} idle keep-alive connections to keyward"
+    ));
+    let mut held = Vec::with_capacity(count);
+    for batch in (0..count).collect::<Vec<_>>().chunks(200) {
+        let opened = futures_util::future::join_all(batch.iter().map(|_| async {
+            let mut conn = Conn::new(server.site.addr);
+            conn.get("/healthz", &[]).await.map(|_| conn)
+        }))
+        .await;
+        for conn in opened {
+            held.push(conn.context("an idle connection")?);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = server.rss();
+    drop(held);
+    Ok((rss, count))
 }
 
 /// Runs every scenario against the peer, adding its rows; returns the peer's idle memory.
@@ -1214,6 +1263,7 @@ struct Report<'a> {
     refresh_tokens: u64,
     counted: Option<i64>,
     many_keyward: Option<u64>,
+    with_connections: (Option<u64>, usize),
     notes: &'a [String],
 }
 
@@ -1356,6 +1406,12 @@ impl Report<'_> {
             self.refresh_tokens,
             self.counted.map_or("?".into(), |n| n.to_string()),
             mib(self.many_keyward)
+        );
+        let (rss, count) = self.with_connections;
+        let _ = writeln!(
+            out,
+            "- keyward with {count} idle keep-alive connections open as well: {}",
+            mib(rss)
         );
         if self.idle_peer.is_some() {
             let _ = writeln!(

@@ -265,6 +265,8 @@ listen = "127.0.0.1:{port}"
 database_url = "{database_url}"
 # The load generator is one address starting thousands of logins a minute.
 unauthenticated_writes_per_minute = 4000000000
+# The memory reading holds 10,000 idle keep-alive connections.
+max_connections = 12000
 
 [[clients]]
 client_id = "{CLIENT_ID}"
