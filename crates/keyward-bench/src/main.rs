@@ -366,16 +366,40 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         false => None,
     };
 
-    // keyward on PostgreSQL: client_credentials (the hot path that touches the store).
-    if plan.with_postgres && scenarios.contains(&Scenario::ClientCredentials) {
+    // keyward on PostgreSQL: every scenario; then the writing flows on one replica
+    // and on two behind a balancer.
+    let mut replica_rows = Vec::new();
+    if plan.with_postgres {
         match PostgresDb::create(&args.postgres).await {
             Ok(db) => {
-                let (full, half) = postgres_row(&exe, &db, &credentials, load).await?;
-                rows.push(full);
-                half_rate.push(("client_credentials (PostgreSQL)".into(), half));
+                let result = postgres_rows(&exe, &db, &credentials, &scenarios, load).await;
                 db.drop().await;
+                let (full, half) = result?;
+                rows.extend(full);
+                half_rate.extend(half);
             }
-            Err(e) => notes.push(format!("PostgreSQL row skipped: {e:#}")),
+            Err(e) => notes.push(format!("PostgreSQL rows skipped: {e:#}")),
+        }
+        let writing: Vec<Scenario> = scenarios
+            .iter()
+            .copied()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Scenario::SsoCodeFlow | Scenario::RefreshRotation | Scenario::DevicePolling
+                )
+            })
+            .collect();
+        if !writing.is_empty() {
+            match PostgresDb::create(&args.postgres).await {
+                Ok(db) => {
+                    let result =
+                        replicas_on_postgres(&exe, &db, &credentials, &writing, load).await;
+                    db.drop().await;
+                    replica_rows = result?;
+                }
+                Err(e) => notes.push(format!("replica rows skipped: {e:#}")),
+            }
         }
     }
 
@@ -397,6 +421,7 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
         counted: memory.counted,
         many_keyward: memory.with_tokens,
         with_connections: memory.with_connections,
+        replicas: &replica_rows,
         notes: &notes,
     }
     .render();
@@ -844,25 +869,108 @@ async fn keyward_row(
     Ok((row(scenario, &server.site, stats, usage), at_half))
 }
 
-/// keyward on PostgreSQL, client_credentials: the row at full rate, and the latency at
-/// half of it.
-async fn postgres_row(
+/// keyward on PostgreSQL, every scenario: the rows at full rate, and the latency at
+/// half of it for the scenarios that measure it.
+async fn postgres_rows(
     exe: &Path,
     db: &PostgresDb,
     credentials: &Credentials,
+    scenarios: &[Scenario],
     load: Load,
-) -> anyhow::Result<(Row, Stats)> {
+) -> anyhow::Result<(Vec<Row>, Vec<(String, Stats)>)> {
     let server = Server::keyward(exe, Some(&db.url), credentials).await?;
-    let (stats, usage) = measured(&server, Scenario::ClientCredentials, load).await?;
-    let half = Load {
-        pace: Pace::Rate(stats.rate / 2.0),
-        ..load
-    };
-    let (at_half, _) = measured(&server, Scenario::ClientCredentials, half).await?;
-    Ok((
-        row(Scenario::ClientCredentials, &server.site, stats, usage),
-        at_half,
-    ))
+    let mut rows = Vec::new();
+    let mut half_rate = Vec::new();
+    for &scenario in scenarios {
+        let (full, at_half) = keyward_row(&server, scenario, load).await?;
+        rows.push(full);
+        half_rate.extend(at_half.map(|stats| (format!("{} (PostgreSQL)", scenario.name()), stats)));
+    }
+    Ok((rows, half_rate))
+}
+
+/// A writing flow on one keyward replica and on two, on one PostgreSQL database,
+/// behind the harness's balancer either way (so that both pay for it).
+struct ReplicaRow {
+    scenario: Scenario,
+    /// Iterations per second on one replica, and on two.
+    rates: [f64; 2],
+    /// Errors on one, on two.
+    errors: [u64; 2],
+    /// The share of the machine's cores PostgreSQL's processes used, and the replicas'.
+    postgres_share: [Option<f64>; 2],
+    keyward_share: [Option<f64>; 2],
+}
+
+/// Runs `scenarios` on one replica, then two, behind [`proxy::Proxy`].
+async fn replicas_on_postgres(
+    exe: &Path,
+    db: &PostgresDb,
+    credentials: &Credentials,
+    scenarios: &[Scenario],
+    load: Load,
+) -> anyhow::Result<Vec<ReplicaRow>> {
+    let balancer = proxy::Proxy::start(Vec::new()).await?;
+    let issuer = format!("http://{}", balancer.addr);
+    let first = Server::keyward_replica(exe, &db.url, credentials, &issuer).await?;
+    let second = Server::keyward_replica(exe, &db.url, credentials, &issuer).await?;
+    let mut site = first.site.clone();
+    site.addr = balancer.addr;
+    let mut rows = Vec::new();
+    for &scenario in scenarios {
+        let mut row = ReplicaRow {
+            scenario,
+            rates: [0.0; 2],
+            errors: [0; 2],
+            postgres_share: [None; 2],
+            keyward_share: [None; 2],
+        };
+        for (i, replicas) in [vec![&first], vec![&first, &second]]
+            .into_iter()
+            .enumerate()
+        {
+            balancer.set_backends(replicas.iter().map(|r| r.site.addr).collect());
+            site.label = format!("keyward, {} on PostgreSQL", replicas.len());
+            say(format!("{} on {}", scenario.name(), site.label));
+            let pids: Vec<u32> = replicas.iter().map(|r| r.pid()).collect();
+            let before = (cpu_of_postgres(), cpu_sum(&pids), Instant::now());
+            let stats = scenario::measure(&site, scenario, load).await?;
+            let wall = before.2.elapsed().as_secs_f64();
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let share = |from: Option<Duration>, to: Option<Duration>| match (from, to) {
+                (Some(from), Some(to)) => Some((to - from).as_secs_f64() / wall / cores),
+                _ => None,
+            };
+            row.rates[i] = stats.rate;
+            row.errors[i] = stats.errors;
+            row.postgres_share[i] = share(before.0, cpu_of_postgres());
+            row.keyward_share[i] = share(before.1, cpu_sum(&pids));
+            eprintln!("  {:.0}/s, {} errors", stats.rate, stats.errors);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The CPU time all processes named `postgres` have used so far (readable in /proc
+/// whoever owns them).
+fn cpu_of_postgres() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|name| name.trim() == "postgres");
+        if is_postgres && let Some(cpu) = cpu_of(pid) {
+            total += cpu;
+        }
+    }
+    Some(total)
+}
+
+fn cpu_sum(pids: &[u32]) -> Option<Duration> {
+    pids.iter().map(|&pid| cpu_of(pid)).sum()
 }
 
 /// The scenarios named with `--only`, or all of them.
@@ -1264,6 +1372,7 @@ struct Report<'a> {
     counted: Option<i64>,
     many_keyward: Option<u64>,
     with_connections: (Option<u64>, usize),
+    replicas: &'a [ReplicaRow],
     notes: &'a [String],
 }
 
@@ -1291,6 +1400,7 @@ impl Report<'_> {
         self.render_rows(&mut out);
         self.render_floors(&mut out);
         self.render_half_rate(&mut out);
+        self.render_replicas(&mut out);
         self.render_memory(&mut out);
         let (params, cost) = &self.argon;
         let _ = writeln!(
@@ -1393,6 +1503,38 @@ impl Report<'_> {
     }
 
     /// Resident memory idle and with many refresh tokens stored.
+    /// The writing flows on one replica and on two.
+    fn render_replicas(&self, out: &mut String) {
+        if self.replicas.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nWriting flows on one keyward replica and on two, one PostgreSQL database, both behind the harness's TCP balancer; the share of the machine's cores PostgreSQL and the replicas used:\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | 1 replica | 2 replicas | 2 / 1 | errors | PostgreSQL's share (1 / 2) | keyward's share (1 / 2) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        let pct = |share: Option<f64>| share.map_or("-".into(), |s| format!("{:.0} %", s * 100.0));
+        for r in self.replicas {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0}/s | {:.0}/s | {:.2}× | {} | {} / {} | {} / {} |",
+                r.scenario.name(),
+                r.rates[0],
+                r.rates[1],
+                r.rates[1] / r.rates[0].max(1.0),
+                r.errors[0] + r.errors[1],
+                pct(r.postgres_share[0]),
+                pct(r.postgres_share[1]),
+                pct(r.keyward_share[0]),
+                pct(r.keyward_share[1]),
+            );
+        }
+    }
+
     fn render_memory(&self, out: &mut String) {
         let _ = writeln!(out, "\nMemory (RSS):\n");
         let _ = writeln!(
