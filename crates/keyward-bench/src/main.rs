@@ -564,7 +564,10 @@ async fn soak_runs(args: &Args) -> anyhow::Result<bool> {
 
 /// bench/results/`name`, or `name`-2, -3, … when that is taken.
 fn fresh_dir(name: &str) -> PathBuf {
-    let results = workspace().join("bench/results");
+    let root = workspace();
+    let results = std::fs::canonicalize(&root)
+        .unwrap_or(root)
+        .join("bench/results");
     let mut dir = results.join(name);
     let mut n = 2;
     while dir.exists() {
