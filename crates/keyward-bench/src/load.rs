@@ -26,6 +26,44 @@ pub struct Conn {
     watch: Option<Arc<Watch>>,
     /// Whether a connection carries more than one request (keep-alive).
     reuse: bool,
+    pacer: Option<Arc<Pacer>>,
+}
+
+/// A pace many connections share: each request sent on a connection that has one waits
+/// for a slot of its own, the slots `1/rate` apart, so that all of them together send
+/// at most `rate` requests a second however many clients there are. A slot nobody was
+/// ready for is lost, not made up later in a burst.
+#[derive(Debug)]
+pub struct Pacer {
+    period: Duration,
+    next: std::sync::Mutex<Instant>,
+    /// Requests sent so far.
+    pub sent: std::sync::atomic::AtomicU64,
+}
+
+impl Pacer {
+    /// A pace of `rate` requests a second.
+    pub fn new(rate: f64) -> Self {
+        Self {
+            period: Duration::from_secs_f64(1.0 / rate.max(0.001)),
+            next: std::sync::Mutex::new(Instant::now()),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for the next free slot, and counts the request.
+    async fn wait(&self) {
+        let slot = match self.next.lock() {
+            Ok(mut next) => {
+                let slot = (*next).max(Instant::now());
+                *next = slot + self.period;
+                slot
+            }
+            Err(_) => Instant::now(),
+        };
+        tokio::time::sleep_until(slot.into()).await;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The server gave no answer: no connection could be made (the request never left), or
@@ -119,14 +157,17 @@ impl Reply {
         serde_json::from_slice(&self.body).context("response is not JSON")
     }
 
+    /// The OAuth error code of a JSON error body (`invalid_grant`, …), if any.
+    pub fn oauth_error(&self) -> Option<String> {
+        self.json()
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+    }
+
     /// A short description for error reports: status and the OAuth error code, never
     /// the body (which may hold tokens).
     pub fn describe(&self) -> String {
-        let code = self
-            .json()
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
-        match code {
+        match self.oauth_error() {
             Some(code) => format!("{} {code}", self.status),
             None => self.status.to_string(),
         }
@@ -144,6 +185,7 @@ impl Conn {
             sender: None,
             watch: None,
             reuse: true,
+            pacer: None,
         }
     }
 
@@ -160,6 +202,16 @@ impl Conn {
     pub fn watched(addr: SocketAddr, watch: Arc<Watch>) -> Self {
         Self {
             watch: Some(watch),
+            ..Self::new(addr)
+        }
+    }
+
+    /// A connection to `addr` whose every request waits for its slot in `pacer`, and
+    /// whose every answer `watch` looks at.
+    pub fn paced(addr: SocketAddr, watch: Arc<Watch>, pacer: Arc<Pacer>) -> Self {
+        Self {
+            watch: Some(watch),
+            pacer: Some(pacer),
             ..Self::new(addr)
         }
     }
@@ -213,6 +265,9 @@ impl Conn {
             None => Full::new(Bytes::new()),
         };
         let request = request.body(body).context("build request")?;
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
         let sender = self.sender().await?;
         let response = match sender.send_request(request).await {
             Ok(response) => response,

@@ -8,11 +8,12 @@
 //! cargo run --release -p keyward-bench -- contention  # concurrent refreshes and reuses
 //! cargo run --release -p keyward-bench -- replicas # 3 replicas, one killed, keys rotated
 //! cargo run --release -p keyward-bench -- outage   # PostgreSQL away; SQLite disk full
+//! cargo run --release -p keyward-bench -- soak     # 30 minutes of mixed load, sampled
 //! ```
 //!
-//! `crash`, `contention`, `replicas` and `outage` check promises rather than measure
-//! speed ([`crash`], [`contention`], [`replicas`], [`outage`]); they print a Markdown
-//! table and exit non-zero on any violation.
+//! `crash`, `contention`, `replicas`, `outage` and `soak` check promises rather than
+//! measure speed ([`crash`], [`contention`], [`replicas`], [`outage`], [`soak`]); they
+//! print a Markdown table and exit non-zero on any violation.
 //!
 //! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
 //! one scenario, on a fresh PostgreSQL database), installs and starts the peer
@@ -33,6 +34,7 @@ mod outage;
 mod proxy;
 mod replicas;
 mod scenario;
+mod soak;
 mod target;
 
 use std::fmt::Write as _;
@@ -67,29 +69,40 @@ struct Args {
     /// every replica signs with the new key within its cache interval. `outage`:
     /// PostgreSQL away for 10 s under load (fast JSON 503s, /readyz 503, recovery
     /// without a restart), and SQLite on a full tmpfs (503, nothing committed lost;
-    /// needs root).
+    /// needs root). `soak`: 30 minutes of paced, mixed load (every flow, a tenth of the requests
+    /// failing on purpose) on keyward with short lifetimes, its RSS, open descriptors,
+    /// database size and rows sampled every 10 s and plotted; then no 5xx, no unexpected
+    /// answer, no growth, expired rows kept bounded by housekeeping, `keyward store
+    /// check` consistent.
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
-    /// 2 (smoke), 30 (crash: the load, with the kills inside it).
+    /// 2 (smoke), 30 (crash: the load, with the kills inside it), 1800 (soak: the load;
+    /// the growth verdicts need 24 minutes, the housekeeping one 11, shorter runs skip
+    /// them and say so).
     #[arg(long)]
     seconds: Option<u64>,
     /// `crash`: how many times keyward is killed in each run.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// `crash`, `replicas`, `outage`: concurrent clients, each with its own session and
-    /// rotation chain.
-    #[arg(long, default_value_t = 20)]
-    clients: usize,
-    /// `crash`, `contention`, `outage`: the databases, comma-separated (a fresh one per run; a
-    /// PostgreSQL database is created on --postgres and dropped).
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite", "postgres"])]
+    /// `crash`, `replicas`, `outage`, `soak`: concurrent clients, each with its own
+    /// session and grants. Default: 20 (crash, replicas, outage), 16 (soak).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// `soak`: requests per second, all clients together (a shared pace, so that the
+    /// machine keeps room for other work).
+    #[arg(long, default_value_t = 120.0)]
+    rate: f64,
+    /// `crash`, `contention`, `outage`, `soak`: the databases, comma-separated (a fresh
+    /// one per run; a PostgreSQL database is created on --postgres and dropped).
+    /// Default: sqlite,postgres (crash, contention, outage), sqlite (soak).
+    #[arg(long, value_enum, value_delimiter = ',')]
     database: Vec<Database>,
     /// `crash`: runs per database.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// `crash`: the seed of the kill moments and the clients' choices in the first run
-    /// (each further run adds one). Default: random, printed.
+    /// `crash`, `soak`: the seed of the kill moments and the clients' choices in the
+    /// first run (each further run adds one). Default: random, printed.
     #[arg(long)]
     seed: Option<u64>,
     /// `contention`: concurrent refreshes of distinct grants.
@@ -136,7 +149,9 @@ struct Args {
     /// Use this keyward binary instead of building one.
     #[arg(long)]
     keyward: Option<PathBuf>,
-    /// Also write the report to this file.
+    /// Also write the report to this file. `soak`: the directory for report.md,
+    /// samples.csv and soak.svg (default: bench/results/soak-<database>-<UTC date>/, with
+    /// -2, -3, … when taken).
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -150,6 +165,7 @@ enum Mode {
     Contention,
     Replicas,
     Outage,
+    Soak,
 }
 
 /// A database keyward runs on in the fault modes.
@@ -165,6 +181,23 @@ impl Database {
             Database::Sqlite => "SQLite",
             Database::Postgres => "PostgreSQL",
         }
+    }
+
+    /// Its name in paths: `sqlite`, `postgres`.
+    fn slug(self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Postgres => "postgres",
+        }
+    }
+}
+
+/// The databases `--database` names, or the mode's default.
+fn databases(args: &Args) -> Vec<Database> {
+    match (args.database.is_empty(), args.mode) {
+        (false, _) => args.database.clone(),
+        (true, Mode::Soak) => vec![Database::Sqlite],
+        (true, _) => vec![Database::Sqlite, Database::Postgres],
     }
 }
 
@@ -298,6 +331,9 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
     if matches!(args.mode, Mode::Replicas | Mode::Outage) {
         return replicas_and_outages(&args).await;
+    }
+    if args.mode == Mode::Soak {
+        return soak_runs(&args).await;
     }
     if args.mode == Mode::Guard {
         let exe = keyward_binary(args.keyward.as_deref())?;
@@ -468,7 +504,7 @@ async fn faults(args: &Args) -> anyhow::Result<bool> {
         );
     }
     let mut run_number = 0;
-    for &database in &args.database {
+    for database in databases(args) {
         let runs = if args.mode == Mode::Crash {
             args.runs
         } else {
@@ -485,7 +521,7 @@ async fn faults(args: &Args) -> anyhow::Result<bool> {
                 Mode::Crash => {
                     let plan = crash::CrashPlan {
                         kills: args.kills,
-                        clients: args.clients,
+                        clients: args.clients.unwrap_or(20),
                         seconds: args.seconds.unwrap_or(30),
                         seed: first_seed.wrapping_add(run_number - 1),
                     };
@@ -549,7 +585,7 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
     let mut violations = Vec::new();
     if args.mode == Mode::Replicas {
         let plan = replicas::ReplicaPlan {
-            clients: args.clients,
+            clients: args.clients.unwrap_or(20),
             seconds: args.seconds.unwrap_or(60),
             seed: args
                 .seed
@@ -617,15 +653,18 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
             report,
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"
         );
-        for &database in &args.database {
+        for database in databases(args) {
             let run = match database {
                 Database::Postgres => {
                     let db = PostgresDb::create(&args.postgres).await?;
-                    let result = outage::postgres_away(&exe, &db.url, args.clients).await;
+                    let result =
+                        outage::postgres_away(&exe, &db.url, args.clients.unwrap_or(20)).await;
                     db.drop().await;
                     result?
                 }
-                Database::Sqlite => outage::sqlite_disk_full(&exe, args.clients).await?,
+                Database::Sqlite => {
+                    outage::sqlite_disk_full(&exe, args.clients.unwrap_or(20)).await?
+                }
             };
             if let Some(reason) = &run.skipped {
                 let _ = writeln!(report, "| {} | skipped: {reason} |||||||||||", run.fault);
@@ -680,6 +719,83 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
         std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
     }
     Ok(violations.is_empty())
+}
+
+/// `soak` on each database asked for: runs it, writes report.md, samples.csv and
+/// soak.svg, prints the report; whether every verdict held.
+async fn soak_runs(args: &Args) -> anyhow::Result<bool> {
+    let exe = keyward_binary(args.keyward.as_deref())?;
+    let first_seed = args
+        .seed
+        .unwrap_or_else(|| rand::Rng::r#gen(&mut rand::rngs::OsRng));
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let databases = databases(args);
+    let mut passed = true;
+    for (number, &database) in (0u64..).zip(&databases) {
+        let plan = soak::SoakPlan {
+            seconds: args.seconds.unwrap_or(1800),
+            rate: args.rate,
+            clients: args.clients.unwrap_or(16),
+            sample_every: Duration::from_secs(10),
+            seed: first_seed.wrapping_add(number),
+        };
+        let db = match database {
+            Database::Sqlite => None,
+            Database::Postgres => Some(PostgresDb::create(&args.postgres).await?),
+        };
+        let when = utc_now();
+        let url = db.as_ref().map(|db| db.url.as_str());
+        let result = soak::run(&exe, url, database.name(), plan).await;
+        if let Some(db) = db {
+            db.drop().await;
+        }
+        let run = result?;
+        let dir = match &args.out {
+            Some(out) if databases.len() == 1 => out.clone(),
+            Some(out) => out.join(database.slug()),
+            None => fresh_dir(&format!(
+                "soak-{}-{}",
+                database.slug(),
+                when.get(..10).unwrap_or("undated")
+            )),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let report = soak::report::render(&run, &command, &machine(), &when);
+        let files = [
+            ("report.md", report.clone()),
+            ("samples.csv", soak::csv(&run.samples)),
+            (
+                "soak.svg",
+                soak::svg::render(&soak::report::chart(&run, &when)),
+            ),
+        ];
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+        println!("{report}");
+        say(format!(
+            "report.md, samples.csv and soak.svg in {}",
+            dir.display()
+        ));
+        passed &= run.passed();
+    }
+    Ok(passed)
+}
+
+/// bench/results/`name`, or `name`-2, -3, … when that is taken.
+fn fresh_dir(name: &str) -> PathBuf {
+    let root = workspace();
+    let results = std::fs::canonicalize(&root)
+        .unwrap_or(root)
+        .join("bench/results");
+    let mut dir = results.join(name);
+    let mut n = 2;
+    while dir.exists() {
+        dir = results.join(format!("{name}-{n}"));
+        n += 1;
+    }
+    dir
 }
 
 fn crash_row(out: &mut String, number: u64, run: &crash::CrashRun) {
@@ -745,6 +861,15 @@ fn contention_row(out: &mut String, run: &contention::ContentionRun) {
         },
         if run.passed() { "pass" } else { "FAIL" },
     );
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// The date and time now, UTC, to the minute.

@@ -91,6 +91,12 @@ pub struct Endpoints {
     pub introspect: String,
     /// The device authorization endpoint.
     pub device: String,
+    /// The userinfo endpoint, when published.
+    pub userinfo: Option<String>,
+    /// The revocation endpoint (RFC 7009), when published.
+    pub revocation: Option<String>,
+    /// The end-session (RP-initiated logout) endpoint, when published.
+    pub end_session: Option<String>,
 }
 
 /// What a client needs to know of a server under test.
@@ -210,7 +216,7 @@ impl Server {
         database_url: Option<&str>,
         credentials: &Credentials,
     ) -> anyhow::Result<Self> {
-        Self::start_keyward(exe, database_url, credentials, false).await
+        Self::start_keyward(exe, database_url, credentials, false, "").await
     }
 
     /// Like [`Server::keyward`], its log (warnings and errors) in
@@ -220,7 +226,19 @@ impl Server {
         database_url: Option<&str>,
         credentials: &Credentials,
     ) -> anyhow::Result<Self> {
-        Self::start_keyward(exe, database_url, credentials, true).await
+        Self::start_keyward(exe, database_url, credentials, true, "").await
+    }
+
+    /// Like [`Server::keyward_logged`], with `extra` added to the generated
+    /// configuration among its top-level keys (before the first table): lifetimes,
+    /// intervals and the like, one `key = value` a line.
+    pub async fn keyward_with(
+        exe: &Path,
+        database_url: Option<&str>,
+        credentials: &Credentials,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_keyward(exe, database_url, credentials, true, extra).await
     }
 
     /// A replica: `keyward serve` with its log in [`Server::log_file`], on
@@ -232,7 +250,7 @@ impl Server {
         credentials: &Credentials,
         issuer: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_keyward_at(exe, Some(database_url), credentials, true, Some(issuer)).await
+        Self::start_keyward_at(exe, Some(database_url), credentials, true, Some(issuer), "").await
     }
 
     async fn start_keyward(
@@ -240,8 +258,9 @@ impl Server {
         database_url: Option<&str>,
         credentials: &Credentials,
         logged: bool,
+        extra: &str,
     ) -> anyhow::Result<Self> {
-        Self::start_keyward_at(exe, database_url, credentials, logged, None).await
+        Self::start_keyward_at(exe, database_url, credentials, logged, None, extra).await
     }
 
     async fn start_keyward_at(
@@ -250,6 +269,7 @@ impl Server {
         credentials: &Credentials,
         logged: bool,
         issuer: Option<&str>,
+        extra: &str,
     ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("keyward-bench-{}", random_urlsafe(6)));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -267,6 +287,7 @@ database_url = "{database_url}"
 unauthenticated_writes_per_minute = 4000000000
 # The memory reading holds 10,000 idle keep-alive connections.
 max_connections = 12000
+{extra}
 
 [[clients]]
 client_id = "{CLIENT_ID}"
@@ -404,6 +425,9 @@ password = "{password}"
             token: path("token_endpoint")?,
             introspect: path("introspection_endpoint")?,
             device: path("device_authorization_endpoint")?,
+            userinfo: path("userinfo_endpoint").ok(),
+            revocation: path("revocation_endpoint").ok(),
+            end_session: path("end_session_endpoint").ok(),
         };
         Ok(Self {
             site: Site {
@@ -545,6 +569,38 @@ impl Browser {
         path: &str,
         interactive: bool,
     ) -> anyhow::Result<String> {
+        match self.walk(conn, site, path, interactive, false).await? {
+            Walked::Code(code) => Ok(code),
+            Walked::Page(reply) => bail!("authorization ended on a page ({})", reply.status),
+        }
+    }
+
+    /// Opens `path` and goes wherever it leads, filling in every form as the bench
+    /// user would (signing in, approving consent, confirming a sign-out) until a page
+    /// without a form: that page. For the pages that end elsewhere than at the client:
+    /// a device approved at its verification URI, a sign-out.
+    pub async fn follow(
+        &mut self,
+        conn: &mut Conn,
+        site: &Site,
+        path: &str,
+    ) -> anyhow::Result<crate::load::Reply> {
+        match self.walk(conn, site, path, true, true).await? {
+            Walked::Page(reply) => Ok(reply),
+            Walked::Code(_) => bail!("{path} ended at the client with a code"),
+        }
+    }
+
+    /// Follows redirects and forms from `path` until the server redirects to the
+    /// client (its code), or, when `until_page`, shows a page without a form.
+    async fn walk(
+        &mut self,
+        conn: &mut Conn,
+        site: &Site,
+        path: &str,
+        interactive: bool,
+        until_page: bool,
+    ) -> anyhow::Result<Walked> {
         let base = Url::parse(&format!("http://{}", site.addr))?;
         let mut url = base.join(path)?;
         let mut form: Option<String> = None;
@@ -571,25 +627,38 @@ impl Browser {
                     return pairs
                         .get("code")
                         .cloned()
+                        .map(Walked::Code)
                         .context("no code in the redirect");
                 }
                 url = url.join(location)?;
                 continue;
             }
             if reply.status != hyper::StatusCode::OK {
-                bail!("authorization: unexpected answer {}", reply.describe());
+                bail!("{}: unexpected answer {}", url.path(), reply.describe());
             }
             if !interactive {
                 bail!("a page was shown where the session should have sufficed");
             }
             let html = reply.text();
-            let (action, body) =
-                fill_form(&html, &site.credentials.password).context("a page without a form")?;
+            let Some((action, body)) = fill_form(&html, &site.credentials.password) else {
+                if until_page {
+                    return Ok(Walked::Page(reply));
+                }
+                bail!("a page without a form");
+            };
             url = url.join(&action)?;
             form = Some(body);
         }
-        bail!("authorization did not finish within 12 steps")
+        bail!("{path} did not finish within 12 steps")
     }
+}
+
+/// Where [`Browser::walk`] ended.
+enum Walked {
+    /// Redirected to the client with this code.
+    Code(String),
+    /// On a page without a form.
+    Page(crate::load::Reply),
 }
 
 /// The first form of `html`: its action and the body a person signing in as the bench
@@ -616,10 +685,31 @@ fn fill_form(html: &str, password: &str) -> Option<(String, String)> {
         }
         rest = &rest[tag_end..];
     }
-    if form.contains("name=\"decision\"") {
-        fields.push("decision=approve".into());
+    if let Some(decision) = decision(form) {
+        fields.push(format!("decision={}", enc(&decision)));
     }
     Some((action, fields.join("&")))
+}
+
+/// The `decision` a person submits with `form`'s buttons: `approve` when offered (a
+/// consent page), else the first button's (a sign-out's `logout`).
+fn decision(form: &str) -> Option<String> {
+    let mut values = Vec::new();
+    let mut rest = form;
+    while let Some(at) = rest.find("<button") {
+        let tag_end = rest[at..].find('>').map_or(rest.len(), |e| at + e);
+        let tag = &rest[at..tag_end];
+        if attribute(tag, "name").as_deref() == Some("decision")
+            && let Some(value) = attribute(tag, "value")
+        {
+            values.push(value);
+        }
+        rest = &rest[tag_end..];
+    }
+    match values.iter().any(|v| v == "approve") {
+        true => Some("approve".into()),
+        false => values.into_iter().next(),
+    }
 }
 
 /// The value of `name="…"` in a tag, with the entities templates escape decoded.
@@ -657,5 +747,21 @@ mod tests {
         let (action, body) = fill_form(peer, "pw").unwrap();
         assert_eq!(action, "/interaction/x/login");
         assert_eq!(body, "prompt=login&login=bench&password=pw");
+    }
+
+    #[test]
+    fn decisions_approve_consent_and_confirm_sign_out() {
+        let consent = r#"<form method="post" action="/consent">
+  <input type="hidden" name="req" value="r">
+  <button type="submit" name="decision" value="deny" class="secondary">Deny</button>
+  <button type="submit" name="decision" value="approve">Allow</button></form>"#;
+        let (_, body) = fill_form(consent, "pw").unwrap();
+        assert_eq!(body, "req=r&decision=approve");
+        let logout = r#"<form method="post" action="/logout">
+  <input type="hidden" name="csrf" value="c">
+  <button type="submit" name="decision" value="logout">Sign out</button></form>"#;
+        let (_, body) = fill_form(logout, "pw").unwrap();
+        assert_eq!(body, "csrf=c&decision=logout");
+        assert_eq!(decision("<form><button>Go</button></form>"), None);
     }
 }
