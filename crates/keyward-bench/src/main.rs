@@ -9,11 +9,12 @@
 //! cargo run --release -p keyward-bench -- replicas # 3 replicas, one killed, keys rotated
 //! cargo run --release -p keyward-bench -- outage   # PostgreSQL away; SQLite disk full
 //! cargo run --release -p keyward-bench -- soak     # 30 minutes of mixed load, sampled
+//! cargo run --release -p keyward-bench -- flood    # hostile requests by the thousand; RSS after
 //! ```
 //!
-//! `crash`, `contention`, `replicas`, `outage` and `soak` check promises rather than
-//! measure speed ([`crash`], [`contention`], [`replicas`], [`outage`], [`soak`]); they
-//! print a Markdown table and exit non-zero on any violation.
+//! `crash`, `contention`, `replicas`, `outage`, `soak` and `flood` check promises rather
+//! than measure speed ([`crash`], [`contention`], [`replicas`], [`outage`], [`soak`],
+//! [`flood`]); they print a Markdown table and exit non-zero on any violation.
 //!
 //! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
 //! one scenario, on a fresh PostgreSQL database), installs and starts the peer
@@ -27,6 +28,7 @@
 
 mod contention;
 mod crash;
+mod flood;
 mod floor;
 mod guard;
 mod load;
@@ -73,7 +75,9 @@ struct Args {
     /// failing on purpose) on keyward with short lifetimes, its RSS, open descriptors,
     /// database size and rows sampled every 10 s and plotted; then no 5xx, no unexpected
     /// answer, no growth, expired rows kept bounded by housekeeping, `keyward store
-    /// check` consistent.
+    /// check` consistent. `flood`: 200 connections at once sending forms and queries of
+    /// 10,000 parameters, 99 large headers, a 16 KiB header, 10 MB bodies; every answer a
+    /// 4xx, and keyward's RSS back near where it was 40 s later.
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
@@ -166,6 +170,7 @@ enum Mode {
     Replicas,
     Outage,
     Soak,
+    Flood,
 }
 
 /// A database keyward runs on in the fault modes.
@@ -334,6 +339,9 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
     if args.mode == Mode::Soak {
         return soak_runs(&args).await;
+    }
+    if args.mode == Mode::Flood {
+        return flood_run(&args).await;
     }
     if args.mode == Mode::Guard {
         let exe = keyward_binary(args.keyward.as_deref())?;
@@ -719,6 +727,70 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
         std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
     }
     Ok(violations.is_empty())
+}
+
+/// `flood`: the report, and whether every promise held.
+async fn flood_run(args: &Args) -> anyhow::Result<bool> {
+    let exe = keyward_binary(args.keyward.as_deref())?;
+    let run = flood::run(&exe).await?;
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "`cargo run --release -p keyward-bench -- {command}` on {}, {}: {} connections at once per kind.\n",
+        machine(),
+        utc_now(),
+        flood::CONNECTIONS
+    );
+    let _ = writeln!(
+        report,
+        "| request | answers (all rounds) | unanswered | RSS after it (highest) |"
+    );
+    let _ = writeln!(report, "|---|---|---:|---:|");
+    for kind in &run.kinds {
+        let answers = kind
+            .statuses
+            .iter()
+            .map(|(code, n)| format!("{n} × {code}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            report,
+            "| {} | {answers} | {} | {} |",
+            kind.name,
+            kind.unanswered,
+            mib(kind.rss_after)
+        );
+    }
+    let settled = run
+        .settled
+        .iter()
+        .map(|rss| mib(*rss))
+        .collect::<Vec<_>>()
+        .join(", then ");
+    let _ = writeln!(
+        report,
+        "\nThe flood ran {} times. RSS before it {}, at its peak {}, {} s after each round {settled} (allowed: at most {} MiB above the start, and {} MiB above the round before).",
+        flood::ROUNDS,
+        mib(run.rss[0]),
+        mib(run.rss[1]),
+        flood::SETTLE.as_secs(),
+        flood::SLACK_MIB,
+        flood::CREEP_MIB
+    );
+    if run.violations.is_empty() {
+        let _ = writeln!(report, "\nEvery promise held.");
+    } else {
+        let _ = writeln!(report, "\nViolations:\n");
+        for violation in &run.violations {
+            let _ = writeln!(report, "- {violation}");
+        }
+    }
+    println!("{report}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(run.violations.is_empty())
 }
 
 /// `soak` on each database asked for: runs it, writes report.md, samples.csv and
