@@ -16,8 +16,9 @@
 //! than measure speed ([`crash`], [`contention`], [`replicas`], [`outage`], [`soak`],
 //! [`flood`]); they print a Markdown table and exit non-zero on any violation.
 //!
-//! It builds keyward in release mode, starts it on a fresh SQLite database (and, for
-//! one scenario, on a fresh PostgreSQL database), installs and starts the peer
+//! It builds keyward in release mode, starts it on a fresh SQLite database (then on a
+//! fresh PostgreSQL database, as one replica and as two), measures each scenario's
+//! floor ([`floor`]), installs and starts the peer
 //! (oidc-provider 9 from npm, `bench/peer/`) with the same client, user and scopes,
 //! runs every scenario against both in the same run, one server at a time, and prints
 //! a Markdown table: rate, p50 and p99 latency, errors, peak RSS, the server's CPU
@@ -58,8 +59,8 @@ use crate::target::{Credentials, Server, Site, cpu_of, rss_of};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// `all`: keyward (SQLite, and PostgreSQL for client_credentials) against the peer,
-    /// full length. `smoke`: keyward on SQLite only, a few seconds per scenario, failing
+    /// `all`: keyward (SQLite, then PostgreSQL, one replica and two) against the peer,
+    /// full length, with each scenario's floor. `smoke`: keyward on SQLite only, a few seconds per scenario, failing
     /// on any error (what CI runs). `guard`: keyward guard in front of a bare service
     /// against the service alone, and idle WebSockets held through it. `crash`: keyward
     /// killed with SIGKILL at random moments under code flows and refresh rotations,
