@@ -513,8 +513,9 @@ fn kid_of(jwt: &str) -> anyhow::Result<String> {
     Ok(header["kid"].as_str().context("no kid")?.to_owned())
 }
 
-/// The key id a replica signs access tokens with now.
-async fn kid_of_token(site: &Site) -> anyhow::Result<String> {
+/// A client-credentials access token from one replica, asked directly (not through
+/// the balancer).
+async fn token_from(site: &Site) -> anyhow::Result<String> {
     let mut conn = Conn::new(site.addr);
     let reply = conn
         .post(
@@ -526,11 +527,15 @@ async fn kid_of_token(site: &Site) -> anyhow::Result<String> {
     if reply.status != StatusCode::OK {
         bail!("client credentials on {}: {}", site.addr, reply.describe());
     }
-    kid_of(
-        reply.json()?["access_token"]
-            .as_str()
-            .context("no access token")?,
-    )
+    Ok(reply.json()?["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_owned())
+}
+
+/// The key id a replica signs access tokens with now.
+async fn kid_of_token(site: &Site) -> anyhow::Result<String> {
+    kid_of(&token_from(site).await?)
 }
 
 /// The key ids the replicas sign with before the rotation.
@@ -588,25 +593,7 @@ async fn watch_adoption(
             if at.is_some() {
                 continue;
             }
-            let site = &replicas[*replica].site;
-            let mut conn = Conn::new(site.addr);
-            let reply = conn
-                .post(
-                    &site.endpoints.token,
-                    &site.client_auth(),
-                    "grant_type=client_credentials".into(),
-                )
-                .await?;
-            if reply.status != StatusCode::OK {
-                bail!(
-                    "client credentials on replica {replica}: {}",
-                    reply.describe()
-                );
-            }
-            let token = reply.json()?["access_token"]
-                .as_str()
-                .context("no access token")?
-                .to_owned();
+            let token = token_from(&replicas[*replica].site).await?;
             if old.contains(&kid_of(&token)?) {
                 continue;
             }
