@@ -7,7 +7,9 @@
 //! - keyward gives the memory back and does not creep: the flood runs [`ROUNDS`] times,
 //!   and [`SETTLE`] after each (housekeeping returns freed memory to the system every
 //!   30 s, `keyward_server::memory`) its RSS is within [`SLACK_MIB`] of what it was
-//!   before the first, and each round ends within [`CREEP_MIB`] of the one before.
+//!   before the first, and the last round ends within [`CREEP_MIB`] of the first. (What
+//!   the allocator keeps after a round varies by ±3 MiB from run to run; a leak of a
+//!   few MiB a round passes the second bound within three rounds.)
 //!
 //! Requests are written on raw TCP connections, one per request, so that nothing in a
 //! client library shapes or refuses them; the answer's status line is read while the
@@ -33,10 +35,10 @@ pub const SETTLE: Duration = Duration::from_secs(40);
 /// allocator keeps some of what a burst freed, fragmented, and tokio and hyper keep
 /// buffers.
 pub const SLACK_MIB: u64 = 12;
-/// How much one round may end above the one before.
-pub const CREEP_MIB: u64 = 2;
+/// How much the last round may end above the first.
+pub const CREEP_MIB: u64 = 6;
 /// How many times the whole flood runs.
-pub const ROUNDS: usize = 2;
+pub const ROUNDS: usize = 3;
 
 /// One kind of hostile request.
 struct Kind {
@@ -162,26 +164,27 @@ pub async fn run(exe: &Path) -> anyhow::Result<FloodRun> {
     }
     run.rss[1] = Some(peak);
     let mib = |b: u64| b >> 20;
-    if let (Some(before), Some(Some(after))) = (run.rss[0], run.settled.last())
-        && *after > before + SLACK_MIB * 1024 * 1024
-    {
-        run.violations.push(format!(
-            "RSS {} MiB {} s after the flood, {} MiB before it",
-            mib(*after),
-            SETTLE.as_secs(),
-            mib(before)
-        ));
-    }
-    for pair in run.settled.windows(2) {
-        if let [Some(first), Some(second)] = pair
-            && *second > first + CREEP_MIB * 1024 * 1024
+    for (round, settled) in run.settled.iter().enumerate() {
+        if let (Some(before), Some(after)) = (run.rss[0], settled)
+            && *after > before + SLACK_MIB * 1024 * 1024
         {
             run.violations.push(format!(
-                "RSS creeps: {} MiB after one round, {} MiB after the next",
-                mib(*first),
-                mib(*second)
+                "RSS {} MiB {} s after round {}, {} MiB before the flood",
+                mib(*after),
+                SETTLE.as_secs(),
+                round + 1,
+                mib(before)
             ));
         }
+    }
+    if let (Some(Some(first)), Some(Some(last))) = (run.settled.first(), run.settled.last())
+        && *last > first + CREEP_MIB * 1024 * 1024
+    {
+        run.violations.push(format!(
+            "RSS creeps: {} MiB after the first round, {} MiB after the last",
+            mib(*first),
+            mib(*last)
+        ));
     }
     if let Some(log) = server.log_file()
         && let Ok(text) = std::fs::read_to_string(log)

@@ -771,7 +771,7 @@ async fn flood_run(args: &Args) -> anyhow::Result<bool> {
         .join(", then ");
     let _ = writeln!(
         report,
-        "\nThe flood ran {} times. RSS before it {}, at its peak {}, {} s after each round {settled} (allowed: at most {} MiB above the start, and {} MiB above the round before).",
+        "\nThe flood ran {} times. RSS before it {}, at its peak {}, {} s after each round {settled} (allowed: at most {} MiB above the start after any round, and the last at most {} MiB above the first).",
         flood::ROUNDS,
         mib(run.rss[0]),
         mib(run.rss[1]),
