@@ -565,19 +565,7 @@ async fn faults(args: &Args) -> anyhow::Result<bool> {
             }
         }
     }
-    if violations.is_empty() {
-        let _ = writeln!(report, "\nEvery promise held.");
-    } else {
-        let _ = writeln!(report, "\nViolations:\n");
-        for violation in &violations {
-            let _ = writeln!(report, "- {violation}");
-        }
-    }
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
-    }
-    Ok(violations.is_empty())
+    conclude(report, &violations, args.out.as_deref())
 }
 
 /// `replicas` or `outage`: the report, and whether every promise held.
@@ -715,19 +703,7 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
             );
         }
     }
-    if violations.is_empty() {
-        let _ = writeln!(report, "\nEvery promise held.");
-    } else {
-        let _ = writeln!(report, "\nViolations:\n");
-        for violation in &violations {
-            let _ = writeln!(report, "- {violation}");
-        }
-    }
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
-    }
-    Ok(violations.is_empty())
+    conclude(report, &violations, args.out.as_deref())
 }
 
 /// `flood`: the report, and whether every promise held.
@@ -779,19 +755,7 @@ async fn flood_run(args: &Args) -> anyhow::Result<bool> {
         flood::SLACK_MIB,
         flood::CREEP_MIB
     );
-    if run.violations.is_empty() {
-        let _ = writeln!(report, "\nEvery promise held.");
-    } else {
-        let _ = writeln!(report, "\nViolations:\n");
-        for violation in &run.violations {
-            let _ = writeln!(report, "- {violation}");
-        }
-    }
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
-    }
-    Ok(run.violations.is_empty())
+    conclude(report, &run.violations, args.out.as_deref())
 }
 
 /// `soak` on each database asked for: runs it, writes report.md, samples.csv and
@@ -869,6 +833,24 @@ fn fresh_dir(name: &str) -> PathBuf {
         n += 1;
     }
     dir
+}
+
+/// Ends a fault mode's report with its verdict (every promise held, or the violations
+/// listed), prints it, writes it to `out` when asked; whether every promise held.
+fn conclude(mut report: String, violations: &[String], out: Option<&Path>) -> anyhow::Result<bool> {
+    if violations.is_empty() {
+        let _ = writeln!(report, "\nEvery promise held.");
+    } else {
+        let _ = writeln!(report, "\nViolations:\n");
+        for violation in violations {
+            let _ = writeln!(report, "- {violation}");
+        }
+    }
+    println!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(violations.is_empty())
 }
 
 fn crash_row(out: &mut String, number: u64, run: &crash::CrashRun) {
