@@ -32,7 +32,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 use sqlx::Connection as _;
 
-use crate::load::{Conn, Stats, run};
+use crate::load::{Conn, Pace, Stats, run};
 use crate::scenario::{Load, Scenario};
 
 /// What one iteration of a scenario must do at the least.
@@ -94,6 +94,9 @@ pub struct Costs {
     pub http_rate: f64,
     /// Machine time per HTTP request (1 / `http_rate`).
     pub http: Duration,
+    /// The bare handler at half its rate (open loop): the least latency "half the
+    /// maximum rate" can show on this machine, load generator included.
+    pub http_at_half: AtHalf,
     /// One ES256 signature on one core.
     pub sign: Duration,
     /// One ES256 check on one core.
@@ -106,6 +109,17 @@ pub struct Costs {
     pub postgres_commit: Option<Duration>,
     /// Cores the work spreads over.
     pub cores: u32,
+}
+
+/// A run at half the maximum rate: its rate and latency.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AtHalf {
+    /// Requests per second.
+    pub rate: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
 }
 
 impl Costs {
@@ -149,6 +163,16 @@ impl Costs {
 pub async fn measure(load: Load, argon: Duration, postgres: Option<&str>) -> anyhow::Result<Costs> {
     crate::say("floor: a bare HTTP handler, ES256, commits");
     let http = bare_http(load).await?;
+    let half = Load {
+        pace: Pace::Rate(http.rate / 2.0),
+        ..load
+    };
+    let http_at_half = bare_http(half).await?;
+    let http_at_half = AtHalf {
+        rate: http_at_half.rate,
+        p50: http_at_half.p50,
+        p99: http_at_half.p99,
+    };
     let (sign, verify) = tokio::task::spawn_blocking(es256_costs)
         .await
         .context("ES256 timing panicked")??;
@@ -162,6 +186,7 @@ pub async fn measure(load: Load, argon: Duration, postgres: Option<&str>) -> any
     Ok(Costs {
         http_rate: http.rate,
         http: Duration::from_secs_f64(1.0 / http.rate.max(1.0)),
+        http_at_half,
         sign,
         verify,
         hash: argon,
@@ -339,6 +364,7 @@ mod tests {
         let costs = Costs {
             http_rate: 10_000.0,
             http: Duration::from_micros(100),
+            http_at_half: AtHalf::default(),
             sign: Duration::from_micros(40),
             verify: Duration::from_micros(60),
             hash: Duration::from_millis(20),

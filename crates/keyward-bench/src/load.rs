@@ -363,6 +363,26 @@ pub struct Stats {
     pub p99: Duration,
     /// When the counted part of a timed run began and ended (the warm-up excluded).
     pub window: Option<(Instant, Instant)>,
+    /// Each counted iteration that succeeded: when it ended (milliseconds after the
+    /// window's start) and its latency (µs), in no particular order.
+    pub timeline: Vec<(u32, u32)>,
+}
+
+impl Stats {
+    /// The latencies (µs) of the iterations that ended between `from` and `to`, in no
+    /// particular order (none when the run had no timed window).
+    pub fn latencies_within(&self, from: Instant, to: Instant) -> Vec<u32> {
+        let Some((start, _)) = self.window else {
+            return Vec::new();
+        };
+        let ms = |at: Instant| at.saturating_duration_since(start).as_millis();
+        let (from, to) = (ms(from), ms(to));
+        self.timeline
+            .iter()
+            .filter(|(ended, _)| (from..=to).contains(&u128::from(*ended)))
+            .map(|&(_, latency)| latency)
+            .collect()
+    }
 }
 
 /// Runs `iteration` on `connections` workers until `stop`, at `pace`. Each worker
@@ -462,6 +482,8 @@ impl Budget {
 #[derive(Default)]
 struct Tally {
     latencies: Vec<u32>,
+    /// When each of `latencies` ended, in milliseconds after the window's start.
+    ended: Vec<u32>,
     ok: u64,
     errors: u64,
     first_error: Option<String>,
@@ -482,6 +504,7 @@ where
 {
     let mut tally = Tally {
         latencies: Vec::with_capacity(1 << 16),
+        ended: Vec::with_capacity(1 << 16),
         ..Tally::default()
     };
     // Open loop: worker `index` starts at its slot within the first period.
@@ -517,6 +540,8 @@ where
                 tally
                     .latencies
                     .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                let after = (ended - clock.measure_from).as_millis();
+                tally.ended.push(u32::try_from(after).unwrap_or(u32::MAX));
             }
             Err(e) => {
                 tally.errors += 1;
@@ -535,6 +560,13 @@ fn summarize(tallies: Vec<Tally>, lost: u64, clock: &Window) -> Stats {
         ..Stats::default()
     };
     for mut tally in tallies {
+        stats.timeline.extend(
+            tally
+                .ended
+                .iter()
+                .copied()
+                .zip(tally.latencies.iter().copied()),
+        );
         latencies.append(&mut tally.latencies);
         stats.ok += tally.ok;
         stats.errors += tally.errors;

@@ -36,6 +36,7 @@ mod load;
 mod outage;
 mod proxy;
 mod replicas;
+mod scale;
 mod scenario;
 mod soak;
 mod target;
@@ -78,7 +79,12 @@ struct Args {
     /// answer, no growth, expired rows kept bounded by housekeeping, `keyward store
     /// check` consistent. `flood`: 200 connections at once sending forms and queries of
     /// 10,000 parameters, 99 large headers, a 16 KiB header, 10 MB bodies; every answer a
-    /// 4xx, and keyward's RSS back near where it was 40 s later.
+    /// 4xx, and keyward's RSS back near where it was 40 s later. `scale`: the store
+    /// filled directly with each of `--sizes` grants (with refresh tokens), then
+    /// refresh_rotation, introspection and the code flow measured on it (rate, p99, RSS,
+    /// size on disk, against the empty store); then `--expired` expired grants deleted by
+    /// one housekeeping pass while refresh rotations run (the pass's length, p99 during
+    /// it). Not in CI: ten million grants take a few minutes to fill.
     #[arg(value_enum)]
     mode: Mode,
     /// Seconds measured per scenario (after a one-second warm-up). Default: 10 (all),
@@ -103,6 +109,14 @@ struct Args {
     /// Default: sqlite,postgres (crash, contention, outage), sqlite (soak).
     #[arg(long, value_enum, value_delimiter = ',')]
     database: Vec<Database>,
+    /// `scale`: the store sizes measured, in grants (each with a refresh token),
+    /// comma-separated; 0 is the empty store the others are compared with.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000000,10000000")]
+    sizes: Vec<u64>,
+    /// `scale`: expired grants (each with a refresh token) deleted by the housekeeping
+    /// pass measured on the largest store.
+    #[arg(long, default_value_t = 1_000_000)]
+    expired: u64,
     /// `crash`: runs per database.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -172,6 +186,7 @@ enum Mode {
     Outage,
     Soak,
     Flood,
+    Scale,
 }
 
 /// A database keyward runs on in the fault modes.
@@ -202,7 +217,7 @@ impl Database {
 fn databases(args: &Args) -> Vec<Database> {
     match (args.database.is_empty(), args.mode) {
         (false, _) => args.database.clone(),
-        (true, Mode::Soak) => vec![Database::Sqlite],
+        (true, Mode::Soak | Mode::Scale) => vec![Database::Sqlite],
         (true, _) => vec![Database::Sqlite, Database::Postgres],
     }
 }
@@ -343,6 +358,9 @@ async fn bench(args: Args) -> anyhow::Result<bool> {
     }
     if args.mode == Mode::Flood {
         return flood_run(&args).await;
+    }
+    if args.mode == Mode::Scale {
+        return scale_runs(&args).await;
     }
     if args.mode == Mode::Guard {
         let exe = keyward_binary(args.keyward.as_deref())?;
@@ -704,6 +722,35 @@ async fn replicas_and_outages(args: &Args) -> anyhow::Result<bool> {
         }
     }
     conclude(report, &violations, args.out.as_deref())
+}
+
+/// `scale`, on each database asked for: the reports, and whether every verdict held.
+async fn scale_runs(args: &Args) -> anyhow::Result<bool> {
+    let exe = keyward_binary(args.keyward.as_deref())?;
+    let mut report = String::new();
+    let mut ok = true;
+    for database in databases(args) {
+        let plan = scale::Plan {
+            sizes: args.sizes.clone(),
+            expired: args.expired,
+            load: Load {
+                connections: args.connections,
+                stop: Stop::After(Duration::from_secs(args.seconds.unwrap_or(10))),
+                pace: Pace::Closed,
+                pending_devices: 0,
+            },
+            database,
+            postgres: args.postgres.clone(),
+        };
+        let (text, held) = scale::run(&exe, &plan).await?;
+        println!("{text}");
+        report.push_str(&text);
+        ok &= held;
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report).with_context(|| format!("write {}", out.display()))?;
+    }
+    Ok(ok)
 }
 
 /// `flood`: the report, and whether every promise held.
@@ -1285,6 +1332,19 @@ async fn measured(
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let stats = stats?;
+    if let Some(path) = std::env::var_os("KEYWARD_BENCH_TIMELINE") {
+        let mut lines = String::new();
+        for (ended, latency) in &stats.timeline {
+            let _ = writeln!(lines, "{},{what},{ended},{latency}", scenario.name());
+        }
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(lines.as_bytes()))
+            .with_context(|| format!("write {}", path.to_string_lossy()))?;
+    }
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let (cpu, load_cores) = match stats.window {
         Some((from, to)) if stats.ok > 0 => {
@@ -1672,6 +1732,14 @@ impl Report<'_> {
             );
             let _ = writeln!(out, "| scenario | rate | p50 | p99 | errors |");
             let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            let bare = &self.costs.http_at_half;
+            let _ = writeln!(
+                out,
+                "| the floor: bare HTTP handler at half its rate | {:.0}/s | {} | {} | 0 |",
+                bare.rate,
+                ms(bare.p50),
+                ms(bare.p99),
+            );
             for (name, s) in self.half_rate {
                 let _ = writeln!(
                     out,

@@ -63,11 +63,9 @@ const MARGIN: Duration = Duration::from_secs(60);
 /// `device_poll_interval` in [`LIFETIMES`], with a margin for keyward's whole seconds.
 const DEVICE_POLL: Duration = Duration::from_millis(1100);
 
-/// How often keyward purges expired rows: its housekeeping ticks every
-/// [`keyward_server::keys::RELOAD_INTERVAL`] and purges at the first tick (at start)
-/// and every tenth after (`serve.rs`, `housekeeping`).
-pub const PURGE_INTERVAL: Duration =
-    Duration::from_secs(keyward_server::keys::RELOAD_INTERVAL.as_secs() * 10);
+/// How often keyward purges expired rows: its default `purge_interval`, the first
+/// pass one interval after start (`serve.rs`, `housekeeping`).
+pub const PURGE_INTERVAL: Duration = keyward_server::config::DEFAULT_PURGE_INTERVAL;
 /// What a purge may be late by: the ticks drift by the time each housekeeping round
 /// takes, the purge itself takes time, and keyward compares whole seconds.
 pub const PURGE_SLACK: Duration = Duration::from_secs(60);

@@ -135,6 +135,9 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// How often expired records are deleted when `purge_interval` is not set.
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
 /// The configuration file, as written (see `keyward.example.toml`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +158,7 @@ pub struct FileConfig {
     device_code_ttl: Option<String>,
     device_poll_interval: Option<String>,
     groups_max_age: Option<String>,
+    purge_interval: Option<String>,
     http_read_timeout: Option<String>,
     max_connections: Option<usize>,
     unauthenticated_writes_per_minute: Option<u32>,
@@ -301,6 +305,9 @@ pub struct Config {
     /// How long groups an upstream provider reported are released after the last
     /// sign-in through that provider (then they are dropped until the next one).
     pub groups_max_age: Duration,
+    /// How often expired records (logins, sessions, codes, grants, refresh tokens,
+    /// device codes, throttles) are deleted, the first time one interval after start.
+    pub purge_interval: Duration,
     /// How long a connection may take to send a request's head, or its body, and how
     /// long an idle keep-alive connection waits for its next request.
     pub http_read_timeout: Duration,
@@ -408,6 +415,11 @@ impl Config {
             device_code_ttl: duration("device_code_ttl", file.device_code_ttl, 10 * 60)?,
             device_poll_interval: duration("device_poll_interval", file.device_poll_interval, 5)?,
             groups_max_age: duration("groups_max_age", file.groups_max_age, 24 * 3600)?,
+            purge_interval: duration(
+                "purge_interval",
+                file.purge_interval,
+                DEFAULT_PURGE_INTERVAL.as_secs(),
+            )?,
             http_read_timeout: duration("http_read_timeout", file.http_read_timeout, 10)?,
             max_connections: file.max_connections.unwrap_or(4096),
             unauthenticated_writes_per_minute: file
@@ -459,7 +471,7 @@ impl Config {
 
     /// Each bounded setting: its key, its value, the least and most it may be, and what
     /// to say otherwise.
-    fn ranges(&self) -> [(&'static str, u64, u64, u64, &'static str); 10] {
+    fn ranges(&self) -> [(&'static str, u64, u64, u64, &'static str); 11] {
         const DAY: u64 = 24 * 3600;
         [
             (
@@ -503,6 +515,13 @@ impl Config {
                 1,
                 60,
                 "must be between 1s and 60s",
+            ),
+            (
+                "purge_interval",
+                self.purge_interval.as_secs(),
+                1,
+                DAY,
+                "must be between 1s and 24h",
             ),
             (
                 "http_read_timeout",
@@ -933,13 +952,14 @@ mod tests {
     /// refused with an error naming the key.
     #[test]
     fn each_range_limit_is_enforced_at_its_edges() {
-        let durations: [(&str, u64, u64); 7] = [
+        let durations: [(&str, u64, u64); 8] = [
             ("access_token_ttl", 10, 86_400),
             ("id_token_ttl", 10, 86_400),
             ("authorization_code_ttl", 1, 600),
             ("login_ttl", 60, 86_400),
             ("device_code_ttl", 1, 3600),
             ("device_poll_interval", 1, 60),
+            ("purge_interval", 1, 86_400),
             ("http_read_timeout", 1, 300),
         ];
         let parse = |line: String| Config::from_toml(&line, &env(&[]));
@@ -998,6 +1018,7 @@ mod tests {
             (example.device_code_ttl, defaults.device_code_ttl),
             (example.device_poll_interval, defaults.device_poll_interval),
             (example.groups_max_age, defaults.groups_max_age),
+            (example.purge_interval, defaults.purge_interval),
             (example.http_read_timeout, defaults.http_read_timeout),
             (example.exchange.lifetime, defaults.exchange.lifetime),
         ] {

@@ -190,31 +190,51 @@ fn connection_cap(configured: usize) -> usize {
 }
 
 /// Reloads keys every [`RELOAD_INTERVAL`] (and returns freed memory to the system as
-/// often, see [`crate::memory`]) and purges expired records every few minutes.
+/// often, see [`crate::memory`]), and purges expired records every `purge_interval`
+/// (five minutes by default), the first time one interval after start (not while a
+/// restarted server takes its first requests). A purge goes in small batches (see
+/// [`crate::store::Store::purge_expired`]), so requests keep being answered meanwhile;
+/// its passes, rows and time are counted at `/metrics`.
 async fn housekeeping(state: AppState) {
-    let mut ticks: u64 = 0;
-    let mut interval = tokio::time::interval(RELOAD_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reload = tokio::time::interval(RELOAD_INTERVAL);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = state.config().purge_interval;
+    let mut purge = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
-        ticks += 1;
-        crate::memory::release_freed_memory();
-        if let Err(e) = state.keys().reload().await {
-            crate::telemetry::log_internal(&e);
-        }
-        if ticks % 10 == 1 {
-            let now = state.now();
-            match state.store().purge_expired(now).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "purged expired records"),
-                Err(e) => crate::telemetry::log_internal(&e),
+        tokio::select! {
+            _ = reload.tick() => {
+                crate::memory::release_freed_memory();
+                if let Err(e) = state.keys().reload().await {
+                    crate::telemetry::log_internal(&e);
+                }
             }
-            let publish_for = state.config().key_publish_window();
-            // Retired keys are kept an hour past their publication window, then deleted.
-            let cutoff = now - crate::domain::secs(publish_for) - 3600;
-            if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {
-                crate::telemetry::log_internal(&e);
+            _ = purge.tick() => purge_once(&state).await,
+        }
+    }
+}
+
+/// One housekeeping pass: expired records, then signing keys retired long enough ago.
+async fn purge_once(state: &AppState) {
+    let now = state.now();
+    let started = std::time::Instant::now();
+    match state.store().purge_expired(now).await {
+        Ok(rows) => {
+            let metrics = state.metrics();
+            metrics.increment("keyward_purge_passes_total", &[]);
+            metrics.add("keyward_purged_rows_total", &[], rows);
+            let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            metrics.add("keyward_purge_milliseconds_total", &[], took);
+            if rows > 0 {
+                tracing::debug!(rows, took_ms = took, "purged expired records");
             }
         }
+        Err(e) => crate::telemetry::log_internal(&e),
+    }
+    let publish_for = state.config().key_publish_window();
+    // Retired keys are kept an hour past their publication window, then deleted.
+    let cutoff = now - crate::domain::secs(publish_for) - 3600;
+    if let Err(e) = state.store().delete_keys_retired_before(cutoff).await {
+        crate::telemetry::log_internal(&e);
     }
 }

@@ -26,6 +26,11 @@ pub struct Metrics {
 impl Metrics {
     /// Adds one to the counter `name` with `labels` (created at zero first).
     pub fn increment(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    /// Adds `n` to the counter `name` with `labels` (created at zero first).
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let series = Series {
             name,
             labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
@@ -33,7 +38,7 @@ impl Metrics {
         {
             let counters = self.counters.read().unwrap_or_else(|e| e.into_inner());
             if let Some(counter) = counters.get(&series) {
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.fetch_add(n, Ordering::Relaxed);
                 return;
             }
         }
@@ -41,7 +46,7 @@ impl Metrics {
         counters
             .entry(series)
             .or_default()
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// The current value of one series (0 when it was never incremented).

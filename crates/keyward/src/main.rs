@@ -365,7 +365,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .filter(|c| &c.client_id != pkg_client)
         .count();
-    let users = state.store().list_users().await?.len();
+    let users = state.store().count_users().await?;
     println!(
         "keyward {} listening on http://{listen}",
         env!("CARGO_PKG_VERSION")

@@ -13,7 +13,7 @@
 //!   commit that crosses it and the -shm index).
 //!
 //! From two purge intervals and the slack on ([`HOUSEKEEPING_MIN`]): **expired rows
-//! bounded**. keyward purges at its start and every [`PURGE_INTERVAL`], so a row that
+//! bounded**. keyward purges every [`PURGE_INTERVAL`] from its start, so a row that
 //! became purgeable at `e` is gone by `e + PURGE_INTERVAL (+ PURGE_SLACK)`. At every
 //! sample from `PURGE_INTERVAL + PURGE_SLACK` on, the purgeable rows present must be
 //! at most those that became purgeable within that last window: no row may be

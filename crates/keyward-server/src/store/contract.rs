@@ -184,6 +184,7 @@ async fn users(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         ["alice", "bob"]
     );
+    assert_eq!(store.count_users().await.unwrap(), 2);
 }
 
 /// Logins in progress: every kind comes back as it went in; expiry, the signed-in user, single take, and sign-out ending a browser's logins.
@@ -790,6 +791,54 @@ async fn purge(store: Arc<dyn Store>) {
         None
     );
     assert!(store.get_client("app").await.unwrap().is_some());
+
+    // Many expired grants (more than a few of the purge's batches), each with a code and
+    // a refresh token, among grants still alive: every expired one goes with what names
+    // it, the live ones stay whole, and nothing is left naming a grant that is gone.
+    const EXPIRED: usize = 1_234;
+    for i in 0..EXPIRED + 10 {
+        let (mut g, mut c, _) = grant(&format!("many-{i}"));
+        let alive = i >= EXPIRED;
+        g.expires_at = if alive { 200_000 } else { 50_000 };
+        // Codes are kept a day past their expiry, unless their grant goes.
+        c.expires_at = 99_000;
+        store.insert_grant_with_code(&g, &c).await.unwrap();
+        let mut token = refresh_token(&format!("many-{i}"), &g.id);
+        token.expires_at = g.expires_at;
+        store.insert_refresh_token(&token).await.unwrap();
+    }
+    let purged = store.purge_expired(100_000).await.unwrap();
+    assert_eq!(
+        purged,
+        3 * EXPIRED as u64,
+        "grant, code and refresh token each"
+    );
+    for i in [0, 499, 500, 501, EXPIRED - 1] {
+        assert_eq!(store.get_grant(&format!("many-{i}")).await.unwrap(), None);
+        let token = TokenHash::of(&format!("many-{i}"));
+        assert_eq!(store.get_refresh_token(&token).await.unwrap(), None);
+    }
+    for i in EXPIRED..EXPIRED + 10 {
+        assert!(
+            store
+                .get_grant(&format!("many-{i}"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let token = TokenHash::of(&format!("many-{i}"));
+        assert!(store.get_refresh_token(&token).await.unwrap().is_some());
+    }
+    let consistency = store.check_consistency(100_000).await.unwrap();
+    assert_eq!(consistency.problems, vec![], "{consistency:?}");
+    assert_eq!(consistency.checked.grants, 10);
+    assert_eq!(consistency.checked.refresh_tokens, 10);
+    assert_eq!(consistency.checked.auth_codes, 10);
+    assert_eq!(
+        store.purge_expired(100_000).await.unwrap(),
+        0,
+        "nothing left"
+    );
 }
 
 /// Identities, sign-ins at providers, and what the account page reads and changes.

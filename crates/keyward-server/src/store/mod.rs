@@ -195,6 +195,8 @@ pub trait UserStore: Send + Sync {
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     /// Every user, by username.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// How many users there are (without reading them: a store may hold millions).
+    async fn count_users(&self) -> StoreResult<u64>;
     /// Sets a user's password hash; false when there is no such user.
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
     /// Disables or enables a user; false when there is no such user.

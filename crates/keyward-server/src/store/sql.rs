@@ -54,7 +54,32 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_state_bytes.sql")),
     (9, include_str!("../../migrations/0009_change_counters.sql")),
     (10, include_str!("../../migrations/0010_device_poll.sql")),
+    (11, include_str!("../../migrations/0011_expiry_indexes.sql")),
 ];
+
+/// Rows a purge deletes per statement (of grants: per transaction, with what names
+/// them). A batch takes a few milliseconds, which is the most a request arriving during
+/// a purge waits for the writer.
+const PURGE_BATCH: u16 = 200;
+
+/// After each batch a purge rests this many times as long as the batch took, so that
+/// it takes at most a third of the writer's time (and of a core) from the requests: a
+/// backlog of a million expired grants, whose keys are random and so touch a page
+/// each, takes minutes rather than stalling every write for a minute.
+const PURGE_REST: u32 = 2;
+
+/// Waits after a purge's batch that began at `began` (see [`PURGE_REST`]).
+async fn rest_after_batch(began: std::time::Instant) {
+    tokio::time::sleep(began.elapsed() * PURGE_REST).await;
+}
+
+/// `$first, $first+1, …`: `n` numbered parameters, for an `IN (…)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
@@ -779,6 +804,28 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Deletes the rows of `table` (keyed by `key`) whose `column` is below
+            /// `cutoff`, [`PURGE_BATCH`] rows per statement, so that a write arriving
+            /// meanwhile waits for one batch at most, not for the whole purge.
+            async fn purge_table(&self, table: &str, key: &str, column: &str, cutoff: i64) -> StoreResult<u64> {
+                let sql = format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)");
+                let mut deleted = 0;
+                loop {
+                    let began = std::time::Instant::now();
+                    let batch = sqlx::query(&sql)
+                        .bind(cutoff)
+                        .bind(i64::from(PURGE_BATCH))
+                        .execute(&self.writer)
+                        .await?
+                        .rows_affected();
+                    deleted += batch;
+                    if batch < u64::from(PURGE_BATCH) {
+                        return Ok(deleted);
+                    }
+                    rest_after_batch(began).await;
+                }
+            }
+
             async fn move_device_status(&self, hash: &TokenHash, from: DeviceStatus, to: DeviceStatus) -> StoreResult<bool> {
                 let done = sqlx::query("UPDATE device_codes SET status = $1 WHERE device_code_hash = $2 AND status = $3")
                     .bind(to.as_str())
@@ -847,32 +894,63 @@ macro_rules! sql_store {
             }
 
             async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
-                let mut tx = self.writer.begin().await?;
-                let mut deleted = 0;
                 let day_ago = now - 86_400;
                 // Expired device codes stay an hour, so that a device polling late hears
                 // expired_token (RFC 8628 §3.5) rather than that its code is unknown.
                 let hour_ago = now - 3600;
-                for (sql, cutoff) in [
-                    ("DELETE FROM auth_requests WHERE expires_at < $1", now),
-                    ("DELETE FROM sessions WHERE expires_at < $1", now),
-                    ("DELETE FROM auth_codes WHERE expires_at < $1", day_ago),
-                    ("DELETE FROM refresh_tokens WHERE expires_at < $1", now),
-                    // What names an expired grant goes with it, so that nothing names a
-                    // grant that is gone (a code presented again then is unknown rather
-                    // than replayed: refused either way).
-                    ("DELETE FROM refresh_tokens WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
-                    ("DELETE FROM auth_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
-                    ("DELETE FROM device_codes WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1)", now),
-                    ("DELETE FROM grants WHERE expires_at < $1", now),
-                    ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
-                    ("DELETE FROM device_codes WHERE expires_at < $1", hour_ago),
-                    ("DELETE FROM connector_logins WHERE expires_at < $1", now),
-                    ("DELETE FROM throttles WHERE last_at < $1", day_ago),
-                ] {
-                    deleted += sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+                let mut deleted = 0;
+                // Refresh tokens past their own expiry first: they name a grant, but
+                // nothing names them.
+                deleted += self.purge_table("refresh_tokens", "token_hash", "expires_at", now).await?;
+                // Expired grants, a batch at a time, each with what names it in the same
+                // transaction, so that nothing names a grant that is gone (a code
+                // presented again then is unknown rather than replayed: refused either
+                // way).
+                loop {
+                    let began = std::time::Instant::now();
+                    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM grants WHERE expires_at < $1 LIMIT $2")
+                        .bind(now)
+                        .bind(i64::from(PURGE_BATCH))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    if ids.is_empty() {
+                        break;
+                    }
+                    let listed = placeholders(2, ids.len());
+                    let mut tx = self.writer.begin().await?;
+                    // Still expired when the batch is deleted: the condition is checked
+                    // again under the write.
+                    for table in ["refresh_tokens", "auth_codes", "device_codes"] {
+                        let sql = format!("DELETE FROM {table} WHERE grant_id IN (SELECT id FROM grants WHERE expires_at < $1 AND id IN ({listed}))");
+                        let mut query = sqlx::query(&sql).bind(now);
+                        for id in &ids {
+                            query = query.bind(id);
+                        }
+                        deleted += query.execute(&mut *tx).await?.rows_affected();
+                    }
+                    let sql = format!("DELETE FROM grants WHERE expires_at < $1 AND id IN ({listed})");
+                    let mut query = sqlx::query(&sql).bind(now);
+                    for id in &ids {
+                        query = query.bind(id);
+                    }
+                    deleted += query.execute(&mut *tx).await?.rows_affected();
+                    tx.commit().await?;
+                    if ids.len() < usize::from(PURGE_BATCH) {
+                        break;
+                    }
+                    rest_after_batch(began).await;
                 }
-                tx.commit().await?;
+                for (table, key, column, cutoff) in [
+                    ("auth_codes", "code_hash", "expires_at", day_ago),
+                    ("auth_requests", "id", "expires_at", now),
+                    ("sessions", "id_hash", "expires_at", now),
+                    ("revoked_tokens", "jti", "expires_at", now),
+                    ("device_codes", "device_code_hash", "expires_at", hour_ago),
+                    ("connector_logins", "state_hash", "expires_at", now),
+                    ("throttles", "key", "last_at", day_ago),
+                ] {
+                    deleted += self.purge_table(table, key, column, cutoff).await?;
+                }
                 Ok(deleted)
             }
 
@@ -1024,6 +1102,11 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::user).collect()
+            }
+
+            async fn count_users(&self) -> StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+                Ok(u64::try_from(count).unwrap_or(0))
             }
 
             async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool> {

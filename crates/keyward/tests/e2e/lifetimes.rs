@@ -160,3 +160,45 @@ async fn a_login_page_left_open_past_login_ttl_is_refused() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.html);
     assert!(refused.html.contains("has expired"), "{}", refused.html);
 }
+
+/// Housekeeping deletes what expired every `purge_interval` (not at start), and
+/// `/metrics` counts its passes and the rows they deleted.
+#[tokio::test]
+async fn housekeeping_purges_every_interval_and_counts_it() {
+    let extra = format!("{LIFETIMES}\npurge_interval = \"1s\"\n");
+    let app = spawn_app(Db::Sqlite, &extra).await.unwrap();
+    let store = app.state.store();
+    sign_in(&app, &browser(), "").await;
+    let grants = |c: keyward_server::store::Consistency| c.checked.grants;
+    let now = keyward_server::domain::now();
+    assert_eq!(grants(store.check_consistency(now).await.unwrap()), 1);
+    assert_eq!(metric(&app, "keyward_purged_rows_total").await, 0);
+
+    // A pass finds nothing to delete while the grant lives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(&app, "keyward_purge_passes_total").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no purge pass in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&app, "keyward_purged_rows_total").await, 0);
+    assert_eq!(grants(store.check_consistency(now).await.unwrap()), 1);
+
+    // Past the refresh token's end (5 minutes), the next pass deletes the grant with
+    // its code and refresh token.
+    app.advance(301);
+    while metric(&app, "keyward_purged_rows_total").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing purged in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let later = now + 301;
+    let after = store.check_consistency(later).await.unwrap();
+    assert_eq!(after.checked.grants, 0, "{after:?}");
+    assert_eq!(after.checked.refresh_tokens, 0, "{after:?}");
+    assert!(after.problems.is_empty(), "{after:?}");
+}
