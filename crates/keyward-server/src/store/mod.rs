@@ -159,7 +159,10 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes what has expired: logins in progress, sessions, codes, device codes,
     /// grants with everything that names them, refresh tokens, revocation entries,
-    /// throttles quiet for a day. Returns rows deleted.
+    /// throttles quiet for a day. Returns rows deleted. Goes a few hundred rows at a
+    /// time, each batch its own transaction (a grant with what names it), and pauses
+    /// between batches, so that requests writing meanwhile wait for one batch at most
+    /// and keep most of the writer; a large backlog takes minutes.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
     /// Checks that the records agree with each other at `now` ([`check`]): what a write
     /// cut in half, or a lost commit, would leave behind. Reads only.
