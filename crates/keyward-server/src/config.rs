@@ -66,6 +66,31 @@ pub enum Durability {
     Full,
 }
 
+/// How `keyward serve` writes its log lines to stderr (`log_format`, or
+/// `KEYWARD_LOG_FORMAT`, which wins).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: time, level, where, message and fields, one event a line; in colour
+    /// only when stderr is a terminal.
+    #[default]
+    Text,
+    /// For a log shipper: one JSON object a line (`timestamp`, `level`, `target`,
+    /// `fields`, and `span` with the request's `id`, `method` and `path`).
+    Json,
+}
+
+impl LogFormat {
+    /// The format named `text` or `json`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
 /// The default database: an embedded SQLite file.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://keyward-data/keyward.db";
 
@@ -146,6 +171,7 @@ pub struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
     durability: Option<Durability>,
+    log_format: Option<LogFormat>,
     access_token_ttl: Option<String>,
     id_token_ttl: Option<String>,
     refresh_token_ttl: Option<String>,
@@ -286,6 +312,8 @@ pub struct Config {
     pub database_url: String,
     /// How far each commit is made durable before it is answered.
     pub durability: Durability,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Access token lifetime.
     pub access_token_ttl: Duration,
     /// ID token lifetime.
@@ -402,6 +430,11 @@ impl Config {
             listen,
             database_url,
             durability: file.durability.unwrap_or_default(),
+            log_format: match env.get("KEYWARD_LOG_FORMAT") {
+                Some(name) => LogFormat::parse(name)
+                    .ok_or_else(|| invalid("KEYWARD_LOG_FORMAT", "must be \"text\" or \"json\""))?,
+                None => file.log_format.unwrap_or_default(),
+            },
             access_token_ttl: duration("access_token_ttl", file.access_token_ttl, 15 * 60)?,
             id_token_ttl: duration("id_token_ttl", file.id_token_ttl, 60 * 60)?,
             refresh_token_ttl: duration(
@@ -1008,6 +1041,19 @@ mod tests {
         let full = Config::from_toml("durability = \"full\"", &env(&[])).unwrap();
         assert_eq!(full.durability, Durability::Full);
         assert!(Config::from_toml("durability = \"fsync\"", &env(&[])).is_err());
+        assert_eq!(example.log_format, defaults.log_format);
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        let json = Config::from_toml("log_format = \"json\"", &env(&[])).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let text = Config::from_toml(
+            "log_format = \"json\"",
+            &env(&[("KEYWARD_LOG_FORMAT", "text")]),
+        )
+        .unwrap();
+        assert_eq!(text.log_format, LogFormat::Text, "the environment wins");
+        assert!(Config::from_toml("log_format = \"xml\"", &env(&[])).is_err());
+        let err = Config::from_toml("", &env(&[("KEYWARD_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("KEYWARD_LOG_FORMAT"), "{err}");
         for (a, b) in [
             (example.access_token_ttl, defaults.access_token_ttl),
             (example.id_token_ttl, defaults.id_token_ttl),

@@ -763,9 +763,111 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the redirect URI a request names is the `registered` one (RFC 6749 §3.1.2.3:
+/// compared as strings), or, for a registered `http` URI on a loopback IP literal
+/// (`http://127.0.0.1/cb`, `http://[::1]/cb`), the same URI on any port (RFC 8252 §7.3:
+/// a native app listens on the port the system gives it). Only IP literals: a
+/// `localhost` name may resolve elsewhere, and no other host gets this (RFC 8252 §8.3).
+pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(registered), Ok(requested)) = (Url::parse(registered), Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = |url: &Url| match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    registered.scheme() == "http"
+        && loopback_ip(&registered)
+        && requested.scheme() == "http"
+        && requested.host() == registered.host()
+        && requested.username().is_empty()
+        && requested.password().is_none()
+        && requested.path() == registered.path()
+        && requested.query() == registered.query()
+        && requested.fragment().is_none()
+        && registered.username().is_empty()
+        && registered.password().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_ip_redirects_match_on_any_port_and_nothing_else_does() {
+        for (registered, requested) in [
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:49152/callback",
+            ),
+            (
+                "http://127.0.0.1:5555/callback",
+                "http://127.0.0.1:40001/callback",
+            ),
+            ("http://127.0.0.1/callback", "http://127.0.0.1/callback"),
+            ("http://[::1]/cb", "http://[::1]:8123/cb"),
+            (
+                "http://127.0.0.1/cb?app=cli",
+                "http://127.0.0.1:1/cb?app=cli",
+            ),
+            ("https://app.example/cb", "https://app.example/cb"),
+        ] {
+            assert!(
+                redirect_uri_matches(registered, requested),
+                "{registered} {requested}"
+            );
+        }
+        for (registered, requested) in [
+            // Names, other hosts, other schemes: exact only.
+            (
+                "http://localhost/callback",
+                "http://localhost:49152/callback",
+            ),
+            ("https://app.example/cb", "https://app.example:8443/cb"),
+            ("https://127.0.0.1/cb", "https://127.0.0.1:8443/cb"),
+            // Everything but the port must be the same.
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.2:49152/callback",
+            ),
+            ("http://127.0.0.1/callback", "http://[::1]:49152/callback"),
+            (
+                "http://127.0.0.1/callback",
+                "http://localhost:49152/callback",
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:49152/callback/",
+            ),
+            ("http://127.0.0.1/callback", "http://127.0.0.1:49152/other"),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:49152/callback?x=1",
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1:49152/callback#x",
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "http://user@127.0.0.1:49152/callback",
+            ),
+            (
+                "http://127.0.0.1/callback",
+                "https://127.0.0.1:49152/callback",
+            ),
+            ("http://127.0.0.1/callback", "not a url"),
+        ] {
+            assert!(
+                !redirect_uri_matches(registered, requested),
+                "{registered} {requested}"
+            );
+        }
+    }
 
     /// Any bytes, UTF-8 or not, survive the encoded form and the store's round trip.
     #[test]

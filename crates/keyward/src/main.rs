@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use keyward_proto::Password;
 use keyward_server::admin::{self, NewClient};
-use keyward_server::config::{Config, ConnectorKind};
+use keyward_server::config::{Config, ConnectorKind, LogFormat};
 use keyward_server::domain::SigningAlg;
 use keyward_server::domain::utc_text;
 use keyward_server::store::{self, Store};
@@ -240,7 +240,17 @@ enum StoreCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `serve` starts its log once its configuration has said which format
+    // (`log_format`); the other commands take `KEYWARD_LOG_FORMAT` or text.
+    if !matches!(cli.command, Command::Serve) {
+        let format = std::env::var("KEYWARD_LOG_FORMAT").ok();
+        init_logging(
+            format
+                .as_deref()
+                .and_then(LogFormat::parse)
+                .unwrap_or_default(),
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -264,13 +274,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `KEYWARD_LOG` (default `info,sqlx=warn`), as text (in colour only
+/// on a terminal) or one JSON object a line with the request's span (`id`, `method`,
+/// `path`) in each.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -305,7 +326,11 @@ fn redact_url(url: &str) -> String {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Serve => serve(load_config(config)?).await,
+        Command::Serve => {
+            let config = load_config(config)?;
+            init_logging(config.log_format);
+            serve(config).await
+        }
         Command::Client(command) => client_command(&*server_store(config).await?, command).await,
         Command::User(command) => user_command(&*server_store(config).await?, command).await,
         Command::Key(command) => {

@@ -25,7 +25,9 @@ use super::login::{
 };
 use super::page_error::PageError;
 use super::routes::Routes;
-use crate::domain::{AuthRequest, Client, ClientState, CodeFlow, LoginKind, ResponseMode, secs};
+use crate::domain::{
+    AuthRequest, Client, ClientState, CodeFlow, LoginKind, ResponseMode, redirect_uri_matches, secs,
+};
 use crate::state::AppState;
 
 /// Longest accepted `state`, `nonce` or `login_hint`.
@@ -166,12 +168,20 @@ async fn authorize(
 }
 
 /// Where the response goes (RFC 6749 §3.1.2.3): the requested redirect URI if it is
-/// registered, exactly; or the client's only one when none was named. The flag says
-/// whether the request named it (then the token request must repeat it). Anything
+/// registered, exactly, or on another port of a loopback IP (RFC 8252 §7.3, see
+/// [`redirect_uri_matches`]); or the client's only one when none was named. The flag
+/// says whether the request named it (then the token request must repeat it). Anything
 /// else is a page, never a redirect.
 fn redirect_target(client: &Client, requested: Option<&str>) -> Result<(String, bool), PageError> {
     match requested {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => Ok((uri.to_owned(), true)),
+        Some(uri)
+            if client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_uri_matches(r, uri)) =>
+        {
+            Ok((uri.to_owned(), true))
+        }
         Some(_) => Err(error_page(
             "Invalid redirect",
             "The redirect_uri does not match any redirect URI registered for this application.",
@@ -355,6 +365,18 @@ mod tests {
             "openid",
         );
         assert!(redirect_target(&two, None).is_err(), "which one?");
+        // A native app's loopback listener: any port, the rest exact (RFC 8252 §7.3).
+        let native = client(&["http://127.0.0.1/callback"], &[], "openid");
+        assert_eq!(
+            redirect_target(&native, Some("http://127.0.0.1:49152/callback")).unwrap(),
+            ("http://127.0.0.1:49152/callback".to_owned(), true)
+        );
+        for other in [
+            "http://localhost:49152/callback",
+            "http://127.0.0.1:49152/elsewhere",
+        ] {
+            assert!(redirect_target(&native, Some(other)).is_err(), "{other}");
+        }
     }
 
     #[test]

@@ -21,8 +21,9 @@
 //! [`browser`] (cookies, the session, CSRF), [`login`] (the login-in-progress machine),
 //! [`provider`] (leaving for an upstream provider, mailing a link), [`client_auth`],
 //! [`extract`] (request parsing), [`error`] (protocol errors), [`page_error`]
-//! (errors shown as pages) and [`routes`] (routers that list what they serve, so that a
-//! test holds the description and the router to each other).
+//! (errors shown as pages), [`routes`] (routers that list what they serve, so that a
+//! test holds the description and the router to each other) and [`trace`] (request ids
+//! and the access log).
 //!
 //! Every path is served under the issuer's path, so `issuer = "https://h/id"` serves
 //! `https://h/id/token`.
@@ -56,6 +57,7 @@ pub mod provider;
 pub mod routes;
 pub mod signin;
 pub mod token;
+pub mod trace;
 pub mod userinfo;
 
 /// Every endpoint family's routes, merged (`/auth/*` only with `pkg_auth`), with the
@@ -117,6 +119,7 @@ pub fn app(state: AppState) -> Router {
             health::count_requests,
         ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(axum::middleware::from_fn(trace::trace_requests))
         .with_state(state)
 }
 

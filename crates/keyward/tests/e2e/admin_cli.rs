@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use url::Url;
 
-use crate::replicas::{start_replica, start_replica_logging};
+use crate::replicas::{start_replica, start_replica_env, start_replica_logging};
 use crate::support::*;
 
 fn keyward(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
@@ -577,4 +577,108 @@ async fn logs_never_contain_secrets() {
         assert!(!log.contains(secret.as_str()), "{name} reached the log");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Starts `keyward serve` with `format` (`KEYWARD_LOG_FORMAT`, or the default when
+/// `None`) and its log in a file; sends one request with a plain `x-request-id` and one
+/// with a hostile one (and a secret in the query); returns the log once both requests'
+/// lines are in it, and the id keyward gave the second.
+async fn logged_requests(format: Option<&str>) -> (String, String) {
+    let dir = temp_dir();
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
+    )
+    .unwrap();
+    let log_path = dir.join("keyward.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let env: Vec<(&str, &std::ffi::OsStr)> = format
+        .map(|f| ("KEYWARD_LOG_FORMAT", std::ffi::OsStr::new(f)))
+        .into_iter()
+        .collect();
+    let server = start_replica_env(&config, &dir, "info", Stdio::from(log), &env);
+    let plain = http()
+        .get(format!("{}/healthz", server.base))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(plain.headers()["x-request-id"], "trace-me-42");
+    let hostile = http()
+        .get(format!("{}/token?code=the-secret-code", server.base))
+        .header("x-request-id", "forged\" \"level\":\"ERROR")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hostile.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let given = hostile.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        given.len(),
+        32,
+        "a new id instead of the forged one: {given}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("trace-me-42") && text.contains(&given) {
+            drop(server);
+            assert!(
+                !text.contains("the-secret-code"),
+                "the query was logged: {text}"
+            );
+            assert!(!text.contains("forged"), "the forged id was logged: {text}");
+            return (text, given);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requests' lines never reached the log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `KEYWARD_LOG_FORMAT=json`: every log line is one JSON object, and each request's
+/// access line carries its id (the caller's when plain, else a new one, returned as
+/// `x-request-id`), method, path without the query, and status.
+#[tokio::test]
+async fn json_logs_carry_each_requests_id() {
+    let (log, given) = logged_requests(Some("json")).await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let access = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["target"] == "keyward::access" && l["span"]["id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id}: {log}"))
+            .clone()
+    };
+    let plain = access("trace-me-42");
+    assert_eq!(plain["level"], "INFO");
+    assert_eq!(plain["span"]["method"], "GET");
+    assert_eq!(plain["span"]["path"], "/healthz");
+    assert_eq!(plain["fields"]["status"], 200);
+    assert!(plain["fields"]["micros"].is_u64(), "{plain}");
+    let hostile = access(&given);
+    assert_eq!(hostile["span"]["path"], "/token");
+    assert_eq!(hostile["fields"]["status"], 405);
+}
+
+/// The text format (the default) has no colour codes when stderr is not a terminal.
+#[tokio::test]
+async fn text_logs_have_no_colour_off_a_terminal() {
+    let (log, given) = logged_requests(None).await;
+    assert!(!log.contains('\u{1b}'), "an escape sequence in: {log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&given))
+        .unwrap_or_else(|| panic!("no line for {given}: {log}"));
+    assert!(line.contains("keyward::access"), "{line}");
+    assert!(line.contains("status=405"), "{line}");
 }

@@ -1447,3 +1447,78 @@ fn percent_decode_form(value: &str) -> Vec<u8> {
     let spaced = value.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced).collect()
 }
+
+/// RFC 8252 §7.3: a native app registered with a loopback IP redirect (`cli`:
+/// `http://127.0.0.1:5555/callback`) gets its code on whatever port it listens on, and
+/// redeems it with that same redirect URI; a `localhost` name, another path or another
+/// host is a page, never a redirect.
+#[tokio::test]
+async fn a_loopback_redirect_matches_on_any_port() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    // Signed in (through the registered port), so that the next requests are answered at once.
+    let (url, _) = crate::support::authorize_url(&app.issuer, "cli", "openid", "");
+    assert!(matches!(
+        drive(&browser, &url, "alice", PASSWORD, "approve").await,
+        Outcome::Callback(_)
+    ));
+    let listener = "http://127.0.0.1:49152/callback";
+    let code_at = |redirect: &'static str| {
+        let browser = browser.clone();
+        let issuer = app.issuer.clone();
+        async move {
+            let (url, verifier) = crate::support::authorize_url(&issuer, "cli", "openid", "");
+            let url = url.replace(&urlencode(REDIRECT), &urlencode(redirect));
+            let response = browser.get(&url).send().await.unwrap();
+            (response, verifier)
+        }
+    };
+    let redeem = |code: String, redirect: &'static str, verifier: String| {
+        let app = &app;
+        async move {
+            token_request(
+                app,
+                "cli",
+                None,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "cli"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await
+        }
+    };
+    for attempt in 0..2 {
+        let (response, verifier) = code_at(listener).await;
+        let to = location(&response);
+        assert_eq!(&to[..url::Position::AfterPath], listener);
+        let query: std::collections::BTreeMap<String, String> =
+            to.query_pairs().into_owned().collect();
+        assert_eq!(query["state"], "st");
+        let code = query["code"].clone();
+        let verifier = verifier.secret().clone();
+        if attempt == 0 {
+            // The token request must name the very redirect the code went to.
+            let (status, body) = redeem(code, REDIRECT, verifier).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(body["error"], "invalid_grant", "{body}");
+        } else {
+            let (status, body) = redeem(code, listener, verifier).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(body["access_token"].is_string(), "{body}");
+        }
+    }
+    for refused in [
+        "http://localhost:49152/callback",
+        "http://127.0.0.1:49152/elsewhere",
+        "http://127.0.0.2:49152/callback",
+        "http://[::1]:49152/callback",
+    ] {
+        let (response, _) = code_at(refused).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{refused}");
+        assert!(response.headers().get("location").is_none(), "{refused}");
+    }
+}
