@@ -682,3 +682,53 @@ async fn text_logs_have_no_colour_off_a_terminal() {
     assert!(line.contains("keyward::access"), "{line}");
     assert!(line.contains("status=405"), "{line}");
 }
+
+/// SIGTERM: keyward stops taking requests and lets the one in flight finish (here a
+/// token request whose body is still arriving when the signal comes), then exits 0.
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = temp_dir();
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
+    )
+    .unwrap();
+    let mut server = start_replica(&config, &dir);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let body = "grant_type=client_credentials&scope=api%3Aread";
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("demo-app:{SECRET}"),
+    );
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (first, rest) = body.split_at(10);
+    stream
+        .write_all(format!("{head}{first}").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.exit_within(Duration::ZERO).is_none(),
+        "keyward exited with a request in flight"
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer, then the connection closed, within 15 s")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("access_token"), "{answer}");
+    let status = server
+        .exit_within(Duration::from_secs(10))
+        .expect("keyward still running 10 s after its last request");
+    assert!(status.success(), "{status:?}");
+}
