@@ -98,6 +98,15 @@ enum Command {
     /// checks each request's bearer token (and each WebSocket's, in-band) and forwards
     /// the caller's identity.
     Guard(guard::GuardArgs),
+    /// Print the completion script for a shell.
+    ///
+    /// bash: `keyward completions bash > /etc/bash_completion.d/keyward`; zsh:
+    /// `keyward completions zsh > "${fpath[1]}/_keyward"`; fish: `keyward completions
+    /// fish > ~/.config/fish/completions/keyward.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 const BACKUP_HELP: &str = "The backup holds everything a restored server needs: \
@@ -359,6 +368,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => terminal::logout(args).await,
         Command::Status(args) => terminal::status(args),
         Command::Guard(args) => guard::run(args, config, shutdown_signal()).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "keyward", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

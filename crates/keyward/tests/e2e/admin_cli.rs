@@ -732,3 +732,34 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         .expect("keyward still running 10 s after its last request");
     assert!(status.success(), "{status:?}");
 }
+
+/// `keyward completions SHELL` prints a script the shell accepts (bash checks its
+/// syntax here), naming the subcommands.
+#[test]
+fn completions_for_each_shell() {
+    let dir = temp_dir();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&keyward(&dir, &["completions", shell], None));
+        for word in ["login", "token", "serve", "completions"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let bash = dir.join("keyward.bash");
+    std::fs::write(
+        &bash,
+        stdout(&keyward(&dir, &["completions", "bash"], None)),
+    )
+    .unwrap();
+    let checked = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let refused = keyward(&dir, &["completions", "tcsh"], None);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "clap refuses an unknown shell"
+    );
+}
