@@ -26,8 +26,8 @@ use keyward_server::store::{self, Store};
 #[derive(Parser)]
 #[command(name = "keyward", version, about, long_about = None)]
 struct Cli {
-    /// Configuration file (TOML). KEYWARD_ISSUER, KEYWARD_LISTEN and
-    /// KEYWARD_DATABASE_URL override it.
+    /// Configuration file (TOML). KEYWARD_ISSUER, KEYWARD_LISTEN, KEYWARD_DATABASE_URL
+    /// and KEYWARD_LOG_FORMAT override it.
     #[arg(long, short, global = true, env = "KEYWARD_CONFIG")]
     config: Option<PathBuf>,
 
