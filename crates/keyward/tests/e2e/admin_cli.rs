@@ -401,11 +401,9 @@ async fn run_bounded(
     }
 }
 
-/// At the most verbose log level, a whole login, exchange, refresh, failed login, failed
-/// client authentication, userinfo, introspection and revocation leave no password,
-/// client secret, code, verifier, cookie or token the run handled in the log.
-#[tokio::test]
-async fn logs_never_contain_secrets() {
+/// A fresh directory with a `keyward.toml` of the test clients and users, for a
+/// `keyward serve` process: the directory and the file.
+fn served_config() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = temp_dir();
     let config = dir.join("keyward.toml");
     std::fs::write(
@@ -413,6 +411,15 @@ async fn logs_never_contain_secrets() {
         format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
     )
     .unwrap();
+    (dir, config)
+}
+
+/// At the most verbose log level, a whole login, exchange, refresh, failed login, failed
+/// client authentication, userinfo, introspection and revocation leave no password,
+/// client secret, code, verifier, cookie or token the run handled in the log.
+#[tokio::test]
+async fn logs_never_contain_secrets() {
+    let (dir, config) = served_config();
     let log_path = dir.join("keyward.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = start_replica_logging(&config, &dir, "trace", Stdio::from(log));
@@ -584,13 +591,7 @@ async fn logs_never_contain_secrets() {
 /// with a hostile one (and a secret in the query); returns the log once both requests'
 /// lines are in it, and the id keyward gave the second.
 async fn logged_requests(format: Option<&str>) -> (String, String) {
-    let dir = temp_dir();
-    let config = dir.join("keyward.toml");
-    std::fs::write(
-        &config,
-        format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
-    )
-    .unwrap();
+    let (dir, config) = served_config();
     let log_path = dir.join("keyward.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let env: Vec<(&str, &std::ffi::OsStr)> = format
@@ -688,13 +689,7 @@ async fn text_logs_have_no_colour_off_a_terminal() {
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let dir = temp_dir();
-    let config = dir.join("keyward.toml");
-    std::fs::write(
-        &config,
-        format!("issuer = \"http://127.0.0.1:9\"\n{}", base_config("")),
-    )
-    .unwrap();
+    let (dir, config) = served_config();
     let mut server = start_replica(&config, &dir);
     let addr = server.base.trim_start_matches("http://").to_owned();
     let body = "grant_type=client_credentials&scope=api%3Aread";
