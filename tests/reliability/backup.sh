@@ -10,14 +10,16 @@
 #   cargo build --release -p keyward
 #   tests/reliability/backup.sh [ROWS] [CHAINS]      # defaults: 200000 grants, 4 chains
 #
-# KEYWARD names the binary (default target/release/keyward). Needs curl, openssl, jq,
-# sqlite3 and python3 (for a free port). Everything happens in a temporary directory.
+# KEYWARD names the binary (default target/release/keyward, under CARGO_TARGET_DIR when
+# that is set). Needs curl, openssl, jq, sqlite3 and python3 (for a free port).
+# Everything happens in a temporary directory.
 set -euo pipefail
 
 rows=${1:-200000}
 chains=${2:-4}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-keyward=${KEYWARD:-$root/target/release/keyward}
+keyward=${KEYWARD:-${CARGO_TARGET_DIR:-$root/target}/release/keyward}
+case "$keyward" in /*) ;; *) keyward="$PWD/$keyward" ;; esac
 work=$(mktemp -d)
 data="$work/data"
 cd "$work"
