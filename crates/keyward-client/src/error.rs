@@ -65,11 +65,18 @@ pub enum ClientError {
         /// The server's description, shortened and stripped of control characters.
         description: Option<String>,
     },
+    /// No port could be opened on 127.0.0.1 for the browser's redirect (RFC 8252).
+    #[error("cannot listen on 127.0.0.1 for the browser's redirect")]
+    Listen {
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The user declined the login (RFC 8628 `access_denied`).
     #[error("the login was denied")]
     AccessDenied,
     /// The device code expired before the user approved (RFC 8628 `expired_token`, or
-    /// `expires_in` passed).
+    /// `expires_in` passed), or the browser did not come back in time.
     #[error("the login expired before it was approved; run the login again")]
     Expired,
     /// There is no usable token and logging in was not asked for.

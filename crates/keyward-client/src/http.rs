@@ -103,6 +103,7 @@ pub async fn discover(
     }
     let endpoints = [
         Some(&metadata.token_endpoint),
+        metadata.authorization_endpoint.as_ref(),
         metadata.device_authorization_endpoint.as_ref(),
         metadata.revocation_endpoint.as_ref(),
     ];
@@ -145,6 +146,27 @@ pub async fn poll_device(
         ("grant_type", DEVICE_CODE_GRANT),
         ("client_id", client_id),
         ("device_code", device_code),
+    ];
+    token_response(http.post(token_endpoint).form(&form), token_endpoint).await
+}
+
+/// Redeems an authorization code (RFC 6749 §4.1.3) as the public client `client_id`,
+/// proving possession of the PKCE `verifier` (RFC 7636 §4.5).
+pub async fn redeem_code(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    client_id: &str,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &keyward_proto::pkce::CodeVerifier,
+) -> Result<TokenResponse, ClientError> {
+    check_secure(&parse_url(token_endpoint)?)?;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier.secret()),
     ];
     token_response(http.post(token_endpoint).form(&form), token_endpoint).await
 }

@@ -9,8 +9,14 @@
 //!        │ login allowed            └─ not allowed ─▶ Failure(LoginRequired)
 //!        ▼
 //! RequestLogin ──▶ ClaimToken ⟲ (pending, slow_down) ──▶ HasNewToken ──▶ Success
-//!                      └── denied, expired, server gone ──▶ Failure
+//!      │               └── denied, expired, server gone ──▶ Failure
+//!      └─ browser ─▶ AwaitRedirect ──▶ HasNewToken | Failure
 //! ```
+//!
+//! `AwaitRedirect` is keyward's addition (RFC 8252): with [`LoginMethod::Browser`] the
+//! login is an authorization code request opened in the system browser and redirected
+//! back to a one-shot listener on 127.0.0.1 ([`crate::loopback`]). A caller that
+//! cannot open a browser turns it into a device login with [`Flow::fall_back_to_device`].
 //!
 //! Where the original races and stalls, this one does not: the token file is read,
 //! refreshed and written under a cross-process lock (so sixteen processes with an
@@ -32,6 +38,7 @@ use url::Url;
 use crate::device::{DevicePoll, PollDecision};
 use crate::error::ClientError;
 use crate::http;
+use crate::loopback::{self, BrowserLogin};
 use crate::tokenfile::{TokenFile, TokenFileError, TokenLock, TokenStore};
 
 /// The client id used when none is given: the public device client a keyward server
@@ -66,6 +73,20 @@ pub struct Options {
     pub login: bool,
     /// How long to wait for the token lock.
     pub lock_timeout: Duration,
+    /// How a person logs in.
+    pub method: LoginMethod,
+}
+
+/// How a person logs in when there is no usable token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoginMethod {
+    /// RFC 8628: a code to confirm on a page, in any browser on any device.
+    #[default]
+    Device,
+    /// RFC 8252: the code flow in a browser on this machine, redirected back to a
+    /// listener on 127.0.0.1. A server without an authorization endpoint gets a device
+    /// login instead.
+    Browser,
 }
 
 impl Default for Options {
@@ -76,6 +97,7 @@ impl Default for Options {
             margin: DEFAULT_MARGIN,
             login: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            method: LoginMethod::Device,
         }
     }
 }
@@ -141,10 +163,12 @@ pub enum State {
     NeedRefresh(TokenFile),
     /// There is no usable token.
     NoAuthentication,
-    /// A device login is to be started.
+    /// A login is to be started (device, or browser: [`Options::method`]).
     RequestLogin,
     /// A device login is waiting for the user.
     ClaimToken(PendingLogin),
+    /// A browser login is waiting for the browser to come back.
+    AwaitRedirect(BrowserLogin),
     /// New tokens, not yet written.
     HasNewToken(TokenFile),
     /// Done: a valid token, written to the file.
@@ -163,6 +187,7 @@ impl State {
             Self::NoAuthentication => "NoAuthentication",
             Self::RequestLogin => "RequestLogin",
             Self::ClaimToken(_) => "ClaimToken",
+            Self::AwaitRedirect(_) => "AwaitRedirect",
             Self::HasNewToken(_) => "HasNewToken",
             Self::Success(_) => "Success",
             Self::Failure(_) => "Failure",
@@ -187,6 +212,7 @@ impl State {
             Self::NeedAuthentication
             | Self::RequestLogin
             | Self::ClaimToken(_)
+            | Self::AwaitRedirect(_)
             | Self::Success(_)
             | Self::Failure(_) => false,
         }
@@ -300,6 +326,7 @@ impl Flow {
             State::NoAuthentication => Ok(self.no_authentication()),
             State::RequestLogin => self.request_login().await,
             State::ClaimToken(pending) => self.claim(pending).await,
+            State::AwaitRedirect(login) => self.await_redirect(login).await,
             State::HasNewToken(token) => self.write(token).await,
             done @ (State::Success(_) | State::Failure(_)) => Ok(done),
         };
@@ -384,11 +411,39 @@ impl Flow {
         }
     }
 
-    /// RequestLogin → ClaimToken | Failure: discovery, then a device authorization.
-    /// The lock is let go: the user may take minutes, and other processes should not
-    /// wait for them.
+    /// What to do when the caller could not open a browser for an
+    /// [`State::AwaitRedirect`] login: from now on this flow logs in with the device
+    /// flow; the state returned starts that login. Dropping the browser login closes
+    /// its listener.
+    pub fn fall_back_to_device(&mut self, abandoned: State) -> State {
+        drop(abandoned);
+        self.options.method = LoginMethod::Device;
+        State::RequestLogin
+    }
+
+    /// RequestLogin → AwaitRedirect | ClaimToken | Failure: discovery, then a browser
+    /// login (when asked for and the server has an authorization endpoint) or a device
+    /// authorization. The lock is let go: the user may take minutes, and other processes
+    /// should not wait for them.
     async fn request_login(&mut self) -> Result<State, ClientError> {
-        let provider = self.provider().await?;
+        let provider = self.provider().await?.clone();
+        if self.options.method == LoginMethod::Browser
+            && let Some(authorization) = provider.authorization_endpoint.as_deref()
+        {
+            let endpoints = loopback::Endpoints {
+                issuer: &provider.issuer,
+                authorization,
+                token: &provider.token_endpoint,
+            };
+            match BrowserLogin::start(endpoints, &self.options.client_id, &self.options.scope).await
+            {
+                Ok(login) => return Ok(State::AwaitRedirect(login)),
+                Err(error) => self.warnings.push(format!(
+                    "logging in with a code instead of the browser: {}",
+                    error_chain(&error)
+                )),
+            }
+        }
         let token_endpoint = provider.token_endpoint.clone();
         let Some(endpoint) = provider.device_authorization_endpoint.clone() else {
             return Err(ClientError::NoDeviceFlow {
@@ -433,14 +488,35 @@ impl Flow {
                 State::ClaimToken(pending)
             }
             PollDecision::Done(tokens) => {
-                let mut token = self.token_file(tokens, None, &pending.token_endpoint);
-                if token.user_name.is_none() && token.user_email.is_none() {
-                    self.ask_userinfo(&mut token).await;
-                }
-                State::HasNewToken(token)
+                State::HasNewToken(self.logged_in(tokens, &pending.token_endpoint).await)
             }
             PollDecision::Fail(error) => State::Failure(error),
         })
+    }
+
+    /// AwaitRedirect → HasNewToken | Failure: waits for the browser's redirect and
+    /// redeems its code ([`BrowserLogin::finish`]).
+    async fn await_redirect(&mut self, login: BrowserLogin) -> Result<State, ClientError> {
+        let token_endpoint = login.token_endpoint().to_owned();
+        let tokens = login
+            .finish(
+                &self.http,
+                &self.options.client_id,
+                &server_name(&self.server),
+            )
+            .await?;
+        Ok(State::HasNewToken(
+            self.logged_in(tokens, &token_endpoint).await,
+        ))
+    }
+
+    /// The token file of a login that just succeeded, with who logged in.
+    async fn logged_in(&mut self, tokens: TokenResponse, token_endpoint: &str) -> TokenFile {
+        let mut token = self.token_file(tokens, None, token_endpoint);
+        if token.user_name.is_none() && token.user_email.is_none() {
+            self.ask_userinfo(&mut token).await;
+        }
+        token
     }
 
     /// HasNewToken → Success | Failure: takes the lock if it is not held, writes

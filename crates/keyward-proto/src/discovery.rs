@@ -62,6 +62,9 @@ pub struct ProviderEndpoints {
     pub issuer: String,
     /// The token endpoint.
     pub token_endpoint: String,
+    /// The authorization endpoint, when the provider has one (the code flow).
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
     /// RFC 8628 device authorization, when the provider supports it.
     #[serde(default)]
     pub device_authorization_endpoint: Option<String>,

@@ -292,16 +292,16 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
                 let (client, _) = pkg_client(&pkg.client_id).build()?;
                 store.insert_client(&client).await?;
             }
-            // Registered by an earlier version: it gains the grants added since
-            // (token exchange, for `keyward token --audience`).
+            // Registered by an earlier version: it gains the grants and redirect URIs
+            // added since (token exchange for `keyward token --audience`, the code
+            // flow over a loopback redirect for `keyward login` in the browser).
             Some(mut client) => {
-                let missing: Vec<String> = pkg_client(&pkg.client_id)
-                    .grant_types
-                    .into_iter()
-                    .filter(|g| !client.grant_types.contains(g))
-                    .collect();
-                if !missing.is_empty() {
-                    client.grant_types.extend(missing);
+                let current = pkg_client(&pkg.client_id);
+                let grants = missing(&client.grant_types, current.grant_types);
+                let redirects = missing(&client.redirect_uris, current.redirect_uris);
+                if !grants.is_empty() || !redirects.is_empty() {
+                    client.grant_types.extend(grants);
+                    client.redirect_uris.extend(redirects);
                     store.upsert_client(&client).await?;
                 }
             }
@@ -310,15 +310,31 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
     Ok(())
 }
 
+/// The items of `wanted` that `have` lacks.
+fn missing(have: &[String], wanted: Vec<String>) -> Vec<String> {
+    wanted.into_iter().filter(|w| !have.contains(w)).collect()
+}
+
+/// The redirect URIs of `keyward login` in the browser: a one-shot listener on a
+/// loopback address, whose port RFC 8252 §7.3 lets vary
+/// ([`crate::domain::redirect_uri_matches`]).
+pub const LOOPBACK_REDIRECT_URIS: [&str; 2] =
+    ["http://127.0.0.1/callback", "http://[::1]/callback"];
+
 /// The public client of the Julia package-server protocol, also `keyward login`'s
-/// default: device flow, refresh, and token exchange (`keyward token --audience`).
+/// default: device flow, the code flow with PKCE over a loopback redirect (RFC 8252),
+/// refresh, and token exchange (`keyward token --audience`). It never skips the
+/// consent page: any program on the machine can start a login as this client
+/// (RFC 8252 §8.6).
 pub fn pkg_client(client_id: &str) -> NewClient {
     NewClient {
         client_id: client_id.to_owned(),
         name: Some("Command-line login (keyward login, Julia Pkg)".into()),
         public: true,
+        redirect_uris: LOOPBACK_REDIRECT_URIS.map(String::from).to_vec(),
         grant_types: vec![
             keyward_proto::token::DEVICE_CODE_GRANT.into(),
+            "authorization_code".into(),
             "refresh_token".into(),
             keyward_proto::exchange::TOKEN_EXCHANGE_GRANT.into(),
         ],

@@ -10,8 +10,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use keyward_client::exchange::{Target, exchanged_token};
 use keyward_client::login::{PendingLogin, server_name, unix_now};
+use keyward_client::loopback::BrowserLogin;
 use keyward_client::tokenfile::{self, TokenFile, TokenStore};
-use keyward_client::{ClientError, Flow, Options, State, http};
+use keyward_client::{ClientError, Flow, LoginMethod, Options, State, http};
 use url::Url;
 
 /// Exit status of `keyward token` when a login is needed.
@@ -46,10 +47,17 @@ pub struct LoginArgs {
     /// Log in again even when the current token is valid.
     #[arg(long)]
     force: bool,
-    /// Do not open a browser; only print the URL and the code.
+    /// Log in with a code to confirm on a page (RFC 8628), in a browser on any device.
+    /// The default when no browser can be opened here: over SSH (SSH_CONNECTION set),
+    /// or with neither BROWSER nor a desktop.
+    #[arg(long)]
+    device: bool,
+    /// Open no browser: log in with a code (as --device) and only print the page and
+    /// the code.
     #[arg(long)]
     no_browser: bool,
-    /// The OAuth client to log in as: a public client allowed the device grant.
+    /// The OAuth client to log in as: a public client allowed the device grant and, for
+    /// the browser, the code flow with a redirect to http://127.0.0.1/callback.
     #[arg(long, env = "KEYWARD_CLIENT_ID", default_value = keyward_client::login::DEFAULT_CLIENT_ID)]
     client_id: String,
     /// The scope to ask for.
@@ -146,14 +154,36 @@ fn parse_server(text: &str) -> anyhow::Result<Url> {
     Ok(url)
 }
 
+/// How `keyward login` logs a person in: through a browser on this machine unless told
+/// otherwise (`--device`, `--no-browser`), logged in over SSH (where a browser would
+/// open on another screen, if at all), or without a browser to open.
+fn login_method(device_asked: bool, over_ssh: bool, browser: Option<&str>) -> LoginMethod {
+    if device_asked || over_ssh || browser.is_none() {
+        LoginMethod::Device
+    } else {
+        LoginMethod::Browser
+    }
+}
+
+/// Whether this process runs in an SSH session.
+fn over_ssh() -> bool {
+    std::env::var_os("SSH_CONNECTION").is_some_and(|v| !v.is_empty())
+}
+
 /// `keyward login [SERVER]`.
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let home = args.client.home()?;
     let server = args.server.resolve(&home)?;
+    let browser = browser_command();
     let options = Options {
-        client_id: args.client_id,
-        scope: args.scope,
+        client_id: args.client_id.clone(),
+        scope: args.scope.clone(),
         login: true,
+        method: login_method(
+            args.device || args.no_browser,
+            over_ssh(),
+            browser.as_deref(),
+        ),
         ..Options::default()
     };
     let mut flow = Flow::new(&home, server.clone(), args.client.http()?, options)?;
@@ -164,14 +194,35 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     };
     let mut waiting: Option<Spinner> = None;
     let open_browser = !args.no_browser;
-    let run = flow.run(start, |state| {
-        if let State::ClaimToken(pending) = state
-            && waiting.is_none()
-        {
-            show_instructions(&server, pending, open_browser);
-            waiting = Some(Spinner::start(pending.poll.deadline));
+    let run = async {
+        let mut state = start;
+        loop {
+            state = flow.step(state).await;
+            match state {
+                State::Success(token) => return Ok(token),
+                State::Failure(error) => return Err(error),
+                State::AwaitRedirect(ref login) if waiting.is_none() => {
+                    if open_login_page(&server, login, browser.as_deref()) {
+                        waiting = Some(Spinner::start(
+                            login.deadline(),
+                            "Waiting for the login in the browser",
+                        ));
+                    } else {
+                        eprintln!("Could not start a browser; logging in with a code instead.");
+                        state = flow.fall_back_to_device(state);
+                    }
+                }
+                State::ClaimToken(ref pending) if waiting.is_none() => {
+                    show_instructions(&server, pending, open_browser);
+                    waiting = Some(Spinner::start(
+                        pending.poll.deadline,
+                        "Waiting for the login to be approved",
+                    ));
+                }
+                _ => {}
+            }
         }
-    });
+    };
     let result = tokio::select! {
         result = run => Some(result),
         _ = tokio::signal::ctrl_c() => None,
@@ -443,7 +494,10 @@ fn show_instructions(server: &Url, pending: &PendingLogin, open_browser: bool) {
         let _ = writeln!(err, "{image}\n");
     }
     drop(err);
-    if open_browser && open_in_browser(url) {
+    if open_browser
+        && let Some(browser) = browser_command()
+        && open_in_browser(&browser, url)
+    {
         eprintln!("(opened in your browser)");
     }
 }
@@ -464,24 +518,40 @@ fn terminal_safe(text: &str) -> String {
         .collect()
 }
 
-/// Opens `url` with `$BROWSER`, or the desktop's opener when there is a desktop.
-/// Returns whether a browser was started.
-fn open_in_browser(url: &str) -> bool {
+/// Opens a browser login's page, telling the user, with the page to open by hand in
+/// case the browser shows nothing. Returns whether a browser was started.
+fn open_login_page(server: &Url, login: &BrowserLogin, browser: Option<&str>) -> bool {
+    let Some(browser) = browser else { return false };
+    if !open_in_browser(browser, login.authorize_url()) {
+        return false;
+    }
+    eprintln!(
+        "Opened your browser to log in to {}. If it shows nothing, open this page:\n\n    {}\n",
+        server_name(server),
+        terminal_safe(login.authorize_url())
+    );
+    true
+}
+
+/// The command that opens a page: `$BROWSER`, or the desktop's opener when there is a
+/// desktop; `None` when there is neither.
+fn browser_command() -> Option<String> {
     let custom = std::env::var("BROWSER").ok().filter(|b| !b.is_empty());
-    let command = match custom {
-        Some(browser) => browser,
-        None if cfg!(target_os = "macos") => "open".into(),
-        None if cfg!(windows) => "explorer".into(),
+    match custom {
+        Some(browser) => Some(browser),
+        None if cfg!(target_os = "macos") => Some("open".into()),
+        None if cfg!(windows) => Some("explorer".into()),
         None => {
             let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
                 .iter()
                 .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
-            if !desktop {
-                return false;
-            }
-            "xdg-open".into()
+            desktop.then(|| "xdg-open".into())
         }
-    };
+    }
+}
+
+/// Opens `url` with `command`. Returns whether it could be started.
+fn open_in_browser(command: &str, url: &str) -> bool {
     std::process::Command::new(command)
         .arg(url)
         .stdin(std::process::Stdio::null())
@@ -491,16 +561,16 @@ fn open_in_browser(url: &str) -> bool {
         .is_ok()
 }
 
-/// "Waiting…" on stderr while the user approves: an animated line on a terminal, one
+/// "Waiting…" on stderr while the user logs in: an animated line on a terminal, one
 /// plain line otherwise. Stops (and clears its line) when dropped.
 struct Spinner {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Spinner {
-    fn start(deadline: Instant) -> Self {
+    fn start(deadline: Instant, what: &'static str) -> Self {
         if !std::io::stderr().is_terminal() {
-            eprintln!("Waiting for the login to be approved…");
+            eprintln!("{what}…");
             return Self { task: None };
         }
         let task = tokio::spawn(async move {
@@ -510,7 +580,7 @@ impl Spinner {
                 tick.tick().await;
                 let left = deadline.saturating_duration_since(Instant::now()).as_secs();
                 eprint!(
-                    "\r{frame} Waiting for the login to be approved (code expires in {}:{:02}) ",
+                    "\r{frame} {what} (gives up in {}:{:02}) ",
                     left / 60,
                     left % 60
                 );
@@ -543,6 +613,15 @@ mod tests {
         assert!(parse_server("http://id.example.com").is_err());
         assert!(parse_server("https://id.example.com/?x=1").is_err());
         assert!(parse_server("https://").is_err());
+    }
+
+    #[test]
+    fn the_browser_is_used_only_when_one_can_open_here() {
+        let xdg = Some("xdg-open");
+        assert_eq!(login_method(false, false, xdg), LoginMethod::Browser);
+        assert_eq!(login_method(true, false, xdg), LoginMethod::Device);
+        assert_eq!(login_method(false, true, xdg), LoginMethod::Device);
+        assert_eq!(login_method(false, false, None), LoginMethod::Device);
     }
 
     #[test]

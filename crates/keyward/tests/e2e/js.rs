@@ -374,6 +374,51 @@ async fn pages_work_in_chromium() {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+/// `keyward login` through the browser (RFC 8252) with Chromium as the browser: the
+/// page the terminal opened is signed in to and allowed in Chromium, which follows
+/// keyward's redirect to the terminal's listener on 127.0.0.1 and shows its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_login_through_chromium_over_a_loopback_redirect() {
+    use crate::browser_login::{fake_browser, login_with_browser, opened_page};
+    if !available(&["playwright-core"], &["/usr/bin/chromium"]) {
+        return;
+    }
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let home = temp_dir();
+    let (script, opened) = fake_browser(&home);
+    let login = login_with_browser(&app, &home, &script, &[]);
+    let url = opened_page(&opened).await;
+    let artifacts = screenshot_dir("terminal-login");
+    let stdout = check(
+        &node(
+            &[
+                "terminal-login.mjs",
+                &url,
+                "alice",
+                PASSWORD,
+                &artifacts.display().to_string(),
+            ],
+            BROWSER_SCRIPT,
+        )
+        .await,
+    );
+    assert_eq!(stdout.trim(), r#"{"loggedIn":true}"#);
+    assert_screenshots(
+        &artifacts,
+        &[
+            "terminal-1-sign-in",
+            "terminal-2-consent",
+            "terminal-3-done",
+        ],
+    );
+    let (status, _, stderr) = login.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Logged in to {} as alice", app.issuer)),
+        "{stderr}"
+    );
+}
+
 /// `keyward login | token | logout` against oidc-provider from npm: discovery, the
 /// device flow approved in Chromium on the provider's own pages, a refresh, a
 /// revocation — nothing keyward-specific.

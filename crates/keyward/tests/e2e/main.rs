@@ -8,6 +8,7 @@ mod support;
 
 mod admin_cli;
 mod backup;
+mod browser_login;
 mod browser_security;
 mod cli_promises;
 mod client;

@@ -366,7 +366,9 @@ pub async fn drive_from(
     loop {
         if response.status().is_redirection() {
             let next = location(&response);
-            if next.as_str().starts_with(REDIRECT) || next.path() == "/bye" {
+            // The clients' redirects (REDIRECT, or `keyward login`'s listener on any
+            // loopback port) and post-logout page; keyward serves neither path.
+            if next.path() == "/callback" || next.path() == "/bye" {
                 return Outcome::Callback(next.query_pairs().into_owned().collect());
             }
             response = browser.get(next).send().await.expect("follow");

@@ -128,6 +128,18 @@ async fn keyward_serve_migrates_an_earlier_database_and_serves_its_tokens() {
     // Its keys were written in clear (the earlier keyward could not encrypt them), and
     // a backup of it says so.
     let check = succeeded(&keyward_admin(&dir, &config, &["store", "check"]).await);
+    // The command-line client the earlier keyward registered gained what `keyward
+    // login` needs now: the code flow, redirected to a loopback listener.
+    let clients = succeeded(&keyward_admin(&dir, &config, &["client", "list"]).await);
+    let device = clients
+        .lines()
+        .find(|l| l.starts_with("device "))
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert!(device.contains("authorization_code"), "{device}");
+    assert!(
+        device.contains("http://127.0.0.1/callback http://[::1]/callback"),
+        "{device}"
+    );
     assert!(check.contains("consistent"), "{check}");
     let report = succeeded(&keyward_admin(&dir, &config, &["backup", "backup.db"]).await);
     assert!(
