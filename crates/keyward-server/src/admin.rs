@@ -11,7 +11,7 @@ use crate::keys::{self, KeyError};
 use crate::password::{self, PasswordError};
 use crate::store::backup::{self, BackupError, Inspection, Restored};
 use crate::store::cache;
-use crate::store::{Store, StoreError};
+use crate::store::{DeclaredKind, Store, StoreError};
 
 /// An administrative failure.
 #[derive(Debug, thiserror::Error)]
@@ -273,17 +273,71 @@ pub async fn rotate_keys(
     Ok(keys::rotate(store, at_rest).await?)
 }
 
+/// What [`sync_config`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// Clients the file declares, written.
+    pub clients: usize,
+    /// Users the file declares, written.
+    pub users: usize,
+    /// Clients the file declared last time and no longer does: removed, with
+    /// everything issued to them.
+    pub removed_clients: Vec<String>,
+    /// Users the file declared last time and no longer does: disabled (sessions ended,
+    /// grants revoked), not deleted, so that their identities and `sub` survive a
+    /// mistake; `keyward user enable` brings one back.
+    pub disabled_users: Vec<String>,
+}
+
 /// Writes the clients and users of the configuration file into the store, so that a
-/// deployment is reproducible from one file. Config clients replace stored ones of the
-/// same id; config users keep their id (and so their `sub`) across restarts.
-pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), AdminError> {
+/// deployment is reproducible from one file: at start and at every reload. Config
+/// clients replace stored ones of the same id; config users keep their id (and so
+/// their `sub`) and disabled flag across restarts. What the file declared at the last
+/// sync and no longer does is taken out of service ([`Synced`]); clients and users
+/// added with the admin commands are never touched.
+pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<Synced, AdminError> {
+    let mut synced = Synced::default();
+    // Everything is checked before anything is written.
+    let mut clients = Vec::with_capacity(config.clients.len());
     for declared in &config.clients {
-        let (client, _) = NewClient::from(declared).build()?;
-        store.upsert_client(&client).await?;
+        clients.push(NewClient::from(declared).build()?.0);
     }
+    let mut users = Vec::with_capacity(config.users.len());
     for declared in &config.users {
-        store.sync_user(&config_user(declared).await?).await?;
+        users.push(config_user(declared).await?);
     }
+    for client in &clients {
+        store.upsert_client(client).await?;
+    }
+    for user in &users {
+        store.sync_user(user).await?;
+    }
+    synced.clients = clients.len();
+    synced.users = users.len();
+
+    let client_ids: Vec<String> = clients.iter().map(|c| c.client_id.clone()).collect();
+    for gone in store.declared(DeclaredKind::Client).await? {
+        if !client_ids.contains(&gone) && store.delete_client(&gone).await? {
+            synced.removed_clients.push(gone);
+        }
+    }
+    store
+        .set_declared(DeclaredKind::Client, &client_ids)
+        .await?;
+    let usernames: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+    for gone in store.declared(DeclaredKind::User).await? {
+        if usernames.contains(&gone) {
+            continue;
+        }
+        if let Some(user) = store.get_user_by_username(&gone).await?
+            && !user.disabled
+        {
+            set_disabled(store, &gone, true).await?;
+            synced.disabled_users.push(gone);
+        }
+    }
+    store.set_declared(DeclaredKind::User, &usernames).await?;
+
     let pkg = &config.pkg_auth;
     let declared = config.clients.iter().any(|c| c.client_id == pkg.client_id);
     if pkg.enabled && !declared {
@@ -307,7 +361,7 @@ pub async fn sync_config(store: &dyn Store, config: &Config) -> Result<(), Admin
             }
         }
     }
-    Ok(())
+    Ok(synced)
 }
 
 /// The items of `wanted` that `have` lacks.
@@ -448,4 +502,87 @@ pub async fn restore(
         }
     }
     Ok(staged.commit().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(clients: &[&str], users: &[&str]) -> Config {
+        let mut text = String::from("issuer = \"https://id.example\"\n");
+        for id in clients {
+            text.push_str(&format!(
+                "[[clients]]\nclient_id = \"{id}\"\nclient_secret = \"secret-of-{id}-0123456789abcdef\"\n\
+                 grant_types = [\"client_credentials\"]\nscopes = [\"api\"]\n"
+            ));
+        }
+        for name in users {
+            text.push_str(&format!(
+                "[[users]]\nusername = \"{name}\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\"\n"
+            ));
+        }
+        Config::from_toml(&text, &BTreeMap::new()).unwrap()
+    }
+
+    /// The file is the truth for what it declares: taken out of it, a client is
+    /// deleted and a user disabled, at the next sync (a start or a reload); what the
+    /// admin commands added is never touched; a first sync after an upgrade (nothing
+    /// recorded) takes nothing out.
+    #[tokio::test]
+    async fn what_the_file_no_longer_declares_is_taken_out_of_service() {
+        let (store, dir) = crate::store::contract::sqlite_store().await;
+        let store = store.as_ref();
+        let first = sync_config(store, &config(&["a", "b"], &["ann", "bea"]))
+            .await
+            .unwrap();
+        assert_eq!((first.clients, first.users), (2, 2));
+        assert!(first.removed_clients.is_empty() && first.disabled_users.is_empty());
+        let cli = NewClient {
+            client_id: "by-hand".into(),
+            grant_types: vec!["client_credentials".into()],
+            ..NewClient::default()
+        };
+        add_client(store, cli).await.unwrap();
+
+        let second = sync_config(store, &config(&["a"], &["ann"])).await.unwrap();
+        assert_eq!(second.removed_clients, ["b"]);
+        assert_eq!(second.disabled_users, ["bea"]);
+        assert!(store.get_client("b").await.unwrap().is_none());
+        assert!(store.get_client("a").await.unwrap().is_some());
+        assert!(store.get_client("by-hand").await.unwrap().is_some());
+        let bea = store.get_user_by_username("bea").await.unwrap().unwrap();
+        assert!(bea.disabled);
+        assert!(
+            !store
+                .get_user_by_username("ann")
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled
+        );
+
+        // Nothing more to take out; a user back in the file stays disabled until
+        // `keyward user enable` (the file cannot tell a removal from a disabling).
+        let third = sync_config(store, &config(&["a"], &["ann", "bea"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            third,
+            Synced {
+                clients: 1,
+                users: 2,
+                ..Synced::default()
+            }
+        );
+        assert!(
+            store
+                .get_user_by_username("bea")
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

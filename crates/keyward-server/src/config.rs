@@ -696,6 +696,48 @@ impl Config {
         self.endpoint(&format!("/callback/{id}"))
     }
 
+    /// The settings that differ between `self` (the running configuration) and `new`
+    /// and that a reload does not apply (only clients, users and connectors are
+    /// reloaded): named as in the file, for the log.
+    pub fn changed_until_restart(&self, new: &Config) -> Vec<&'static str> {
+        macro_rules! changed {
+            ($($field:ident),* $(,)?) => {
+                [$((stringify!($field), self.$field != new.$field)),*]
+            };
+        }
+        let mut changed: Vec<&'static str> = changed!(
+            issuer,
+            listen,
+            database_url,
+            durability,
+            log_format,
+            access_token_ttl,
+            id_token_ttl,
+            refresh_token_ttl,
+            session_ttl,
+            code_ttl,
+            login_ttl,
+            device_code_ttl,
+            device_poll_interval,
+            groups_max_age,
+            purge_interval,
+            http_read_timeout,
+            max_connections,
+            unauthenticated_writes_per_minute,
+            trusted_proxies,
+            metrics_allowed,
+        )
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect();
+        if self.pkg_auth.enabled != new.pkg_auth.enabled
+            || self.pkg_auth.client_id != new.pkg_auth.client_id
+        {
+            changed.push("pkg_auth");
+        }
+        changed
+    }
+
     /// The password connector, when enabled.
     pub fn password_login(&self) -> Option<&ConnectorConfig> {
         self.connectors
@@ -918,6 +960,32 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
         assert!(!config.secure_cookies());
+    }
+
+    #[test]
+    fn settings_a_reload_cannot_apply_are_named() {
+        let base = "issuer = \"https://a.example\"\n";
+        let old = Config::from_toml(base, &env(&[])).unwrap();
+        let same = Config::from_toml(
+            &format!(
+                "{base}[[users]]\nusername = \"ann\"\npassword = \"correct horse battery staple\"\n"
+            ),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(
+            old.changed_until_restart(&same).is_empty(),
+            "users are reloaded"
+        );
+        let new = Config::from_toml(
+            &format!("{base}access_token_ttl = \"5m\"\nmax_connections = 100\n[pkg_auth]\nenabled = false\n"),
+            &env(&[("KEYWARD_LISTEN", "127.0.0.1:1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            old.changed_until_restart(&new),
+            ["listen", "access_token_ttl", "max_connections", "pkg_auth"]
+        );
     }
 
     #[test]

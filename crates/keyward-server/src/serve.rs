@@ -12,8 +12,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::admin::{self, AdminError};
+use crate::admin::{self, AdminError, Synced};
 use crate::config::Config;
+use crate::http::extract::{MAX_HEAD, MAX_HEADERS};
 use crate::keys::RELOAD_INTERVAL;
 use crate::state::AppState;
 use crate::store::{self, StoreError};
@@ -35,6 +36,52 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Why a reload of the configuration did not (fully) apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new connectors could not be set up; nothing was changed.
+    #[error("cannot set up the connectors; nothing was changed")]
+    Connectors(#[from] crate::upstream::UpstreamError),
+    /// The clients and users could not be written; the connectors were not changed.
+    #[error("cannot apply the clients and users; the connectors were not changed")]
+    Sync(#[from] AdminError),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The clients and users written, removed and disabled.
+    pub synced: Synced,
+    /// The enabled connectors now, by id.
+    pub connectors: Vec<String>,
+    /// Settings the new file changes that apply only at the next start.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Applies the clients, users and connectors of `config` (the configuration file read
+/// again, on SIGHUP) to the running server, without dropping a connection: the
+/// clients and users are written to the store as at start ([`admin::sync_config`]),
+/// and the connectors are swapped for the requests that start from now on (a sign-in
+/// already at a provider finishes, if its connector is still there). Every other
+/// setting stays as it was until a restart; [`Reloaded::needs_restart`] names those
+/// that changed.
+pub async fn reload(state: &AppState, config: Config) -> Result<Reloaded, ReloadError> {
+    let connectors = crate::upstream::Connectors::new(&config)?;
+    let synced = admin::sync_config(state.store(), &config).await?;
+    let enabled = connectors
+        .enabled_ids()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    state.replace_connectors(connectors);
+    let needs_restart = state.config().changed_until_restart(&config);
+    Ok(Reloaded {
+        synced,
+        connectors: enabled,
+        needs_restart,
+    })
+}
+
 /// Opens the store, applies the configured clients and users, and loads the keys.
 pub async fn build(config: Config) -> Result<AppState, ServeError> {
     build_with_clock(config, Arc::new(crate::clock::SystemClock)).await
@@ -49,11 +96,28 @@ pub async fn build_with_clock(
         tracing::warn!("{notice}");
     }
     let store = store::open_with(&config.database_url, config.durability).await?;
-    admin::sync_config(store.as_ref(), &config).await?;
+    let synced = admin::sync_config(store.as_ref(), &config).await?;
+    log_taken_out(&synced);
     Ok(AppState::with_clock(config, store, clock).await?)
 }
 
-use crate::http::extract::{MAX_HEAD, MAX_HEADERS};
+/// Logs the clients and users the configuration file no longer declares, which the
+/// sync took out of service.
+pub fn log_taken_out(synced: &Synced) {
+    for client in &synced.removed_clients {
+        tracing::warn!(
+            client,
+            "client removed from the configuration file: deleted, with every token issued to it"
+        );
+    }
+    for user in &synced.disabled_users {
+        tracing::warn!(
+            user,
+            "user removed from the configuration file: disabled, sessions ended, tokens revoked"
+        );
+    }
+}
+
 /// File descriptors kept free of connections (the database, log and key files).
 const RESERVED_FDS: usize = 64;
 

@@ -1,7 +1,7 @@
 //! The state shared by every HTTP handler: configuration, store, signing keys, the MAC
 //! key, connectors, page templates and the metrics handle. Cheap to clone.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -39,7 +39,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     mac: MacKey,
     creations: CreationLimiter,
-    connectors: Connectors,
+    /// Swapped whole when the configuration is reloaded; requests keep the set they
+    /// started with.
+    connectors: RwLock<Arc<Connectors>>,
     pages: Pages,
     metrics: crate::telemetry::Metrics,
 }
@@ -73,7 +75,7 @@ impl AppState {
                 clock,
                 mac,
                 creations,
-                connectors,
+                connectors: RwLock::new(Arc::new(connectors)),
                 pages,
                 metrics,
             }),
@@ -121,9 +123,24 @@ impl AppState {
         &self.inner.creations
     }
 
-    /// The connectors (upstream providers, emailed links, the local password).
-    pub fn connectors(&self) -> &Connectors {
-        &self.inner.connectors
+    /// The connectors (upstream providers, emailed links, the local password), as of
+    /// now: a reload swaps in a new set, and what a request holds stays valid.
+    pub fn connectors(&self) -> Arc<Connectors> {
+        self.inner
+            .connectors
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `connectors` in place of the current set, for the requests that start from
+    /// now on ([`crate::serve::reload`]).
+    pub fn replace_connectors(&self, connectors: Connectors) {
+        *self
+            .inner
+            .connectors
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(connectors);
     }
 
     /// The page renderer.

@@ -38,6 +38,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the authorization server (default: http://127.0.0.1:8080, SQLite under ./keyward-data/).
+    #[command(
+        after_help = "Signals: SIGHUP reads the configuration file again and applies its clients, \
+        users and connectors without closing a connection (other settings need a restart); \
+        SIGTERM or Ctrl-C stops taking requests and lets those in flight finish (up to 10 s)."
+    )]
     Serve,
     /// Manage OAuth clients.
     #[command(subcommand)]
@@ -74,7 +79,8 @@ enum Command {
     /// What a subject may hold in a token exchange, and which policy gives each scope.
     #[command(subcommand)]
     Scopes(ScopesCommand),
-    /// Log in to a server from this terminal (device authorization) and keep its tokens.
+    /// Log in to a server from this terminal (through the browser, or with a code to
+    /// confirm on another device) and keep its tokens.
     Login(terminal::LoginArgs),
     /// Print a valid access token for a server, refreshing it first when it is about to
     /// expire: `curl -H "Authorization: Bearer $(keyward token)" …`; with --audience, a
@@ -336,9 +342,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Serve => {
+            let path = config.map(std::path::Path::to_path_buf);
             let config = load_config(config)?;
             init_logging(config.log_format);
-            serve(config).await
+            serve(config, path).await
         }
         Command::Client(command) => client_command(&*server_store(config).await?, command).await,
         Command::User(command) => user_command(&*server_store(config).await?, command).await,
@@ -383,7 +390,7 @@ async fn server_store(
     open_store(&load_config(config)?).await
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -394,6 +401,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = keyward_server::serve::build(config)
         .await
         .with_context(|| format!("cannot start on {database}"))?;
+    reload_on_hangup(state.clone(), path);
     let config = state.config();
     // The Julia package client is registered automatically; it does not count here.
     let pkg_client = &config.pkg_auth.client_id;
@@ -630,6 +638,65 @@ fn connector_list(config: &Config) {
             c.name,
             if c.enabled { "yes" } else { "no" }
         );
+    }
+}
+
+/// Reads the configuration file (and the environment) again on every SIGHUP and applies
+/// its clients, users and connectors ([`keyward_server::serve::reload`]). A file that
+/// does not load is logged and changes nothing.
+fn reload_on_hangup(state: keyward_server::state::AppState, path: Option<std::path::PathBuf>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot handle SIGHUP: the configuration will not be reloaded");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                reload(&state, path.as_deref()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (state, path);
+}
+
+/// One reload, logged.
+async fn reload(state: &keyward_server::state::AppState, path: Option<&std::path::Path>) {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "SIGHUP: the configuration was not reloaded; nothing changed"
+            );
+            return;
+        }
+    };
+    match keyward_server::serve::reload(state, config).await {
+        Ok(reloaded) => {
+            keyward_server::serve::log_taken_out(&reloaded.synced);
+            tracing::info!(
+                clients = reloaded.synced.clients,
+                users = reloaded.synced.users,
+                connectors = reloaded.connectors.join(","),
+                "SIGHUP: configuration reloaded (clients, users, connectors)"
+            );
+            if !reloaded.needs_restart.is_empty() {
+                tracing::warn!(
+                    settings = reloaded.needs_restart.join(","),
+                    "SIGHUP: these changed settings apply at the next restart"
+                );
+            }
+        }
+        Err(error) => tracing::error!(
+            error = keyward_proto::error::error_chain(&error),
+            "SIGHUP: the configuration was not reloaded"
+        ),
     }
 }
 

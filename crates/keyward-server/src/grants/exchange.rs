@@ -123,7 +123,7 @@ pub async fn exchange(
             Subject::Machine(_) | Subject::Person { .. } => None,
         },
     };
-    let held = subject_scopes(issuer, client, &subject).await?;
+    let held = subject_scopes(issuer, connectors, client, &subject).await?;
     let scope = granted_scope(&held, request.scope.as_ref())?;
 
     let exp = subject
@@ -431,6 +431,7 @@ fn actor_of(claims: AccessTokenClaims) -> Result<Actor, GrantError> {
 /// it is registered with; for a machine, what the policies give its name.
 async fn subject_scopes(
     issuer: &Issuer<'_>,
+    connectors: &Connectors,
     client: &Client,
     subject: &Subject,
 ) -> Result<Vec<Held>, GrantError> {
@@ -443,10 +444,10 @@ async fn subject_scopes(
                 std::slice::from_ref(&machine.subject),
             ));
         }
-        Subject::Person { user, .. } => return person_scopes(issuer, user).await,
+        Subject::Person { user, .. } => return person_scopes(issuer, connectors, user).await,
     };
     match &subject.user {
-        Some(user) => person_scopes(issuer, user).await,
+        Some(user) => person_scopes(issuer, connectors, user).await,
         None => {
             let name = policy::client_subject(&client.client_id);
             let mut held = policy::held_scopes(policies, std::slice::from_ref(&name));
@@ -461,8 +462,12 @@ async fn subject_scopes(
 }
 
 /// What the policies give a person's subject names.
-async fn person_scopes(issuer: &Issuer<'_>, user: &User) -> Result<Vec<Held>, GrantError> {
-    let password = issuer.config.password_login().map(|c| c.id.as_str());
+async fn person_scopes(
+    issuer: &Issuer<'_>,
+    connectors: &Connectors,
+    user: &User,
+) -> Result<Vec<Held>, GrantError> {
+    let password = connectors.password_login().map(|c| c.id.as_str());
     let names = policy::user_subjects(
         issuer.store,
         user,

@@ -121,7 +121,7 @@ async fn render(
     let connectors = state.connectors();
     let at = state.now();
     let identities = store.list_identities(&user.id).await?;
-    let password = user.password_hash.is_some() && state.config().password_login().is_some();
+    let password = user.password_hash.is_some() && connectors.password_login().is_some();
     let can_unlink = identities.len() > 1 || password;
     let identities: Vec<_> = identities
         .iter()
@@ -337,7 +337,7 @@ async fn unlink(
 ) -> Result<Response, PageError> {
     let form: UnlinkForm = page_form(body)?;
     let (_, user) = session_for_form(&state, &headers, &form.csrf).await?;
-    let password_counts = state.config().password_login().is_some();
+    let password_counts = state.connectors().password_login().is_some();
     let outcome = state
         .store()
         .delete_identity(

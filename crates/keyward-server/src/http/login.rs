@@ -440,7 +440,7 @@ pub(super) fn render_login(
             error => notice.error,
             providers => providers,
             email_forms => email_forms,
-            password => state.config().password_login().is_some(),
+            password => state.connectors().password_login().is_some(),
         },
     )
 }

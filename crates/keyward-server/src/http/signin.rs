@@ -83,7 +83,8 @@ async fn login_submit(
     let form: LoginForm = page_form(body)?;
     let (request, client) = load_request(&state, &headers, &form.req).await?;
     check_csrf(&request, &form.csrf)?;
-    let Some(password_login) = state.config().password_login() else {
+    let connectors = state.connectors();
+    let Some(password_login) = connectors.password_login() else {
         return Err(error_page(
             "Password sign-in is off",
             "This server does not accept passwords. Go back and choose another way to sign in.",

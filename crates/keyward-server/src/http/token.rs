@@ -106,7 +106,7 @@ async fn token(
                 return Err(not_allowed(&grant_type).into());
             }
             let response =
-                grants::exchange::exchange(&state.issuer(), state.connectors(), &client, request)
+                grants::exchange::exchange(&state.issuer(), &state.connectors(), &client, request)
                     .await?;
             state.metrics().increment(
                 "keyward_tokens_issued_total",

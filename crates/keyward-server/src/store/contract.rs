@@ -131,6 +131,22 @@ async fn clients(store: Arc<dyn Store>) {
     assert!(store.delete_client("zzz").await.unwrap());
     assert!(!store.delete_client("zzz").await.unwrap());
     assert_eq!(store.get_client("zzz").await.unwrap(), None);
+
+    // What the configuration file declared: kept per kind, replaced whole.
+    use super::DeclaredKind::{Client as Clients, User as Users};
+    assert!(store.declared(Clients).await.unwrap().is_empty());
+    let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    store
+        .set_declared(Clients, &names(&["b", "a", "a"]))
+        .await
+        .unwrap();
+    store.set_declared(Users, &names(&["ann"])).await.unwrap();
+    assert_eq!(store.declared(Clients).await.unwrap(), ["a", "b"]);
+    store.set_declared(Clients, &names(&["c"])).await.unwrap();
+    assert_eq!(store.declared(Clients).await.unwrap(), ["c"]);
+    assert_eq!(store.declared(Users).await.unwrap(), ["ann"]);
+    store.set_declared(Users, &[]).await.unwrap();
+    assert!(store.declared(Users).await.unwrap().is_empty());
 }
 
 /// Users: usernames are unique; sync keeps the id; password and disabled flag are kept.

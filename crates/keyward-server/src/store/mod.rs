@@ -157,6 +157,11 @@ pub trait Store:
 {
     /// Checks the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// The clients or users the configuration file declared at its last sync, by id
+    /// or username.
+    async fn declared(&self, kind: DeclaredKind) -> StoreResult<Vec<String>>;
+    /// Records what the configuration file declares now, replacing the last record.
+    async fn set_declared(&self, kind: DeclaredKind, names: &[String]) -> StoreResult<()>;
     /// Deletes what has expired: logins in progress, sessions, codes, device codes,
     /// grants with everything that names them, refresh tokens, revocation entries,
     /// throttles quiet for a day. Returns rows deleted. Goes a few hundred rows at a
@@ -167,6 +172,26 @@ pub trait Store:
     /// Checks that the records agree with each other at `now` ([`check`]): what a write
     /// cut in half, or a lost commit, would leave behind. Reads only.
     async fn check_consistency(&self, now: i64) -> StoreResult<Consistency>;
+}
+
+/// What the configuration file declares, recorded by [`Store::set_declared`] so that
+/// what is taken out of the file can be taken out of service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeclaredKind {
+    /// `[[clients]]`, by client id.
+    Client,
+    /// `[[users]]`, by username.
+    User,
+}
+
+impl DeclaredKind {
+    /// The name stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::User => "user",
+        }
+    }
 }
 
 /// Registered clients. Part of [`Store`].

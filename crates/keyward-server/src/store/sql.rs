@@ -28,8 +28,9 @@ use sqlx::sqlite::{
 use super::cache::{self, ClientCache};
 use super::check;
 use super::{
-    ClientStore, Consistency, DeviceStore, GrantStore, IdentityKey, IdentityStore, KeyStore,
-    LoginStore, SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient, UserStore,
+    ClientStore, Consistency, DeclaredKind, DeviceStore, GrantStore, IdentityKey, IdentityStore,
+    KeyStore, LoginStore, SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient,
+    UserStore,
 };
 use crate::config::Durability;
 use crate::domain::SigningAlg;
@@ -55,6 +56,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/0009_change_counters.sql")),
     (10, include_str!("../../migrations/0010_device_poll.sql")),
     (11, include_str!("../../migrations/0011_expiry_indexes.sql")),
+    (
+        12,
+        include_str!("../../migrations/0012_config_declared.sql"),
+    ),
 ];
 
 /// Rows a purge deletes per statement (of grants: per transaction, with what names
@@ -890,6 +895,30 @@ macro_rules! sql_store {
         impl Store for $store {
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn declared(&self, kind: DeclaredKind) -> StoreResult<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT name FROM config_declared WHERE kind = $1 ORDER BY name")
+                    .bind(kind.as_str())
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn set_declared(&self, kind: DeclaredKind, names: &[String]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("DELETE FROM config_declared WHERE kind = $1")
+                    .bind(kind.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                for name in names {
+                    sqlx::query("INSERT INTO config_declared (kind, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(kind.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -150,10 +150,14 @@ pub enum Provider {
     Email(email::Mailer),
 }
 
-/// Every configured upstream connector (OpenID Connect, GitHub, email), in
-/// configuration order.
+/// Every configured connector: the upstream ones (OpenID Connect, GitHub, email), in
+/// configuration order, and the local password. The server holds one set at a time and
+/// swaps in a new one when the configuration is reloaded
+/// ([`crate::state::AppState::reload`]).
 pub struct Connectors {
     list: Vec<Arc<Connector>>,
+    /// The password connector, when enabled.
+    password: Option<ConnectorConfig>,
     /// Every connector's id and display name, the password connector's too.
     names: Vec<(String, String)>,
     /// The issuers of machine identities trusted in token exchange.
@@ -192,9 +196,27 @@ impl Connectors {
         let trusted = trusted::TrustedIssuers::new(&config.exchange.trusted_issuers, &http);
         Ok(Self {
             list,
+            password: config.password_login().cloned(),
             names,
             trusted,
         })
+    }
+
+    /// The password connector, when enabled.
+    pub fn password_login(&self) -> Option<&ConnectorConfig> {
+        self.password.as_ref()
+    }
+
+    /// The ids of the enabled connectors, the password one included, in configuration
+    /// order (for logs).
+    pub fn enabled_ids(&self) -> Vec<&str> {
+        self.names
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| {
+                self.enabled(id).is_some() || self.password.as_ref().is_some_and(|p| p.id == *id)
+            })
+            .collect()
     }
 
     /// The issuers of machine identities trusted in token exchange.

@@ -758,3 +758,174 @@ fn completions_for_each_shell() {
         "clap refuses an unknown shell"
     );
 }
+
+/// One request on an open connection, `GET path` kept alive: the status line and body.
+async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: keyward\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "the connection was closed");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= length {
+                let status = head.lines().next().unwrap().to_owned();
+                return (status, body[..length].to_owned());
+            }
+        }
+    }
+}
+
+/// Waits (up to 20 s) until the log at `path` has a line containing `text`.
+async fn log_line(path: &std::path::Path, text: &str) -> String {
+    for _ in 0..200 {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.contains(text)) {
+            return line.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no log line with {text:?}:\n{}",
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+/// `keyward serve` on SIGHUP reads its configuration file again and applies the
+/// clients, users and connectors, while a kept-alive connection stays open: a client
+/// taken out of the file loses its tokens and can no longer get one, a new one can, a
+/// user taken out is disabled, a new connector is on the login page. A file that does
+/// not load changes nothing, and settings a reload cannot apply are named.
+#[tokio::test]
+async fn sighup_reloads_clients_users_and_connectors() {
+    let (dir, config) = served_config();
+    let log_path = dir.join("keyward.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = start_replica_logging(&config, &dir, "info", Stdio::from(log));
+    let base = server.base.clone();
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert_eq!(get_on(&mut kept, "/healthz").await.0, "HTTP/1.1 200 OK");
+
+    let cc = |client: &'static str, secret: &'static str| {
+        let base = base.clone();
+        async move {
+            let answer = http()
+                .post(format!("{base}/token"))
+                .basic_auth(client, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            (status, answer.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, before) = cc("demo-app", SECRET).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let old_token = before["access_token"].as_str().unwrap().to_owned();
+    let introspect = |token: String| {
+        let base = base.clone();
+        async move {
+            http()
+                .post(format!("{base}/introspect"))
+                .basic_auth("new-app", Some("new-app-secret-0123456789abcdef"))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // The new file: demo-app and bob are gone, new-app and a connector are added, and
+    // a setting a reload cannot apply has changed.
+    let original = std::fs::read_to_string(&config).unwrap();
+    let demo_app = original
+        .split("[[clients]]")
+        .find(|block| block.contains("client_id = \"demo-app\""))
+        .unwrap();
+    let bob = original
+        .split("[[users]]")
+        .find(|block| block.contains("username = \"bob\""))
+        .unwrap();
+    let reloaded = format!(
+        "access_token_ttl = \"5m\"\n{}\n\
+         [[clients]]\nclient_id = \"new-app\"\nclient_secret = \"new-app-secret-0123456789abcdef\"\n\
+         grant_types = [\"client_credentials\"]\nscopes = [\"api:read\"]\nintrospect = true\n\n\
+         [[connectors]]\nid = \"corp\"\ntype = \"oidc\"\nname = \"Corporate SSO\"\n\
+         issuer = \"https://sso.example.com\"\nclient_id = \"keyward\"\nclient_secret = \"change-me\"\n",
+        original
+            .replace(&format!("[[clients]]{demo_app}"), "")
+            .replace(&format!("[[users]]{bob}"), "")
+    );
+    // First a file that does not load: logged, nothing changes.
+    std::fs::write(&config, "listen = [oops").unwrap();
+    server.signal("HUP");
+    let refused = log_line(&log_path, "the configuration was not reloaded").await;
+    assert!(refused.contains("keyward.toml"), "{refused}");
+    assert_eq!(cc("demo-app", SECRET).await.0, StatusCode::OK);
+
+    std::fs::write(&config, reloaded).unwrap();
+    server.signal("HUP");
+    let done = log_line(&log_path, "configuration reloaded").await;
+    assert!(done.contains(r#"connectors="corp,password""#), "{done}");
+    let removed = log_line(&log_path, "client removed from the configuration file").await;
+    assert!(removed.contains("demo-app"), "{removed}");
+    let restart = log_line(&log_path, "apply at the next restart").await;
+    assert!(restart.contains("access_token_ttl"), "{restart}");
+
+    // The connection opened before is still served.
+    assert_eq!(get_on(&mut kept, "/healthz").await.0, "HTTP/1.1 200 OK");
+    // demo-app is gone, with its tokens; new-app is in.
+    let (status, refused) = cc("demo-app", SECRET).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(refused["error"], "invalid_client");
+    let (status, after) = cc("new-app", "new-app-secret-0123456789abcdef").await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    let answer = introspect(old_token).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.json::<serde_json::Value>().await.unwrap()["active"],
+        false
+    );
+    // bob is disabled, alice is not.
+    let users = stdout(&keyward(
+        &dir,
+        &["--config", config.to_str().unwrap(), "user", "list"],
+        None,
+    ));
+    let status_of = |name: &str| {
+        users
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{users}"))
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status_of("bob"), "disabled");
+    assert_eq!(status_of("alice"), "active");
+    // The login page offers the new connector.
+    let (authorize, _) = authorize_url(&base, "third-party", "openid", "");
+    let html = open(&browser(), &authorize).await.html;
+    assert!(html.contains("Corporate SSO"), "{html}");
+    assert!(html.contains("name=\"password\""), "{html}");
+}

@@ -919,17 +919,10 @@ async fn keyward_ws_pipes_and_reauthenticates_by_itself() {
     crate::client::cli_login(&app, &home, &[]).await;
 
     let url = format!("{}/live", guard.url.replacen("http", "ws", 1));
+    // No server named: the only one logged in to.
     let mut command = keyward_cli(
         &home,
-        &[
-            "ws",
-            &url,
-            &app.issuer,
-            "--audience",
-            "echo",
-            "--scope",
-            "echo:read",
-        ],
+        &["ws", &url, "--audience", "echo", "--scope", "echo:read"],
     );
     let mut child = command
         .stdin(std::process::Stdio::piped())
