@@ -152,6 +152,23 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// One administrator's action, as the audit log keeps it ([`crate::store::AuditStore`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// A random id.
+    pub id: String,
+    /// When, in milliseconds since the epoch.
+    pub at: i64,
+    /// Who: `client:<id>` for an admin client's token.
+    pub actor: String,
+    /// What, as `<record>.<verb>`: `user.disable`, `client.create`, `keys.rotate`, …
+    pub action: String,
+    /// To which record: a username, a client id, `signing-keys`.
+    pub target: String,
+    /// The caller's address, when known.
+    pub address: Option<String>,
+}
+
 /// A login in progress: what a person is signing in for, waiting for them to sign in
 /// and (for an application) consent. Lives in the store so any replica can finish it.
 /// What only some logins have lives in their [`LoginKind`], so no field is ever blank.

@@ -79,6 +79,13 @@ enum Command {
     /// What a subject may hold in a token exchange, and which policy gives each scope.
     #[command(subcommand)]
     Scopes(ScopesCommand),
+    /// Print the audit log: what administrators changed through the admin API
+    /// (/admin/api/), newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
     /// Log in to a server from this terminal (through the browser, or with a code to
     /// confirm on another device) and keep its tokens.
     Login(terminal::LoginArgs),
@@ -364,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&config).await?;
             scopes_expand(&config, &*store, &subject).await
         }
+        Command::Audit { limit } => audit(&*server_store(config).await?, limit).await,
         Command::Connector(ConnectorCommand::List) => {
             connector_list(&load_config(config)?);
             Ok(())
@@ -381,6 +389,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keyward audit`: one line per entry, newest first.
+async fn audit(store: &dyn Store, limit: u32) -> anyhow::Result<()> {
+    let entries = store.list_audit(limit, None).await?;
+    if entries.is_empty() {
+        eprintln!("The audit log is empty: nothing was changed through the admin API.");
+        return Ok(());
+    }
+    println!(
+        "{:<21} {:<24} {:<16} {:<24} FROM",
+        "WHEN", "WHO", "ACTION", "TARGET"
+    );
+    for entry in entries {
+        println!(
+            "{:<21} {:<24} {:<16} {:<24} {}",
+            keyward_server::domain::utc_text(entry.at.div_euclid(1000)),
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.address.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
 }
 
 /// The server's database, for the admin commands.

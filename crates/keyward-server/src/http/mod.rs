@@ -15,6 +15,7 @@
 //! | [`introspect`] | `/introspect`, `/revoke` |
 //! | [`logout`] | `/logout` (end session) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`admin_api`] | `/admin/api/*`: users, clients, keys and the audit log, as JSON, for an admin client |
 //! | [`openapi`] | `/openapi.json`: the OpenAPI 3.1 description of all of the above |
 //!
 //! The endpoint modules above never use one another; what they share sits beside them:
@@ -37,6 +38,7 @@ use crate::state::AppState;
 use routes::Routes;
 
 pub mod account;
+pub mod admin_api;
 pub mod authorize;
 pub mod browser;
 pub mod callback;
@@ -77,6 +79,7 @@ pub fn endpoints(pkg_auth: bool) -> Routes {
         .merge(introspect::router())
         .merge(logout::router())
         .merge(health::router())
+        .merge(admin_api::router())
         .merge(openapi::router())
 }
 

@@ -7,7 +7,7 @@
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 
 use crate::state::AppState;
 
@@ -42,6 +42,24 @@ impl Routes {
         T: 'static,
     {
         self.add(Method::POST, path, post(handler))
+    }
+
+    /// Serves `PATCH path` with `handler`.
+    pub fn patch<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Method::PATCH, path, patch(handler))
+    }
+
+    /// Serves `DELETE path` with `handler`.
+    pub fn delete<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Method::DELETE, path, delete(handler))
     }
 
     /// Adds one method of one path. axum merges the methods of a path given twice (and

@@ -147,6 +147,27 @@ async fn clients(store: Arc<dyn Store>) {
     assert_eq!(store.declared(Users).await.unwrap(), ["ann"]);
     store.set_declared(Users, &[]).await.unwrap();
     assert!(store.declared(Users).await.unwrap().is_empty());
+
+    // The audit log: newest first, limited, from a point in time back.
+    let entry = |id: &str, at: i64| crate::domain::AuditEntry {
+        id: id.into(),
+        at,
+        actor: "client:admin".into(),
+        action: "user.disable".into(),
+        target: "bob".into(),
+        address: (at % 2000 == 0).then(|| "127.0.0.1".into()),
+    };
+    for (id, at) in [("e1", 1_000), ("e2", 2_000), ("e3", 3_000)] {
+        store.append_audit(&entry(id, at)).await.unwrap();
+    }
+    let newest = store.list_audit(2, None).await.unwrap();
+    assert_eq!(newest, [entry("e3", 3_000), entry("e2", 2_000)]);
+    let older = store.list_audit(10, Some(1_999)).await.unwrap();
+    assert_eq!(older, [entry("e1", 1_000)]);
+    assert!(
+        store.append_audit(&entry("e1", 4_000)).await.is_err(),
+        "ids are unique"
+    );
 }
 
 /// Users: usernames are unique; sync keeps the id; password and disabled flag are kept.
@@ -179,6 +200,7 @@ async fn users(store: Arc<dyn Store>) {
     assert_eq!(synced.email.as_deref(), Some("a2@example.com"));
     let bob = store.sync_user(&user("bob")).await.unwrap();
     assert_eq!(bob.id, "id-bob");
+
     assert!(
         store
             .set_password_hash("id-bob", "$argon2id$y")
@@ -201,6 +223,23 @@ async fn users(store: Arc<dyn Store>) {
         ["alice", "bob"]
     );
     assert_eq!(store.count_users().await.unwrap(), 2);
+    // Search: by a piece of the username or the address, any ASCII case; `%` and `_`
+    // are themselves, not wildcards.
+    store.sync_user(&user("Carol_X")).await.unwrap();
+    let found = |text: &'static str, limit| {
+        let store = store.clone();
+        async move {
+            let users = store.search_users(text, limit).await.unwrap();
+            users.into_iter().map(|u| u.username).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("", 10).await, ["Carol_X", "alice", "bob"]);
+    assert_eq!(found("", 2).await, ["Carol_X", "alice"]);
+    assert_eq!(found("LIC", 10).await, ["alice"]);
+    assert_eq!(found("a2@EXAMPLE", 10).await, ["alice"]);
+    assert_eq!(found("l_x", 10).await, ["Carol_X"]);
+    assert!(found("a_i", 10).await.is_empty(), "_ is no wildcard");
+    assert!(found("%", 10).await.is_empty(), "% is no wildcard");
 }
 
 /// Logins in progress: every kind comes back as it went in; expiry, the signed-in user, single take, and sign-out ending a browser's logins.

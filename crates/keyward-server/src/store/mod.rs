@@ -21,8 +21,8 @@ use keyward_proto::{ScopeSet, TokenHash};
 use crate::config::{DatabaseKind, Durability};
 
 use crate::domain::{
-    AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant, Identity,
-    RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    AuditEntry, AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant,
+    Identity, RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 pub mod backup;
@@ -151,6 +151,7 @@ pub trait Store:
     + ThrottleStore
     + KeyStore
     + IdentityStore
+    + AuditStore
     + Send
     + Sync
     + 'static
@@ -223,6 +224,9 @@ pub trait UserStore: Send + Sync {
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     /// Every user, by username.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// At most `limit` users, by username, whose username or email contains `text`
+    /// (ignoring ASCII case; every user when `text` is empty).
+    async fn search_users(&self, text: &str, limit: u32) -> StoreResult<Vec<User>>;
     /// How many users there are (without reading them: a store may hold millions).
     async fn count_users(&self) -> StoreResult<u64>;
     /// Sets a user's password hash; false when there is no such user.
@@ -389,6 +393,15 @@ pub trait ThrottleStore: Send + Sync {
     async fn throttle_undo(&self, key: &TokenHash) -> StoreResult<()>;
     /// Forgets every attempt against `key`.
     async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()>;
+}
+
+/// The audit log of administrators' actions. Part of [`Store`].
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an entry.
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The newest `limit` entries at or before `before` (milliseconds), newest first.
+    async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
 }
 
 /// Signing keys and the server's other secrets. Part of [`Store`].

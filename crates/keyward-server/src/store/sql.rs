@@ -28,16 +28,16 @@ use sqlx::sqlite::{
 use super::cache::{self, ClientCache};
 use super::check;
 use super::{
-    ClientStore, Consistency, DeclaredKind, DeviceStore, GrantStore, IdentityKey, IdentityStore,
-    KeyStore, LoginStore, SessionStore, Store, StoreError, StoreResult, ThrottleStore, UserClient,
-    UserStore,
+    AuditStore, ClientStore, Consistency, DeclaredKind, DeviceStore, GrantStore, IdentityKey,
+    IdentityStore, KeyStore, LoginStore, SessionStore, Store, StoreError, StoreResult,
+    ThrottleStore, UserClient, UserStore,
 };
 use crate::config::Durability;
 use crate::domain::SigningAlg;
 use crate::domain::{
-    AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
-    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
-    ResponseMode, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    AuditEntry, AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption,
+    ConnectorLogin, ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind,
+    RefreshToken, ResponseMode, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -60,7 +60,20 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../migrations/0012_config_declared.sql"),
     ),
+    (13, include_str!("../../migrations/0013_audit_log.sql")),
 ];
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its `%`, `_` and `\` match themselves.
+fn like_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
 
 /// Rows a purge deletes per statement (of grants: per transaction, with what names
 /// them). A batch takes a few milliseconds, which is the most a request arriving during
@@ -1133,6 +1146,21 @@ macro_rules! sql_store {
                 rows.iter().map(Self::user).collect()
             }
 
+            async fn search_users(&self, text: &str, limit: u32) -> StoreResult<Vec<User>> {
+                let pattern = format!("%{}%", like_escape(&text.to_ascii_lowercase()));
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users
+                     WHERE LOWER(username) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(email, '')) LIKE $1 ESCAPE '\\'
+                     ORDER BY username LIMIT $2"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(pattern)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::user).collect()
+            }
+
             async fn count_users(&self) -> StoreResult<u64> {
                 let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
                 Ok(u64::try_from(count).unwrap_or(0))
@@ -1697,6 +1725,45 @@ macro_rules! sql_store {
             async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()> {
                 sqlx::query("DELETE FROM throttles WHERE key = $1").bind(key.as_str()).execute(&self.writer).await?;
                 Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl AuditStore for $store {
+            async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+                sqlx::query("INSERT INTO audit_log (id, at, actor, action, target, address) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&entry.id)
+                    .bind(entry.at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.target)
+                    .bind(&entry.address)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+                let rows = sqlx::query(
+                    "SELECT id, at, actor, action, target, address FROM audit_log WHERE at <= $1
+                     ORDER BY at DESC, id DESC LIMIT $2",
+                )
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AuditEntry {
+                            id: row.try_get(0)?,
+                            at: row.try_get(1)?,
+                            actor: row.try_get(2)?,
+                            action: row.try_get(3)?,
+                            target: row.try_get(4)?,
+                            address: row.try_get(5)?,
+                        })
+                    })
+                    .collect()
             }
         }
 

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin_api;
 mod admin_cli;
 mod backup;
 mod browser_login;

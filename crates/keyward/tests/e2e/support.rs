@@ -410,6 +410,20 @@ pub async fn drive_from(
     }
 }
 
+/// `user` signs in to demo-app (code flow with PKCE, asking for `scope`): the token
+/// response.
+pub async fn demo_app_tokens(app: &TestApp, user: &str, scope: &str) -> serde_json::Value {
+    let (authorize, verifier) = authorize_url(&app.issuer, "demo-app", scope, "");
+    let code = drive(&browser(), &authorize, user, PASSWORD, "approve")
+        .await
+        .callback()["code"]
+        .clone();
+    let (status, tokens) =
+        redeem_code(app, "demo-app", Some(SECRET), &code, verifier.secret()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    tokens
+}
+
 /// A token endpoint request with Basic client authentication.
 pub async fn token_request(
     app: &TestApp,

@@ -1,0 +1,358 @@
+//! The JSON admin API (`/admin/api/`), driven as automation drives it: with a
+//! client-credentials token of a client registered with `keyward:admin`. Every change
+//! shows in the audit log, over the API and in `keyward audit`; tokens that are not an
+//! admin client's own are refused.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const OPS_SECRET: &str = "ops-secret-0123456789abcdef0123456789";
+
+/// An admin client beside the usual ones.
+fn admin_config() -> String {
+    format!(
+        "[[clients]]\nclient_id = \"ops\"\nclient_secret = \"{OPS_SECRET}\"\n\
+         grant_types = [\"client_credentials\"]\nscopes = [\"keyward:admin\"]\n"
+    )
+}
+
+/// A client-credentials token of `client`, asking for `scope`.
+async fn cc_token(app: &TestApp, client: &str, secret: &str, scope: &str) -> String {
+    let (status, body) = token_request(
+        app,
+        client,
+        Some(secret),
+        &[("grant_type", "client_credentials"), ("scope", scope)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `method path` with `token` and a JSON `body`: status and JSON answer (null when
+/// there is none).
+async fn call(
+    app: &TestApp,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http().request(method, format!("{}/admin/api{path}", app.issuer));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
+    let app = spawn_app(Db::Sqlite, &admin_config()).await.unwrap();
+    let admin = cc_token(&app, "ops", OPS_SECRET, "keyward:admin").await;
+    let admin = Some(admin.as_str());
+
+    // Users: search, detail.
+    let (status, found) = call(&app, admin, Method::GET, "/users?q=ALI", None).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["users"].as_array().unwrap().len(), 1);
+    assert_eq!(found["users"][0]["username"], "alice");
+    assert!(found["users"][0].get("password_hash").is_none());
+
+    // bob holds a refresh token through demo-app; disabling him ends it.
+    let tokens = demo_app_tokens(&app, "bob", "openid offline_access").await;
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, bob) = call(&app, admin, Method::GET, "/users/bob", None).await;
+    assert_eq!(status, StatusCode::OK, "{bob}");
+    assert_eq!(bob["grants"][0]["client_id"], "demo-app");
+    assert_eq!(bob["sessions"].as_array().unwrap().len(), 1);
+    let (status, body) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/users/bob",
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["disabled"], true);
+    let (status, _) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "bob's refresh token is dead"
+    );
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/users/bob",
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&app, admin, Method::POST, "/users/alice/revoke", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&app, admin, Method::GET, "/users/nobody", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Clients: create (the secret shown once), use, change, remove.
+    let new = json!({
+        "client_id": "reports",
+        "grant_types": ["client_credentials"],
+        "scopes": ["api:read"],
+    });
+    let (status, created) = call(&app, admin, Method::POST, "/clients", Some(new.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert!(created["client"].get("secret_hash").is_none());
+    let reports = cc_token(&app, "reports", &secret, "api:read").await;
+    assert!(is_active(&app, &reports).await);
+    let (status, taken) = call(&app, admin, Method::POST, "/clients", Some(new)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    let (status, changed) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/clients/reports",
+        Some(json!({"name": "Reports", "scopes": ["api:read", "openid"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["client"]["name"], "Reports");
+    assert_eq!(changed["client"]["scopes"], json!(["api:read", "openid"]));
+    assert!(
+        is_active(&app, &reports).await,
+        "its tokens outlive a change"
+    );
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/clients/reports",
+        Some(json!({"grant_types": ["authorization_code"]})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a code flow needs a redirect URI"
+    );
+    let (status, listed) = call(&app, admin, Method::GET, "/clients", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        listed["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == "reports")
+    );
+    let (status, _) = call(&app, admin, Method::DELETE, "/clients/reports", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!is_active(&app, &reports).await, "its tokens died with it");
+    let (status, _) = token_request(
+        &app,
+        "reports",
+        Some(&secret),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&app, admin, Method::DELETE, "/clients/reports", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Keys: listed without their private parts, rotated.
+    let (status, keys) = call(&app, admin, Method::GET, "/keys", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let before: Vec<Value> = keys["keys"].as_array().unwrap().clone();
+    assert!(
+        before
+            .iter()
+            .all(|k| k["state"] == "active" && k.get("private_der").is_none())
+    );
+    let (status, rotated) = call(&app, admin, Method::POST, "/keys/rotate", None).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let after = rotated["keys"].as_array().unwrap();
+    assert_eq!(after.len(), before.len() * 2);
+    for old in &before {
+        let now = after.iter().find(|k| k["kid"] == old["kid"]).unwrap();
+        assert_eq!(now["state"], "retired");
+    }
+
+    // The audit log: every change, newest first, by whom and from where.
+    let (status, log) = call(&app, admin, Method::GET, "/audit?limit=100", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("keys.rotate", "signing-keys"),
+            ("client.delete", "reports"),
+            ("client.update", "reports"),
+            ("client.create", "reports"),
+            ("user.revoke", "alice"),
+            ("user.enable", "bob"),
+            ("user.disable", "bob"),
+        ],
+        "only what was carried out, and every one of those"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"] == "client:ops" && e["address"] == "127.0.0.1")
+    );
+    let (status, older) = call(
+        &app,
+        admin,
+        Method::GET,
+        &format!("/audit?limit=1&before={}", entries[5]["at"]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(older["entries"][0]["at"].as_i64() <= entries[5]["at"].as_i64());
+
+    // `keyward audit` prints the same log.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["audit", "--limit", "3"])
+        .env(
+            "KEYWARD_DATABASE_URL",
+            format!("sqlite://{}/keyward.db", app.dir.display()),
+        )
+        .env("KEYWARD_LOG", "warn")
+        .env_remove("KEYWARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 4, "{printed}");
+    assert!(
+        lines[1].contains("client:ops") && lines[1].contains("keys.rotate"),
+        "{printed}"
+    );
+    assert!(
+        lines[3].contains("client.update") && lines[3].contains("127.0.0.1"),
+        "{printed}"
+    );
+}
+
+/// Who is refused: no token or a bad one (401), a valid token that is not an admin
+/// client's own with the scope (403), including one whose client lost the scope after
+/// it was issued; and malformed requests get `invalid_request`, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_clients_token_opens_the_admin_api() {
+    let app = spawn_app(Db::Sqlite, &admin_config()).await.unwrap();
+    let response = http()
+        .get(format!("{}/admin/api/users", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+    let (status, body) = call(&app, Some("not-a-token"), Method::GET, "/users", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+
+    // demo-app's own token, without the scope.
+    let other = cc_token(&app, "demo-app", SECRET, "api:read").await;
+    let (status, body) = call(&app, Some(&other), Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "insufficient_scope");
+    // ops's token without asking for the scope.
+    let plain = cc_token(&app, "ops", OPS_SECRET, "").await;
+    let (status, _) = call(&app, Some(&plain), Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A person's token.
+    let tokens = demo_app_tokens(&app, "alice", "openid").await;
+    let person = tokens["access_token"].as_str().unwrap();
+    let (status, _) = call(&app, Some(person), Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Malformed requests.
+    let token = cc_token(&app, "ops", OPS_SECRET, "keyward:admin").await;
+    let admin = Some(token.as_str());
+    for query in ["?limit=0", "?limit=1001", "?limit=x", "?q=a&q=b"] {
+        let (status, body) = call(&app, admin, Method::GET, &format!("/users{query}"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    let garbage = http()
+        .patch(format!("{}/admin/api/users/bob", app.issuer))
+        .bearer_auth(&token)
+        .body("{\"disabled\": tru")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/users/bob",
+        Some(json!({"disabled": true, "role": "root"})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused"
+    );
+    let huge = http()
+        .post(format!("{}/admin/api/clients", app.issuer))
+        .bearer_auth(&token)
+        .body(vec![b'x'; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::POST,
+        "/clients",
+        Some(json!({"client_id": "bad id"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, log) = call(&app, admin, Method::GET, "/audit", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(log["entries"], json!([]), "nothing refused reached the log");
+
+    // The admin client loses the scope (through the API itself): its token, still
+    // valid, opens nothing from then on.
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/clients/ops",
+        Some(json!({"scopes": ["api:read"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&app, admin, Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
