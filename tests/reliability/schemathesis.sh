@@ -13,7 +13,8 @@
 # exercised; the Julia protocol is on; one client may use every grant. A user signs in
 # first (authorization code with PKCE), so that Schemathesis holds real credentials:
 # the client's Basic secret (clientSecretBasic), the user's access token (accessToken)
-# and refresh token (refreshToken), as the description's security schemes name them.
+# and refresh token (refreshToken), and an admin client's client-credentials token
+# (adminToken, for /admin/api/), as the description's security schemes name them.
 # Besides Schemathesis' verdict, the server's own counters must show no 5xx, its log no
 # panic, and the process must still be alive.
 #
@@ -85,6 +86,12 @@ scopes = ["openid", "profile", "email", "groups", "offline_access", "api:read"]
 skip_consent = true
 introspect = true
 
+[[clients]]
+client_id = "fuzz-admin"
+client_secret = "$secret"
+grant_types = ["client_credentials"]
+scopes = ["keyward:admin"]
+
 [[users]]
 username = "fuzz"
 email = "fuzz@example.org"
@@ -145,11 +152,14 @@ status, _, body = call(f"{base}/token", {"grant_type": "authorization_code", "co
     "code_verifier": verifier}, {"Authorization": f"Basic {basic}"})
 assert status == 200, (status, body)
 answer = json.loads(body)
-print(answer["access_token"], answer["refresh_token"])
+admin_basic = base64.b64encode(f"fuzz-admin:{secret}".encode()).decode()
+status, _, body = call(f"{base}/token", {"grant_type": "client_credentials", "scope": "keyward:admin"},
+    {"Authorization": f"Basic {admin_basic}"})
+assert status == 200, (status, body)
+print(answer["access_token"], answer["refresh_token"], json.loads(body)["access_token"])
 PY
 )"
-access="${tokens% *}"
-refresh="${tokens#* }"
+read -r access refresh admin <<<"$tokens"
 
 cat >"$work/schemathesis.toml" <<TOML
 [auth.openapi.clientSecretBasic]
@@ -161,6 +171,9 @@ bearer = "$access"
 
 [auth.openapi.refreshToken]
 bearer = "$refresh"
+
+[auth.openapi.adminToken]
+bearer = "$admin"
 TOML
 
 # Pages and the Julia token file are checked too: as UTF-8 text (what the description's

@@ -131,6 +131,7 @@ impl NewClient {
             name: self.name.unwrap_or_else(|| self.client_id.clone()),
             client_id: self.client_id,
             secret_hash: secret.as_ref().map(ClientSecret::hash),
+            previous_secret: None,
             redirect_uris: self.redirect_uris,
             post_logout_redirect_uris: self.post_logout_redirect_uris,
             grant_types,
@@ -248,8 +249,47 @@ pub async fn changed_client(
     };
     let (mut updated, _) = new.build()?;
     updated.secret_hash = client.secret_hash;
+    updated.previous_secret = client.previous_secret;
     updated.created_at = client.created_at;
     Ok(updated)
+}
+
+/// The longest grace period of a rotated client secret.
+pub const MAX_SECRET_GRACE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// Gives a confidential client a new secret, returned to be shown once. The old one is
+/// still accepted for `grace` (at most [`MAX_SECRET_GRACE`]; zero ends it at once),
+/// and so are the tokens issued under it; a secret older than that is forgotten.
+pub async fn rotate_client_secret(
+    store: &dyn Store,
+    client_id: &str,
+    grace: std::time::Duration,
+    now: i64,
+) -> Result<(Client, ClientSecret), AdminError> {
+    if grace > MAX_SECRET_GRACE {
+        return Err(AdminError::Invalid(format!(
+            "the grace period is at most {} days",
+            MAX_SECRET_GRACE.as_secs() / 86_400
+        )));
+    }
+    let mut client = store
+        .get_client(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("client {client_id:?}")))?;
+    let Some(old) = client.secret_hash.take() else {
+        return Err(AdminError::Invalid(format!(
+            "client {client_id:?} is public: it has no secret"
+        )));
+    };
+    let secret = ClientSecret::generate();
+    client.secret_hash = Some(secret.hash());
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    client.previous_secret = (grace > 0).then(|| domain::PreviousSecret {
+        hash: old,
+        until: now.saturating_add(grace),
+    });
+    store.upsert_client(&client).await?;
+    Ok((client, secret))
 }
 
 /// Ends every session of a user and revokes every grant (so their refresh and access

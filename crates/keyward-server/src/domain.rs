@@ -84,6 +84,8 @@ pub struct Client {
     pub name: String,
     /// SHA-256 of the secret; `None` for a public client.
     pub secret_hash: Option<TokenHash>,
+    /// The secret before the last rotation, still accepted for a grace period.
+    pub previous_secret: Option<PreviousSecret>,
     /// Exact redirect URIs.
     pub redirect_uris: Vec<String>,
     /// Allowed `post_logout_redirect_uri` values.
@@ -102,10 +104,39 @@ pub struct Client {
     pub created_at: i64,
 }
 
+/// A client's secret before its last rotation, accepted until `until` so that the
+/// client can move to the new one without an outage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// SHA-256 of the old secret.
+    pub hash: TokenHash,
+    /// Accepted before this time (seconds since the epoch).
+    pub until: i64,
+}
+
 impl Client {
     /// Whether the client has no secret.
     pub fn is_public(&self) -> bool {
         self.secret_hash.is_none()
+    }
+
+    /// Whether `secret` is this client's secret at `now`: the current one, or the one
+    /// before the last rotation within its grace period. Constant time per hash.
+    pub fn secret_matches(&self, secret: &str, now: i64) -> bool {
+        let current = self.secret_hash.as_ref().is_some_and(|h| h.matches(secret));
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|p| now < p.until && p.hash.matches(secret));
+        current | previous
+    }
+
+    /// The previous secret's hash while it is still accepted at `now`.
+    pub fn previous_secret_at(&self, now: i64) -> Option<&TokenHash> {
+        self.previous_secret
+            .as_ref()
+            .filter(|p| now < p.until)
+            .map(|p| &p.hash)
     }
 
     /// The scope a request that names none gets: everything the client may have, but
@@ -977,6 +1008,36 @@ mod tests {
         assert!(validate_redirect_uri("https://app.example/cb#x").is_err());
         assert!(validate_redirect_uri("javascript:alert(1)").is_err());
         assert!(validate_redirect_uri("/relative").is_err());
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_until_its_grace_period_ends() {
+        let client = Client {
+            client_id: "reports".into(),
+            name: "Reports".into(),
+            secret_hash: Some(TokenHash::of("new")),
+            previous_secret: Some(PreviousSecret {
+                hash: TokenHash::of("old"),
+                until: 1_000,
+            }),
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec!["client_credentials".into()],
+            scopes: ScopeSet::parse("api").unwrap(),
+            skip_consent: false,
+            introspect: false,
+            id_token_alg: SigningAlg::ES256,
+            created_at: 0,
+        };
+        assert!(client.secret_matches("new", 999) && client.secret_matches("new", 5_000));
+        assert!(client.secret_matches("old", 999));
+        assert!(
+            !client.secret_matches("old", 1_000),
+            "the grace period is over"
+        );
+        assert!(!client.secret_matches("other", 999));
+        assert_eq!(client.previous_secret_at(999), Some(&TokenHash::of("old")));
+        assert_eq!(client.previous_secret_at(1_000), None);
     }
 
     #[test]

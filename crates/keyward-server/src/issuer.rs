@@ -141,9 +141,23 @@ pub fn access_token(
 /// the same id gets a new secret, hence a new tag, so the tokens of the old record stay
 /// dead; nobody without the key can compute a tag.
 pub fn client_tag(mac: &MacKey, client: &Client) -> String {
-    let mut data = client.client_id.as_bytes().to_vec();
+    tag_of(mac, &client.client_id, client.secret_hash.as_ref())
+}
+
+/// Whether `presented` is the tag of `client`'s record at `now`: under its secret, or
+/// under the secret before the last rotation while that is still accepted (so that a
+/// rotation with a grace period does not end the tokens already issued).
+pub fn client_tag_matches(mac: &MacKey, client: &Client, presented: &str, now: i64) -> bool {
+    presented == client_tag(mac, client)
+        || client
+            .previous_secret_at(now)
+            .is_some_and(|old| presented == tag_of(mac, &client.client_id, Some(old)))
+}
+
+fn tag_of(mac: &MacKey, client_id: &str, secret_hash: Option<&keyward_proto::TokenHash>) -> String {
+    let mut data = client_id.as_bytes().to_vec();
     data.push(0);
-    if let Some(hash) = &client.secret_hash {
+    if let Some(hash) = secret_hash {
         data.extend_from_slice(hash.as_str().as_bytes());
     }
     let mut tag = mac.tag(Purpose::ClientRecord, &data);
@@ -286,7 +300,10 @@ pub async fn validate_access_token(
             // registered again is another record (another tag).
             let current = store.get_client(&claims.client_id).await?;
             let same_record = current.is_some_and(|client| {
-                claims.client_tag.as_deref() == Some(client_tag(issuer.mac, &client).as_str())
+                claims
+                    .client_tag
+                    .as_deref()
+                    .is_some_and(|tag| client_tag_matches(issuer.mac, &client, tag, issuer.now()))
             });
             if !same_record {
                 return Ok(Err(TokenRefused::Revoked));

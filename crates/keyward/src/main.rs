@@ -157,6 +157,20 @@ enum ClientCommand {
         /// The client id.
         client_id: String,
     },
+    /// Give a confidential client a new secret, shown once; the old one (and the tokens
+    /// issued under it) stays valid for the grace period, then is forgotten.
+    RotateSecret {
+        /// The client id.
+        client_id: String,
+        /// How long the old secret is still accepted (`0s` to `30d`).
+        #[arg(long, default_value = "24h", value_parser = parse_grace)]
+        grace: std::time::Duration,
+    },
+}
+
+/// A grace period: a duration such as `90m`, `24h` or `7d`.
+fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
+    keyward_server::config::parse_duration(text)
 }
 
 #[derive(Args)]
@@ -798,6 +812,21 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
                     client.grant_types.join(","),
                     client.redirect_uris.join(" ")
                 );
+            }
+        }
+        ClientCommand::RotateSecret { client_id, grace } => {
+            let now = keyward_server::domain::now();
+            let (client, secret) =
+                admin::rotate_client_secret(store, &client_id, grace, now).await?;
+            println!("client_id:     {}", client.client_id);
+            println!("client_secret: {}", secret.secret());
+            println!("(shown once: keyward stores only its hash)");
+            match &client.previous_secret {
+                Some(old) => println!(
+                    "the old secret is accepted until {}",
+                    keyward_server::domain::utc_text(old.until)
+                ),
+                None => println!("the old secret no longer works"),
             }
         }
         ClientCommand::Remove { client_id } => {

@@ -70,6 +70,7 @@ mod tests {
             client_id: "svc".into(),
             name: "svc".into(),
             secret_hash: None,
+            previous_secret: None,
             redirect_uris: vec![],
             post_logout_redirect_uris: vec![],
             grant_types: vec!["client_credentials".into()],

@@ -54,6 +54,7 @@ pub fn router() -> Routes {
         .get("/admin/api/clients/{client_id}", get_client)
         .patch("/admin/api/clients/{client_id}", patch_client)
         .delete("/admin/api/clients/{client_id}", delete_client)
+        .post("/admin/api/clients/{client_id}/secret", rotate_secret)
         .get("/admin/api/keys", list_keys)
         .post("/admin/api/keys/rotate", rotate_keys)
         .get("/admin/api/audit", list_audit)
@@ -364,6 +365,7 @@ fn client_view(client: &Client) -> serde_json::Value {
         "introspect": client.introspect,
         "id_token_signed_response_alg": client.id_token_alg.as_str(),
         "created_at": client.created_at,
+        "previous_secret_valid_until": client.previous_secret.as_ref().map(|p| p.until),
     })
 }
 
@@ -502,6 +504,63 @@ async fn delete_client(
     Ok((StatusCode::NO_CONTENT, no_store()).into_response())
 }
 
+/// The body of `POST /admin/api/clients/{client_id}/secret`, which may be empty.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// How long the old secret is still accepted; 24 hours when not given.
+    grace_seconds: Option<u64>,
+}
+
+/// The grace period of a rotation when none is named.
+const DEFAULT_SECRET_GRACE: u64 = 86_400;
+
+/// `POST /admin/api/clients/{client_id}/secret`: a new secret, shown this once; the
+/// old one (and the tokens issued under it) stays valid for the grace period.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(client_id): Path<String>,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, ApiError> {
+    let rotation: Rotation = match body {
+        Ok(Body(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Rotation {
+            grace_seconds: None,
+        },
+        other => json_body(other)?,
+    };
+    let grace =
+        std::time::Duration::from_secs(rotation.grace_seconds.unwrap_or(DEFAULT_SECRET_GRACE));
+    if grace > admin::MAX_SECRET_GRACE {
+        return Err(admin_error(AdminError::Invalid(format!(
+            "grace_seconds is at most {}",
+            admin::MAX_SECRET_GRACE.as_secs()
+        ))));
+    }
+    let client = state
+        .store()
+        .get_client(&client_id)
+        .await?
+        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
+    if client.is_public() {
+        return Err(admin_error(AdminError::Invalid(format!(
+            "client {client_id:?} is public: it has no secret"
+        ))));
+    }
+    admin
+        .record(&state, "client.rotate-secret", &client_id)
+        .await?;
+    let (client, secret) =
+        admin::rotate_client_secret(state.store(), &client_id, grace, state.now())
+            .await
+            .map_err(admin_error)?;
+    let body = json!({
+        "client": client_view(&client),
+        "client_secret": secret.secret(),
+    });
+    Ok(ok(body))
+}
+
 fn key_view(key: &StoredKey) -> serde_json::Value {
     json!({
         "kid": key.kid,
@@ -582,6 +641,7 @@ mod tests {
             client_id: id.into(),
             name: id.into(),
             secret_hash: (!public).then(|| TokenHash::of("s")),
+            previous_secret: None,
             redirect_uris: vec![],
             post_logout_redirect_uris: vec![],
             grant_types: vec!["client_credentials".into()],

@@ -330,6 +330,7 @@ mod tests {
             client_id: "app".into(),
             name: "app".into(),
             secret_hash: None,
+            previous_secret: None,
             redirect_uris: redirects.iter().map(|r| (*r).to_owned()).collect(),
             post_logout_redirect_uris: vec![],
             grant_types: grants.iter().map(|g| (*g).to_owned()).collect(),

@@ -55,7 +55,7 @@ pub async fn authenticate(
         .await?
         .ok_or_else(unknown)?;
     match (&client.secret_hash, secret) {
-        (Some(hash), Some(secret)) if hash.matches(secret.secret()) => {
+        (Some(_), Some(secret)) if client.secret_matches(secret.secret(), state.now()) => {
             Ok((client, ClientAuth::Secret))
         }
         (None, None) => Ok((client, ClientAuth::Public)),

@@ -503,6 +503,7 @@ pub fn console_client() -> Client {
         client_id: String::new(),
         name: "your account".into(),
         secret_hash: None,
+        previous_secret: None,
         redirect_uris: Vec::new(),
         post_logout_redirect_uris: Vec::new(),
         grant_types: Vec::new(),

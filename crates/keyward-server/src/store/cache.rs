@@ -157,6 +157,7 @@ mod tests {
             client_id: id.into(),
             name: id.into(),
             secret_hash: None,
+            previous_secret: None,
             redirect_uris: vec![],
             post_logout_redirect_uris: vec![],
             grant_types: vec![],

@@ -61,6 +61,7 @@ fn client(id: &str) -> Client {
         client_id: id.into(),
         name: "Demo".into(),
         secret_hash: Some(TokenHash::of("secret")),
+        previous_secret: None,
         redirect_uris: vec!["http://127.0.0.1:5555/cb".into()],
         post_logout_redirect_uris: vec![],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
@@ -128,6 +129,16 @@ async fn clients(store: Arc<dyn Store>) {
     store.upsert_client(&client("zzz")).await.unwrap();
     assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
     assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    // A rotated secret: the old one is kept with its end, and forgotten again.
+    app.previous_secret = Some(crate::domain::PreviousSecret {
+        hash: TokenHash::of("old"),
+        until: 12_345,
+    });
+    store.upsert_client(&app).await.unwrap();
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
+    app.previous_secret = None;
+    store.upsert_client(&app).await.unwrap();
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
     assert!(store.delete_client("zzz").await.unwrap());
     assert!(!store.delete_client("zzz").await.unwrap());
     assert_eq!(store.get_client("zzz").await.unwrap(), None);

@@ -37,7 +37,8 @@ use crate::domain::SigningAlg;
 use crate::domain::{
     AuditEntry, AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption,
     ConnectorLogin, ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind,
-    RefreshToken, ResponseMode, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    PreviousSecret, RefreshToken, ResponseMode, Session, StoredKey, ThrottleAttempt,
+    ThrottlePolicy, Unlink, User,
 };
 
 /// The schema, in order; each entry runs once per database.
@@ -61,6 +62,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0012_config_declared.sql"),
     ),
     (13, include_str!("../../migrations/0013_audit_log.sql")),
+    (
+        14,
+        include_str!("../../migrations/0014_previous_secret.sql"),
+    ),
 ];
 
 /// `text` for a `LIKE … ESCAPE '\'` pattern: its `%`, `_` and `\` match themselves.
@@ -523,7 +528,7 @@ fn unique_violation(err: sqlx::Error, what: impl Into<String>) -> StoreError {
     }
 }
 
-const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at, introspect";
+const CLIENT_COLUMNS: &str = "client_id, name, secret_hash, redirect_uris, post_logout_redirect_uris, grant_types, scopes, skip_consent, id_token_alg, created_at, introspect, previous_secret_hash, previous_secret_until";
 const USER_COLUMNS: &str =
     "id, username, email, email_verified, name, password_hash, disabled, created_at";
 const AUTH_REQUEST_COLUMNS: &str = "id, client_id, redirect_uri, redirect_uri_given, scope, state_encoded, nonce, code_challenge, prompt, max_age, login_hint, browser_hash, csrf, created_at, expires_at, user_id, auth_time, device_code_hash, kind, response_mode";
@@ -599,6 +604,13 @@ macro_rules! sql_store {
                     id_token_alg: alg(&row.try_get::<String, _>("id_token_alg")?)?,
                     created_at: row.try_get("created_at")?,
                     introspect: row.try_get("introspect")?,
+                    previous_secret: match (
+                        row.try_get::<Option<String>, _>("previous_secret_hash")?,
+                        row.try_get::<Option<i64>, _>("previous_secret_until")?,
+                    ) {
+                        (Some(hash), Some(until)) => Some(PreviousSecret { hash: TokenHash::from_stored(hash), until }),
+                        _ => None,
+                    },
                 })
             }
 
@@ -901,6 +913,8 @@ macro_rules! sql_store {
                     .bind(client.id_token_alg.as_str())
                     .bind(client.created_at)
                     .bind(client.introspect)
+                    .bind(client.previous_secret.as_ref().map(|p| p.hash.as_str()))
+                    .bind(client.previous_secret.as_ref().map(|p| p.until))
             }
         }
 
@@ -1034,11 +1048,12 @@ macro_rules! sql_store {
             async fn upsert_client(&self, client: &Client) -> StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
                 let sql = format!(
-                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                      ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
                      redirect_uris = excluded.redirect_uris, post_logout_redirect_uris = excluded.post_logout_redirect_uris,
                      grant_types = excluded.grant_types, scopes = excluded.scopes, skip_consent = excluded.skip_consent,
-                     id_token_alg = excluded.id_token_alg, introspect = excluded.introspect"
+                     id_token_alg = excluded.id_token_alg, introspect = excluded.introspect,
+                     previous_secret_hash = excluded.previous_secret_hash, previous_secret_until = excluded.previous_secret_until"
                 );
                 Self::client_query(&sql, client).execute(&mut *tx).await?;
                 sqlx::query(cache::BUMP_SQL).execute(&mut *tx).await?;
@@ -1048,7 +1063,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_client(&self, client: &Client) -> StoreResult<()> {
-                let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
+                let sql = format!("INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)");
                 let mut tx = self.writer.begin().await?;
                 Self::client_query(&sql, client)
                     .execute(&mut *tx)

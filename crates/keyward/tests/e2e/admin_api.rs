@@ -151,6 +151,77 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         StatusCode::BAD_REQUEST,
         "a code flow needs a redirect URI"
     );
+    // A new secret; the old one, and the token it got, keep working for the grace
+    // period; a rotation without grace ends both.
+    let (status, rotated) = call(
+        &app,
+        admin,
+        Method::POST,
+        "/clients/reports/secret",
+        Some(json!({"grace_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second = rotated["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(second, secret);
+    assert!(rotated["client"]["previous_secret_valid_until"].is_i64());
+    cc_token(&app, "reports", &secret, "api:read").await;
+    let newer = cc_token(&app, "reports", &second, "api:read").await;
+    assert!(
+        is_active(&app, &reports).await,
+        "a token from before the rotation"
+    );
+    let (status, _) = call(&app, admin, Method::POST, "/clients/reports/secret", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the body may be left out: 24 hours of grace"
+    );
+    let (status, rotated) = call(
+        &app,
+        admin,
+        Method::POST,
+        "/clients/reports/secret",
+        Some(json!({"grace_seconds": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let third = rotated["client_secret"].as_str().unwrap().to_owned();
+    for (old, what) in [
+        (&secret, "the first secret"),
+        (&second, "the second secret"),
+    ] {
+        let (status, _) = token_request(
+            &app,
+            "reports",
+            Some(old),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+    }
+    assert!(
+        !is_active(&app, &newer).await,
+        "tokens of the old secret end with it"
+    );
+    let reports = cc_token(&app, "reports", &third, "api:read").await;
+    let secret = third;
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::POST,
+        "/clients/reports/secret",
+        Some(json!({"grace_seconds": 99_999_999})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "at most 30 days");
+    let (status, _) = call(&app, admin, Method::POST, "/clients/cli/secret", None).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a public client has no secret"
+    );
+
     let (status, listed) = call(&app, admin, Method::GET, "/clients", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -205,6 +276,9 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         [
             ("keys.rotate", "signing-keys"),
             ("client.delete", "reports"),
+            ("client.rotate-secret", "reports"),
+            ("client.rotate-secret", "reports"),
+            ("client.rotate-secret", "reports"),
             ("client.update", "reports"),
             ("client.create", "reports"),
             ("user.revoke", "alice"),
@@ -222,12 +296,12 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         &app,
         admin,
         Method::GET,
-        &format!("/audit?limit=1&before={}", entries[5]["at"]),
+        &format!("/audit?limit=1&before={}", entries[8]["at"]),
         None,
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(older["entries"][0]["at"].as_i64() <= entries[5]["at"].as_i64());
+    assert!(older["entries"][0]["at"].as_i64() <= entries[8]["at"].as_i64());
 
     // `keyward audit` prints the same log.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
@@ -249,9 +323,45 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         "{printed}"
     );
     assert!(
-        lines[3].contains("client.update") && lines[3].contains("127.0.0.1"),
+        lines[3].contains("client.rotate-secret") && lines[3].contains("127.0.0.1"),
         "{printed}"
     );
+
+    // `keyward client rotate-secret`, on the server's database: the admin client's own
+    // secret, without grace, which ends its token.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["client", "rotate-secret", "ops", "--grace", "0s"])
+        .env(
+            "KEYWARD_DATABASE_URL",
+            format!("sqlite://{}/keyward.db", app.dir.display()),
+        )
+        .env("KEYWARD_LOG", "warn")
+        .env_remove("KEYWARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let new_secret = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .unwrap_or_else(|| panic!("{printed}"))
+        .trim()
+        .to_owned();
+    assert!(
+        printed.contains("the old secret no longer works"),
+        "{printed}"
+    );
+    // The server's client cache sees the change within half a second.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, _) = call(&app, admin, Method::GET, "/keys", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the old secret's token is gone"
+    );
+    let fresh = cc_token(&app, "ops", &new_secret, "keyward:admin").await;
+    let (status, _) = call(&app, Some(&fresh), Method::GET, "/keys", None).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 /// Who is refused: no token or a bad one (401), a valid token that is not an admin
