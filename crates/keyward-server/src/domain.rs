@@ -131,6 +131,24 @@ impl Client {
         current | previous
     }
 
+    /// Whether a person must answer the consent page for `requested`, having approved
+    /// `approved` before: always with `prompt=consent` (device logins set it); never
+    /// for a first-party client (`skip_consent`); otherwise unless they approved all
+    /// of it before, which only counts for a confidential client. A public client
+    /// cannot prove who it is: any program can start a login under its id with a
+    /// redirect to a port of its own on 127.0.0.1 (RFC 8252 §8.6), and must not get
+    /// a code without the person saying yes each time.
+    pub fn needs_consent(
+        &self,
+        prompt_consent: bool,
+        approved: Option<&ScopeSet>,
+        requested: &ScopeSet,
+    ) -> bool {
+        let remembered =
+            !self.is_public() && approved.is_some_and(|approved| requested.is_subset(approved));
+        prompt_consent || (!self.skip_consent && !remembered)
+    }
+
     /// The previous secret's hash while it is still accepted at `now`.
     pub fn previous_secret_at(&self, now: i64) -> Option<&TokenHash> {
         self.previous_secret
@@ -1038,6 +1056,51 @@ mod tests {
         assert!(!client.secret_matches("other", 999));
         assert_eq!(client.previous_secret_at(999), Some(&TokenHash::of("old")));
         assert_eq!(client.previous_secret_at(1_000), None);
+    }
+
+    /// Attack (RFC 8252 §8.6): another program on the machine starts a login as the
+    /// public command-line client, with a redirect to its own port on 127.0.0.1; the
+    /// person approved that client once before. A remembered approval must not hand it
+    /// a code: only a confidential client's counts.
+    #[test]
+    fn a_public_client_asks_every_time() {
+        let scope = |s: &str| ScopeSet::parse(s).unwrap();
+        let mut client = Client {
+            client_id: "device".into(),
+            name: "CLI".into(),
+            secret_hash: None,
+            previous_secret: None,
+            redirect_uris: vec!["http://127.0.0.1/callback".into()],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec!["authorization_code".into()],
+            scopes: scope("openid offline_access"),
+            skip_consent: false,
+            introspect: false,
+            id_token_alg: SigningAlg::ES256,
+            created_at: 0,
+        };
+        let approved = scope("openid offline_access");
+        let asked = scope("openid");
+        assert!(
+            client.needs_consent(false, Some(&approved), &asked),
+            "public"
+        );
+        client.secret_hash = Some(TokenHash::of("s"));
+        assert!(
+            !client.needs_consent(false, Some(&approved), &asked),
+            "confidential"
+        );
+        assert!(
+            client.needs_consent(false, Some(&asked), &approved),
+            "more than approved"
+        );
+        assert!(client.needs_consent(false, None, &asked), "never approved");
+        assert!(
+            client.needs_consent(true, Some(&approved), &asked),
+            "prompt=consent"
+        );
+        client.skip_consent = true;
+        assert!(!client.needs_consent(false, None, &asked), "first party");
     }
 
     #[test]

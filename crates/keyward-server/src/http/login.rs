@@ -230,11 +230,11 @@ pub(super) async fn advance(
         }
     };
     let prompts = prompt_values(request.prompt.as_deref());
-    // prompt=consent always asks (device logins set it); otherwise a first-party client
-    // never asks and others ask for what the user has not approved yet.
-    let needs_consent = prompts.contains(&"consent")
-        || (!client.skip_consent
-            && !approved.is_some_and(|approved| request.scope().is_subset(&approved)));
+    let needs_consent = client.needs_consent(
+        prompts.contains(&"consent"),
+        approved.as_ref(),
+        &request.scope(),
+    );
     if needs_consent {
         if prompts.contains(&"none") {
             let description = "the user has not approved this application";

@@ -169,6 +169,37 @@ async fn login_through_the_browser_over_a_loopback_redirect() {
     );
 }
 
+/// Attack (RFC 8252 §8.6): another program on the machine, listening on a port of its
+/// own, gets the person's browser to open an authorization request of the public
+/// command-line client they approved before. They are asked again, every time; a
+/// remembered approval would have handed the program a code for their account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_asks_for_consent_every_time() {
+    let app = spawn_app(Db::Sqlite, "").await.unwrap();
+    let browser = browser();
+    let (first, _) = authorize_url(&app.issuer, "device", "openid offline_access", "");
+    let params = drive(&browser, &first, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    assert!(params.contains_key("code"), "{params:?}");
+    // Signed in, approved before: the same request from another program.
+    let (again, _) = authorize_url(&app.issuer, "device", "openid offline_access", "");
+    let page = open(&browser, &again).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.html.contains("name=\"decision\""), "{}", page.html);
+    // A confidential client's approval is remembered (third-party asks once).
+    let (once, _) = authorize_url(&app.issuer, "third-party", "openid", "");
+    drive(&browser, &once, "alice", PASSWORD, "approve")
+        .await
+        .callback();
+    let (twice, _) = authorize_url(&app.issuer, "third-party", "openid", "");
+    let response = browser.get(&twice).send().await.unwrap();
+    assert!(
+        settle(&browser, response).await.is_err(),
+        "straight back with a code"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_browser_login_fails_and_says_so() {
     let app = spawn_app(Db::Sqlite, "").await.unwrap();
