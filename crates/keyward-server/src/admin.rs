@@ -28,6 +28,14 @@ pub enum AdminError {
     /// The named record does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The record changed (or went) between reading and writing it; nothing was
+    /// written.
+    #[error("{0} changed meanwhile; read it again and retry")]
+    Changed(String),
+    /// The record is declared in the configuration file, which would put it back as
+    /// declared at the next start or reload.
+    #[error("{0} is declared in the configuration file: change it there (and reload)")]
+    Declared(String),
     /// An argument is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -177,6 +185,7 @@ pub async fn add_client(
 /// this database has stopped using it: each keeps the clients in memory and drops its
 /// copy within [`cache::FRESH_FOR`] of the change ([`crate::store::cache`]).
 pub async fn remove_client(store: &dyn Store, client_id: &str) -> Result<(), AdminError> {
+    not_declared(store, client_id).await?;
     if store.delete_client(client_id).await? {
         tokio::time::sleep(cache::FRESH_FOR + cache::POLL_EVERY).await;
         Ok(())
@@ -206,16 +215,46 @@ pub struct ClientChanges {
     pub introspect: Option<bool>,
 }
 
-/// Changes a registered client ([`changed_client`], then stored). Its secret, and so
-/// the tokens issued to it, stay valid.
+/// Changes a registered client ([`changed_client`], then stored unless it changed
+/// meanwhile). Its secret, and so the tokens issued to it, stay valid.
 pub async fn update_client(
     store: &dyn Store,
     client_id: &str,
     changes: ClientChanges,
 ) -> Result<Client, AdminError> {
     let updated = changed_client(store, client_id, changes).await?;
-    store.upsert_client(&updated).await?;
+    store_change(store, &updated).await?;
     Ok(updated)
+}
+
+/// Writes a change of a client made from the record as read (whose secret hash is
+/// `changed`'s): [`AdminError::Changed`] when another change came first.
+pub async fn store_change(store: &dyn Store, changed: &Client) -> Result<(), AdminError> {
+    if store
+        .update_client(changed, changed.secret_hash.as_ref())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::Changed(format!(
+            "client {:?}",
+            changed.client_id
+        )))
+    }
+}
+
+/// Refuses to change a client the configuration file declares (a start or reload
+/// would write it back as declared, its old secret included).
+pub async fn not_declared(store: &dyn Store, client_id: &str) -> Result<(), AdminError> {
+    if store
+        .declared(DeclaredKind::Client)
+        .await?
+        .iter()
+        .any(|id| id == client_id)
+    {
+        return Err(AdminError::Declared(format!("client {client_id:?}")));
+    }
+    Ok(())
 }
 
 /// The record `changes` would make of a registered client, checked as a new one would
@@ -229,6 +268,7 @@ pub async fn changed_client(
         .get_client(client_id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("client {client_id:?}")))?;
+    not_declared(store, client_id).await?;
     let public = client.is_public();
     let new = NewClient {
         client_id: client.client_id.clone(),
@@ -276,6 +316,7 @@ pub async fn rotate_client_secret(
         .get_client(client_id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("client {client_id:?}")))?;
+    not_declared(store, client_id).await?;
     let Some(old) = client.secret_hash.take() else {
         return Err(AdminError::Invalid(format!(
             "client {client_id:?} is public: it has no secret"
@@ -285,10 +326,12 @@ pub async fn rotate_client_secret(
     client.secret_hash = Some(secret.hash());
     let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     client.previous_secret = (grace > 0).then(|| domain::PreviousSecret {
-        hash: old,
+        hash: old.clone(),
         until: now.saturating_add(grace),
     });
-    store.upsert_client(&client).await?;
+    if !store.update_client(&client, Some(&old)).await? {
+        return Err(AdminError::Changed(format!("client {client_id:?}")));
+    }
     Ok((client, secret))
 }
 

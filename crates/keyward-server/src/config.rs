@@ -726,6 +726,7 @@ impl Config {
             unauthenticated_writes_per_minute,
             trusted_proxies,
             metrics_allowed,
+            metrics_token,
         )
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -734,6 +735,20 @@ impl Config {
             || self.pkg_auth.client_id != new.pkg_auth.client_id
         {
             changed.push("pkg_auth");
+        }
+        // Policies, audiences and the exchange lifetime; the trusted issuers are
+        // reloaded with the connectors. (Their Debug forms hold no secret values.)
+        let policies = |c: &Config| {
+            format!(
+                "{:?} {:?} {:?}",
+                c.exchange.policies, c.exchange.audiences, c.exchange.lifetime
+            )
+        };
+        if policies(self) != policies(new) {
+            changed.push("exchange");
+        }
+        if self.at_rest_key.is_some() != new.at_rest_key.is_some() {
+            changed.push("KEYWARD_KEY_ENCRYPTION_KEY_FILE");
         }
         changed
     }
@@ -985,6 +1000,15 @@ mod tests {
         assert_eq!(
             old.changed_until_restart(&new),
             ["listen", "access_token_ttl", "max_connections", "pkg_auth"]
+        );
+        let exchange = Config::from_toml(
+            &format!("{base}metrics_token = \"0123456789abcdef0123456789\"\n[exchange]\nlifetime = \"5m\"\n"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            old.changed_until_restart(&exchange),
+            ["metrics_token", "exchange"]
         );
     }
 

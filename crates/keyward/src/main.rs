@@ -152,13 +152,15 @@ enum ClientCommand {
     Add(ClientAdd),
     /// List clients.
     List,
-    /// Remove a client and revoke everything issued to it.
+    /// Remove a client and revoke everything issued to it (one the configuration file
+    /// declares is removed from the file instead).
     Remove {
         /// The client id.
         client_id: String,
     },
     /// Give a confidential client a new secret, shown once; the old one (and the tokens
-    /// issued under it) stays valid for the grace period, then is forgotten.
+    /// issued under it) stays valid for the grace period, then is forgotten. A client
+    /// the configuration file declares gets its new secret there.
     RotateSecret {
         /// The client id.
         client_id: String,

@@ -153,6 +153,9 @@ fn admin_error(error: AdminError) -> ApiError {
         AdminError::Store(StoreError::Conflict(what)) => {
             refused(StatusCode::CONFLICT, format!("{what} already exists"))
         }
+        e @ (AdminError::Changed(_) | AdminError::Declared(_)) => {
+            refused(StatusCode::CONFLICT, e.to_string())
+        }
         AdminError::Store(e) => e.into(),
         other => ApiError::Internal(Box::new(other)),
     }
@@ -479,7 +482,9 @@ async fn patch_client(
         .await
         .map_err(admin_error)?;
     admin.record(&state, "client.update", &client_id).await?;
-    state.store().upsert_client(&client).await?;
+    admin::store_change(state.store(), &client)
+        .await
+        .map_err(admin_error)?;
     Ok(ok(json!({ "client": client_view(&client) })))
 }
 
@@ -495,6 +500,9 @@ async fn delete_client(
         .get_client(&client_id)
         .await?
         .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
+    admin::not_declared(state.store(), &client_id)
+        .await
+        .map_err(admin_error)?;
     admin.record(&state, "client.delete", &client_id).await?;
     if !state.store().delete_client(&client_id).await? {
         return Err(admin_error(AdminError::NotFound(format!(
@@ -547,6 +555,9 @@ async fn rotate_secret(
             "client {client_id:?} is public: it has no secret"
         ))));
     }
+    admin::not_declared(state.store(), &client_id)
+        .await
+        .map_err(admin_error)?;
     admin
         .record(&state, "client.rotate-secret", &client_id)
         .await?;

@@ -55,8 +55,16 @@ pub async fn authenticate(
         .await?
         .ok_or_else(unknown)?;
     match (&client.secret_hash, secret) {
-        (Some(_), Some(secret)) if client.secret_matches(secret.secret(), state.now()) => {
+        (Some(hash), Some(secret)) if hash.matches(secret.secret()) => {
             Ok((client, ClientAuth::Secret))
+        }
+        (Some(_), Some(secret)) if client.secret_matches(secret.secret(), state.now()) => {
+            // The secret before the last rotation, within its grace period: the request
+            // acts under the record as it was then, so that the tokens it gets carry
+            // that secret's tag and end with the grace period, not an hour after it.
+            let mut as_before = client;
+            as_before.secret_hash = as_before.previous_secret.take().map(|p| p.hash);
+            Ok((as_before, ClientAuth::Secret))
         }
         (None, None) => Ok((client, ClientAuth::Public)),
         (None, Some(_)) => {

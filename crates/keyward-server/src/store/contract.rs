@@ -129,6 +129,32 @@ async fn clients(store: Arc<dyn Store>) {
     store.upsert_client(&client("zzz")).await.unwrap();
     assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
     assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    // A change applies only to the record as read: not after a rotation, not to a
+    // removed client.
+    let mut renamed = app.clone();
+    renamed.name = "Renamed".into();
+    assert!(
+        !store
+            .update_client(&renamed, Some(&TokenHash::of("other")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_client("app").await.unwrap(), Some(app.clone()));
+    assert!(
+        store
+            .update_client(&renamed, app.secret_hash.as_ref())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_client("app").await.unwrap(),
+        Some(renamed.clone())
+    );
+    let mut gone = client("gone");
+    gone.secret_hash = None;
+    assert!(!store.update_client(&gone, None).await.unwrap());
+    assert_eq!(store.get_client("gone").await.unwrap(), None);
+    store.upsert_client(&app).await.unwrap();
     // A rotated secret: the old one is kept with its end, and forgotten again.
     app.previous_secret = Some(crate::domain::PreviousSecret {
         hash: TokenHash::of("old"),

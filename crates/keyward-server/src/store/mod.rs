@@ -202,6 +202,15 @@ pub trait ClientStore: Send + Sync {
     async fn upsert_client(&self, client: &Client) -> StoreResult<()>;
     /// Inserts a client; `Conflict` when the id is taken.
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    /// Replaces the stored client with `client` only if it is still there with the
+    /// secret hash `expected` (what the caller read): false when it was removed or its
+    /// secret rotated meanwhile, so that two admins' changes cannot undo each other,
+    /// and a removed client is never brought back.
+    async fn update_client(
+        &self,
+        client: &Client,
+        expected: Option<&TokenHash>,
+    ) -> StoreResult<bool>;
     /// A client by id.
     async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>>;
     /// Every client, by id.

@@ -1075,6 +1075,24 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn update_client(&self, client: &Client, expected: Option<&TokenHash>) -> StoreResult<bool> {
+                let mut tx = self.writer.begin().await?;
+                let sql = "UPDATE clients SET name = $2, secret_hash = $3, redirect_uris = $4,
+                     post_logout_redirect_uris = $5, grant_types = $6, scopes = $7, skip_consent = $8,
+                     id_token_alg = $9, created_at = $10, introspect = $11, previous_secret_hash = $12,
+                     previous_secret_until = $13
+                     WHERE client_id = $1 AND (secret_hash = $14 OR (secret_hash IS NULL AND $14 IS NULL))";
+                let updated = Self::client_query(sql, client)
+                    .bind(expected.map(TokenHash::as_str))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query(cache::BUMP_SQL).execute(&mut *tx).await?;
+                tx.commit().await?;
+                self.clients.clear();
+                Ok(updated == 1)
+            }
+
             async fn get_client(&self, client_id: &str) -> StoreResult<Option<Client>> {
                 if let Some(client) = self.clients.get(client_id) {
                     return Ok(Some(client));

@@ -165,17 +165,28 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
     let second = rotated["client_secret"].as_str().unwrap().to_owned();
     assert_ne!(second, secret);
     assert!(rotated["client"]["previous_secret_valid_until"].is_i64());
-    cc_token(&app, "reports", &secret, "api:read").await;
+    let via_old = cc_token(&app, "reports", &secret, "api:read").await;
     let newer = cc_token(&app, "reports", &second, "api:read").await;
     assert!(
         is_active(&app, &reports).await,
         "a token from before the rotation"
     );
+    assert!(is_active(&app, &via_old).await);
     let (status, _) = call(&app, admin, Method::POST, "/clients/reports/secret", None).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "the body may be left out: 24 hours of grace"
+    );
+    // Attack: whoever holds a leaked old secret gets tokens during the grace period;
+    // they end with that secret's grace, not an access-token lifetime after it.
+    assert!(
+        !is_active(&app, &via_old).await,
+        "minted with the first secret"
+    );
+    assert!(
+        is_active(&app, &newer).await,
+        "minted with the second, now in grace"
     );
     let (status, rotated) = call(
         &app,
@@ -327,18 +338,34 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         "{printed}"
     );
 
-    // `keyward client rotate-secret`, on the server's database: the admin client's own
-    // secret, without grace, which ends its token.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["client", "rotate-secret", "ops", "--grace", "0s"])
-        .env(
-            "KEYWARD_DATABASE_URL",
-            format!("sqlite://{}/keyward.db", app.dir.display()),
-        )
-        .env("KEYWARD_LOG", "warn")
-        .env_remove("KEYWARD_CONFIG")
-        .output()
-        .unwrap();
+    // `keyward client rotate-secret`, on the server's database: refused for a client
+    // the configuration file declares (a reload would bring its old secret back); for
+    // one added through the API, a new secret without grace, which ends its token.
+    let rotate = |client: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["client", "rotate-secret", client, "--grace", "0s"])
+            .env(
+                "KEYWARD_DATABASE_URL",
+                format!("sqlite://{}/keyward.db", app.dir.display()),
+            )
+            .env("KEYWARD_LOG", "warn")
+            .env_remove("KEYWARD_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let refused = rotate("ops");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("declared in the configuration file"));
+    let nightly = json!({
+        "client_id": "nightly",
+        "grant_types": ["client_credentials"],
+        "scopes": ["keyward:admin"],
+    });
+    let (status, created) = call(&app, admin, Method::POST, "/clients", Some(nightly)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let nightly_secret = created["client_secret"].as_str().unwrap().to_owned();
+    let old_token = cc_token(&app, "nightly", &nightly_secret, "keyward:admin").await;
+    let out = rotate("nightly");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     let new_secret = printed
@@ -353,13 +380,13 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
     );
     // The server's client cache sees the change within half a second.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    let (status, _) = call(&app, admin, Method::GET, "/keys", None).await;
+    let (status, _) = call(&app, Some(&old_token), Method::GET, "/keys", None).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "the old secret's token is gone"
     );
-    let fresh = cc_token(&app, "ops", &new_secret, "keyward:admin").await;
+    let fresh = cc_token(&app, "nightly", &new_secret, "keyward:admin").await;
     let (status, _) = call(&app, Some(&fresh), Method::GET, "/keys", None).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -452,17 +479,46 @@ async fn only_an_admin_clients_token_opens_the_admin_api() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(log["entries"], json!([]), "nothing refused reached the log");
 
-    // The admin client loses the scope (through the API itself): its token, still
-    // valid, opens nothing from then on.
+    // A client the configuration file declares is changed there, not here: a reload
+    // would put it back as declared.
+    for (method, path) in [
+        (Method::PATCH, "/clients/ops"),
+        (Method::POST, "/clients/ops/secret"),
+        (Method::DELETE, "/clients/ops"),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({"name": "x"}));
+        let (status, body) = call(&app, admin, method.clone(), path, body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{method} {path}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("configuration file")
+        );
+    }
+
+    // An admin client added through the API loses the scope: its token, still valid,
+    // opens nothing from then on.
+    let second = json!({
+        "client_id": "second-admin",
+        "grant_types": ["client_credentials"],
+        "scopes": ["keyward:admin"],
+    });
+    let (status, created) = call(&app, admin, Method::POST, "/clients", Some(second)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["client_secret"].as_str().unwrap();
+    let token = cc_token(&app, "second-admin", secret, "keyward:admin").await;
+    let (status, _) = call(&app, Some(&token), Method::GET, "/users", None).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _) = call(
         &app,
         admin,
         Method::PATCH,
-        "/clients/ops",
+        "/clients/second-admin",
         Some(json!({"scopes": ["api:read"]})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(&app, admin, Method::GET, "/users", None).await;
+    let (status, body) = call(&app, Some(&token), Method::GET, "/users", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
