@@ -432,6 +432,7 @@ impl Flow {
         {
             let endpoints = loopback::Endpoints {
                 issuer: &provider.issuer,
+                sends_iss: provider.authorization_response_iss_parameter_supported,
                 authorization,
                 token: &provider.token_endpoint,
             };

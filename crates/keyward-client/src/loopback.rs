@@ -48,6 +48,8 @@ pub struct BrowserLogin {
     authorize_url: String,
     redirect_uri: String,
     issuer: String,
+    /// RFC 9207: the provider promised to name itself in every answer.
+    iss_required: bool,
     token_endpoint: String,
     state: String,
     verifier: CodeVerifier,
@@ -69,6 +71,10 @@ impl std::fmt::Debug for BrowserLogin {
 pub struct Endpoints<'a> {
     /// The issuer, which an RFC 9207 `iss` in the redirect must name.
     pub issuer: &'a str,
+    /// Whether the provider's metadata promises `iss` in every authorization response
+    /// (RFC 9207 `authorization_response_iss_parameter_supported`): then one without
+    /// it is refused.
+    pub sends_iss: bool,
     /// The authorization endpoint.
     pub authorization: &'a str,
     /// The token endpoint.
@@ -118,6 +124,7 @@ impl BrowserLogin {
             authorize_url: url.into(),
             redirect_uri,
             issuer: endpoints.issuer.to_owned(),
+            iss_required: endpoints.sends_iss,
             token_endpoint: endpoints.token.to_owned(),
             state,
             verifier,
@@ -167,7 +174,12 @@ impl BrowserLogin {
                 }
                 Some(read) = reading.join_next(), if !reading.is_empty() => {
                     let Ok(Some((mut stream, head))) = read else { continue };
-                    match judge(&head, &self.state, &self.issuer) {
+                    let expected = Expected {
+                        state: &self.state,
+                        issuer: &self.issuer,
+                        iss_required: self.iss_required,
+                    };
+                    match judge(&head, &expected) {
                         Callback::Refused { status, reason } => {
                             answer(&mut stream, status, "Not this login", reason).await;
                         }
@@ -216,6 +228,17 @@ impl BrowserLogin {
     }
 }
 
+/// What the listener waits for: the login's `state`, from `issuer`.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected<'a> {
+    /// The `state` the authorization request carried.
+    pub state: &'a str,
+    /// The issuer an RFC 9207 `iss` must name.
+    pub issuer: &'a str,
+    /// Whether `iss` must be there (the issuer's metadata promises it).
+    pub iss_required: bool,
+}
+
 /// What one request to the listener is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Callback {
@@ -240,8 +263,14 @@ pub enum Callback {
 
 /// Judges a request head that reached the listener of the login that sent `state` to
 /// `issuer`: only `GET /callback` with exactly that `state`, each parameter once
-/// (RFC 6749 §3.1), and no `iss` naming another issuer (RFC 9207) is the redirect.
-pub fn judge(head: &[u8], state: &str, issuer: &str) -> Callback {
+/// (RFC 6749 §3.1), and no `iss` naming another issuer (RFC 9207; nor a missing one
+/// when the issuer promised it) is the redirect.
+pub fn judge(head: &[u8], expected: &Expected<'_>) -> Callback {
+    let Expected {
+        state,
+        issuer,
+        iss_required,
+    } = *expected;
     let refuse = |status, reason| Callback::Refused { status, reason };
     if head.len() > MAX_HEAD {
         return refuse(431, "The request is too large.");
@@ -282,14 +311,17 @@ pub fn judge(head: &[u8], state: &str, issuer: &str) -> Callback {
             "This is not the login the terminal is waiting for (its state does not match).",
         );
     }
-    if params
-        .get("iss")
-        .is_some_and(|iss| iss.trim_end_matches('/') != issuer.trim_end_matches('/'))
-    {
-        return refuse(
-            400,
-            "This answer comes from another server than the one asked.",
-        );
+    match params.get("iss") {
+        Some(iss) if iss.trim_end_matches('/') != issuer.trim_end_matches('/') => {
+            return refuse(
+                400,
+                "This answer comes from another server than the one asked.",
+            );
+        }
+        None if iss_required => {
+            return refuse(400, "This answer does not name the server it comes from.");
+        }
+        _ => {}
     }
     if let Some(error) = params.get("error") {
         return Callback::Error {
@@ -385,13 +417,18 @@ mod tests {
 
     const STATE: &str = "s-0123456789abcdefghijklmnopqrstuvwxyzABCDE";
     const ISSUER: &str = "https://id.example";
+    const EXPECTED: Expected<'static> = Expected {
+        state: STATE,
+        issuer: ISSUER,
+        iss_required: false,
+    };
 
     fn request(target: &str) -> Vec<u8> {
         format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n\r\n").into_bytes()
     }
 
     fn refused(head: &[u8]) -> u16 {
-        match judge(head, STATE, ISSUER) {
+        match judge(head, &EXPECTED) {
             Callback::Refused { status, .. } => status,
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -404,8 +441,7 @@ mod tests {
                 &request(&format!(
                     "/callback?code=abc&state={STATE}&iss=https%3A%2F%2Fid.example"
                 )),
-                STATE,
-                ISSUER
+                &EXPECTED
             ),
             Callback::Code("abc".into())
         );
@@ -413,8 +449,7 @@ mod tests {
         assert_eq!(
             judge(
                 &request(&format!("/callback?state={STATE}&code=x%2By")),
-                STATE,
-                ISSUER
+                &EXPECTED
             ),
             Callback::Code("x+y".into())
         );
@@ -427,8 +462,7 @@ mod tests {
                 &request(&format!(
                     "/callback?error=access_denied&error_description=no%1b[2J&state={STATE}"
                 )),
-                STATE,
-                ISSUER
+                &EXPECTED
             ),
             Callback::Error {
                 error: "access_denied".into(),
@@ -477,6 +511,25 @@ mod tests {
         );
     }
 
+    /// Attack (RFC 9207, mix-up): a server that promises `iss` in every answer sent
+    /// none; the answer may come from another server the person was sent to.
+    #[test]
+    fn an_issuer_that_promises_iss_must_send_it() {
+        let strict = Expected {
+            iss_required: true,
+            ..EXPECTED
+        };
+        let plain = request(&format!("/callback?code=abc&state={STATE}"));
+        assert!(matches!(
+            judge(&plain, &strict),
+            Callback::Refused { status: 400, .. }
+        ));
+        let named = request(&format!(
+            "/callback?code=abc&state={STATE}&iss=https%3A%2F%2Fid.example%2F"
+        ));
+        assert_eq!(judge(&named, &strict), Callback::Code("abc".into()));
+    }
+
     #[test]
     fn other_paths_methods_and_garbage_are_refused() {
         assert_eq!(refused(&request("/favicon.ico")), 404);
@@ -509,6 +562,7 @@ mod tests {
     async fn the_authorization_request_asks_for_a_code_with_pkce() {
         let endpoints = Endpoints {
             issuer: ISSUER,
+            sends_iss: true,
             authorization: "https://id.example/authorize?tenant=a",
             token: "https://id.example/token",
         };

@@ -65,6 +65,10 @@ pub struct ProviderEndpoints {
     /// The authorization endpoint, when the provider has one (the code flow).
     #[serde(default)]
     pub authorization_endpoint: Option<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization response,
+    /// so one without it is not from this provider.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
     /// RFC 8628 device authorization, when the provider supports it.
     #[serde(default)]
     pub device_authorization_endpoint: Option<String>,
