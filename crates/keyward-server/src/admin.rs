@@ -94,6 +94,13 @@ impl NewClient {
     /// of a confidential client when none was given. Returns the secret to show once.
     pub fn build(self) -> Result<(Client, Option<ClientSecret>), AdminError> {
         domain::validate_client_id(&self.client_id).map_err(AdminError::Invalid)?;
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control))
+        {
+            return Err(AdminError::Invalid(
+                "the name must be 1 to 200 characters, none of them control characters".into(),
+            ));
+        }
         for uri in self
             .redirect_uris
             .iter()

@@ -140,6 +140,34 @@ fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// A client the API may change: not one the configuration file declares (a start or
+/// reload would put it back), nor the command-line client `[pkg_auth]` registers
+/// (`keyward login` and the Julia client depend on it).
+async fn changeable(state: &AppState, client_id: &str) -> Result<(), ApiError> {
+    let pkg = &state.config().pkg_auth;
+    if pkg.enabled && pkg.client_id == client_id {
+        return Err(admin_error(AdminError::Declared(format!(
+            "client {client_id:?} (registered by [pkg_auth])"
+        ))));
+    }
+    admin::not_declared(state.store(), client_id)
+        .await
+        .map_err(admin_error)
+}
+
+/// A user named in a path: one that cannot exist (not a valid username) is simply not
+/// found, and never reaches the database.
+fn username_in_path(username: &str) -> Result<(), ApiError> {
+    crate::domain::validate_username(username)
+        .map_err(|_| admin_error(AdminError::NotFound(format!("user {username:?}"))))
+}
+
+/// A client id in a path, likewise.
+fn client_id_in_path(client_id: &str) -> Result<(), ApiError> {
+    crate::domain::validate_client_id(client_id)
+        .map_err(|_| admin_error(AdminError::NotFound("client".into())))
+}
+
 /// An admin-layer failure as the API answers it.
 fn admin_error(error: AdminError) -> ApiError {
     let refused = |status: StatusCode, text: String| {
@@ -243,6 +271,9 @@ async fn list_users(
     query: ListQuery,
 ) -> Result<Response, ApiError> {
     let listing = listing(query)?;
+    if listing.q.contains('\0') || listing.q.chars().count() > 256 {
+        return Err(OAuthError::invalid_request("q is at most 256 characters, without NUL").into());
+    }
     let users = state
         .store()
         .search_users(&listing.q, listing.limit()?)
@@ -252,6 +283,7 @@ async fn list_users(
 }
 
 async fn find_user(state: &AppState, username: &str) -> Result<User, ApiError> {
+    username_in_path(username)?;
     state
         .store()
         .get_user_by_username(username)
@@ -390,6 +422,7 @@ async fn get_client(
     _admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    client_id_in_path(&client_id)?;
     let client = state
         .store()
         .get_client(&client_id)
@@ -477,7 +510,9 @@ async fn patch_client(
     Path(client_id): Path<String>,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
+    client_id_in_path(&client_id)?;
     let changes: ClientChanges = json_body(body)?;
+    changeable(&state, &client_id).await?;
     let client = admin::changed_client(state.store(), &client_id, changes)
         .await
         .map_err(admin_error)?;
@@ -495,14 +530,13 @@ async fn delete_client(
     admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
+    client_id_in_path(&client_id)?;
     state
         .store()
         .get_client(&client_id)
         .await?
         .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
-    admin::not_declared(state.store(), &client_id)
-        .await
-        .map_err(admin_error)?;
+    changeable(&state, &client_id).await?;
     admin.record(&state, "client.delete", &client_id).await?;
     if !state.store().delete_client(&client_id).await? {
         return Err(admin_error(AdminError::NotFound(format!(
@@ -531,6 +565,7 @@ async fn rotate_secret(
     Path(client_id): Path<String>,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
+    client_id_in_path(&client_id)?;
     let rotation: Rotation = match body {
         Ok(Body(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Rotation {
             grace_seconds: None,
@@ -555,9 +590,7 @@ async fn rotate_secret(
             "client {client_id:?} is public: it has no secret"
         ))));
     }
-    admin::not_declared(state.store(), &client_id)
-        .await
-        .map_err(admin_error)?;
+    changeable(&state, &client_id).await?;
     admin
         .record(&state, "client.rotate-secret", &client_id)
         .await?;
