@@ -168,6 +168,16 @@ fn client_id_in_path(client_id: &str) -> Result<(), ApiError> {
         .map_err(|_| admin_error(AdminError::NotFound("client".into())))
 }
 
+/// The client named in a path, or 404.
+async fn find_client(state: &AppState, client_id: &str) -> Result<Client, ApiError> {
+    client_id_in_path(client_id)?;
+    state
+        .store()
+        .get_client(client_id)
+        .await?
+        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))
+}
+
 /// An admin-layer failure as the API answers it.
 fn admin_error(error: AdminError) -> ApiError {
     let refused = |status: StatusCode, text: String| {
@@ -422,12 +432,7 @@ async fn get_client(
     _admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    client_id_in_path(&client_id)?;
-    let client = state
-        .store()
-        .get_client(&client_id)
-        .await?
-        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
+    let client = find_client(&state, &client_id).await?;
     Ok(ok(json!({ "client": client_view(&client) })))
 }
 
@@ -530,12 +535,7 @@ async fn delete_client(
     admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    client_id_in_path(&client_id)?;
-    state
-        .store()
-        .get_client(&client_id)
-        .await?
-        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
+    find_client(&state, &client_id).await?;
     changeable(&state, &client_id).await?;
     admin.record(&state, "client.delete", &client_id).await?;
     if !state.store().delete_client(&client_id).await? {
@@ -565,7 +565,6 @@ async fn rotate_secret(
     Path(client_id): Path<String>,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
-    client_id_in_path(&client_id)?;
     let rotation: Rotation = match body {
         Ok(Body(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Rotation {
             grace_seconds: None,
@@ -580,11 +579,7 @@ async fn rotate_secret(
             admin::MAX_SECRET_GRACE.as_secs()
         ))));
     }
-    let client = state
-        .store()
-        .get_client(&client_id)
-        .await?
-        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))?;
+    let client = find_client(&state, &client_id).await?;
     if client.is_public() {
         return Err(admin_error(AdminError::Invalid(format!(
             "client {client_id:?} is public: it has no secret"
