@@ -64,7 +64,8 @@ pub fn router() -> Routes {
 /// the admin API: it is `client`'s own client-credentials token (no user, no actor, its
 /// audience the client alone, so not one exchanged for a service that could replay
 /// it), it carries [`ADMIN_SCOPE`], and the client as registered now is confidential
-/// and still holds the scope (taking the scope away ends its tokens' access at once).
+/// and still holds the scope and the `client_credentials` grant (taking either away
+/// ends its tokens' access at once).
 pub fn admin_rule(claims: &AccessTokenClaims, client: Option<&Client>) -> Result<(), &'static str> {
     let own_token = claims.gid.is_none()
         && claims.act.is_none()
@@ -77,7 +78,13 @@ pub fn admin_rule(claims: &AccessTokenClaims, client: Option<&Client>) -> Result
         return Err("the token does not carry the scope keyward:admin");
     }
     match client {
-        Some(client) if !client.is_public() && client.scopes.contains(ADMIN_SCOPE) => Ok(()),
+        Some(client)
+            if !client.is_public()
+                && client.scopes.contains(ADMIN_SCOPE)
+                && client.grant_types.iter().any(|g| g == "client_credentials") =>
+        {
+            Ok(())
+        }
         _ => Err("the token's client is not registered with the scope keyward:admin"),
     }
 }
@@ -728,6 +735,9 @@ mod tests {
         assert!(admin_rule(&claims("ops", "api keyward:adminx"), Some(&ops)).is_err());
         let demoted = client("ops", "api", false);
         assert!(admin_rule(&claims("ops", "keyward:admin"), Some(&demoted)).is_err());
+        let mut no_grant = client("ops", "keyward:admin", false);
+        no_grant.grant_types = vec!["authorization_code".into()];
+        assert!(admin_rule(&claims("ops", "keyward:admin"), Some(&no_grant)).is_err());
         assert!(admin_rule(&claims("ops", "keyward:admin"), None).is_err());
         let public = client("ops", "keyward:admin", true);
         assert!(admin_rule(&claims("ops", "keyward:admin"), Some(&public)).is_err());
