@@ -276,6 +276,15 @@ pub async fn changed_client(
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("client {client_id:?}")))?;
     not_declared(store, client_id).await?;
+    // An empty list would mean "the defaults" to a new client; here it can only be a
+    // mistake.
+    if changes.grant_types.as_ref().is_some_and(Vec::is_empty)
+        || changes.scopes.as_ref().is_some_and(Vec::is_empty)
+    {
+        return Err(AdminError::Invalid(
+            "grant_types and scopes, when given, name at least one".into(),
+        ));
+    }
     let public = client.is_public();
     let new = NewClient {
         client_id: client.client_id.clone(),

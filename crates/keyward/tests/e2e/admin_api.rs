@@ -151,6 +151,19 @@ async fn the_admin_api_manages_users_clients_and_keys_and_logs_every_change() {
         StatusCode::BAD_REQUEST,
         "a code flow needs a redirect URI"
     );
+    let (status, _) = call(
+        &app,
+        admin,
+        Method::PATCH,
+        "/clients/reports",
+        Some(json!({"scopes": []})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "no scope at all is a mistake"
+    );
     // A new secret; the old one, and the token it got, keep working for the grace
     // period; a rotation without grace ends both.
     let (status, rotated) = call(
