@@ -152,6 +152,67 @@ mod tests {
         );
     }
 
+    /// The metric names in `text`: `keyward_` and what follows of `[a-z_]`.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("keyward_")
+            .map(|(at, _)| {
+                text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|name| name.ends_with("_total"))
+            .collect()
+    }
+
+    /// `contrib/grafana-dashboard.json` charts only what keyward serves: every metric
+    /// it queries is one the server's code counts and the README's metrics table lists
+    /// (and that table lists no metric the code does not count).
+    #[test]
+    fn the_dashboard_and_the_readme_name_the_metrics_the_server_counts() {
+        let dashboard = include_str!("../../../contrib/grafana-dashboard.json");
+        let parsed: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        assert_eq!(parsed["title"], "keyward");
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("| series | labels | what to chart |")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the README's metrics table");
+        let mut counted = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("telemetry.rs")
+                {
+                    let code = std::fs::read_to_string(&path).unwrap();
+                    counted.extend(metric_names(&code));
+                }
+            }
+        }
+        let charted = metric_names(dashboard);
+        let documented = metric_names(table);
+        assert!(charted.len() >= 6, "{charted:?}");
+        for name in &charted {
+            assert!(
+                counted.contains(name),
+                "the dashboard queries {name}, which keyward does not count"
+            );
+            assert!(
+                documented.contains(name),
+                "the dashboard queries {name}, which the README does not list"
+            );
+        }
+        assert_eq!(documented, counted, "the README's table and the code");
+    }
+
     #[test]
     fn two_registries_do_not_share_counts() {
         let (a, b) = (Metrics::default(), Metrics::default());
