@@ -196,6 +196,8 @@ pub struct FileConfig {
     metrics_token: Option<OpaqueToken>,
     metrics_token_file: Option<String>,
     #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
     pkg_auth: PkgAuthConfig,
     #[serde(default)]
     clients: Vec<ClientConfig>,
@@ -366,6 +368,9 @@ pub struct Config {
     pub metrics_allowed: Vec<IpNet>,
     /// A bearer token that opens `/metrics` from anywhere.
     pub metrics_token: Option<OpaqueToken>,
+    /// The usernames that may use the admin console (`/admin`), beside those the
+    /// `[[policies]]` give the scope `keyward:admin`.
+    pub admins: Vec<String>,
     /// Token exchange: lifetime, audiences and scope policies.
     pub exchange: exchange::ExchangeConfig,
 }
@@ -419,6 +424,10 @@ impl Config {
             file.metrics_allowed.as_deref().unwrap_or(&default_metrics),
         )?;
         let connectors = connectors::validate(file.connectors, &issuer)?;
+        for admin in &file.admins {
+            crate::domain::validate_username(admin)
+                .map_err(|why| invalid("admins", format!("not a username: {why}")))?;
+        }
 
         let database_url = pick("KEYWARD_DATABASE_URL", file.database_url)
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
@@ -475,6 +484,7 @@ impl Config {
                 .map(|path| at_rest_key(path))
                 .transpose()?,
             metrics_allowed,
+            admins: file.admins,
             metrics_token: secret_from(
                 "metrics_token",
                 file.metrics_token,
@@ -727,6 +737,7 @@ impl Config {
             trusted_proxies,
             metrics_allowed,
             metrics_token,
+            admins,
         )
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))

@@ -272,7 +272,7 @@ impl AuthRequest {
         match &self.kind {
             LoginKind::Authorize(flow) => Some(&flow.client_id),
             LoginKind::Device { client_id, .. } => Some(client_id),
-            LoginKind::Account => None,
+            LoginKind::Account | LoginKind::Admin => None,
         }
     }
 
@@ -281,7 +281,7 @@ impl AuthRequest {
         match &self.kind {
             LoginKind::Authorize(flow) => flow.scope.clone(),
             LoginKind::Device { scope, .. } => scope.clone(),
-            LoginKind::Account => ScopeSet::default(),
+            LoginKind::Account | LoginKind::Admin => ScopeSet::default(),
         }
     }
 }
@@ -318,6 +318,17 @@ pub enum LoginKind {
     },
     /// A sign-in to keyward's own account page: no client, no consent.
     Account,
+    /// A sign-in to the admin console (`/admin`), which takes a fresh one: like
+    /// [`LoginKind::Account`], but it ends on the console.
+    Admin,
+}
+
+impl LoginKind {
+    /// Whether this is a sign-in to one of keyward's own pages (the account page or
+    /// the admin console) rather than for a client.
+    pub fn is_own_page(&self) -> bool {
+        matches!(self, Self::Account | Self::Admin)
+    }
 }
 
 /// What an authorization request (the code flow) carries to its end: where and how the

@@ -45,6 +45,7 @@ pub mod keys;
 pub mod mac;
 pub mod memory;
 pub mod net;
+pub mod operator;
 pub mod pages;
 pub mod password;
 pub mod policy;

@@ -38,6 +38,35 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("account.html", include_str!("../templates/account.html")),
     (
+        "admin_base.html",
+        include_str!("../templates/admin_base.html"),
+    ),
+    ("admin.html", include_str!("../templates/admin.html")),
+    (
+        "admin_users.html",
+        include_str!("../templates/admin_users.html"),
+    ),
+    (
+        "admin_user.html",
+        include_str!("../templates/admin_user.html"),
+    ),
+    (
+        "admin_clients.html",
+        include_str!("../templates/admin_clients.html"),
+    ),
+    (
+        "admin_client.html",
+        include_str!("../templates/admin_client.html"),
+    ),
+    (
+        "admin_secret.html",
+        include_str!("../templates/admin_secret.html"),
+    ),
+    (
+        "admin_audit.html",
+        include_str!("../templates/admin_audit.html"),
+    ),
+    (
         "form_post.html",
         include_str!("../templates/form_post.html"),
     ),
@@ -967,6 +996,158 @@ mod tests {
         assert!(html.contains(&format!("<h1>{title}</h1>")), "{html}");
     }
 
+    /// The admin console's pages: every form posts to the console under the issuer's
+    /// path with the CSRF token, a hostile name or value is escaped everywhere, and a
+    /// locked (declared) client shows no form that would change it.
+    #[test]
+    fn admin_console_pages_escape_what_they_show_and_carry_the_csrf_token() {
+        let page = |section: &str| {
+            minijinja::context! {
+                section => section, admin => "alice", csrf => "csrf-1",
+                notice => "Saved.",
+            }
+        };
+        let client = |public: bool| {
+            minijinja::context! {
+                client_id => "app", path => "/clients/app", name => HOSTILE, public => public,
+                redirect_uris => vec![HOSTILE, "https://app.example/cb"],
+                post_logout_redirect_uris => Vec::<String>::new(),
+                grant_types => "authorization_code refresh_token", scopes => HOSTILE,
+                skip_consent => true, introspect => false, created => "2024-01-01 00:00 UTC",
+                previous_secret_until => "2024-01-02 00:00 UTC",
+            }
+        };
+        let pages: Vec<(&str, minijinja::Value)> = vec![
+            (
+                "admin.html",
+                minijinja::context! {
+                    ..page("overview"),
+                    ..minijinja::context! {
+                        password => minijinja::context! { id => "password", name => HOSTILE, ok => 3, refused => 1, throttled => 0 },
+                        connectors => vec![minijinja::context! { id => "github", name => HOSTILE, ok => 2, refused => 0, failed => 1 }],
+                        keys => vec![minijinja::context! { kid => HOSTILE, alg => "ES256", retired => None::<&str>, created => "2024-01-01 00:00 UTC" }],
+                    }
+                },
+            ),
+            (
+                "admin_users.html",
+                minijinja::context! {
+                    ..page("users"),
+                    ..minijinja::context! {
+                        q => HOSTILE, full => false,
+                        users => vec![minijinja::context! { username => HOSTILE, path => "/users/x", name => HOSTILE, email => "a@example.com", disabled => true, created => "2024-01-01 00:00 UTC" }],
+                    }
+                },
+            ),
+            (
+                "admin_user.html",
+                minijinja::context! {
+                    ..page("users"),
+                    ..minijinja::context! {
+                        user => minijinja::context! { username => HOSTILE, path => "/users/x", name => HOSTILE, email => HOSTILE, disabled => false, password => true, created => "2024-01-01 00:00 UTC" },
+                        sub => "sub-1",
+                        identities => vec![minijinja::context! { connector => "GitHub", subject => HOSTILE, label => HOSTILE, linked => "x", last_used => "y" }],
+                        sessions => vec![minijinja::context! { id => "ab12", method => "Password", started => "x", ip => "192.0.2.1", agent => HOSTILE, current => true }],
+                        grants => vec![minijinja::context! { client_id => HOSTILE, path => "/clients/x", scope => HOSTILE, created => "x", expires => "y" }],
+                    }
+                },
+            ),
+            (
+                "admin_clients.html",
+                minijinja::context! {
+                    ..page("clients"),
+                    ..minijinja::context! { clients => vec![client(false)], default_grant_types => "authorization_code refresh_token", default_scopes => "openid" }
+                },
+            ),
+            (
+                "admin_client.html",
+                minijinja::context! {
+                    ..page("clients"),
+                    ..minijinja::context! { client => client(false), locked => None::<&str>, max_grace_days => 30 }
+                },
+            ),
+            (
+                "admin_secret.html",
+                minijinja::context! {
+                    ..page("clients"),
+                    ..minijinja::context! { client => client(false), secret => "s3cret", rotated => true }
+                },
+            ),
+            (
+                "admin_audit.html",
+                minijinja::context! {
+                    ..page("audit"),
+                    ..minijinja::context! {
+                        entries => vec![minijinja::context! { at => "x", actor => HOSTILE, action => "client.create", target => HOSTILE, address => "192.0.2.1" }],
+                        older => 1234,
+                    }
+                },
+            ),
+        ];
+        for (template, context) in pages {
+            let html = render(template, context);
+            assert!(
+                !html.contains("<b>"),
+                "{template}: unescaped markup in {html}"
+            );
+            assert!(html.contains(HOSTILE_ESCAPED), "{template}: {html}");
+            assert!(html.contains("Saved."), "{template}: the notice");
+            assert!(
+                html.contains(r#"aria-current="page""#),
+                "{template}: {html}"
+            );
+            for (at, _) in html.match_indices("<form method=\"post\"") {
+                let form = &html[at..at + html[at..].find("</form>").unwrap()];
+                assert!(
+                    form.contains(r#"action="&#x2f;kw/admin"#),
+                    "{template}: {form}"
+                );
+                assert!(
+                    form.contains(r#"name="csrf" value="csrf-1""#),
+                    "{template}: {form}"
+                );
+            }
+        }
+        let html = render(
+            "admin_user.html",
+            minijinja::context! {
+                user => minijinja::context! { username => "bob", path => "/users/bob", disabled => true },
+                csrf => "c", identities => Vec::<u8>::new(), sessions => Vec::<u8>::new(), grants => Vec::<u8>::new(),
+            },
+        );
+        assert!(
+            html.contains("Enable account") && !html.contains("Disable account"),
+            "{html}"
+        );
+        let secret = render(
+            "admin_secret.html",
+            minijinja::context! { client => client(false), secret => "s3cret", rotated => true },
+        );
+        assert!(
+            secret.contains(r#"<code class="secret" id="client-secret">s3cret</code>"#),
+            "{secret}"
+        );
+        let locked = render(
+            "admin_client.html",
+            minijinja::context! {
+                client => client(false), csrf => "c", locked => "client \"app\" is declared in the configuration file", max_grace_days => 30,
+            },
+        );
+        assert!(!locked.contains("<form method=\"post\""), "{locked}");
+        assert!(
+            locked.contains("declared in the configuration file"),
+            "{locked}"
+        );
+        let public = render(
+            "admin_client.html",
+            minijinja::context! { client => client(true), csrf => "c", max_grace_days => 30 },
+        );
+        assert!(
+            !public.contains("Rotate secret") && public.contains("Remove app"),
+            "{public}"
+        );
+    }
+
     /// Every template has a test above that checks what it shows.
     #[test]
     fn every_template_is_checked_here() {
@@ -982,6 +1163,14 @@ mod tests {
             "email_sent.html",
             "email_confirm.html",
             "account.html",
+            "admin_base.html",
+            "admin.html",
+            "admin_users.html",
+            "admin_user.html",
+            "admin_clients.html",
+            "admin_client.html",
+            "admin_secret.html",
+            "admin_audit.html",
             "form_post.html",
             "web_message.html",
         ];

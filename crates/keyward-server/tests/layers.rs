@@ -4,6 +4,7 @@
 //! ```text
 //! serve                       start-up and the serving loop
 //! http/                       endpoints, one module per family
+//! operator                    what an administrator does: checked, audited, done
 //! state, pages, admin         what handlers share; the page renderer; admin operations
 //! grants/, accounts, policy   the rules of each grant; which account an identity is;
 //!                             which subject holds which exchanged scopes
@@ -106,6 +107,21 @@ const RULES: &[(&str, &str, &str)] = &[
         "crate::http",
         "telemetry sits below the HTTP layer",
     ),
+    (
+        "operator.rs",
+        "axum",
+        "administrative operations are not HTTP: the API and the console share them",
+    ),
+    (
+        "admin.rs",
+        "crate::operator",
+        "the operator sits on the admin operations, not the other way round",
+    ),
+    (
+        "state.rs",
+        "crate::operator",
+        "the operator sits on the state",
+    ),
 ];
 
 /// The endpoint modules of `http/`: none of them may use another (what they share
@@ -113,9 +129,11 @@ const RULES: &[(&str, &str, &str)] = &[
 /// client_auth, routes).
 const ENDPOINTS: &[&str] = &[
     "account",
+    "admin_api",
     "authorize",
     "callback",
     "consent",
+    "console",
     "device",
     "discovery",
     "health",

@@ -80,7 +80,7 @@ enum Command {
     #[command(subcommand)]
     Scopes(ScopesCommand),
     /// Print the audit log: what administrators changed through the admin API
-    /// (/admin/api/), newest first.
+    /// (/admin/api/) or the admin console (/admin), newest first.
     Audit {
         /// How many entries.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -411,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn audit(store: &dyn Store, limit: u32) -> anyhow::Result<()> {
     let entries = store.list_audit(limit, None).await?;
     if entries.is_empty() {
-        eprintln!("The audit log is empty: nothing was changed through the admin API.");
+        eprintln!("The audit log is empty: nothing was changed through the admin API or console.");
         return Ok(());
     }
     println!(

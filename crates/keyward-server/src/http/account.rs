@@ -9,7 +9,6 @@
 //! CSRF token and answers with a redirect to the page and a notice.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,17 +16,16 @@ use axum::response::Response;
 use keyward_proto::{ScopeSet, TokenHash};
 use serde::Deserialize;
 
-use super::browser::{Browser, csrf_matches, current_session, see_other};
+use super::browser::{Browser, csrf_matches, current_session};
 use super::error::OAuthError;
 use super::extract::{Body, ClientAddr};
-use super::login::store_new_request;
+use super::login::start_own_page_sign_in;
 use super::page_error::{PageError, page_form};
 use super::provider::{
     connector_buttons, email_sent_page, not_found, send_email_link, to_account, to_provider,
 };
 use super::routes::Routes;
-use crate::domain::secs;
-use crate::domain::{AuthRequest, ConnectorPurpose, LoginKind, Session, Unlink, User, utc_text};
+use crate::domain::{ConnectorPurpose, LoginKind, Session, Unlink, User, utc_text};
 use crate::state::AppState;
 use crate::store::{IdentityKey, UserClient};
 use crate::upstream::Provider;
@@ -84,31 +82,8 @@ async fn account_page(
     let notice = query.ok().and_then(|Query(q)| q.notice);
     match current_session(&state, &headers).await? {
         Some((session, user)) => render(&state, &session, &user, notice.as_deref()).await,
-        None => start_sign_in(&state, addr, &headers).await,
+        None => start_own_page_sign_in(&state, LoginKind::Account, addr, &headers).await,
     }
-}
-
-/// Not signed in: a login in progress that ends on this page.
-async fn start_sign_in(
-    state: &AppState,
-    addr: Option<IpAddr>,
-    headers: &HeaderMap,
-) -> Result<Response, PageError> {
-    let browser = Browser::of(state, headers);
-    let at = state.now();
-    let request = AuthRequest::new(
-        LoginKind::Account,
-        TokenHash::of(&browser.value),
-        at,
-        at + secs(state.config().login_ttl),
-    );
-    store_new_request(state, &request, addr).await?;
-    let response = see_other(&format!(
-        "{}/login?req={}",
-        state.config().base_path(),
-        request.id
-    ));
-    Ok(browser.set_if_new(state, response))
 }
 
 async fn render(

@@ -29,14 +29,13 @@ use serde_json::json;
 use super::error::{ApiError, OAuthError, no_store};
 use super::extract::{Body, ClientAddr, bearer_token};
 use super::routes::Routes;
-use crate::admin::{self, AdminError, ClientChanges, NewClient};
-use crate::domain::{AuditEntry, Client, SigningAlg, StoredKey, User};
+use crate::admin::{AdminError, ClientChanges, NewClient};
+use crate::domain::{Client, SigningAlg, StoredKey, User};
 use crate::issuer::validate_access_token;
+use crate::operator::{ADMIN_SCOPE, Actor, DEFAULT_SECRET_GRACE, Operator};
 use crate::state::AppState;
 use crate::store::StoreError;
 
-/// The scope that opens the admin API.
-pub const ADMIN_SCOPE: &str = "keyward:admin";
 /// Users or audit entries listed when the caller names no `limit`.
 const DEFAULT_LIMIT: u32 = 100;
 /// The most users or audit entries one request lists.
@@ -89,11 +88,8 @@ pub fn admin_rule(claims: &AccessTokenClaims, client: Option<&Client>) -> Result
     }
 }
 
-/// A caller the admin API lets in ([`admin_rule`]): who they are, for the audit log.
-pub struct Admin {
-    actor: String,
-    address: Option<String>,
-}
+/// A caller the admin API lets in ([`admin_rule`]), as the audit log names them.
+pub struct Admin(Actor);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -108,84 +104,27 @@ impl FromRequestParts<AppState> for Admin {
         let client = state.store().get_client(&valid.claims.client_id).await?;
         admin_rule(&valid.claims, client.as_ref())
             .map_err(|reason| OAuthError::new(ErrorCode::InsufficientScope, reason))?;
-        Ok(Self {
-            actor: format!("client:{}", valid.claims.client_id),
+        Ok(Self(Actor {
+            name: format!("client:{}", valid.claims.client_id),
             address: address.map(|a| a.to_string()),
-        })
+        }))
     }
 }
 
 impl Admin {
-    /// Writes `action` on `target` to the audit log; the action may go ahead only when
-    /// this succeeded.
-    async fn record(&self, state: &AppState, action: &str, target: &str) -> Result<(), ApiError> {
-        let entry = AuditEntry {
-            id: keyward_proto::secret::random_urlsafe(12),
-            at: state.now().saturating_mul(1000).max(now_millis()),
-            actor: self.actor.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            address: self.address.clone(),
-        };
-        state.store().append_audit(&entry).await?;
-        tracing::info!(
-            actor = %entry.actor,
-            action = %entry.action,
-            target = %entry.target,
-            "admin action"
-        );
-        Ok(())
+    /// This caller's operations.
+    fn on<'a>(&'a self, state: &'a AppState) -> Operator<'a> {
+        Operator::new(state, &self.0)
     }
-}
-
-/// Milliseconds since the epoch by the system clock (the audit log's order within a
-/// second; the state's clock, which tests move, only counts seconds).
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// A client the API may change: not one the configuration file declares (a start or
-/// reload would put it back), nor the command-line client `[pkg_auth]` registers
-/// (`keyward login` and the Julia client depend on it).
-async fn changeable(state: &AppState, client_id: &str) -> Result<(), ApiError> {
-    let pkg = &state.config().pkg_auth;
-    if pkg.enabled && pkg.client_id == client_id {
-        return Err(admin_error(AdminError::Declared(format!(
-            "client {client_id:?} (registered by [pkg_auth])"
-        ))));
-    }
-    admin::not_declared(state.store(), client_id)
-        .await
-        .map_err(admin_error)
-}
-
-/// A user named in a path: one that cannot exist (not a valid username) is simply not
-/// found, and never reaches the database.
-fn username_in_path(username: &str) -> Result<(), ApiError> {
-    crate::domain::validate_username(username)
-        .map_err(|_| admin_error(AdminError::NotFound(format!("user {username:?}"))))
-}
-
-/// A client id in a path, likewise.
-fn client_id_in_path(client_id: &str) -> Result<(), ApiError> {
-    crate::domain::validate_client_id(client_id)
-        .map_err(|_| admin_error(AdminError::NotFound("client".into())))
-}
-
-/// The client named in a path, or 404.
-async fn find_client(state: &AppState, client_id: &str) -> Result<Client, ApiError> {
-    client_id_in_path(client_id)?;
-    state
-        .store()
-        .get_client(client_id)
-        .await?
-        .ok_or_else(|| admin_error(AdminError::NotFound(format!("client {client_id:?}"))))
 }
 
 /// An admin-layer failure as the API answers it.
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        admin_error(error)
+    }
+}
+
 fn admin_error(error: AdminError) -> ApiError {
     let refused = |status: StatusCode, text: String| {
         let mut error = OAuthError::invalid_request(text);
@@ -299,23 +238,14 @@ async fn list_users(
     Ok(ok(json!({ "users": users })))
 }
 
-async fn find_user(state: &AppState, username: &str) -> Result<User, ApiError> {
-    username_in_path(username)?;
-    state
-        .store()
-        .get_user_by_username(username)
-        .await?
-        .ok_or_else(|| admin_error(AdminError::NotFound(format!("user {username:?}"))))
-}
-
 /// `GET /admin/api/users/{username}`: the user, linked identities, sessions and the
 /// applications holding grants.
 async fn get_user(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    let user = find_user(&state, &username).await?;
+    let user = admin.on(&state).find_user(&username).await?;
     let store = state.store();
     let now = state.now();
     let identities: Vec<_> = store
@@ -375,16 +305,10 @@ async fn patch_user(
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
     let changes: UserChanges = json_body(body)?;
-    find_user(&state, &username).await?;
-    let action = if changes.disabled {
-        "user.disable"
-    } else {
-        "user.enable"
-    };
-    admin.record(&state, action, &username).await?;
-    let user = admin::set_disabled(state.store(), &username, changes.disabled)
-        .await
-        .map_err(admin_error)?;
+    let user = admin
+        .on(&state)
+        .set_disabled(&username, changes.disabled)
+        .await?;
     Ok(ok(json!({ "user": user_view(&user) })))
 }
 
@@ -395,11 +319,7 @@ async fn revoke_user(
     admin: Admin,
     Path(username): Path<String>,
 ) -> Result<Response, ApiError> {
-    find_user(&state, &username).await?;
-    admin.record(&state, "user.revoke", &username).await?;
-    let user = admin::revoke_user_access(state.store(), &username)
-        .await
-        .map_err(admin_error)?;
+    let user = admin.on(&state).revoke_user(&username).await?;
     Ok(ok(json!({ "user": user_view(&user) })))
 }
 
@@ -436,10 +356,10 @@ async fn list_clients(State(state): State<AppState>, _admin: Admin) -> Result<Re
 /// `GET /admin/api/clients/{client_id}`.
 async fn get_client(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let client = find_client(&state, &client_id).await?;
+    let client = admin.on(&state).find_client(&client_id).await?;
     Ok(ok(json!({ "client": client_view(&client) })))
 }
 
@@ -495,19 +415,7 @@ async fn create_client(
         introspect: form.introspect,
         id_token_alg,
     };
-    let (client, secret) = new.build().map_err(admin_error)?;
-    if state.store().get_client(&client.client_id).await?.is_some() {
-        let taken = StoreError::Conflict(format!("client {:?}", client.client_id));
-        return Err(admin_error(AdminError::Store(taken)));
-    }
-    admin
-        .record(&state, "client.create", &client.client_id)
-        .await?;
-    state
-        .store()
-        .insert_client(&client)
-        .await
-        .map_err(|e| admin_error(e.into()))?;
+    let (client, secret) = admin.on(&state).create_client(new).await?;
     let body = json!({
         "client": client_view(&client),
         "client_secret": secret.as_ref().map(|s| s.secret()),
@@ -522,16 +430,8 @@ async fn patch_client(
     Path(client_id): Path<String>,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, ApiError> {
-    client_id_in_path(&client_id)?;
     let changes: ClientChanges = json_body(body)?;
-    changeable(&state, &client_id).await?;
-    let client = admin::changed_client(state.store(), &client_id, changes)
-        .await
-        .map_err(admin_error)?;
-    admin.record(&state, "client.update", &client_id).await?;
-    admin::store_change(state.store(), &client)
-        .await
-        .map_err(admin_error)?;
+    let client = admin.on(&state).update_client(&client_id, changes).await?;
     Ok(ok(json!({ "client": client_view(&client) })))
 }
 
@@ -542,14 +442,7 @@ async fn delete_client(
     admin: Admin,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    find_client(&state, &client_id).await?;
-    changeable(&state, &client_id).await?;
-    admin.record(&state, "client.delete", &client_id).await?;
-    if !state.store().delete_client(&client_id).await? {
-        return Err(admin_error(AdminError::NotFound(format!(
-            "client {client_id:?}"
-        ))));
-    }
+    admin.on(&state).delete_client(&client_id).await?;
     Ok((StatusCode::NO_CONTENT, no_store()).into_response())
 }
 
@@ -560,9 +453,6 @@ struct Rotation {
     /// How long the old secret is still accepted; 24 hours when not given.
     grace_seconds: Option<u64>,
 }
-
-/// The grace period of a rotation when none is named.
-const DEFAULT_SECRET_GRACE: u64 = 86_400;
 
 /// `POST /admin/api/clients/{client_id}/secret`: a new secret, shown this once; the
 /// old one (and the tokens issued under it) stays valid for the grace period.
@@ -578,28 +468,10 @@ async fn rotate_secret(
         },
         other => json_body(other)?,
     };
-    let grace =
-        std::time::Duration::from_secs(rotation.grace_seconds.unwrap_or(DEFAULT_SECRET_GRACE));
-    if grace > admin::MAX_SECRET_GRACE {
-        return Err(admin_error(AdminError::Invalid(format!(
-            "grace_seconds is at most {}",
-            admin::MAX_SECRET_GRACE.as_secs()
-        ))));
-    }
-    let client = find_client(&state, &client_id).await?;
-    if client.is_public() {
-        return Err(admin_error(AdminError::Invalid(format!(
-            "client {client_id:?} is public: it has no secret"
-        ))));
-    }
-    changeable(&state, &client_id).await?;
-    admin
-        .record(&state, "client.rotate-secret", &client_id)
-        .await?;
-    let (client, secret) =
-        admin::rotate_client_secret(state.store(), &client_id, grace, state.now())
-            .await
-            .map_err(admin_error)?;
+    let grace = rotation
+        .grace_seconds
+        .map_or(DEFAULT_SECRET_GRACE, std::time::Duration::from_secs);
+    let (client, secret) = admin.on(&state).rotate_secret(&client_id, grace).await?;
     let body = json!({
         "client": client_view(&client),
         "client_secret": secret.secret(),
@@ -632,17 +504,8 @@ async fn list_keys(State(state): State<AppState>, _admin: Admin) -> Result<Respo
 /// `POST /admin/api/keys/rotate`: a new key per algorithm; the old ones are retired and
 /// stay published until the tokens they signed have expired.
 async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
-    admin.record(&state, "keys.rotate", "signing-keys").await?;
-    admin::rotate_keys(state.store(), state.config().at_rest_key.clone())
-        .await
-        .map_err(admin_error)?;
-    let keys: Vec<_> = state
-        .store()
-        .list_keys()
-        .await?
-        .iter()
-        .map(key_view)
-        .collect();
+    let keys = admin.on(&state).rotate_keys().await?;
+    let keys: Vec<_> = keys.iter().map(key_view).collect();
     Ok(ok(json!({ "keys": keys })))
 }
 

@@ -192,6 +192,34 @@ pub(super) async fn store_new_request(
     Ok(())
 }
 
+/// Starts a sign-in to one of keyward's own pages (`kind` is [`LoginKind::Account`] or
+/// [`LoginKind::Admin`]): a login in progress bound to this browser, which ends on
+/// that page; a 303 to the login page, which always asks, whatever session the browser
+/// has.
+pub(super) async fn start_own_page_sign_in(
+    state: &AppState,
+    kind: LoginKind,
+    addr: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Response, PageError> {
+    debug_assert!(kind.is_own_page());
+    let browser = Browser::of(state, headers);
+    let at = state.now();
+    let request = AuthRequest::new(
+        kind,
+        TokenHash::of(&browser.value),
+        at,
+        at + secs(state.config().login_ttl),
+    );
+    store_new_request(state, &request, addr).await?;
+    let response = see_other(&format!(
+        "{}/login?req={}",
+        state.config().base_path(),
+        request.id
+    ));
+    Ok(browser.set_if_new(state, response))
+}
+
 /// Moves a login forward: to the login page, the consent page, or the client. A
 /// login not stored yet is stored before the browser is sent to a page.
 pub(super) async fn advance(
@@ -268,7 +296,7 @@ pub(super) async fn reject(
             state.store().deny_device_code(device_code_hash).await?;
             Ok(outcome_page(state, false))
         }
-        LoginKind::Account => {
+        LoginKind::Account | LoginKind::Admin => {
             state.store().take_auth_request(&request.id).await?;
             Err(error_page("Account disabled", "This account is disabled."))
         }
@@ -311,6 +339,9 @@ pub(super) async fn finish(
                 "{}/account",
                 state.config().base_path()
             )));
+        }
+        LoginKind::Admin => {
+            return Ok(see_other(&format!("{}/admin", state.config().base_path())));
         }
         LoginKind::Device {
             scope,
@@ -433,6 +464,7 @@ pub(super) fn render_login(
         minijinja::context! {
             client_name => client.name,
             account => request.kind == LoginKind::Account,
+            admin => request.kind == LoginKind::Admin,
             req => request.id,
             csrf => request.csrf,
             username => notice.username,

@@ -44,6 +44,7 @@ pub mod browser;
 pub mod callback;
 pub mod client_auth;
 pub mod consent;
+pub mod console;
 pub mod device;
 pub mod discovery;
 pub mod error;
@@ -80,6 +81,7 @@ pub fn endpoints(pkg_auth: bool) -> Routes {
         .merge(logout::router())
         .merge(health::router())
         .merge(admin_api::router())
+        .merge(console::router())
         .merge(openapi::router())
 }
 

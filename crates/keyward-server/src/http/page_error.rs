@@ -59,12 +59,16 @@ impl PageError {
     }
 }
 
-/// Parses a form posted from one of keyward's pages; bad input becomes a 400 page.
+/// Parses a form posted from one of keyward's pages; bad input becomes a 400 page (413
+/// for a body over the limit).
 pub fn page_form<T: serde::de::DeserializeOwned>(
     body: Result<super::extract::Body, super::error::OAuthError>,
 ) -> Result<T, PageError> {
     body.and_then(|super::extract::Body(bytes)| super::extract::parse_form(&bytes))
-        .map_err(|e| PageError::bad_request("Invalid request", e.description))
+        .map_err(|e| {
+            let status = e.status.unwrap_or(StatusCode::BAD_REQUEST);
+            PageError::new(status, "Invalid request", e.description)
+        })
 }
 
 impl<E: Into<super::error::ApiError>> From<E> for PageError {

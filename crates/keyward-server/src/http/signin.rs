@@ -154,6 +154,9 @@ async fn login_submit(
         ));
     }
     tracing::info!(user_id = %user.id, client = %client_addr, client_id = %client.client_id, "password sign-in");
+    state
+        .metrics()
+        .increment("keyward_password_logins_total", &[]);
     let method = password_login.id.clone();
     let mut response = sign_in(&state, &headers, addr, request, &client, &user, &method).await?;
     remember_browser(&state, &mut response, username);

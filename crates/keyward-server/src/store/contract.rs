@@ -321,6 +321,7 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
     };
     for (id, kind) in [
         ("req2", LoginKind::Account),
+        ("req6", LoginKind::Admin),
         ("req3", code_flow(ResponseMode::WebMessage)),
         ("req5", code_flow(ResponseMode::FormPost)),
     ] {
@@ -356,7 +357,8 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
     );
     assert!(store.take_auth_request("req1").await.unwrap());
     assert!(!store.take_auth_request("req1").await.unwrap());
-    // Sign-out ends what the browser had in progress (req2, req3), nobody else's.
+    // Sign-out ends what the browser had in progress (req2, req3, req5, req6), nobody
+    // else's.
     let elsewhere = AuthRequest {
         id: "req4".into(),
         browser_hash: TokenHash::of("another browser"),
@@ -368,7 +370,7 @@ async fn logins_in_progress(store: Arc<dyn Store>) {
             .delete_browser_auth_requests(&TokenHash::of("browser"))
             .await
             .unwrap(),
-        3
+        4
     );
     assert_eq!(store.get_auth_request("req3", 150).await.unwrap(), None);
     assert!(store.get_auth_request("req4", 150).await.unwrap().is_some());

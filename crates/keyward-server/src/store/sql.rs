@@ -670,6 +670,7 @@ macro_rules! sql_store {
                         device_code_hash: TokenHash::from_stored(hash),
                     },
                     ("account", None) => LoginKind::Account,
+                    ("admin", None) => LoginKind::Admin,
                     (kind, _) => return Err(corrupt("auth request kind", kind)),
                 };
                 Ok(AuthRequest {
@@ -1232,6 +1233,7 @@ macro_rules! sql_store {
                     LoginKind::Authorize(flow) => ("authorize", &flow.client_id, &flow.scope, None, Some(flow)),
                     LoginKind::Device { client_id, scope, device_code_hash } => ("device", client_id, scope, Some(device_code_hash.as_str()), None),
                     LoginKind::Account => ("account", &none, &empty, None, None),
+                    LoginKind::Admin => ("admin", &none, &empty, None, None),
                 };
                 sqlx::query(&sql)
                     .bind(&r.id)

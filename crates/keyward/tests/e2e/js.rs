@@ -890,3 +890,126 @@ skip_consent = true
         }
     }
 }
+
+/// The admin console walked in Chromium without JavaScript (tests/js/admin-console.mjs):
+/// alice, an administrator by `admins`, adds a client, rotates its secret, ends one
+/// of bob's sessions and disables him, and reads it all in the audit log; carol is
+/// refused. What the pages did is then checked from outside: both secrets work (the
+/// old one for its grace period), bob's refresh token and sessions are dead, and the
+/// audit log names alice and her address. Each console page passes axe-core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_in_chromium() {
+    if !available(&["playwright-core", "axe-core"], &["/usr/bin/chromium"]) {
+        return;
+    }
+    let extra = format!(
+        "admins = [\"alice\"]\n[[users]]\nusername = \"carol\"\npassword = \"{PASSWORD}\"\n"
+    );
+    let app = spawn_app(Db::Sqlite, &extra).await.unwrap();
+    // bob signs in from two browsers; the second sign-in's refresh token is his.
+    demo_app_tokens(&app, "bob", "openid").await;
+    let bob = demo_app_tokens(&app, "bob", "openid offline_access").await;
+    let artifacts = screenshot_dir("admin-console");
+    let args = [
+        "admin-console.mjs",
+        &app.issuer,
+        "alice",
+        "bob",
+        "carol",
+        PASSWORD,
+        &artifacts.display().to_string(),
+    ];
+    let stdout = check(&node(&args, BROWSER_SCRIPT).await);
+    let walked: serde_json::Value =
+        serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(walked["violations"], serde_json::json!([]), "{walked:#}");
+    assert_screenshots(
+        &artifacts,
+        &[
+            "console-1-sign-in",
+            "console-2-overview",
+            "console-3-add-client",
+            "console-4-secret",
+            "console-5-rotated",
+            "console-6-session-ended",
+            "console-7-disabled",
+            "console-8-audit",
+            "console-9-forbidden",
+        ],
+    );
+
+    // Both secrets of the new client work: the first for its hour of grace.
+    for secret in ["firstSecret", "secondSecret"] {
+        let (status, body) = token_request(
+            &app,
+            "console-app",
+            walked[secret].as_str(),
+            &[("grant_type", "client_credentials"), ("scope", "api:read")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{secret}: {body}");
+    }
+    app.advance(3601);
+    let (status, _) = token_request(
+        &app,
+        "console-app",
+        walked["firstSecret"].as_str(),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // bob is disabled: his refresh token and his sessions are gone.
+    let (status, body) = token_request(
+        &app,
+        "demo-app",
+        Some(SECRET),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", bob["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let store = app.state.store();
+    let bob = store.get_user_by_username("bob").await.unwrap().unwrap();
+    assert!(bob.disabled);
+    assert!(
+        store
+            .list_user_sessions(&bob.id, app.state.now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let log = store.list_audit(10, None).await.unwrap();
+    let logged: Vec<_> = log
+        .iter()
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.action.as_str(),
+                e.target.as_str(),
+                e.address.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            ("user:alice", "user.disable", "bob", Some("127.0.0.1")),
+            ("user:alice", "session.end", "bob", Some("127.0.0.1")),
+            (
+                "user:alice",
+                "client.rotate-secret",
+                "console-app",
+                Some("127.0.0.1")
+            ),
+            (
+                "user:alice",
+                "client.create",
+                "console-app",
+                Some("127.0.0.1")
+            ),
+        ]
+    );
+}

@@ -15,6 +15,7 @@ mod cli_promises;
 mod client;
 mod connector_settings;
 mod connectors;
+mod console;
 mod device;
 mod email;
 mod exchange;

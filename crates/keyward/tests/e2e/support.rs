@@ -778,11 +778,12 @@ pub async fn submit(
     fields: &[(&str, &str)],
 ) -> reqwest::Response {
     let opening = format!("action=\"{action}\"");
-    let form = page
-        .html
+    // An action built from escaped values spells its slashes `&#x2f;`.
+    let html = page.html.replace("&#x2f;", "/");
+    let form = html
         .match_indices(&opening)
         .map(|(at, _)| {
-            let rest = &page.html[at..];
+            let rest = &html[at..];
             &rest[..rest.find("</form>").expect("form end")]
         })
         .find(|form| form.contains(marker))
