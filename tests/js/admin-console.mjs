@@ -1,12 +1,13 @@
 // Walks the admin console (/admin) in Debian's Chromium, with JavaScript off (the
 // console needs none): the administrator <admin> signs in, adds a confidential client
 // for client credentials, rotates its secret with a one-hour grace period, finds
-// <user>, ends one of their sessions and disables the account, and reads every action
-// in the audit log. Then <other> (not an administrator) is refused with 403, and each
-// console page is audited for accessibility with axe-core (light and dark). Usage:
+// <user>, ends one of their sessions and disables the account, makes a set-password
+// link for <other>, and reads every action in the audit log. Then <other> chooses a new
+// password through the link and, signing in with it, is refused with 403 (not an
+// administrator); each console page is audited with axe-core (light and dark). Usage:
 //   node admin-console.mjs <issuer> <admin> <user> <other> <password> <artifacts_dir>
 // Prints {"firstSecret", "secondSecret", "violations"} and keeps a screenshot of
-// every page (console-1-sign-in … console-9-forbidden).
+// every page (console-1-sign-in … console-11-forbidden).
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -31,12 +32,12 @@ function on(page) {
       page.getByRole('button', { name, exact: true }).click(),
     ]),
     // Opens the console, which asks for a sign-in, and fills it in as `username`.
-    signIn: async (username) => {
+    signIn: async (username, secret = password) => {
       await page.goto(`${issuer}/admin`);
       await page.getByRole('heading', { name: 'Sign in', exact: true }).waitFor();
       assert.match(await page.locator('main').innerText(), /to the admin console/);
       await page.getByLabel('Username', { exact: true }).fill(username);
-      await page.getByLabel('Password', { exact: true }).fill(password);
+      await page.getByLabel('Password', { exact: true }).fill(secret);
       return page;
     },
   };
@@ -104,18 +105,31 @@ try {
   assert.equal(await sessions.getByRole('button', { name: /^End the session/ }).count(), 0);
   await shot('console-7-disabled');
 
+  // A set-password link for <other>, shown once.
+  await page.getByRole('link', { name: 'Users', exact: true }).click();
+  await page.getByLabel('Username or email contains').fill(other);
+  await press('Search');
+  await Promise.all([page.waitForNavigation(), page.getByRole('link', { name: other, exact: true }).click()]);
+  await heading(other);
+  await press('Make a set-password link');
+  await heading(`Set-password link for ${other}`);
+  const link = await page.locator('#password-link').innerText();
+  assert.ok(link.startsWith(`${issuer}/password/set?token=`), link);
+  await shot('console-8-password-link');
+
   // Every action, newest first, by this administrator.
   await page.getByRole('link', { name: 'Audit log', exact: true }).click();
   await heading('Audit log');
   const rows = await page.getByRole('table', { name: 'Audit log' }).locator('tbody tr').allInnerTexts();
   const actions = rows.map((row) => row.split('\t').slice(1, 4).join(' '));
   assert.deepEqual(actions, [
+    `user:${admin} user.password-link ${other}`,
     `user:${admin} user.disable ${user}`,
     `user:${admin} session.end ${user}`,
     `user:${admin} client.rotate-secret console-app`,
     `user:${admin} client.create console-app`,
   ]);
-  await shot('console-8-audit');
+  await shot('console-9-audit');
 
   // The accessibility audit of each console page, in a context that runs axe.
   const audits = newAudits();
@@ -133,18 +147,26 @@ try {
     await audit(audited, `console ${name}`, audits);
   }
 
-  // Someone who is not an administrator.
+  // <other> chooses a password through the link, and is not an administrator.
   const outsider = await browser.newContext({ javaScriptEnabled: false });
   const refused = await outsider.newPage();
   const o = on(refused);
-  await o.signIn(other);
+  await refused.goto(link);
+  await o.heading('Choose a password');
+  const chosen = 'a password chosen by its owner';
+  await refused.getByLabel('New password').fill(chosen);
+  await refused.getByLabel('The same again').fill(chosen);
+  await o.shot('console-10-choose-password');
+  await o.press('Set password');
+  await o.heading('Password set');
+  await o.signIn(other, chosen);
   const [response] = await Promise.all([
     refused.waitForResponse((r) => r.url() === `${issuer}/admin`),
     refused.getByRole('button', { name: 'Sign in', exact: true }).click(),
   ]);
   assert.equal(response.status(), 403);
   await o.heading('Not an administrator');
-  await o.shot('console-9-forbidden');
+  await o.shot('console-11-forbidden');
 
   console.log(JSON.stringify({ firstSecret, secondSecret, violations: audits.violations }));
 } finally {

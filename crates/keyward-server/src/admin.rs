@@ -389,7 +389,8 @@ pub async fn add_user(
     Ok(user)
 }
 
-fn check_password_strength(password: &Password) -> Result<(), AdminError> {
+/// Refuses a password shorter than 8 characters or longer than 1024 bytes.
+pub fn check_password_strength(password: &Password) -> Result<(), AdminError> {
     if password.secret().chars().count() < 8 {
         return Err(AdminError::Invalid(
             "a password needs at least 8 characters".into(),

@@ -201,6 +201,21 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// A one-time set-password link an administrator made: the account whose password it
+/// sets, by the SHA-256 of the link's token, until when. The token itself is shown
+/// once, in the link, and never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordLink {
+    /// SHA-256 of the token in the link.
+    pub token_hash: TokenHash,
+    /// The account.
+    pub user_id: String,
+    /// When it was made.
+    pub created_at: i64,
+    /// When it stops working.
+    pub expires_at: i64,
+}
+
 /// One administrator's action, as the audit log keeps it ([`crate::store::AuditStore`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use keyward_proto::ClientSecret;
 
 use crate::admin::{self, AdminError, ClientChanges, NewClient};
-use crate::domain::{AuditEntry, Client, StoredKey, User};
+use crate::domain::{AuditEntry, Client, PasswordLink, StoredKey, User};
 use crate::policy;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -66,6 +66,19 @@ pub struct Actor {
 pub struct Operator<'a> {
     state: &'a AppState,
     actor: &'a Actor,
+}
+
+/// How long a set-password link works: a day.
+pub const PASSWORD_LINK_TTL: Duration = Duration::from_secs(86_400);
+
+/// A set-password link just made: to hand to its person, shown once.
+pub struct MadePasswordLink {
+    /// The account.
+    pub user: User,
+    /// The link (`{issuer}/password/set?token=…`).
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: i64,
 }
 
 /// The grace period of a rotated secret when none is named: a day.
@@ -181,6 +194,43 @@ impl<'a> Operator<'a> {
         } else {
             Err(not_found())
         }
+    }
+
+    /// A one-time link that lets the account's person choose a new password (the
+    /// administrator never types one), for [`PASSWORD_LINK_TTL`]; it replaces the
+    /// account's earlier link. Using it ends the account's sessions.
+    pub async fn password_link(&self, username: &str) -> Result<MadePasswordLink, AdminError> {
+        let user = self.find_user(username).await?;
+        if user.disabled {
+            return Err(AdminError::Invalid(format!(
+                "user {username:?} is disabled: enable the account first"
+            )));
+        }
+        if self.state.connectors().password_login().is_none() {
+            return Err(AdminError::Invalid(
+                "the password connector is turned off: a password would not sign anyone in".into(),
+            ));
+        }
+        self.record("user.password-link", username).await?;
+        let token = keyward_proto::OpaqueToken::generate();
+        let now = self.state.now();
+        let link = PasswordLink {
+            token_hash: token.hash(),
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: now
+                .saturating_add(PASSWORD_LINK_TTL.as_secs().try_into().unwrap_or(i64::MAX)),
+        };
+        self.state.store().insert_password_link(&link).await?;
+        let url = self
+            .state
+            .config()
+            .endpoint(&format!("/password/set?token={}", token.secret()));
+        Ok(MadePasswordLink {
+            user,
+            url,
+            expires_at: link.expires_at,
+        })
     }
 
     /// Registers a client; returns its secret, to be shown this once.

@@ -67,6 +67,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/admin_audit.html"),
     ),
     (
+        "admin_link.html",
+        include_str!("../templates/admin_link.html"),
+    ),
+    (
+        "password_set.html",
+        include_str!("../templates/password_set.html"),
+    ),
+    (
         "form_post.html",
         include_str!("../templates/form_post.html"),
     ),
@@ -1074,6 +1082,16 @@ mod tests {
                 },
             ),
             (
+                "admin_link.html",
+                minijinja::context! {
+                    ..page("users"),
+                    ..minijinja::context! {
+                        user => minijinja::context! { username => HOSTILE, path => "/users/x", name => HOSTILE },
+                        url => "https://id.example/kw/password/set?token=t", expires => "2024-01-02 00:00 UTC",
+                    }
+                },
+            ),
+            (
                 "admin_audit.html",
                 minijinja::context! {
                     ..page("audit"),
@@ -1148,6 +1166,37 @@ mod tests {
         );
     }
 
+    /// The set-password page: the form carries the link's token and offers the
+    /// username to password managers; once done, it says so and has no form.
+    #[test]
+    fn set_password_page_asks_twice_then_says_done() {
+        let html = render(
+            "password_set.html",
+            minijinja::context! { username => HOSTILE, token => "tok-1", error => "The two passwords differ.", done => false },
+        );
+        assert!(
+            html.contains(HOSTILE_ESCAPED) && !html.contains("<b>"),
+            "{html}"
+        );
+        assert!(html.contains(r#"action="&#x2f;kw/password/set""#), "{html}");
+        assert!(html.contains(r#"name="token" value="tok-1""#), "{html}");
+        assert_eq!(
+            html.matches(r#"autocomplete="new-password""#).count(),
+            2,
+            "{html}"
+        );
+        assert!(html.contains("The two passwords differ."), "{html}");
+        let done = render(
+            "password_set.html",
+            minijinja::context! { username => "bob", done => true },
+        );
+        assert!(
+            done.contains("<h1>Password set</h1>") && !done.contains("<form"),
+            "{done}"
+        );
+        assert!(!done.contains("tok-1"));
+    }
+
     /// Every template has a test above that checks what it shows.
     #[test]
     fn every_template_is_checked_here() {
@@ -1171,6 +1220,8 @@ mod tests {
             "admin_client.html",
             "admin_secret.html",
             "admin_audit.html",
+            "admin_link.html",
+            "password_set.html",
             "form_post.html",
             "web_message.html",
         ];

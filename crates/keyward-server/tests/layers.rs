@@ -140,6 +140,7 @@ const ENDPOINTS: &[&str] = &[
     "introspect",
     "logout",
     "openapi",
+    "password",
     "pkg",
     "signin",
     "token",

@@ -48,6 +48,7 @@ pub fn router() -> Routes {
         .get("/admin/api/users/{username}", get_user)
         .patch("/admin/api/users/{username}", patch_user)
         .post("/admin/api/users/{username}/revoke", revoke_user)
+        .post("/admin/api/users/{username}/password-link", password_link)
         .get("/admin/api/clients", list_clients)
         .post("/admin/api/clients", create_client)
         .get("/admin/api/clients/{client_id}", get_client)
@@ -321,6 +322,23 @@ async fn revoke_user(
 ) -> Result<Response, ApiError> {
     let user = admin.on(&state).revoke_user(&username).await?;
     Ok(ok(json!({ "user": user_view(&user) })))
+}
+
+/// `POST /admin/api/users/{username}/password-link`: a one-time link for the person to
+/// choose a new password (201, shown this once), working for a day; it replaces the
+/// account's earlier link.
+async fn password_link(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(username): Path<String>,
+) -> Result<Response, ApiError> {
+    let made = admin.on(&state).password_link(&username).await?;
+    let body = json!({
+        "user": user_view(&made.user),
+        "url": made.url,
+        "expires_at": made.expires_at,
+    });
+    Ok((StatusCode::CREATED, no_store(), Json(body)).into_response())
 }
 
 /// A client as the API shows it: never the secret's hash.

@@ -48,6 +48,7 @@ pub fn router() -> Routes {
         .get("/admin/users/{username}", user_page)
         .post("/admin/users/{username}/disabled", set_disabled)
         .post("/admin/users/{username}/revoke", revoke_user)
+        .post("/admin/users/{username}/password-link", password_link)
         .post("/admin/users/{username}/sessions/end", end_session)
         .get("/admin/clients", clients)
         .post("/admin/clients", create_client)
@@ -254,7 +255,7 @@ fn render(
     context: minijinja::Value,
 ) -> Response {
     let section = match template {
-        "admin_users.html" | "admin_user.html" => "users",
+        "admin_users.html" | "admin_user.html" | "admin_link.html" => "users",
         "admin_clients.html" | "admin_client.html" | "admin_secret.html" => "clients",
         "admin_audit.html" => "audit",
         _ => "overview",
@@ -527,6 +528,33 @@ async fn revoke_user(
         .await
         .map_err(failure)?;
     Ok(back(&state, &user_path(&user.username), "revoked"))
+}
+
+/// `POST /admin/users/{username}/password-link`: the link, shown once, to hand over.
+async fn password_link(
+    State(state): State<AppState>,
+    poster: Poster,
+    Path(username): Path<String>,
+    body: Result<Body, OAuthError>,
+) -> Result<Response, PageError> {
+    let _: CsrfForm = poster.form(body)?;
+    let console = &poster.0;
+    let made = console
+        .on(&state)
+        .password_link(&username)
+        .await
+        .map_err(failure)?;
+    Ok(render(
+        &state,
+        console,
+        "admin_link.html",
+        None,
+        minijinja::context! {
+            user => user_row(&made.user),
+            url => made.url,
+            expires => utc_text(made.expires_at),
+        },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -55,6 +55,7 @@ pub mod login;
 pub mod logout;
 pub mod openapi;
 pub mod page_error;
+pub mod password;
 pub mod pkg;
 pub mod provider;
 pub mod routes;
@@ -82,6 +83,7 @@ pub fn endpoints(pkg_auth: bool) -> Routes {
         .merge(health::router())
         .merge(admin_api::router())
         .merge(console::router())
+        .merge(password::router())
         .merge(openapi::router())
 }
 

@@ -10,8 +10,8 @@ use super::{IdentityKey, Inconsistency, Store, StoreError, UserClient};
 use crate::domain::SigningAlg;
 use crate::domain::{
     AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
-    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, RefreshToken,
-    ResponseMode, Session, StoredKey, Unlink, User,
+    ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, PasswordLink,
+    RefreshToken, ResponseMode, Session, StoredKey, Unlink, User,
 };
 
 pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, std::path::PathBuf) {
@@ -418,6 +418,95 @@ async fn sessions(store: Arc<dyn Store>) {
     );
     store.insert_session(&session).await.unwrap();
     assert_eq!(store.delete_user_sessions("id-alice").await.unwrap(), 1);
+}
+
+/// Set-password links: one per account (a new one replaces the old), read with the
+/// account, used once (setting the password and ending the sessions in the same
+/// transaction), never after expiry, never for a disabled account; expired ones are
+/// purged.
+async fn password_links(store: Arc<dyn Store>) {
+    store.insert_user(&user("alice")).await.unwrap();
+    store.insert_user(&user("bob")).await.unwrap();
+    let link = |token: &str, user_id: &str, expires_at: i64| PasswordLink {
+        token_hash: TokenHash::of(token),
+        user_id: user_id.into(),
+        created_at: 100,
+        expires_at,
+    };
+    store
+        .insert_password_link(&link("first", "id-alice", 500))
+        .await
+        .unwrap();
+    store
+        .insert_password_link(&link("second", "id-alice", 500))
+        .await
+        .unwrap();
+    store
+        .insert_password_link(&link("bobs", "id-bob", 500))
+        .await
+        .unwrap();
+    let of = |token: &str, at: i64| {
+        let store = store.clone();
+        let token = token.to_owned();
+        async move {
+            store
+                .password_link_user(&TokenHash::of(&token), at)
+                .await
+                .unwrap()
+                .map(|u| u.username)
+        }
+    };
+    assert_eq!(of("first", 200).await, None, "replaced by the second");
+    assert_eq!(of("second", 200).await.as_deref(), Some("alice"));
+    assert_eq!(of("second", 500).await, None, "expired");
+    let session = Session {
+        id_hash: TokenHash::of("cookie"),
+        user_id: "id-alice".into(),
+        auth_time: 100,
+        created_at: 100,
+        expires_at: 900,
+        csrf: "c".into(),
+        method: "password".into(),
+        user_agent: None,
+        ip: None,
+    };
+    store.insert_session(&session).await.unwrap();
+    let used = |token: &str, at: i64| {
+        let store = store.clone();
+        let token = token.to_owned();
+        async move {
+            store
+                .use_password_link(&TokenHash::of(&token), "new-hash", at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(used("second", 500).await, None, "expired");
+    assert_eq!(used("second", 200).await.as_deref(), Some("id-alice"));
+    assert_eq!(used("second", 200).await, None, "used once");
+    let alice = store.get_user("id-alice").await.unwrap().unwrap();
+    assert_eq!(alice.password_hash.as_deref(), Some("new-hash"));
+    assert!(
+        store
+            .list_user_sessions("id-alice", 200)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A link of an account disabled since is spent without setting anything.
+    store.set_user_disabled("id-bob", true).await.unwrap();
+    assert_eq!(used("bobs", 200).await, None);
+    assert_eq!(of("bobs", 200).await, None);
+    let bob = store.get_user("id-bob").await.unwrap().unwrap();
+    assert_ne!(bob.password_hash.as_deref(), Some("new-hash"));
+    // Expired links are purged.
+    store
+        .insert_password_link(&link("late", "id-bob", 300))
+        .await
+        .unwrap();
+    assert!(store.purge_expired(400).await.unwrap() >= 1);
+    store.set_user_disabled("id-bob", false).await.unwrap();
+    assert_eq!(used("late", 200).await, None, "purged");
 }
 
 /// Consent: per user and client, replaced on each approval, read with the user in one trip.
@@ -2085,6 +2174,7 @@ contract_tests!(
     users,
     logins_in_progress,
     sessions,
+    password_links,
     consent,
     codes,
     refresh_rotation,

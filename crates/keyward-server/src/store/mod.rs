@@ -22,7 +22,8 @@ use crate::config::{DatabaseKind, Durability};
 
 use crate::domain::{
     AuditEntry, AuthCode, AuthRequest, Client, CodeRedemption, ConnectorLogin, DeviceCode, Grant,
-    Identity, RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy, Unlink, User,
+    Identity, PasswordLink, RefreshToken, Session, StoredKey, ThrottleAttempt, ThrottlePolicy,
+    Unlink, User,
 };
 
 pub mod backup;
@@ -242,6 +243,24 @@ pub trait UserStore: Send + Sync {
     async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
     /// Disables or enables a user; false when there is no such user.
     async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool>;
+    /// Stores a set-password link, replacing the account's earlier one.
+    async fn insert_password_link(&self, link: &PasswordLink) -> StoreResult<()>;
+    /// The account an unexpired set-password link is for.
+    async fn password_link_user(
+        &self,
+        token_hash: &TokenHash,
+        now: i64,
+    ) -> StoreResult<Option<User>>;
+    /// Takes an unexpired set-password link and, in the same transaction, sets its
+    /// enabled account's password hash and ends the account's sessions. The user id,
+    /// or `None` when the link was not there (used, replaced, expired) or the account
+    /// is disabled; either way the link is gone.
+    async fn use_password_link(
+        &self,
+        token_hash: &TokenHash,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
 }
 
 /// Logins in progress: authorization requests, and sign-ins waiting at an upstream provider (or an emailed link). Part of [`Store`].

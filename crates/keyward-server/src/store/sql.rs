@@ -37,7 +37,7 @@ use crate::domain::SigningAlg;
 use crate::domain::{
     AuditEntry, AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption,
     ConnectorLogin, ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind,
-    PreviousSecret, RefreshToken, ResponseMode, Session, StoredKey, ThrottleAttempt,
+    PasswordLink, PreviousSecret, RefreshToken, ResponseMode, Session, StoredKey, ThrottleAttempt,
     ThrottlePolicy, Unlink, User,
 };
 
@@ -66,6 +66,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../migrations/0014_previous_secret.sql"),
     ),
+    (15, include_str!("../../migrations/0015_password_links.sql")),
 ];
 
 /// `text` for a `LIKE … ESCAPE '\'` pattern: its `%`, `_` and `\` match themselves.
@@ -1004,6 +1005,7 @@ macro_rules! sql_store {
                     ("revoked_tokens", "jti", "expires_at", now),
                     ("device_codes", "device_code_hash", "expires_at", hour_ago),
                     ("connector_logins", "state_hash", "expires_at", now),
+                    ("password_links", "token_hash", "expires_at", now),
                     ("throttles", "key", "last_at", day_ago),
                 ] {
                     deleted += self.purge_table(table, key, column, cutoff).await?;
@@ -1207,6 +1209,60 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn insert_password_link(&self, link: &PasswordLink) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("DELETE FROM password_links WHERE user_id = $1")
+                    .bind(&link.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO password_links (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(link.token_hash.as_str())
+                    .bind(&link.user_id)
+                    .bind(link.created_at)
+                    .bind(link.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn password_link_user(&self, token_hash: &TokenHash, now: i64) -> StoreResult<Option<User>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
+                    "SELECT {} FROM password_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1 AND l.expires_at > $2",
+                    qualified("u", USER_COLUMNS),
+                ));
+                let row = sqlx::query(&SQL).bind(token_hash.as_str()).bind(now).fetch_optional(&self.pool).await?;
+                row.map(|row| Self::user_at(&row, 0)).transpose()
+            }
+
+            async fn use_password_link(&self, token_hash: &TokenHash, password_hash: &str, now: i64) -> StoreResult<Option<String>> {
+                let mut tx = self.writer.begin().await?;
+                let user_id: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM password_links WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
+                )
+                .bind(token_hash.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(user_id) = user_id else {
+                    return Ok(None);
+                };
+                let set = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND NOT disabled")
+                    .bind(password_hash)
+                    .bind(&user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if set.rows_affected() == 0 {
+                    // The account was disabled (or is gone) since the link was made:
+                    // the link is spent, the password unchanged.
+                    tx.commit().await?;
+                    return Ok(None);
+                }
+                sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(&user_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(user_id))
             }
 
             async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool> {

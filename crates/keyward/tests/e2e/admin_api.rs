@@ -571,3 +571,220 @@ async fn only_an_admin_clients_token_opens_the_admin_api() {
     let (status, body) = call(&app, Some(&token), Method::GET, "/users", None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
+
+/// A set-password link, on PostgreSQL: made through the API for bob (who has a
+/// session and a refresh token), it shows his name, refuses passwords that differ or
+/// are short without being spent, then sets the password once: his sessions end, the
+/// old password stops working, the new one works, and the link is dead. A newer link
+/// replaces an older one; a link dies after a day; hostile tokens get 410, never a
+/// lookup of something keyward could not have made.
+#[tokio::test]
+async fn a_set_password_link_works_once_and_for_a_day() {
+    let Some(app) = spawn_app(Db::Postgres, &admin_config()).await else {
+        return;
+    };
+    let token = cc_token(&app, "ops", OPS_SECRET, "keyward:admin").await;
+    let bobs_browser = browser();
+    drive(
+        &bobs_browser,
+        &authorize_url(&app.issuer, "demo-app", "openid", "").0,
+        "bob",
+        PASSWORD,
+        "approve",
+    )
+    .await;
+    let store = app.state.store();
+    let bob_id = store.get_user_by_username("bob").await.unwrap().unwrap().id;
+    assert_eq!(
+        store
+            .list_user_sessions(&bob_id, app.state.now())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (status, first) = call(
+        &app,
+        Some(&token),
+        Method::POST,
+        "/users/bob/password-link",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, made) = call(
+        &app,
+        Some(&token),
+        Method::POST,
+        "/users/bob/password-link",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let url = made["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/password/set?token=", app.issuer)),
+        "{url}"
+    );
+    assert_eq!(made["user"]["username"], "bob");
+    assert_eq!(made["expires_at"], app.state.now() + 86_400);
+
+    // The first link was replaced by the second.
+    let page = open(&browser(), first["url"].as_str().unwrap()).await;
+    assert_eq!(page.status, StatusCode::GONE, "{}", page.html);
+
+    let person = browser();
+    let page = open(&person, url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("<strong>bob</strong>"), "{}", page.html);
+    for (password, repeat, says) in [
+        (
+            "a new long password",
+            "another long password",
+            "The two passwords differ.",
+        ),
+        ("short", "short", "at least 8 characters"),
+    ] {
+        let response = submit(
+            &person,
+            &page,
+            "/password/set",
+            "",
+            &[("password", password), ("repeat", repeat)],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.text().await.unwrap().contains(says));
+    }
+    let response = submit(
+        &person,
+        &page,
+        "/password/set",
+        "",
+        &[
+            ("password", "a new long password"),
+            ("repeat", "a new long password"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<h1>Password set</h1>")
+    );
+    assert!(
+        store
+            .list_user_sessions(&bob_id, app.state.now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Used once.
+    let again = submit(
+        &person,
+        &page,
+        "/password/set",
+        "",
+        &[
+            ("password", "a third long password"),
+            ("repeat", "a third long password"),
+        ],
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert_eq!(open(&person, url).await.status, StatusCode::GONE);
+    // The new password signs bob in; the old one does not.
+    let (authorize, _) = authorize_url(&app.issuer, "demo-app", "openid", "");
+    let (status, html) = drive(&browser(), &authorize, "bob", PASSWORD, "approve")
+        .await
+        .page();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{html}");
+    drive(
+        &browser(),
+        &authorize,
+        "bob",
+        "a new long password",
+        "approve",
+    )
+    .await
+    .callback();
+
+    // A day later a link is dead; hostile tokens are simply dead.
+    let (_, made) = call(
+        &app,
+        Some(&token),
+        Method::POST,
+        "/users/alice/password-link",
+        None,
+    )
+    .await;
+    app.advance(86_401);
+    let late = made["url"].as_str().unwrap();
+    assert_eq!(open(&browser(), late).await.status, StatusCode::GONE);
+    for query in [
+        "",
+        "?token=",
+        "?token=%00",
+        "?token=x&token=y",
+        &format!("?token={}", "A".repeat(5000)),
+    ] {
+        let response = http()
+            .get(format!("{}/password/set{query}", app.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                response.status(),
+                StatusCode::BAD_REQUEST | StatusCode::GONE
+            ),
+            "{query}"
+        );
+    }
+    // A disabled account, or no such account, gets no link; each link made is logged.
+    let token = cc_token(&app, "ops", OPS_SECRET, "keyward:admin").await;
+    call(
+        &app,
+        Some(&token),
+        Method::PATCH,
+        "/users/bob",
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    let (status, _) = call(
+        &app,
+        Some(&token),
+        Method::POST,
+        "/users/bob/password-link",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        &app,
+        Some(&token),
+        Method::POST,
+        "/users/nobody/password-link",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let log = store.list_audit(10, None).await.unwrap();
+    let actions: Vec<_> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("user.disable", "bob"),
+            ("user.password-link", "alice"),
+            ("user.password-link", "bob"),
+            ("user.password-link", "bob"),
+        ]
+    );
+}

@@ -893,10 +893,11 @@ skip_consent = true
 
 /// The admin console walked in Chromium without JavaScript (tests/js/admin-console.mjs):
 /// alice, an administrator by `admins`, adds a client, rotates its secret, ends one
-/// of bob's sessions and disables him, and reads it all in the audit log; carol is
-/// refused. What the pages did is then checked from outside: both secrets work (the
-/// old one for its grace period), bob's refresh token and sessions are dead, and the
-/// audit log names alice and her address. Each console page passes axe-core.
+/// of bob's sessions and disables him, makes a set-password link for carol, and reads
+/// it all in the audit log; carol chooses a password through the link and is refused.
+/// What the pages did is then checked from outside: both secrets work (the old one for
+/// its grace period), bob's refresh token and sessions are dead, and the audit log
+/// names alice and her address. Each console page passes axe-core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_console_in_chromium() {
     if !available(&["playwright-core", "axe-core"], &["/usr/bin/chromium"]) {
@@ -933,8 +934,10 @@ async fn admin_console_in_chromium() {
             "console-5-rotated",
             "console-6-session-ended",
             "console-7-disabled",
-            "console-8-audit",
-            "console-9-forbidden",
+            "console-8-password-link",
+            "console-9-audit",
+            "console-10-choose-password",
+            "console-11-forbidden",
         ],
     );
 
@@ -996,6 +999,12 @@ async fn admin_console_in_chromium() {
     assert_eq!(
         logged,
         [
+            (
+                "user:alice",
+                "user.password-link",
+                "carol",
+                Some("127.0.0.1")
+            ),
             ("user:alice", "user.disable", "bob", Some("127.0.0.1")),
             ("user:alice", "session.end", "bob", Some("127.0.0.1")),
             (
