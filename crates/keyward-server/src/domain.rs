@@ -216,6 +216,36 @@ pub struct PasswordLink {
     pub expires_at: i64,
 }
 
+/// Milliseconds since the epoch by the system clock.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl AuditEntry {
+    /// An entry with a fresh id for `actor` doing `action` to `target` from `address`,
+    /// stamped `at_seconds` (the server's clock, which tests move) but never before the
+    /// system clock's millisecond, which orders entries within a second.
+    pub fn new(
+        actor: String,
+        action: &str,
+        target: &str,
+        address: Option<String>,
+        at_seconds: i64,
+    ) -> Self {
+        Self {
+            id: keyward_proto::secret::random_urlsafe(12),
+            at: at_seconds.saturating_mul(1000).max(now_millis()),
+            actor,
+            action: action.to_owned(),
+            target: target.to_owned(),
+            address,
+        }
+    }
+}
+
 /// One administrator's action, as the audit log keeps it ([`crate::store::AuditStore`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
@@ -223,7 +253,8 @@ pub struct AuditEntry {
     pub id: String,
     /// When, in milliseconds since the epoch.
     pub at: i64,
-    /// Who: `client:<id>` for an admin client's token.
+    /// Who: `client:<id>` for an admin client's token, `user:<username>` for a person at
+    /// the console, `cli:<login>` for an admin command on the server's machine.
     pub actor: String,
     /// What, as `<record>.<verb>`: `user.disable`, `client.create`, `keys.rotate`, …
     pub action: String,

@@ -93,14 +93,13 @@ impl<'a> Operator<'a> {
     /// Writes `action` on `target` to the audit log; the action may go ahead only when
     /// this succeeded.
     async fn record(&self, action: &str, target: &str) -> Result<(), AdminError> {
-        let entry = AuditEntry {
-            id: keyward_proto::secret::random_urlsafe(12),
-            at: self.state.now().saturating_mul(1000).max(now_millis()),
-            actor: self.actor.name.clone(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            address: self.actor.address.clone(),
-        };
+        let entry = AuditEntry::new(
+            self.actor.name.clone(),
+            action,
+            target,
+            self.actor.address.clone(),
+            self.state.now(),
+        );
         self.state.store().append_audit(&entry).await?;
         tracing::info!(
             actor = %entry.actor,
@@ -312,13 +311,4 @@ impl<'a> Operator<'a> {
         admin::rotate_keys(self.state.store(), self.state.config().at_rest_key.clone()).await?;
         Ok(self.state.store().list_keys().await?)
     }
-}
-
-/// Milliseconds since the epoch by the system clock (the audit log's order within a
-/// second; the state's clock, which tests move, only counts seconds).
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -18,8 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use keyward_proto::Password;
 use keyward_server::admin::{self, NewClient};
 use keyward_server::config::{Config, ConnectorKind, LogFormat};
-use keyward_server::domain::SigningAlg;
 use keyward_server::domain::utc_text;
+use keyward_server::domain::{AuditEntry, SigningAlg};
 use keyward_server::store::{self, Store};
 
 /// keyward: an OAuth 2.0 / OpenID Connect identity broker in one binary.
@@ -80,7 +80,7 @@ enum Command {
     #[command(subcommand)]
     Scopes(ScopesCommand),
     /// Print the audit log: what administrators changed through the admin API
-    /// (/admin/api/) or the admin console (/admin), newest first.
+    /// (/admin/api/), the admin console (/admin) or these commands, newest first.
     Audit {
         /// How many entries.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -411,7 +411,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn audit(store: &dyn Store, limit: u32) -> anyhow::Result<()> {
     let entries = store.list_audit(limit, None).await?;
     if entries.is_empty() {
-        eprintln!("The audit log is empty: nothing was changed through the admin API or console.");
+        eprintln!(
+            "The audit log is empty: nothing was changed through the admin API, the console or the admin commands."
+        );
         return Ok(());
     }
     println!(
@@ -770,6 +772,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Writes what an admin command did to the audit log, once done, as `cli:<login>`:
+/// the account running it on the server's machine (`SUDO_USER` under sudo). Whoever
+/// can run the command can write the database, so this records, it does not guard.
+async fn audited(store: &dyn Store, action: &str, target: &str) -> anyhow::Result<()> {
+    let login: String = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let actor = format!("cli:{}", if login.is_empty() { "unknown" } else { &login });
+    let entry = AuditEntry::new(actor, action, target, None, keyward_server::domain::now());
+    store
+        .append_audit(&entry)
+        .await
+        .context("the change is made, but the audit log could not be written")?;
+    Ok(())
+}
+
 async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Add(add) => {
@@ -787,6 +809,7 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
                 id_token_alg: SigningAlg::parse(&add.id_token_alg),
             };
             let (client, secret) = admin::add_client(store, new).await?;
+            audited(store, "client.create", &client.client_id).await?;
             println!("client_id:     {}", client.client_id);
             match secret {
                 Some(secret) => {
@@ -820,6 +843,7 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
             let now = keyward_server::domain::now();
             let (client, secret) =
                 admin::rotate_client_secret(store, &client_id, grace, now).await?;
+            audited(store, "client.rotate-secret", &client_id).await?;
             println!("client_id:     {}", client.client_id);
             println!("client_secret: {}", secret.secret());
             println!("(shown once: keyward stores only its hash)");
@@ -833,6 +857,7 @@ async fn client_command(store: &dyn Store, command: ClientCommand) -> anyhow::Re
         }
         ClientCommand::Remove { client_id } => {
             admin::remove_client(store, &client_id).await?;
+            audited(store, "client.delete", &client_id).await?;
             println!("removed client {client_id}");
         }
     }
@@ -869,6 +894,7 @@ async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result
         } => {
             let password = read_password(password_stdin)?;
             let user = admin::add_user(store, &username, email, name, password).await?;
+            audited(store, "user.create", &user.username).await?;
             println!("created user {} (sub {})", user.username, user.id);
         }
         UserCommand::List => {
@@ -908,14 +934,17 @@ async fn user_command(store: &dyn Store, command: UserCommand) -> anyhow::Result
         } => {
             let password = read_password(password_stdin)?;
             admin::set_password(store, &username, password).await?;
+            audited(store, "user.set-password", &username).await?;
             println!("password of {username} changed; their sessions are ended");
         }
         UserCommand::Disable { username } => {
             admin::set_disabled(store, &username, true).await?;
+            audited(store, "user.disable", &username).await?;
             println!("disabled {username}: sessions ended, tokens revoked");
         }
         UserCommand::Enable { username } => {
             admin::set_disabled(store, &username, false).await?;
+            audited(store, "user.enable", &username).await?;
             println!("enabled {username}");
         }
     }
@@ -929,7 +958,9 @@ async fn key_command(
 ) -> anyhow::Result<()> {
     match command {
         KeyCommand::Rotate => {
-            for key in admin::rotate_keys(store, at_rest).await? {
+            let keys = admin::rotate_keys(store, at_rest).await?;
+            audited(store, "keys.rotate", "signing-keys").await?;
+            for key in keys {
                 println!("new {} key {}", key.alg.as_str(), key.kid);
             }
             println!(

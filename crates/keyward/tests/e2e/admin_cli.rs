@@ -179,6 +179,34 @@ async fn admin_commands_manage_the_database_the_server_uses() {
     let response = client_credentials().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     drop(server);
+
+    // Every change the commands made, and none they refused, is in the audit log,
+    // newest first, as the account that ran them.
+    let login = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let audit = stdout(&keyward(&dir, &["audit"], None));
+    let logged: Vec<(&str, &str, &str)> = audit
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[2], fields[3], fields[4])
+        })
+        .collect();
+    let actor = format!("cli:{login}");
+    assert_eq!(
+        logged,
+        [
+            (actor.as_str(), "user.disable", "carol"),
+            (actor.as_str(), "client.delete", "reports"),
+            (actor.as_str(), "keys.rotate", "signing-keys"),
+            (actor.as_str(), "keys.rotate", "signing-keys"),
+            (actor.as_str(), "user.create", "carol"),
+            (actor.as_str(), "client.create", "reports"),
+        ],
+        "{audit}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
