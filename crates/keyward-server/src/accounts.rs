@@ -64,11 +64,15 @@ pub enum Outcome {
 }
 
 /// Finds (or links, or creates) the account `upstream` signs in to through `connector`.
+/// A new account never takes a name in `reserved` (the usernames the configuration
+/// gives powers to: `admins`, and `user:` subjects of the `[[policies]]`), so that
+/// nobody can sign in first under an administrator's name and be taken for them.
 pub async fn resolve(
     store: &dyn Store,
     connector: &ConnectorConfig,
     upstream: &UpstreamIdentity,
     intent: Intent<'_>,
+    reserved: &[String],
     now: i64,
 ) -> Result<(User, Outcome), AccountError> {
     let record = |user_id: &str, created_at: i64| Identity {
@@ -126,7 +130,16 @@ pub async fn resolve(
         if !connector.create_accounts {
             return Err(AccountError::NoAccount);
         }
-        match create_account(store, connector, upstream, |id| record(id, now), now).await {
+        match create_account(
+            store,
+            connector,
+            upstream,
+            reserved,
+            |id| record(id, now),
+            now,
+        )
+        .await
+        {
             Ok(user) => {
                 tracing::info!(user_id = %user.id, connector = %connector.id, "account created");
                 return Ok((user, Outcome::Created));
@@ -209,6 +222,7 @@ async fn create_account(
     store: &dyn Store,
     connector: &ConnectorConfig,
     upstream: &UpstreamIdentity,
+    reserved: &[String],
     identity_for: impl Fn(&str) -> Identity,
     now: i64,
 ) -> Result<User, StoreError> {
@@ -237,6 +251,9 @@ async fn create_account(
             disabled: false,
             created_at: now,
         };
+        if is_reserved(reserved, &user.username) {
+            continue;
+        }
         match store
             .insert_user_with_identity(&user, &identity_for(&user.id))
             .await
@@ -251,6 +268,12 @@ async fn create_account(
     Err(StoreError::Conflict(
         last_conflict.unwrap_or_else(|| "user".into()),
     ))
+}
+
+/// Whether `username` is one of `reserved`, letter case aside.
+pub fn is_reserved(reserved: &[String], username: &str) -> bool {
+    let username = username.to_lowercase();
+    reserved.iter().any(|r| r.to_lowercase() == username)
 }
 
 /// A username from the provider's login name, else the address's local part, else

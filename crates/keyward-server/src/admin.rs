@@ -351,12 +351,14 @@ pub async fn rotate_client_secret(
     Ok((client, secret))
 }
 
-/// Ends every session of a user and revokes every grant (so their refresh and access
-/// tokens stop working), without disabling the account: they can sign in again.
+/// Ends every session of a user, revokes every grant (so their refresh and access
+/// tokens stop working) and forgets their set-password link, without disabling the
+/// account: they can sign in again.
 pub async fn revoke_user_access(store: &dyn Store, username: &str) -> Result<User, AdminError> {
     let user = user_by_name(store, username).await?;
     store.delete_user_sessions(&user.id).await?;
     store.revoke_user_grants(&user.id).await?;
+    store.delete_password_links(&user.id).await?;
     Ok(user)
 }
 
@@ -426,8 +428,9 @@ pub async fn set_password(
     Ok(())
 }
 
-/// Disables (or re-enables) a user. Disabling ends their sessions and revokes every
-/// grant, so their refresh tokens and access tokens stop working.
+/// Disables (or re-enables) a user. Disabling ends their sessions, revokes every
+/// grant (so their refresh tokens and access tokens stop working) and forgets their
+/// set-password link.
 pub async fn set_disabled(
     store: &dyn Store,
     username: &str,
@@ -438,6 +441,7 @@ pub async fn set_disabled(
     if disabled {
         store.delete_user_sessions(&user.id).await?;
         store.revoke_user_grants(&user.id).await?;
+        store.delete_password_links(&user.id).await?;
     }
     Ok(User { disabled, ..user })
 }

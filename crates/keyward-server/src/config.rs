@@ -160,6 +160,23 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The usernames `admins` and the `user:` subjects of the policies name.
+fn reserved_usernames(admins: &[String], exchange: &exchange::ExchangeConfig) -> Vec<String> {
+    let mut names: Vec<String> = admins.to_vec();
+    for policy in &exchange.policies {
+        names.extend(
+            policy
+                .subjects
+                .iter()
+                .filter_map(|s| s.strip_prefix("user:"))
+                .map(str::to_owned),
+        );
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// How often expired records are deleted when `purge_interval` is not set.
 pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
@@ -371,6 +388,10 @@ pub struct Config {
     /// The usernames that may use the admin console (`/admin`), beside those the
     /// `[[policies]]` give the scope `keyward:admin`.
     pub admins: Vec<String>,
+    /// The usernames this configuration gives powers to (`admins`, and the `user:`
+    /// subjects of the `[[policies]]`): an account an upstream sign-in creates never
+    /// takes one ([`crate::accounts::resolve`]).
+    pub reserved_usernames: Vec<String>,
     /// Token exchange: lifetime, audiences and scope policies.
     pub exchange: exchange::ExchangeConfig,
 }
@@ -424,6 +445,13 @@ impl Config {
             file.metrics_allowed.as_deref().unwrap_or(&default_metrics),
         )?;
         let connectors = connectors::validate(file.connectors, &issuer)?;
+        let exchange = exchange::validate(exchange::Sections {
+            exchange: file.exchange,
+            audiences: file.audiences,
+            policies: file.policies,
+            trusted_issuers: file.trusted_issuers,
+        })?;
+        let reserved_usernames = reserved_usernames(&file.admins, &exchange);
         for admin in &file.admins {
             crate::domain::validate_username(admin)
                 .map_err(|why| invalid("admins", format!("not a username: {why}")))?;
@@ -473,17 +501,13 @@ impl Config {
             users: user_passwords(file.users)?,
             connectors,
             warnings,
-            exchange: exchange::validate(exchange::Sections {
-                exchange: file.exchange,
-                audiences: file.audiences,
-                policies: file.policies,
-                trusted_issuers: file.trusted_issuers,
-            })?,
+            exchange,
             at_rest_key: env
                 .get("KEYWARD_KEY_ENCRYPTION_KEY_FILE")
                 .map(|path| at_rest_key(path))
                 .transpose()?,
             metrics_allowed,
+            reserved_usernames,
             admins: file.admins,
             metrics_token: secret_from(
                 "metrics_token",

@@ -25,8 +25,9 @@ use crate::store::StoreError;
 pub const ADMIN_SCOPE: &str = "keyward:admin";
 
 /// Whether `user` is an administrator: an enabled account listed in `admins`, or one
-/// whose subject names the `[[policies]]` give [`ADMIN_SCOPE`] (or a scope ending in
-/// `*` that covers it). Asked at every request, so taking it away ends it at once.
+/// whose subject names the `[[policies]]` give [`ADMIN_SCOPE`] by name (a wildcard
+/// such as `keyward:*`, written for token exchange, does not open the console). Asked
+/// at every request, so taking it away ends it at once.
 pub async fn is_admin(state: &AppState, user: &User) -> Result<bool, StoreError> {
     if user.disabled {
         return Ok(false);
@@ -49,7 +50,7 @@ pub async fn is_admin(state: &AppState, user: &User) -> Result<bool, StoreError>
     )
     .await?;
     let held = policy::held_scopes(&config.exchange.policies, &subjects);
-    Ok(policy::holds(&held, ADMIN_SCOPE))
+    Ok(held.iter().any(|h| h.scope == ADMIN_SCOPE))
 }
 
 /// Who is acting, as the audit log names them: `client:<id>` for an admin client,
@@ -182,7 +183,13 @@ impl<'a> Operator<'a> {
         if !live.iter().any(|s| s.id_hash == hash) {
             return Err(not_found());
         }
-        self.record("session.end", username).await?;
+        // The record names the session by the start of its id's hash, as the console
+        // shows it.
+        self.record(
+            "session.end",
+            &format!("{username} session {}", &session[..8]),
+        )
+        .await?;
         if self
             .state
             .store()

@@ -1097,7 +1097,7 @@ mod tests {
                     ..page("audit"),
                     ..minijinja::context! {
                         entries => vec![minijinja::context! { at => "x", actor => HOSTILE, action => "client.create", target => HOSTILE, address => "192.0.2.1" }],
-                        older => 1234,
+                        older => minijinja::context! { before => 1234, id => "abc" },
                     }
                 },
             ),

@@ -80,11 +80,6 @@ pub fn held_scopes(policies: &[Policy], subjects: &[String]) -> Vec<Held> {
     held
 }
 
-/// Whether `held` satisfies `scope`.
-pub fn holds(held: &[Held], scope: &str) -> bool {
-    held.iter().any(|h| satisfies(&h.scope, scope))
-}
-
 /// The scopes of `requested` that `held` satisfies.
 pub fn grantable(held: &[Held], requested: &ScopeSet) -> ScopeSet {
     ScopeSet::from_tokens(
@@ -134,7 +129,5 @@ mod tests {
             "queue:create-task:proj-infra/* queue:create-task:proj-infra/build"
         );
         assert!(grantable(&held, &ScopeSet::default()).is_empty());
-        assert!(holds(&held, "secrets:get:infra/db"));
-        assert!(!holds(&held, "secrets:get:prod/db"));
     }
 }

@@ -98,6 +98,14 @@ pub async fn build_with_clock(
     let store = store::open_with(&config.database_url, config.durability).await?;
     let synced = admin::sync_config(store.as_ref(), &config).await?;
     log_taken_out(&synced);
+    for admin in &config.admins {
+        if store.get_user_by_username(admin).await?.is_none() {
+            tracing::warn!(
+                admin,
+                "`admins` names a user who has no account yet; create it (`keyward user add`, or [[users]]): no sign-in through a provider will take that name"
+            );
+        }
+    }
     Ok(AppState::with_clock(config, store, clock).await?)
 }
 

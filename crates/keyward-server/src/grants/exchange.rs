@@ -348,6 +348,7 @@ async fn person(
         connector,
         identity,
         Intent::SignIn,
+        &issuer.config.reserved_usernames,
         issuer.now(),
     )
     .await

@@ -34,7 +34,7 @@ use crate::domain::{Client, SigningAlg, StoredKey, User};
 use crate::issuer::validate_access_token;
 use crate::operator::{ADMIN_SCOPE, Actor, DEFAULT_SECRET_GRACE, Operator};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{AuditCursor, StoreError};
 
 /// Users or audit entries listed when the caller names no `limit`.
 const DEFAULT_LIMIT: u32 = 100;
@@ -536,7 +536,7 @@ async fn list_audit(
     let listing = listing(query)?;
     let entries = state
         .store()
-        .list_audit(listing.limit()?, listing.before)
+        .list_audit(listing.limit()?, listing.before.map(AuditCursor::through))
         .await?;
     Ok(ok(json!({ "entries": entries })))
 }

@@ -28,7 +28,7 @@ use super::page_error::{PageError, page_form};
 use super::provider::{email_sent_page, not_found, send_email_link, to_account, to_provider};
 use super::routes::Routes;
 use crate::accounts::{self, AccountError, Intent, Outcome};
-use crate::domain::{ConnectorLogin, ConnectorPurpose, User};
+use crate::domain::{AuthRequest, ConnectorLogin, ConnectorPurpose, LoginKind, User};
 use crate::state::AppState;
 use crate::upstream::email::normalize_address;
 use crate::upstream::{Connector, Provider, UpstreamError, UpstreamIdentity};
@@ -104,9 +104,7 @@ async fn start(
             Ok(email_sent_page(&state, &address, Some(&back)))
         }
         Provider::Oidc(_) | Provider::Github(_) => {
-            // A fresh sign-in asked of keyward is asked of the provider too.
-            let fresh = prompt_values(request.prompt.as_deref()).contains(&"login")
-                || request.max_age == Some(0);
+            let fresh = asks_for_fresh_sign_in(&request);
             to_provider(
                 &state,
                 &connector,
@@ -117,6 +115,15 @@ async fn start(
             .await
         }
     }
+}
+
+/// Whether a login must not be satisfied by a session the provider already has: when
+/// the client asked keyward for one (`prompt=login`, `max_age=0`), and always for the
+/// admin console. The provider is then asked for one too (`prompt=login`).
+fn asks_for_fresh_sign_in(request: &AuthRequest) -> bool {
+    prompt_values(request.prompt.as_deref()).contains(&"login")
+        || request.max_age == Some(0)
+        || request.kind == LoginKind::Admin
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,6 +321,7 @@ async fn complete(
                 &connector.config,
                 &identity,
                 Intent::SignIn,
+                &state.config().reserved_usernames,
                 at,
             )
             .await
@@ -384,6 +392,7 @@ async fn link(
             &connector.config,
             identity,
             Intent::Link(user),
+            &state.config().reserved_usernames,
             at,
         )
         .await
@@ -396,4 +405,29 @@ async fn link(
             Err(AccountError::Store(e)) => return Err(e.into()),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_proto::TokenHash;
+
+    use super::*;
+
+    /// Attack: someone at an administrator's browser, whose keyward session is stale but
+    /// whose provider session is not, must not pass the console's fresh sign-in by the
+    /// provider's say-so.
+    #[test]
+    fn the_admin_console_and_clients_asking_for_it_get_a_fresh_upstream_sign_in() {
+        let request = |kind: LoginKind| AuthRequest::new(kind, TokenHash::of("b"), 1, 2);
+        assert!(asks_for_fresh_sign_in(&request(LoginKind::Admin)));
+        assert!(!asks_for_fresh_sign_in(&request(LoginKind::Account)));
+        let mut asked = request(LoginKind::Account);
+        asked.prompt = Some("consent login".into());
+        assert!(asks_for_fresh_sign_in(&asked));
+        asked.prompt = None;
+        asked.max_age = Some(0);
+        assert!(asks_for_fresh_sign_in(&asked));
+        asked.max_age = Some(60);
+        assert!(!asks_for_fresh_sign_in(&asked));
+    }
 }

@@ -31,7 +31,7 @@ use crate::admin::{AdminError, ClientChanges, NewClient};
 use crate::domain::{Client, LoginKind, Session, User, utc_text};
 use crate::operator::{self, Actor, DEFAULT_SECRET_GRACE, Operator};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{AuditCursor, StoreError};
 
 /// How old (in seconds) a sign-in may be for the console to act on it.
 pub const FRESH_FOR: i64 = 600;
@@ -229,7 +229,9 @@ struct PageQuery {
     notice: Option<String>,
     #[serde(default)]
     q: String,
+    /// The audit log page after the entry of this time and `id`.
     before: Option<i64>,
+    id: Option<String>,
 }
 
 type PageQueryResult = Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>;
@@ -240,6 +242,7 @@ fn page_query(query: PageQueryResult) -> PageQuery {
             notice: None,
             q: String::new(),
             before: None,
+            id: None,
         },
         |Query(q)| q,
     )
@@ -838,17 +841,23 @@ async fn delete_client(
     Ok(back(&state, "/clients", "client-removed"))
 }
 
-/// `GET /admin/audit?before=`: the newest entries first, a page at a time.
+/// `GET /admin/audit?before=&id=`: the newest entries first, a page at a time (after
+/// the entry of time `before` and id `id`).
 async fn audit(
     State(state): State<AppState>,
     Viewer(console): Viewer,
     query: PageQueryResult,
 ) -> Result<Response, PageError> {
     let query = page_query(query);
-    let entries = state.store().list_audit(PAGE_SIZE, query.before).await?;
+    let cursor = query.before.map(|at| match query.id {
+        Some(id) => AuditCursor { at, id },
+        None => AuditCursor::through(at),
+    });
+    let entries = state.store().list_audit(PAGE_SIZE, cursor).await?;
     let older = (entries.len() == PAGE_SIZE as usize)
-        .then(|| entries.last().map(|e| e.at - 1))
-        .flatten();
+        .then(|| entries.last())
+        .flatten()
+        .map(|e| minijinja::context! { before => e.at, id => e.id });
     let rows: Vec<_> = entries
         .iter()
         .map(|e| {

@@ -1,8 +1,9 @@
 //! The one-time set-password link an administrator hands to a person
 //! (`/password/set?token=…`, made by the admin API or console): a page to choose a new
 //! password, twice. The link is the only credential: it is 256 random bits, kept only
-//! as a hash, works for a day, once. Using it sets the password and ends the account's
-//! sessions in one transaction, so that two tabs cannot both use it; the token is
+//! as a hash, works for a day, once. Using it sets the password, ends the account's
+//! sessions, revokes its grants and writes the audit log (`user.password-set`, by the
+//! person) in one transaction, so that two tabs cannot both use it; the token is
 //! checked before the password is hashed, so a guessed link costs one lookup.
 //! The page sends no referrer and the access log never holds a query, so the token
 //! stays in the address bar it came in.
@@ -14,11 +15,11 @@ use keyward_proto::{Password, TokenHash};
 use serde::Deserialize;
 
 use super::error::OAuthError;
-use super::extract::{Body, parse_form};
+use super::extract::{Body, ClientAddr, parse_form};
 use super::page_error::{PageError, page_form};
 use super::routes::Routes;
 use crate::admin::check_password_strength;
-use crate::domain::User;
+use crate::domain::{AuditEntry, User};
 use crate::state::AppState;
 
 /// Routes of this module.
@@ -102,6 +103,7 @@ struct SetForm {
 /// `POST /password/set`: sets the password if the link still works.
 async fn submit(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     body: Result<Body, OAuthError>,
 ) -> Result<Response, PageError> {
     let form: SetForm = page_form(body)?;
@@ -125,7 +127,18 @@ async fn submit(
     let hash_of_token = token_hash(&form.token).ok_or_else(dead_link)?;
     let Some(user_id) = state
         .store()
-        .use_password_link(&hash_of_token, &hash, state.now())
+        .use_password_link(
+            &hash_of_token,
+            &hash,
+            state.now(),
+            &AuditEntry::new(
+                format!("user:{}", user.username),
+                "user.password-set",
+                &user.username,
+                addr.map(|a| a.to_string()),
+                state.now(),
+            ),
+        )
         .await?
     else {
         return Err(dead_link());

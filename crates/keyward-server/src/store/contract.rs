@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use keyward_proto::{OpaqueToken, ScopeSet, TokenHash};
 
-use super::{IdentityKey, Inconsistency, Store, StoreError, UserClient};
-use crate::domain::SigningAlg;
+use super::{AuditCursor, IdentityKey, Inconsistency, Store, StoreError, UserClient};
+use crate::domain::{AuditEntry, SigningAlg};
 use crate::domain::{
     AuthCode, AuthRequest, Client, ClientState, CodeFlow, CodeRedemption, ConnectorLogin,
     ConnectorPurpose, DeviceCode, DeviceStatus, Grant, Identity, LoginKind, PasswordLink,
@@ -199,8 +199,30 @@ async fn clients(store: Arc<dyn Store>) {
     }
     let newest = store.list_audit(2, None).await.unwrap();
     assert_eq!(newest, [entry("e3", 3_000), entry("e2", 2_000)]);
-    let older = store.list_audit(10, Some(1_999)).await.unwrap();
+    let older = store
+        .list_audit(10, Some(AuditCursor::through(1_999)))
+        .await
+        .unwrap();
     assert_eq!(older, [entry("e1", 1_000)]);
+    // Entries of one millisecond are paged by id: none is skipped or shown twice.
+    for id in ["f1", "f2", "f3"] {
+        store.append_audit(&entry(id, 2_500)).await.unwrap();
+    }
+    let first = store.list_audit(3, None).await.unwrap();
+    assert_eq!(
+        first,
+        [entry("e3", 3_000), entry("f3", 2_500), entry("f2", 2_500)]
+    );
+    let last = first.last().unwrap();
+    let next = AuditCursor {
+        at: last.at,
+        id: last.id.clone(),
+    };
+    let rest = store.list_audit(10, Some(next)).await.unwrap();
+    assert_eq!(
+        rest,
+        [entry("f1", 2_500), entry("e2", 2_000), entry("e1", 1_000)]
+    );
     assert!(
         store.append_audit(&entry("e1", 4_000)).await.is_err(),
         "ids are unique"
@@ -476,13 +498,29 @@ async fn password_links(store: Arc<dyn Store>) {
         let token = token.to_owned();
         async move {
             store
-                .use_password_link(&TokenHash::of(&token), "new-hash", at)
+                .use_password_link(
+                    &TokenHash::of(&token),
+                    "new-hash",
+                    at,
+                    &AuditEntry::new("user:x".into(), "user.password-set", &token, None, at),
+                )
                 .await
                 .unwrap()
         }
     };
     assert_eq!(used("second", 500).await, None, "expired");
+    let (alices, ..) = grant("g-alice");
+    store.insert_grant(&alices).await.unwrap();
     assert_eq!(used("second", 200).await.as_deref(), Some("id-alice"));
+    let revoked = store.get_grant("g-alice").await.unwrap().unwrap();
+    assert!(revoked.revoked, "the account's grants are revoked with it");
+    let logged = store.list_audit(10, None).await.unwrap();
+    assert_eq!(
+        logged.len(),
+        1,
+        "only the use that set the password is logged"
+    );
+    assert_eq!(logged[0].target, "second");
     assert_eq!(used("second", 200).await, None, "used once");
     let alice = store.get_user("id-alice").await.unwrap().unwrap();
     assert_eq!(alice.password_hash.as_deref(), Some("new-hash"));
@@ -499,6 +537,15 @@ async fn password_links(store: Arc<dyn Store>) {
     assert_eq!(of("bobs", 200).await, None);
     let bob = store.get_user("id-bob").await.unwrap().unwrap();
     assert_ne!(bob.password_hash.as_deref(), Some("new-hash"));
+    // Forgotten on request (disabling or revoking the account does it).
+    store.set_user_disabled("id-bob", false).await.unwrap();
+    store
+        .insert_password_link(&link("kept", "id-bob", 500))
+        .await
+        .unwrap();
+    store.delete_password_links("id-bob").await.unwrap();
+    assert_eq!(of("kept", 200).await, None);
+    store.set_user_disabled("id-bob", true).await.unwrap();
     // Expired links are purged.
     store
         .insert_password_link(&link("late", "id-bob", 300))

@@ -252,7 +252,8 @@ pub trait UserStore: Send + Sync {
         now: i64,
     ) -> StoreResult<Option<User>>;
     /// Takes an unexpired set-password link and, in the same transaction, sets its
-    /// enabled account's password hash and ends the account's sessions. The user id,
+    /// enabled account's password hash, ends the account's sessions and revokes its
+    /// grants (whoever held the account keeps nothing), and appends `audit`. The user id,
     /// or `None` when the link was not there (used, replaced, expired) or the account
     /// is disabled; either way the link is gone.
     async fn use_password_link(
@@ -260,7 +261,10 @@ pub trait UserStore: Send + Sync {
         token_hash: &TokenHash,
         password_hash: &str,
         now: i64,
+        audit: &AuditEntry,
     ) -> StoreResult<Option<String>>;
+    /// Forgets the account's set-password link, if any.
+    async fn delete_password_links(&self, user_id: &str) -> StoreResult<()>;
 }
 
 /// Logins in progress: authorization requests, and sign-ins waiting at an upstream provider (or an emailed link). Part of [`Store`].
@@ -423,13 +427,35 @@ pub trait ThrottleStore: Send + Sync {
     async fn throttle_clear(&self, key: &TokenHash) -> StoreResult<()>;
 }
 
+/// Where a page of the audit log starts: the entries just older than one, in the order
+/// the log lists them (newest first; within a millisecond, by id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCursor {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// Entries of that millisecond come after it if their id sorts below this one.
+    pub id: String,
+}
+
+impl AuditCursor {
+    /// Every entry at or before `at`, whatever its id (ids are URL-safe base64, which
+    /// sorts below `~`).
+    pub fn through(at: i64) -> Self {
+        Self { at, id: "~".into() }
+    }
+}
+
 /// The audit log of administrators' actions. Part of [`Store`].
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync {
     /// Appends an entry.
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
-    /// The newest `limit` entries at or before `before` (milliseconds), newest first.
-    async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
+    /// The newest `limit` entries after `before` in the log's order (newest first).
+    async fn list_audit(
+        &self,
+        limit: u32,
+        before: Option<AuditCursor>,
+    ) -> StoreResult<Vec<AuditEntry>>;
 }
 
 /// Signing keys and the server's other secrets. Part of [`Store`].

@@ -28,8 +28,8 @@ use sqlx::sqlite::{
 use super::cache::{self, ClientCache};
 use super::check;
 use super::{
-    AuditStore, ClientStore, Consistency, DeclaredKind, DeviceStore, GrantStore, IdentityKey,
-    IdentityStore, KeyStore, LoginStore, SessionStore, Store, StoreError, StoreResult,
+    AuditCursor, AuditStore, ClientStore, Consistency, DeclaredKind, DeviceStore, GrantStore,
+    IdentityKey, IdentityStore, KeyStore, LoginStore, SessionStore, Store, StoreError, StoreResult,
     ThrottleStore, UserClient, UserStore,
 };
 use crate::config::Durability;
@@ -1237,7 +1237,7 @@ macro_rules! sql_store {
                 row.map(|row| Self::user_at(&row, 0)).transpose()
             }
 
-            async fn use_password_link(&self, token_hash: &TokenHash, password_hash: &str, now: i64) -> StoreResult<Option<String>> {
+            async fn use_password_link(&self, token_hash: &TokenHash, password_hash: &str, now: i64, audit: &AuditEntry) -> StoreResult<Option<String>> {
                 let mut tx = self.writer.begin().await?;
                 let user_id: Option<String> = sqlx::query_scalar(
                     "DELETE FROM password_links WHERE token_hash = $1 AND expires_at > $2 RETURNING user_id",
@@ -1261,8 +1261,28 @@ macro_rules! sql_store {
                     return Ok(None);
                 }
                 sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(&user_id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE grants SET revoked = $1 WHERE user_id = $2 AND revoked = $3")
+                    .bind(true)
+                    .bind(&user_id)
+                    .bind(false)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO audit_log (id, at, actor, action, target, address) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&audit.id)
+                    .bind(audit.at)
+                    .bind(&audit.actor)
+                    .bind(&audit.action)
+                    .bind(&audit.target)
+                    .bind(&audit.address)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(Some(user_id))
+            }
+
+            async fn delete_password_links(&self, user_id: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM password_links WHERE user_id = $1").bind(user_id).execute(&self.writer).await?;
+                Ok(())
             }
 
             async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> StoreResult<bool> {
@@ -1834,12 +1854,15 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn list_audit(&self, limit: u32, before: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+            async fn list_audit(&self, limit: u32, before: Option<AuditCursor>) -> StoreResult<Vec<AuditEntry>> {
+                let before = before.unwrap_or_else(|| AuditCursor::through(i64::MAX));
                 let rows = sqlx::query(
-                    "SELECT id, at, actor, action, target, address FROM audit_log WHERE at <= $1
-                     ORDER BY at DESC, id DESC LIMIT $2",
+                    "SELECT id, at, actor, action, target, address FROM audit_log
+                     WHERE at < $1 OR (at = $1 AND id < $2)
+                     ORDER BY at DESC, id DESC LIMIT $3",
                 )
-                .bind(before.unwrap_or(i64::MAX))
+                .bind(before.at)
+                .bind(&before.id)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;

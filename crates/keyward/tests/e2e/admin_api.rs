@@ -783,6 +783,7 @@ async fn a_set_password_link_works_once_and_for_a_day() {
         [
             ("user.disable", "bob"),
             ("user.password-link", "alice"),
+            ("user.password-set", "bob"),
             ("user.password-link", "bob"),
             ("user.password-link", "bob"),
         ]

@@ -8,12 +8,13 @@ use reqwest::StatusCode;
 
 use crate::support::*;
 
-/// `admins` makes alice an administrator; a policy gives carol `keyward:*`, which
-/// covers `keyward:admin`; bob is neither.
+/// `admins` makes alice an administrator and a policy carol; bob is neither, though a
+/// token-exchange policy gives him `keyward:*` (a wildcard does not open the console).
 fn console_config() -> String {
     format!(
         "admins = [\"alice\"]\n\
-         [[policies]]\nsubjects = [\"user:carol\"]\nscopes = [\"keyward:*\"]\n\
+         [[policies]]\nsubjects = [\"user:carol\"]\nscopes = [\"keyward:admin\"]\n\
+         [[policies]]\nsubjects = [\"user:bob\"]\nscopes = [\"keyward:*\"]\n\
          [[users]]\nusername = \"carol\"\npassword = \"{PASSWORD}\"\n"
     )
 }
@@ -243,4 +244,40 @@ async fn only_a_freshly_signed_in_administrator_gets_in_and_forms_need_the_csrf_
         "/login",
         "a disabled account's session is gone"
     );
+}
+
+/// Attack: the operator lists `octocat` in `admins` before that person has an account;
+/// a stranger whose GitHub login is `octocat` signs in first. The account a provider
+/// sign-in creates never takes a reserved name, so the stranger is `octocat-2` and gets
+/// 403 at the console.
+#[tokio::test]
+async fn a_provider_sign_in_never_takes_an_administrators_name() {
+    use crate::connectors::{broker_with, sign_in_as};
+    let broker = broker_with(
+        Db::Sqlite,
+        "admins = [\"octocat\"]",
+        "",
+        r#"scopes = ["read:user", "user:email", "read:org"]"#,
+    )
+    .await
+    .unwrap();
+    let down = &broker.down;
+    let stranger = browser();
+    let claims = sign_in_as(&stranger, down, "github", "", "").await;
+    let store = down.state.store();
+    assert!(
+        store
+            .get_user_by_username("octocat")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let created = store
+        .get_user(claims["sub"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.username, "octocat-2");
+    let page = open(&stranger, &format!("{}/admin", down.issuer)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.html);
 }
