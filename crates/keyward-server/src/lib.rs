@@ -22,6 +22,8 @@
 //! - [`serve`]: start-up, housekeeping and serving.
 //! - [`memory`]: giving the memory a burst of requests freed back to the system.
 //! - [`admin`]: operations behind `keyward client|user|key` and start-up sync.
+//! - [`operator`]: what an administrator does through the admin API or console:
+//!   checked, written to the audit log, then done; who is an administrator.
 //! - [`pages`]: the page renderer (templates compiled in).
 //! - [`state`]: the shared state of the HTTP handlers.
 //! - [`telemetry`]: the per-server counters behind `/metrics` and the logging of

@@ -16,6 +16,8 @@
 //! | [`logout`] | `/logout` (end session) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`admin_api`] | `/admin/api/*`: users, clients, keys and the audit log, as JSON, for an admin client |
+//! | [`console`] | `/admin`, `/admin/*`: the admin console, pages for administrators |
+//! | [`password`] | `/password/set`: choosing a password through a one-time link |
 //! | [`openapi`] | `/openapi.json`: the OpenAPI 3.1 description of all of the above |
 //!
 //! The endpoint modules above never use one another; what they share sits beside them:
