@@ -25,9 +25,8 @@ pub async fn refresh(
     let at = issuer.now();
     let hash = token.hash();
     let unknown = || GrantError::invalid_grant("unknown, expired or revoked refresh token");
-    let record = store.get_refresh_token(&hash).await?.ok_or_else(unknown)?;
-    let (grant, user) = store
-        .get_grant_with_user(&record.grant_id)
+    let (record, grant, user) = store
+        .get_refresh_token_with_grant(&hash)
         .await?
         .ok_or_else(unknown)?;
     if grant.client_id != client.client_id {

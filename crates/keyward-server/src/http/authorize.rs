@@ -156,14 +156,21 @@ async fn authorize(
         )
     };
 
-    attach_session(state, headers, &mut auth_request).await?;
+    let signed_in = attach_session(state, headers, &mut auth_request).await?;
     let prompts = prompt_values(auth_request.prompt.as_deref());
     if auth_request.user_id.is_none() && prompts.contains(&"none") {
         return Ok(responder.error(ErrorCode::LoginRequired, "the user is not signed in"));
     }
     // Not stored yet: a signed-in browser that needs no consent page gets its code at
     // once, and the store sees one write (the grant and its code) instead of three.
-    let response = advance(state, auth_request, &client, Stored::No { from: addr }).await?;
+    let response = advance(
+        state,
+        auth_request,
+        &client,
+        Stored::No { from: addr },
+        signed_in,
+    )
+    .await?;
     Ok(browser.set_if_new(state, response))
 }
 

@@ -139,15 +139,17 @@ fn responder_for<'a>(state: &'a AppState, flow: &CodeFlow) -> Responder<'a> {
 
 /// Single sign-on: attaches the browser's session to a new login, unless the request
 /// asks for a fresh login (`prompt=login`, or a `max_age` the session is older than).
+/// Returns the session's user when attached (read with the session, enabled), for
+/// [`advance`].
 pub(super) async fn attach_session(
     state: &AppState,
     headers: &HeaderMap,
     request: &mut AuthRequest,
-) -> Result<(), PageError> {
+) -> Result<Option<User>, PageError> {
     if prompt_values(request.prompt.as_deref()).contains(&"login") {
-        return Ok(());
+        return Ok(None);
     }
-    if let Some((session, _)) = current_session(state, headers).await? {
+    if let Some((session, user)) = current_session(state, headers).await? {
         // max_age=0 means "log in again", like prompt=login (OpenID Connect Core §3.1.2.1).
         let fresh_enough = request
             .max_age
@@ -155,9 +157,10 @@ pub(super) async fn attach_session(
         if fresh_enough {
             request.user_id = Some(session.user_id);
             request.auth_time = Some(session.auth_time);
+            return Ok(Some(user));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The values of a space-separated `prompt`.
@@ -221,12 +224,15 @@ pub(super) async fn start_own_page_sign_in(
 }
 
 /// Moves a login forward: to the login page, the consent page, or the client. A
-/// login not stored yet is stored before the browser is sent to a page.
+/// login not stored yet is stored before the browser is sent to a page. `signed_in` is
+/// the signed-in user when the caller has just read them (enabled): for a first-party
+/// client, whose consent never matters, the store is then not asked again.
 pub(super) async fn advance(
     state: &AppState,
     request: AuthRequest,
     client: &Client,
     stored: Stored,
+    signed_in: Option<User>,
 ) -> Result<Response, PageError> {
     let Some(user_id) = &request.user_id else {
         if let Stored::No { from } = stored {
@@ -238,14 +244,21 @@ pub(super) async fn advance(
             request.id
         )));
     };
-    let (user, approved) = match state
-        .store()
-        .get_user_with_consent(UserClient {
-            user_id,
-            client_id: &client.client_id,
-        })
-        .await?
-    {
+    let signed_in = signed_in.filter(|u| &u.id == user_id && !u.disabled);
+    let found = match signed_in {
+        // needs_consent ignores a remembered approval for a first-party client.
+        Some(user) if client.skip_consent => Some((user, None)),
+        _ => {
+            state
+                .store()
+                .get_user_with_consent(UserClient {
+                    user_id,
+                    client_id: &client.client_id,
+                })
+                .await?
+        }
+    };
+    let (user, approved) = match found {
         Some((user, approved)) if !user.disabled => (user, approved),
         _ => {
             return reject(
@@ -517,7 +530,7 @@ pub(super) async fn sign_in(
         auth_time: Some(at),
         ..request
     };
-    let mut response = advance(state, request, client, Stored::Yes).await?;
+    let mut response = advance(state, request, client, Stored::Yes, Some(user.clone())).await?;
     append_our_cookie(
         state,
         &mut response,
@@ -579,8 +592,15 @@ pub(super) async fn start_login(
             device.expires_at.min(at + secs(state.config().login_ttl)),
         )
     };
-    attach_session(state, headers, &mut request).await?;
-    let response = advance(state, request, &client, Stored::No { from: addr }).await?;
+    let signed_in = attach_session(state, headers, &mut request).await?;
+    let response = advance(
+        state,
+        request,
+        &client,
+        Stored::No { from: addr },
+        signed_in,
+    )
+    .await?;
     Ok(browser.set_if_new(state, response))
 }
 

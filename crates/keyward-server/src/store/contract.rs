@@ -722,6 +722,33 @@ async fn refresh_rotation(store: Arc<dyn Store>) {
         store.get_refresh_token(&first.token_hash).await.unwrap(),
         Some(first.clone())
     );
+    // With its grant and user in one read; not without its grant.
+    assert_eq!(
+        store
+            .get_refresh_token_with_grant(&first.token_hash)
+            .await
+            .unwrap(),
+        None,
+        "no grant g1 yet"
+    );
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
+    let (g1, ..) = grant("g1");
+    store.insert_grant(&g1).await.unwrap();
+    assert_eq!(
+        store
+            .get_refresh_token_with_grant(&first.token_hash)
+            .await
+            .unwrap(),
+        Some((first.clone(), g1.clone(), alice.clone()))
+    );
+    assert_eq!(
+        store
+            .get_refresh_token_with_grant(&TokenHash::of("nope"))
+            .await
+            .unwrap(),
+        None
+    );
     // A rotation that cannot store its new token leaves the old one unrotated.
     assert!(
         store

@@ -353,6 +353,12 @@ pub trait GrantStore: Send + Sync {
     async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
     /// A refresh token by hash.
     async fn get_refresh_token(&self, hash: &TokenHash) -> StoreResult<Option<RefreshToken>>;
+    /// A refresh token by hash with its grant and the grant's user, in one read (the
+    /// refresh grant's every check needs all three).
+    async fn get_refresh_token_with_grant(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshToken, Grant, User)>>;
     /// Marks `old` rotated and stores `new`, in one transaction. False (and nothing
     /// stored) when `old` had already been rotated by someone else.
     async fn rotate_refresh_token(

@@ -825,6 +825,17 @@ macro_rules! sql_store {
                 })
             }
 
+            /// A refresh token from the [`REFRESH_COLUMNS`] that start at column `at`.
+            fn refresh_at(row: &$row, at: usize) -> StoreResult<RefreshToken> {
+                Ok(RefreshToken {
+                    token_hash: TokenHash::from_stored(row.try_get(at)?),
+                    grant_id: row.try_get(at + 1)?,
+                    created_at: row.try_get(at + 2)?,
+                    expires_at: row.try_get(at + 3)?,
+                    rotated_at: row.try_get(at + 4)?,
+                })
+            }
+
             fn key(row: &$row) -> StoreResult<StoredKey> {
                 Ok(StoredKey {
                     kid: row.try_get("kid")?,
@@ -1595,6 +1606,25 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.as_ref().map(Self::refresh).transpose()
+            }
+
+            async fn get_refresh_token_with_grant(&self, hash: &TokenHash) -> StoreResult<Option<(RefreshToken, Grant, User)>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!(
+                    "SELECT {}, {}, {} FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+                     JOIN users u ON u.id = g.user_id WHERE r.token_hash = $1",
+                    qualified("g", GRANT_COLUMNS),
+                    qualified("u", USER_COLUMNS),
+                    qualified("r", REFRESH_COLUMNS),
+                ));
+                let row = sqlx::query(&SQL).bind(hash.as_str()).fetch_optional(&self.pool).await?;
+                row.map(|row| {
+                    Ok((
+                        Self::refresh_at(&row, GRANT_COLUMN_COUNT + USER_COLUMN_COUNT)?,
+                        Self::grant(&row)?,
+                        Self::user_at(&row, GRANT_COLUMN_COUNT)?,
+                    ))
+                })
+                .transpose()
             }
 
             async fn rotate_refresh_token(&self, old: &TokenHash, new: &RefreshToken, now: i64) -> StoreResult<bool> {
