@@ -756,6 +756,17 @@ macro_rules! sql_store {
                     .bind(i.groups_confirmed_at)
             }
 
+            /// The statement that appends `entry` to the audit log.
+            fn audit_query(entry: &AuditEntry) -> sqlx::query::Query<'_, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'_>> {
+                sqlx::query("INSERT INTO audit_log (id, at, actor, action, target, address) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&entry.id)
+                    .bind(entry.at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(&entry.target)
+                    .bind(&entry.address)
+            }
+
             fn user_query<'q>(sql: &'q str, user: &'q User) -> sqlx::query::Query<'q, <$row as sqlx::Row>::Database, <<$row as sqlx::Row>::Database as sqlx::Database>::Arguments<'q>> {
                 sqlx::query(sql)
                     .bind(&user.id)
@@ -1278,15 +1289,7 @@ macro_rules! sql_store {
                     .bind(false)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("INSERT INTO audit_log (id, at, actor, action, target, address) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&audit.id)
-                    .bind(audit.at)
-                    .bind(&audit.actor)
-                    .bind(&audit.action)
-                    .bind(&audit.target)
-                    .bind(&audit.address)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::audit_query(audit).execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(Some(user_id))
             }
@@ -1872,15 +1875,7 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl AuditStore for $store {
             async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-                sqlx::query("INSERT INTO audit_log (id, at, actor, action, target, address) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&entry.id)
-                    .bind(entry.at)
-                    .bind(&entry.actor)
-                    .bind(&entry.action)
-                    .bind(&entry.target)
-                    .bind(&entry.address)
-                    .execute(&self.writer)
-                    .await?;
+                Self::audit_query(entry).execute(&self.writer).await?;
                 Ok(())
             }
 
